@@ -1,0 +1,329 @@
+//! The local vision backend: a real ImageNet classifier (EfficientNet-Lite ONNX in
+//! tract) behind the cloud wire formats, so tests, benchmarks and new users need
+//! no cloud account.
+//!
+//! `adacompress backend --model models/efficientnet-lite0.onnx --listen 127.0.0.1:8081`
+//! answers Google Vision `POST /v1/images:annotate` (batches of up to 16 images)
+//! and Rekognition `POST /` with `X-Amz-Target: RekognitionService.DetectLabels`.
+//!
+//! Classification is CPU-bound and runs on the blocking pool, at most
+//! `concurrency` images at a time; at most `queue` more requests wait for a slot,
+//! and beyond that the backend answers 429 at once instead of queueing without
+//! bound (clients retry with backoff).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::codec::{self, Limits};
+use crate::model::{ClassNames, ImageModel, ModelError};
+use crate::protocol::{Answer, ImageProblem, Label, Protocol};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// ONNX classifier (EfficientNet-Lite with `logits` and `features` outputs).
+    pub model: PathBuf,
+    /// `imagenet_classes.txt`, index-aligned with the logits.
+    pub classes: PathBuf,
+    /// Square input side; `None` picks the variant's native side from the file name.
+    pub side: Option<u32>,
+    /// Images classified at the same time.
+    pub concurrency: usize,
+    /// Requests allowed to wait for a slot before 429.
+    pub queue: usize,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Per-image decode limits.
+    pub limits: Limits,
+}
+
+impl BackendConfig {
+    /// Defaults for `model`: classes next to it, one slot per core, a queue of 64.
+    pub fn new(model: PathBuf) -> BackendConfig {
+        let classes = model.parent().map_or_else(
+            || PathBuf::from("imagenet_classes.txt"),
+            |d| d.join("imagenet_classes.txt"),
+        );
+        BackendConfig {
+            model,
+            classes,
+            side: None,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue: 64,
+            max_body_bytes: 64 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The native input side of an EfficientNet-Lite variant, from its file name.
+pub fn native_side(model: &std::path::Path) -> u32 {
+    let name = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name.contains("lite4") {
+        300
+    } else if name.contains("lite3") {
+        280
+    } else if name.contains("lite2") {
+        260
+    } else if name.contains("lite1") {
+        240
+    } else {
+        224
+    }
+}
+
+/// A classifier: model + class names.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    pub model: ImageModel,
+    pub classes: ClassNames,
+}
+
+impl Classifier {
+    /// Loads the model at its side and the class names.
+    pub fn load(
+        model: &std::path::Path,
+        classes: &std::path::Path,
+        side: u32,
+    ) -> Result<Classifier, ModelError> {
+        Ok(Classifier {
+            model: ImageModel::load(model, side)?,
+            classes: ClassNames::load(classes)?,
+        })
+    }
+
+    /// Decodes and classifies one encoded image: the top `k` labels.
+    pub fn classify(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+        k: usize,
+    ) -> Result<Answer, ImageProblem> {
+        let decoded =
+            codec::decode(bytes, limits).map_err(|e| ImageProblem::Undecodable(e.to_string()))?;
+        let out = self
+            .model
+            .run(&decoded.image)
+            .map_err(|e| ImageProblem::Internal(e.to_string()))?;
+        Ok(Answer::new(
+            self.classes
+                .top_k(&out.logits, k)
+                .into_iter()
+                .map(|(name, score)| Label { name, score })
+                .collect(),
+        ))
+    }
+}
+
+/// Shared state of a running backend.
+#[derive(Debug)]
+pub struct Backend {
+    classifier: Classifier,
+    limits: Limits,
+    /// Slots for classification work.
+    run: Arc<Semaphore>,
+    /// Slots for requests in the building (running + waiting).
+    admit: Arc<Semaphore>,
+    max_body_bytes: usize,
+    /// Requests answered, any outcome.
+    requests: AtomicU64,
+    /// Images classified.
+    images: AtomicU64,
+    /// Requests refused with 429.
+    throttled: AtomicU64,
+}
+
+impl Backend {
+    /// Loads the model and builds the state.
+    pub fn load(cfg: &BackendConfig) -> Result<Backend, ModelError> {
+        let side = cfg.side.unwrap_or_else(|| native_side(&cfg.model));
+        let classifier = Classifier::load(&cfg.model, &cfg.classes, side)?;
+        Ok(Backend::new(classifier, cfg))
+    }
+
+    /// Builds the state around an already loaded classifier.
+    pub fn new(classifier: Classifier, cfg: &BackendConfig) -> Backend {
+        let concurrency = cfg.concurrency.max(1);
+        Backend {
+            classifier,
+            limits: cfg.limits,
+            run: Arc::new(Semaphore::new(concurrency)),
+            admit: Arc::new(Semaphore::new(concurrency + cfg.queue)),
+            max_body_bytes: cfg.max_body_bytes,
+            requests: AtomicU64::new(0),
+            images: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    /// Images classified since start.
+    pub fn images_classified(&self) -> u64 {
+        self.images.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered since start.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The classifier.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+}
+
+/// The backend's router.
+pub fn app(state: Arc<Backend>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/images:annotate", post(google))
+        .route("/", post(rekognition))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<Backend>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts a backend on a free loopback port in this process; for tests, benchmarks
+/// and the demo. Returns the address; the server stops when `shutdown` resolves.
+pub async fn spawn_local(
+    state: Arc<Backend>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let handle = tokio::spawn(serve(listener, state, shutdown));
+    Ok((addr, handle))
+}
+
+async fn google(
+    State(s): State<Arc<Backend>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(Protocol::GoogleVision, s, uri, headers, body).await
+}
+
+async fn rekognition(
+    State(s): State<Arc<Backend>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(Protocol::Rekognition, s, uri, headers, body).await
+}
+
+async fn handle(
+    protocol: Protocol,
+    s: Arc<Backend>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = match protocol.parse_backend_request(path, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%protocol, error = %e, "bad request");
+            return protocol.render_backend_error(&e).into_response();
+        }
+    };
+    let Ok(_admitted) = s.admit.clone().try_acquire_owned() else {
+        s.throttled.fetch_add(1, Ordering::Relaxed);
+        return throttled(protocol);
+    };
+    let Ok(_slot) = s.run.clone().acquire_owned().await else {
+        return throttled(protocol);
+    };
+    let worker = s.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        request
+            .images
+            .into_iter()
+            .map(|img| {
+                let img = img?;
+                let answer = worker.classifier.classify(
+                    &img.bytes,
+                    &worker.limits,
+                    img.max_labels.max(1),
+                )?;
+                worker.images.fetch_add(1, Ordering::Relaxed);
+                Ok(img.limit(answer))
+            })
+            .collect::<Vec<Result<Answer, ImageProblem>>>()
+    })
+    .await;
+    match results {
+        Ok(results) => protocol.render_backend_response(results).into_response(),
+        Err(e) => {
+            tracing::error!(%protocol, error = %e, "classification task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+/// 429 in the API's own shape.
+fn throttled(protocol: Protocol) -> Response {
+    let (status, ty, body) = match protocol {
+        Protocol::GoogleVision => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/json",
+            serde_json::json!({"error": {"code": 429, "message": "backend is saturated; retry later", "status": "RESOURCE_EXHAUSTED"}}),
+        ),
+        Protocol::Rekognition => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/x-amz-json-1.1",
+            serde_json::json!({"__type": "ThrottlingException", "Message": "backend is saturated; retry later"}),
+        ),
+    };
+    (
+        status,
+        [("content-type", ty), ("retry-after", "1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Arc<Backend>>) -> String {
+    format!(
+        "# HELP adacompress_backend_requests_total Requests answered by the local backend.\n\
+         # TYPE adacompress_backend_requests_total counter\n\
+         adacompress_backend_requests_total {}\n\
+         # HELP adacompress_backend_images_total Images classified by the local backend.\n\
+         # TYPE adacompress_backend_images_total counter\n\
+         adacompress_backend_images_total {}\n\
+         # HELP adacompress_backend_throttled_total Requests refused with 429 because the backend was saturated.\n\
+         # TYPE adacompress_backend_throttled_total counter\n\
+         adacompress_backend_throttled_total {}\n",
+        s.requests(),
+        s.images_classified(),
+        s.throttled.load(Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,156 @@
+//! `adacompress bench`: per-photo CPU cost of each stage of the request path, on
+//! one thread, as medians of repeated runs, beside the decode + encode floor
+//! measured in the same run. Writes Markdown, CSV and JSON.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::action::PAPER_QUALITIES;
+use crate::agent::{AdamConfig, PAPER_HIDDEN, QHead};
+use crate::codec::{self, EncoderMode, Limits};
+use crate::model::ImageModel;
+
+/// One measured stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageTiming {
+    pub photo: String,
+    pub stage: String,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    pub runs: usize,
+    /// Output bytes, for encode stages.
+    pub bytes: Option<usize>,
+}
+
+/// Times `f` `runs` times after one warm-up; returns sorted milliseconds.
+fn time_runs<T>(runs: usize, mut f: impl FnMut() -> T) -> Vec<f64> {
+    std::hint::black_box(f());
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn stat(photo: &str, stage: &str, v: &[f64], bytes: Option<usize>) -> StageTiming {
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    StageTiming {
+        photo: photo.to_string(),
+        stage: stage.to_string(),
+        median_ms: at(0.5),
+        p10_ms: at(0.1),
+        p90_ms: at(0.9),
+        runs: v.len(),
+        bytes,
+    }
+}
+
+/// Measures every stage for each photo. `sides` are backbone input sides.
+pub fn run(
+    photos: &[PathBuf],
+    backbone: &Path,
+    sides: &[u32],
+    runs: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<StageTiming>, crate::cli::CliError> {
+    let mut out = Vec::new();
+    let models: Vec<ImageModel> = sides
+        .iter()
+        .map(|&s| ImageModel::load(backbone, s))
+        .collect::<Result<_, _>>()?;
+    let mut rng = rand::rng();
+    let mut dims = vec![1280];
+    dims.extend(PAPER_HIDDEN);
+    dims.push(11);
+    let head = QHead::new(&dims, AdamConfig::default(), &mut rng);
+    for (n, path) in photos.iter().enumerate() {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let bytes = std::fs::read(path)
+            .map_err(|e| crate::cli::CliError::Io(format!("{}: {e}", path.display())))?;
+        let codec_err = |source| crate::cli::CliError::Codec {
+            path: path.clone(),
+            source,
+        };
+        let decoded = codec::decode(&bytes, &Limits::default()).map_err(codec_err)?;
+        let (w, h) = decoded.image.dimensions();
+        let label = format!("{name} ({w}×{h})");
+        let limits = Limits::default();
+        out.push(stat(
+            &label,
+            "decode",
+            &time_runs(runs, || codec::decode(&bytes, &limits)),
+            None,
+        ));
+        for m in &models {
+            let s = m.side();
+            out.push(stat(
+                &label,
+                &format!("resize+crop to {s}"),
+                &time_runs(runs, || codec::square_crop(&decoded.image, s)),
+                None,
+            ));
+            let square = codec::square_crop(&decoded.image, s);
+            out.push(stat(
+                &label,
+                &format!("backbone lite0 @{s}"),
+                &time_runs(runs, || m.run_square(&square)),
+                None,
+            ));
+        }
+        let features = models[0].run(&decoded.image)?.features;
+        out.push(stat(
+            &label,
+            "q-head",
+            &time_runs(runs, || head.predict(&features)),
+            None,
+        ));
+        for mode in EncoderMode::ALL {
+            for q in PAPER_QUALITIES {
+                let sample = codec::encode_jpeg(&decoded.image, q, mode).map_err(codec_err)?;
+                out.push(stat(
+                    &label,
+                    &format!("encode {} q{q}", mode.name()),
+                    &time_runs(runs, || codec::encode_jpeg(&decoded.image, q, mode)),
+                    Some(sample.len()),
+                ));
+            }
+        }
+        let floor = time_runs(runs, || {
+            codec::decode(&bytes, &limits)
+                .ok()
+                .map(|d| codec::encode_jpeg(&d.image, 75, EncoderMode::default()))
+        });
+        out.push(stat(&label, "floor: decode + encode q75", &floor, None));
+        progress(n + 1, photos.len());
+    }
+    Ok(out)
+}
+
+/// Markdown table of the timings.
+pub fn markdown(rows: &[StageTiming]) -> String {
+    let mut s = String::from(
+        "| photo | stage | median ms | p10 | p90 | runs | bytes |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            r.photo,
+            r.stage,
+            r.median_ms,
+            r.p10_ms,
+            r.p90_ms,
+            r.runs,
+            r.bytes.map_or(String::new(), |b| b.to_string())
+        ));
+    }
+    s
+}

@@ -1,0 +1,782 @@
+//! The command line: argument definitions and the code behind each subcommand.
+//! `main.rs` only parses and dispatches here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::action::{self, ActionSet};
+use crate::agent::checkpoint::BackboneInfo;
+use crate::agent::{Agent, Checkpoint, CheckpointError, DEFAULT_AGENT_SIDE, TrainingStats};
+use crate::backend::{self, Backend, BackendConfig};
+use crate::client::{CachedService, HttpService, ServiceError, VisionService};
+use crate::codec::{self, CodecError, Limits};
+use crate::eval;
+use crate::learn::photos_env::{EnvError, PhotoEnv};
+use crate::learn::trainer::{self, Algorithm, TrainConfig};
+use crate::learn::{Accuracy, Reference};
+use crate::model::{ImageModel, ModelError};
+use crate::photos::{self, PhotoError, Split};
+use crate::progress::Progress;
+use crate::protocol::Protocol;
+use crate::report::{self, Chart, PALETTE, ReportError, Series};
+use crate::store::{Store, StoreError};
+
+/// adacompress: adaptive JPEG compression in front of cloud vision APIs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the local vision backend: a real ONNX classifier behind cloud wire formats.
+    Backend(BackendArgs),
+    /// Train an agent against a vision service.
+    Train(TrainArgs),
+    /// Compare the agent, every fixed quality and the oracle on held-out photos.
+    Eval(EvalArgs),
+    /// Compress one image with the agent.
+    Compress(CompressArgs),
+    /// Time each stage of the request path per photo (run it on a release build).
+    Bench(BenchArgs),
+}
+
+/// Everything that can go wrong in a command, each with a message naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Photos(#[from] PhotoError),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("{path}: {source}")]
+    Codec { path: PathBuf, source: CodecError },
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// ONNX classifier (e.g. models/efficientnet-lite0.onnx).
+    #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
+    pub model: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// Class names; default: imagenet_classes.txt next to the model.
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    /// Input side; default: the variant's native side (224/240/260 for lite0/1/2).
+    #[arg(long)]
+    pub side: Option<u32>,
+    /// Images classified at once; default: one per core.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Requests that may wait for a slot before the backend answers 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+}
+
+/// Where the service is and how to talk to it.
+#[derive(Debug, Args, Clone)]
+pub struct ServiceArgs {
+    /// Base URL of the vision service (e.g. http://127.0.0.1:8081), or `local` /
+    /// `local:MODEL.onnx` to start the built-in backend in-process on loopback.
+    #[arg(long, default_value = "local")]
+    pub upstream: String,
+    /// Wire format: google or rekognition.
+    #[arg(long, default_value = "google")]
+    pub protocol: Protocol,
+    /// Cache key for the service's answers; default `protocol@upstream`. Change it
+    /// when a different model answers at the same URL.
+    #[arg(long)]
+    pub service_id: Option<String>,
+    /// SQLite answer cache.
+    #[arg(long, default_value = "data/answers.sqlite")]
+    pub cache: PathBuf,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// Which photos.
+#[derive(Debug, Args, Clone)]
+pub struct PhotoArgs {
+    /// Folder of photos (searched recursively).
+    #[arg(long)]
+    pub photos: PathBuf,
+    /// Percentage of photos (by hash of the file name) in the test split.
+    #[arg(long, default_value_t = photos::DEFAULT_TEST_PERCENT)]
+    pub test_percent: u8,
+    /// Use at most this many photos (after the split), for quick runs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub photos: PhotoArgs,
+    /// Where to write the checkpoint (the learning curve goes beside it).
+    #[arg(long, default_value = "models/agent.json")]
+    pub out: PathBuf,
+    /// Learning rule.
+    #[arg(long, value_enum, default_value = "bandit")]
+    pub algorithm: Algorithm,
+    /// Agreement rule in the reward.
+    #[arg(long, value_enum, default_value = "top1")]
+    pub accuracy: Accuracy,
+    /// Reference answer: the original's (default) or Q75's (the paper's).
+    #[arg(long, value_enum, default_value = "original")]
+    pub reference: Reference,
+    /// Weight `w` of the size in the reward `acc − w·size/size_ref` (paper: 1).
+    /// Lower values buy agreement with bytes.
+    #[arg(long, default_value_t = 1.0)]
+    pub size_weight: f32,
+    /// Instead of a fixed weight: the agreement to aim for (e.g. 0.97). Tries
+    /// weights on a validation part of the training photos and keeps the most
+    /// compressing one that reaches it.
+    #[arg(long)]
+    pub target_agreement: Option<f64>,
+    /// Passes over the training photos.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Action set: paper (keep + q5…q95) or scaled (keep + downscales × qualities).
+    #[arg(long, default_value = "paper")]
+    pub actions: String,
+    /// Backbone ONNX model for the agent's features.
+    #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
+    pub backbone: PathBuf,
+    /// Backbone input side.
+    #[arg(long, default_value_t = DEFAULT_AGENT_SIDE)]
+    pub side: u32,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub photos: PhotoArgs,
+    /// Agent checkpoint to evaluate; without it only fixed qualities and the oracle.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Which split to evaluate on.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
+    /// Reference answer.
+    #[arg(long, value_enum, default_value = "original")]
+    pub reference: Reference,
+    /// Agreement the "best fixed quality" must reach.
+    #[arg(long, default_value_t = 0.97)]
+    pub target_agreement: f64,
+    /// JSON report (stable fields).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Folder for CSV files and the plot; default: next to --json, else `eval-out`.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// Input image (JPEG, PNG or WebP).
+    pub input: PathBuf,
+    /// Output path.
+    pub output: PathBuf,
+    /// Agent checkpoint.
+    #[arg(long, default_value = "models/agent.json")]
+    pub agent: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Photos to time.
+    #[arg(required = true)]
+    pub photos: Vec<PathBuf>,
+    /// Backbone ONNX model.
+    #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
+    pub backbone: PathBuf,
+    /// Backbone input sides to time (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "160,128,224")]
+    pub sides: Vec<u32>,
+    /// Timed runs per stage (after one warm-up).
+    #[arg(long, default_value_t = 25)]
+    pub runs: usize,
+    /// Output path prefix: writes PREFIX.md, PREFIX.csv and PREFIX.json.
+    #[arg(long, default_value = "docs/bench/timing")]
+    pub out: PathBuf,
+}
+
+/// `adacompress bench`.
+pub fn run_bench(args: BenchArgs) -> Result<(), CliError> {
+    if args.runs < 2 {
+        return Err(CliError::Usage(format!(
+            "--runs must be at least 2, not {}",
+            args.runs
+        )));
+    }
+    let mut bar = Progress::new("bench", args.photos.len() as u64);
+    let rows = crate::bench::run(
+        &args.photos,
+        &args.backbone,
+        &args.sides,
+        args.runs,
+        |d, t| bar.set(d as u64, t as u64),
+    )?;
+    bar.finish();
+    let md = crate::bench::markdown(&rows);
+    print!("{md}");
+    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", args.out.display()));
+    report::write_json(&with_ext("json"), &rows)?;
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.photo.clone(),
+                r.stage.clone(),
+                format!("{:.3}", r.median_ms),
+                format!("{:.3}", r.p10_ms),
+                format!("{:.3}", r.p90_ms),
+                r.runs.to_string(),
+                r.bytes.map_or(String::new(), |b| b.to_string()),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &with_ext("csv"),
+        &[
+            "photo",
+            "stage",
+            "median_ms",
+            "p10_ms",
+            "p90_ms",
+            "runs",
+            "bytes",
+        ],
+        &csv_rows,
+    )?;
+    std::fs::write(with_ext("md"), md)
+        .map_err(|e| CliError::Io(format!("{}: {e}", with_ext("md").display())))?;
+    Ok(())
+}
+
+/// A running in-process backend; it stops when this is dropped.
+pub struct LocalBackend {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the built-in backend for `--upstream local[:MODEL]` on a free loopback
+/// port; returns its URL and a stable service id (model file + hash, not the port,
+/// so cached answers survive restarts).
+async fn start_local(spec: &str) -> Result<(String, String, LocalBackend), CliError> {
+    let model = spec.strip_prefix("local:").map_or_else(
+        || PathBuf::from("models/efficientnet-lite0.onnx"),
+        PathBuf::from,
+    );
+    let state = Arc::new(Backend::load(&BackendConfig::new(model.clone()))?);
+    let id = format!(
+        "local:{}#{}",
+        model
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+        &state.classifier().model.sha256()[..12]
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, _handle) = backend::spawn_local(state, async move {
+        let _ = rx.await;
+    })
+    .await
+    .map_err(|e| CliError::Io(format!("cannot start the local backend: {e}")))?;
+    eprintln!(
+        "started the local vision backend ({}) on {addr}",
+        model.display()
+    );
+    Ok((format!("http://{addr}"), id, LocalBackend { _stop: tx }))
+}
+
+async fn open_service(
+    args: &ServiceArgs,
+) -> Result<(HttpService, Store, Option<LocalBackend>), CliError> {
+    let (url, default_id, local) =
+        if args.upstream == "local" || args.upstream.starts_with("local:") {
+            let (url, id, guard) = start_local(&args.upstream).await?;
+            (url, Some(format!("{}@{id}", args.protocol)), Some(guard))
+        } else {
+            (args.upstream.clone(), None, None)
+        };
+    let mut http = HttpService::new(args.protocol, &url, Duration::from_secs(args.timeout))?;
+    if let Some(id) = args.service_id.as_ref().or(default_id.as_ref()) {
+        http = http.with_id(id);
+    }
+    let store = Store::open(&args.cache)?;
+    Ok((http, store, local))
+}
+
+fn select_photos(args: &PhotoArgs, split: Split) -> Result<Vec<PathBuf>, CliError> {
+    let mut list = photos::select(&args.photos, split, args.test_percent)?;
+    if let Some(n) = args.limit {
+        list.truncate(n);
+    }
+    Ok(list)
+}
+
+/// `adacompress backend`.
+pub async fn run_backend(args: BackendArgs) -> Result<(), CliError> {
+    let mut cfg = BackendConfig::new(args.model.clone());
+    if let Some(c) = args.classes {
+        cfg.classes = c;
+    }
+    cfg.side = args.side;
+    if let Some(c) = args.concurrency {
+        cfg.concurrency = c;
+    }
+    cfg.queue = args.queue;
+    let state = Arc::new(Backend::load(&cfg)?);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| CliError::Io(format!("cannot listen on {} (--listen): {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    tracing::info!(
+        %addr,
+        model = %args.model.display(),
+        side = state.classifier().model.side(),
+        "local vision backend listening (google: POST /v1/images:annotate, rekognition: POST /)"
+    );
+    backend::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `adacompress train`.
+pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
+    let actions = ActionSet::builtin(&args.actions).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--actions must be `paper` or `scaled`, not `{}`",
+            args.actions
+        ))
+    })?;
+    let backbone = ImageModel::load(&args.backbone, args.side)?;
+    let (http, store, _local) = open_service(&args.service).await?;
+    let service = CachedService::new(&http, &store);
+    let paths = select_photos(&args.photos, Split::Train)?;
+    eprintln!(
+        "training on {} photos from {} against {} ({} actions, {})",
+        paths.len(),
+        args.photos.photos.display(),
+        service.id(),
+        actions.len(),
+        args.algorithm.name()
+    );
+    let env = prepare(
+        &paths,
+        &backbone,
+        &service,
+        actions.clone(),
+        args.accuracy,
+        args.reference,
+    )
+    .await?;
+
+    let mut cfg = TrainConfig::new(args.algorithm);
+    cfg.epochs = args.epochs;
+    cfg.seed = args.seed;
+    cfg.size_weight = args.size_weight;
+    if let Some(target) = args.target_agreement {
+        cfg.size_weight = choose_size_weight(&env, &cfg, target).await?;
+    }
+
+    let mut bar = Progress::new("train", (env.photos.len() * cfg.epochs) as u64);
+    let trained = trainer::train(&env, actions.len(), &cfg, |d, t| bar.set(d, t)).await?;
+    bar.finish();
+    let train_reward = trainer::greedy_reward(&env, &trained.head, cfg.size_weight).await?;
+    let random_reward = trainer::random_reward(&env, actions.len(), cfg.size_weight).await?;
+    eprintln!(
+        "mean reward on the training photos: greedy {train_reward:.3}, random policy {random_reward:.3} (w = {})",
+        cfg.size_weight
+    );
+
+    let backbone_file = relative_to(&args.backbone, args.out.parent().unwrap_or(Path::new(".")));
+    let previous = Checkpoint::read(&args.out).map(|c| c.version).unwrap_or(0);
+    let ckpt = Checkpoint::new(
+        previous + 1,
+        &trained.head,
+        cfg.adam,
+        actions,
+        BackboneInfo {
+            file: backbone_file,
+            sha256: backbone.sha256().to_string(),
+            side: backbone.side(),
+        },
+        TrainingStats {
+            algorithm: args.algorithm.name().into(),
+            service: service.id().to_string(),
+            accuracy: args.accuracy.name().into(),
+            reference: args.reference.name().into(),
+            size_weight: cfg.size_weight,
+            images: env.photos.len(),
+            steps: trained.learn_calls,
+            final_train_reward: train_reward,
+            service_requests: service.requests(),
+            seed: args.seed,
+        },
+    );
+    ckpt.write(&args.out)?;
+    let curve_csv = args.out.with_extension("curve.csv");
+    let rows: Vec<Vec<String>> = trained
+        .curve
+        .iter()
+        .map(|p| {
+            vec![
+                p.step.to_string(),
+                p.epoch.to_string(),
+                format!("{:.4}", p.epsilon),
+                p.action.to_string(),
+                format!("{:.4}", p.reward),
+                format!("{:.4}", p.reward_avg100),
+                format!("{:.5}", p.loss),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &curve_csv,
+        &[
+            "step",
+            "epoch",
+            "epsilon",
+            "action",
+            "reward",
+            "reward_avg100",
+            "loss",
+        ],
+        &rows,
+    )?;
+    let curve_svg = args.out.with_extension("curve.svg");
+    report::plot_svg(
+        &curve_svg,
+        &Chart {
+            title: format!(
+                "Learning curve ({}, w = {})",
+                args.algorithm.name(),
+                cfg.size_weight
+            ),
+            x_label: "step".into(),
+            y_label: "reward (mean of last 100 steps)".into(),
+            series: vec![
+                Series {
+                    name: "reward, mean of last 100".into(),
+                    points: trained
+                        .curve
+                        .iter()
+                        .map(|p| (p.step as f64, f64::from(p.reward_avg100)))
+                        .collect(),
+                    labels: vec![],
+                    line: true,
+                    color: PALETTE[0],
+                },
+                Series {
+                    name: "random policy".into(),
+                    points: vec![
+                        (1.0, f64::from(random_reward)),
+                        (trained.curve.len().max(2) as f64, f64::from(random_reward)),
+                    ],
+                    labels: vec![],
+                    line: true,
+                    color: PALETTE[5],
+                },
+            ],
+            y_range: None,
+        },
+    )?;
+    eprintln!(
+        "wrote {} (version {}), {} and {}; the service answered {} requests ({} cached answers in {})",
+        args.out.display(),
+        ckpt.version,
+        curve_csv.display(),
+        curve_svg.display(),
+        service.requests(),
+        store.answer_count(service.id())?,
+        args.service.cache.display()
+    );
+    Ok(())
+}
+
+async fn prepare<'s, S: VisionService + ?Sized>(
+    paths: &[PathBuf],
+    backbone: &ImageModel,
+    service: &'s CachedService<'s, S>,
+    actions: ActionSet,
+    accuracy: Accuracy,
+    reference: Reference,
+) -> Result<PhotoEnv<'s, S>, CliError> {
+    let mut bar = Progress::new("prepare", paths.len() as u64);
+    let env = PhotoEnv::prepare(
+        paths,
+        Some(backbone),
+        service,
+        actions,
+        accuracy,
+        reference,
+        |d, t| bar.set(d as u64, t as u64),
+    )
+    .await?;
+    bar.finish();
+    Ok(env)
+}
+
+/// Picks the size weight for a target agreement: trains on 70 % of the training
+/// photos for each candidate weight, measures greedy agreement on the other 30 %,
+/// and keeps the largest weight (most compression) that reaches the target.
+async fn choose_size_weight<S: VisionService + ?Sized>(
+    env: &PhotoEnv<'_, S>,
+    base: &TrainConfig,
+    target: f64,
+) -> Result<f32, CliError> {
+    const WEIGHTS: [f32; 8] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01];
+    let (fit, val): (Vec<usize>, Vec<usize>) = (0..env.photos.len())
+        .partition(|&i| !photos::is_test(&format!("val:{}", env.photos[i].name), 30));
+    let fit_env = SubEnv { env, idx: &fit };
+    let mut bar = Progress::new("size-weight", WEIGHTS.len() as u64);
+    let mut chosen = *WEIGHTS.last().unwrap_or(&0.01);
+    for (n, &w) in WEIGHTS.iter().enumerate() {
+        let mut cfg = base.clone();
+        cfg.size_weight = w;
+        let trained = trainer::train(&fit_env, env.actions.len(), &cfg, |_, _| {}).await?;
+        let mut agree = 0usize;
+        for &i in &val {
+            let a = env.actions.actions
+                [crate::agent::argmax(&trained.head.predict(&env.photos[i].features))];
+            let obs = env.observe(i, &a).await?;
+            agree += usize::from(env.agrees(i, &obs));
+        }
+        let agreement = agree as f64 / val.len().max(1) as f64;
+        eprintln!(
+            "size weight {w}: validation agreement {:.1}% on {} photos",
+            agreement * 100.0,
+            val.len()
+        );
+        bar.set(n as u64 + 1, WEIGHTS.len() as u64);
+        if agreement >= target {
+            chosen = w;
+            break;
+        }
+    }
+    bar.finish();
+    eprintln!(
+        "chose size weight {chosen} for target agreement {:.1}%",
+        target * 100.0
+    );
+    Ok(chosen)
+}
+
+/// A subset of a photo environment.
+struct SubEnv<'a, 'e, S: VisionService + ?Sized> {
+    env: &'a PhotoEnv<'e, S>,
+    idx: &'a [usize],
+}
+
+impl<S: VisionService + ?Sized> trainer::Environment for SubEnv<'_, '_, S> {
+    type Error = EnvError;
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+    fn features(&self, i: usize) -> Arc<[f32]> {
+        self.env.features(self.idx[i])
+    }
+    async fn feedback(&self, i: usize, a: usize) -> Result<trainer::Feedback, EnvError> {
+        self.env.feedback(self.idx[i], a).await
+    }
+}
+
+/// `path` relative to `base` when it lies inside it; else as given (absolute when possible).
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (p, b) = (abs(path), abs(base));
+    p.strip_prefix(&b).map(Path::to_path_buf).unwrap_or(p)
+}
+
+/// `adacompress eval`.
+pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
+    let agent = match &args.agent {
+        Some(p) => Some(Agent::load(p, None)?),
+        None => None,
+    };
+    // Without an agent, features are not needed: a tiny side keeps preparation fast.
+    let backbone = match &agent {
+        Some(a) => a.backbone.clone(),
+        None => ImageModel::load(Path::new("models/efficientnet-lite0.onnx"), 32)?,
+    };
+    let actions = agent
+        .as_ref()
+        .map_or_else(ActionSet::paper, |a| a.actions.clone());
+    let (http, store, _local) = open_service(&args.service).await?;
+    let service = CachedService::new(&http, &store);
+    let paths = select_photos(&args.photos, args.split)?;
+    eprintln!(
+        "evaluating on {} photos ({:?} split) against {}",
+        paths.len(),
+        args.split,
+        service.id()
+    );
+    let env = prepare(
+        &paths,
+        &backbone,
+        &service,
+        actions,
+        Accuracy::Top1,
+        args.reference,
+    )
+    .await?;
+    let mut bar = Progress::new("eval", env.photos.len() as u64);
+    let mut rep = eval::evaluate(&env, agent.as_ref(), args.target_agreement, |d, t| {
+        bar.set(d as u64, t as u64)
+    })
+    .await?;
+    bar.finish();
+    rep.service = service.id().to_string();
+    println!("{}", rep.table());
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        args.json
+            .as_ref()
+            .and_then(|j| j.parent().map(Path::to_path_buf))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("eval-out"))
+    });
+    if let Some(json) = &args.json {
+        report::write_json(json, &rep)?;
+    }
+    report::write_csv(
+        &out_dir.join("eval-summary.csv"),
+        &[
+            "policy",
+            "bytes_mean",
+            "size_ratio_original",
+            "size_ratio_q75",
+            "top1_agreement",
+            "topk_agreement",
+        ],
+        &rep.csv_rows(),
+    )?;
+    let photo_rows: Vec<Vec<String>> = rep
+        .per_photo
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.original_bytes.to_string(),
+                p.q75_bytes.to_string(),
+                p.reference_top1.clone().unwrap_or_default(),
+                p.oracle_action.clone(),
+                p.oracle_bytes.to_string(),
+                p.agent_action.clone().unwrap_or_default(),
+                p.agent_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                p.agent_top1_agrees
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &out_dir.join("eval-photos.csv"),
+        &[
+            "photo",
+            "original_bytes",
+            "q75_bytes",
+            "reference_top1",
+            "oracle_action",
+            "oracle_bytes",
+            "agent_action",
+            "agent_bytes",
+            "agent_top1_agrees",
+        ],
+        &photo_rows,
+    )?;
+    let plot = out_dir.join("eval.svg");
+    report::plot_svg(&plot, &rep.chart())?;
+    eprintln!(
+        "wrote {}eval-summary.csv, eval-photos.csv and eval.svg in {}; the service answered {} requests",
+        args.json
+            .as_ref()
+            .map_or(String::new(), |j| format!("{}, ", j.display())),
+        out_dir.display(),
+        rep.service_requests
+    );
+    Ok(())
+}
+
+/// `adacompress compress`.
+pub fn run_compress(args: CompressArgs) -> Result<(), CliError> {
+    let agent = Agent::load(&args.agent, None)?;
+    let original = std::fs::read(&args.input)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", args.input.display())))?;
+    let codec_err = |source| CliError::Codec {
+        path: args.input.clone(),
+        source,
+    };
+    let decoded = codec::decode(&original, &Limits::default()).map_err(codec_err)?;
+    let (_, chosen) = agent.choose(&decoded.image)?;
+    let applied = action::apply(&chosen, &decoded.image, &original, agent.actions.encoder)
+        .map_err(codec_err)?;
+    std::fs::write(&args.output, &applied.bytes)
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", args.output.display())))?;
+    println!(
+        "{}: action {}{}, {} → {} bytes ({:.1}%)",
+        args.input.display(),
+        chosen,
+        if applied.original && chosen.quality.is_some() {
+            " (re-encode was not smaller: original kept)"
+        } else {
+            ""
+        },
+        original.len(),
+        applied.bytes.len(),
+        100.0 * applied.bytes.len() as f64 / original.len().max(1) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! Image decoding with limits, EXIF orientation, resizing and JPEG encoding.
+//!
+//! Every client image passes through here twice: once decoded (checked against
+//! [`Limits`] from its header *before* any pixel is allocated, so a decompression
+//! bomb costs nothing), once re-encoded at the quality the agent picked.
+//!
+//! JPEG is decoded and encoded with libjpeg (the `mozjpeg` crate): DESIGN §4 found
+//! a pure-Rust decoder that silently corrupted some valid optimised-Huffman files,
+//! and a proxy must never corrupt a client's image silently. libjpeg reports errors
+//! by unwinding, so every call into it sits inside [`std::panic::catch_unwind`].
+//! PNG and WebP go through the `image` crate.
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::{DynamicImage, ImageReader, RgbImage, imageops::FilterType, metadata::Orientation};
+
+/// Upper bounds checked before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Largest encoded image accepted, in bytes.
+    pub max_bytes: usize,
+    /// Largest decoded image accepted, in pixels (width × height), read from the header.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 20 MB is Azure's limit, the largest of the supported clouds; 50 MP covers
+        // every phone camera while refusing the classic 64k×64k bombs.
+        Limits {
+            max_bytes: 20 * 1024 * 1024,
+            max_pixels: 50_000_000,
+        }
+    }
+}
+
+/// Container formats we decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl Format {
+    /// Recognises a format from its magic bytes.
+    pub fn sniff(bytes: &[u8]) -> Option<Format> {
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(Format::Jpeg)
+        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Format::Png)
+        } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            Some(Format::Webp)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an image could not be decoded or encoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CodecError {
+    #[error("image is {value} bytes, over the limit of {limit} bytes")]
+    TooManyBytes { limit: usize, value: usize },
+    #[error("image is {width}×{height} = {value} pixels, over the limit of {limit} pixels")]
+    TooManyPixels {
+        limit: u64,
+        value: u64,
+        width: u32,
+        height: u32,
+    },
+    #[error("image format not recognised (expected JPEG, PNG or WebP; first bytes {0})")]
+    UnknownFormat(String),
+    #[error("image has zero width or height")]
+    Empty,
+    #[error("could not decode {format:?} image: {reason}")]
+    Corrupt { format: Format, reason: String },
+    #[error("JPEG encoding failed: {0}")]
+    Encode(String),
+}
+
+/// A decoded image, upright (EXIF orientation applied), 8-bit RGB.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Pixels after orientation.
+    pub image: RgbImage,
+    /// The container the bytes came in.
+    pub format: Format,
+    /// The EXIF orientation that was applied (1 = none).
+    pub orientation: u8,
+}
+
+/// Reads the format and size from the header and checks them against `limits`.
+pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(Format, u32, u32), CodecError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(CodecError::TooManyBytes {
+            limit: limits.max_bytes,
+            value: bytes.len(),
+        });
+    }
+    let format = Format::sniff(bytes)
+        .ok_or_else(|| CodecError::UnknownFormat(hex::encode(&bytes[..bytes.len().min(8)])))?;
+    let (width, height) = match format {
+        Format::Jpeg => {
+            let (w, h) = libjpeg(format, || {
+                let d = mozjpeg::Decompress::new_mem(bytes)?;
+                Ok(d.size())
+            })?;
+            (w as u32, h as u32)
+        }
+        Format::Png | Format::Webp => {
+            ImageReader::with_format(Cursor::new(bytes), image_format(format))
+                .into_dimensions()
+                .map_err(|e| CodecError::Corrupt {
+                    format,
+                    reason: e.to_string(),
+                })?
+        }
+    };
+    if width == 0 || height == 0 {
+        return Err(CodecError::Empty);
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(CodecError::TooManyPixels {
+            limit: limits.max_pixels,
+            value: pixels,
+            width,
+            height,
+        });
+    }
+    Ok((format, width, height))
+}
+
+/// Decodes JPEG, PNG or WebP after checking `limits`, and turns it upright.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
+    let (format, width, height) = probe(bytes, limits)?;
+    let (image, orientation) = match format {
+        Format::Jpeg => decode_jpeg(bytes)?,
+        Format::Png | Format::Webp => {
+            let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
+            let mut image_limits = image::Limits::default();
+            // The header was checked; cap allocations at what that header promised.
+            image_limits.max_alloc = Some(u64::from(width) * u64::from(height) * 8 + (1 << 20));
+            reader.limits(image_limits);
+            let img = reader.decode().map_err(|e| CodecError::Corrupt {
+                format,
+                reason: e.to_string(),
+            })?;
+            (img.into_rgb8(), 1)
+        }
+    };
+    if image.width() == 0 || image.height() == 0 {
+        return Err(CodecError::Empty);
+    }
+    Ok(Decoded {
+        image,
+        format,
+        orientation,
+    })
+}
+
+fn image_format(format: Format) -> image::ImageFormat {
+    match format {
+        Format::Jpeg => image::ImageFormat::Jpeg,
+        Format::Png => image::ImageFormat::Png,
+        Format::Webp => image::ImageFormat::WebP,
+    }
+}
+
+/// Runs a libjpeg call, turning its unwinding errors into [`CodecError`].
+fn libjpeg<T>(format: Format, f: impl FnOnce() -> std::io::Result<T>) -> Result<T, CodecError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CodecError::Corrupt {
+            format,
+            reason: e.to_string(),
+        }),
+        Err(payload) => Err(CodecError::Corrupt {
+            format,
+            reason: panic_message(payload),
+        }),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        "libjpeg failed".to_string()
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<(RgbImage, u8), CodecError> {
+    let (w, h, pixels, exif) = libjpeg(Format::Jpeg, || {
+        let d = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)]).from_mem(bytes)?;
+        let exif = d
+            .markers()
+            .find(|m| m.data.starts_with(b"Exif\0\0"))
+            .map(|m| m.data[6..].to_vec());
+        // Grayscale and CMYK sources are converted to RGB by libjpeg.
+        let mut started = d.rgb()?;
+        let (w, h) = (started.width(), started.height());
+        let pixels: Vec<u8> = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok((w, h, pixels, exif))
+    })?;
+    let image = RgbImage::from_raw(w as u32, h as u32, pixels).ok_or(CodecError::Corrupt {
+        format: Format::Jpeg,
+        reason: "decoder returned a short pixel buffer".into(),
+    })?;
+    let orientation = exif.as_deref().and_then(exif_orientation).unwrap_or(1);
+    Ok((orient(image, orientation), orientation))
+}
+
+/// The EXIF orientation tag (1–8) from a TIFF-structured EXIF blob.
+fn exif_orientation(tiff: &[u8]) -> Option<u8> {
+    let exif = exif::Reader::new().read_raw(tiff.to_vec()).ok()?;
+    let field = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)?;
+    let v = field.value.get_uint(0)?;
+    u8::try_from(v).ok().filter(|v| (1..=8).contains(v))
+}
+
+/// Applies an EXIF orientation so the image is upright.
+pub fn orient(image: RgbImage, orientation: u8) -> RgbImage {
+    match Orientation::from_exif(orientation) {
+        Some(o) if o != Orientation::NoTransforms => {
+            let mut dynamic = DynamicImage::ImageRgb8(image);
+            dynamic.apply_orientation(o);
+            dynamic.into_rgb8()
+        }
+        _ => image,
+    }
+}
+
+/// Shrinks `image` so its longest side is at most `max_side`; never enlarges.
+pub fn fit_longest_side(image: &RgbImage, max_side: u32) -> Option<RgbImage> {
+    let (w, h) = image.dimensions();
+    let longest = w.max(h);
+    if longest <= max_side {
+        return None;
+    }
+    let scale = f64::from(max_side) / f64::from(longest);
+    let nw = ((f64::from(w) * scale).round() as u32).max(1);
+    let nh = ((f64::from(h) * scale).round() as u32).max(1);
+    Some(image::imageops::resize(image, nw, nh, FilterType::Triangle))
+}
+
+/// Resizes the shorter side to `side` and centre-crops to `side × side`: the usual
+/// ImageNet evaluation transform, used for the backbone and the local backend.
+pub fn square_crop(image: &RgbImage, side: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let scale = f64::from(side) / f64::from(w.min(h));
+    let nw = ((f64::from(w) * scale).round() as u32).max(side);
+    let nh = ((f64::from(h) * scale).round() as u32).max(side);
+    let resized = image::imageops::resize(image, nw, nh, FilterType::Triangle);
+    let x = (nw - side) / 2;
+    let y = (nh - side) / 2;
+    image::imageops::crop_imm(&resized, x, y, side, side).to_image()
+}
+
+/// How the JPEG encoder trades time for bytes. One mode is fixed per action set:
+/// the same quality number means different quantisation tables in different modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderMode {
+    /// libjpeg-turbo defaults (standard IJG tables), baseline, fixed Huffman tables.
+    Fastest,
+    /// As `Fastest` with optimised Huffman tables: a few percent smaller for ~1 ms.
+    #[default]
+    FastOptimized,
+    /// mozjpeg's defaults: progressive, trellis quantisation. Smallest, ~25–50× slower.
+    Mozjpeg,
+}
+
+impl EncoderMode {
+    /// All modes, for benchmarks.
+    pub const ALL: [EncoderMode; 3] = [
+        EncoderMode::Fastest,
+        EncoderMode::FastOptimized,
+        EncoderMode::Mozjpeg,
+    ];
+
+    /// Stable name used in reports and checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderMode::Fastest => "fastest",
+            EncoderMode::FastOptimized => "fast-optimized",
+            EncoderMode::Mozjpeg => "mozjpeg",
+        }
+    }
+}
+
+/// Encodes RGB pixels as a JPEG at `quality` (1–100).
+pub fn encode_jpeg(
+    image: &RgbImage,
+    quality: u8,
+    mode: EncoderMode,
+) -> Result<Vec<u8>, CodecError> {
+    let (w, h) = image.dimensions();
+    let quality = quality.clamp(1, 100);
+    let run = || -> std::io::Result<Vec<u8>> {
+        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        match mode {
+            EncoderMode::Fastest => c.set_fastest_defaults(),
+            EncoderMode::FastOptimized => {
+                c.set_fastest_defaults();
+                c.set_optimize_coding(true);
+            }
+            EncoderMode::Mozjpeg => {}
+        }
+        c.set_size(w as usize, h as usize);
+        c.set_quality(f32::from(quality));
+        let mut started = c.start_compress(Vec::with_capacity((w * h / 4) as usize))?;
+        started.write_scanlines(image.as_raw())?;
+        started.finish()
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(CodecError::Encode(e.to_string())),
+        Err(payload) => Err(CodecError::Encode(panic_message(payload))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    fn sniff_recognises_magic_bytes() {
+        assert_eq!(Format::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(Format::Jpeg));
+        assert_eq!(Format::sniff(b"\x89PNG\r\n\x1a\n...."), Some(Format::Png));
+        assert_eq!(Format::sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(Format::Webp));
+        assert_eq!(Format::sniff(b"GIF89a"), None);
+    }
+
+    #[test]
+    fn byte_limit_names_limit_and_value() {
+        let jpeg = encode_jpeg(&gradient(64, 48), 80, EncoderMode::Fastest).unwrap();
+        let limits = Limits {
+            max_bytes: 100,
+            max_pixels: 1 << 30,
+        };
+        let err = decode(&jpeg, &limits).unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::TooManyBytes {
+                limit: 100,
+                value: jpeg.len()
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("100") && msg.contains(&jpeg.len().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_from_the_header() {
+        let jpeg = encode_jpeg(&gradient(64, 48), 80, EncoderMode::Fastest).unwrap();
+        let limits = Limits {
+            max_bytes: usize::MAX,
+            max_pixels: 3000,
+        };
+        let err = decode(&jpeg, &limits).unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::TooManyPixels {
+                limit: 3000,
+                value: 3072,
+                width: 64,
+                height: 48
+            }
+        ));
+        assert!(
+            err.to_string()
+                .contains("64×48 = 3072 pixels, over the limit of 3000")
+        );
+    }
+
+    #[test]
+    fn pixel_limit_refuses_a_bomb_header_without_decoding() {
+        // A PNG header claiming 60000×60000 with no image data: refused from the header.
+        let mut png = Vec::new();
+        png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // A token IDAT: a bomb's payload would follow; the limit trips before it is read.
+        let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+        png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+        png.extend_from_slice(idat);
+        png.extend_from_slice(&crc32(idat).to_be_bytes());
+        let err = decode(&png, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::TooManyPixels {
+                    value: 3_600_000_000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn garbage_and_truncated_input_are_errors_not_panics() {
+        assert!(matches!(
+            decode(b"hello world", &Limits::default()),
+            Err(CodecError::UnknownFormat(_))
+        ));
+        let jpeg = encode_jpeg(&gradient(64, 48), 80, EncoderMode::Fastest).unwrap();
+        let err = decode(&jpeg[..20], &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::Corrupt {
+                    format: Format::Jpeg,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_fall_with_quality_in_every_mode() {
+        let img = gradient(320, 240);
+        for mode in EncoderMode::ALL {
+            let sizes: Vec<usize> = [5u8, 25, 45, 65, 85, 95]
+                .iter()
+                .map(|&q| encode_jpeg(&img, q, mode).unwrap().len())
+                .collect();
+            assert!(sizes.windows(2).all(|p| p[0] < p[1]), "{mode:?}: {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn jpeg_round_trip_keeps_size_and_content() {
+        let img = gradient(97, 61);
+        let jpeg = encode_jpeg(&img, 95, EncoderMode::FastOptimized).unwrap();
+        let back = decode(&jpeg, &Limits::default()).unwrap();
+        assert_eq!(back.image.dimensions(), (97, 61));
+        assert_eq!(back.format, Format::Jpeg);
+        let mean_err: f64 = img
+            .as_raw()
+            .iter()
+            .zip(back.image.as_raw())
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+            .sum::<f64>()
+            / img.as_raw().len() as f64;
+        assert!(mean_err < 3.0, "mean abs error {mean_err}");
+    }
+
+    /// Inserts an EXIF APP1 segment carrying `orientation` right after the SOI marker.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = Vec::new();
+        tiff.extend_from_slice(b"MM\0\x2a\0\0\0\x08"); // big-endian TIFF, IFD at 8
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]); // padding of the 4-byte value field
+        tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // Left half black, right half white, 80×40.
+        let img = RgbImage::from_fn(80, 40, |x, _| {
+            if x < 40 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        let jpeg = encode_jpeg(&img, 95, EncoderMode::Fastest).unwrap();
+        let plain = decode(&jpeg, &Limits::default()).unwrap();
+        assert_eq!((plain.orientation, plain.image.dimensions()), (1, (80, 40)));
+
+        // 6 = rotate 90° clockwise to view: the left (black) half ends up on top.
+        let rotated = decode(&with_exif_orientation(&jpeg, 6), &Limits::default()).unwrap();
+        assert_eq!(rotated.orientation, 6);
+        assert_eq!(rotated.image.dimensions(), (40, 80));
+        assert!(rotated.image.get_pixel(20, 5)[0] < 30);
+        assert!(rotated.image.get_pixel(20, 75)[0] > 225);
+
+        // 3 = rotate 180°: black moves to the right.
+        let flipped = decode(&with_exif_orientation(&jpeg, 3), &Limits::default()).unwrap();
+        assert_eq!(flipped.image.dimensions(), (80, 40));
+        assert!(flipped.image.get_pixel(75, 20)[0] < 30);
+        assert!(flipped.image.get_pixel(5, 20)[0] > 225);
+    }
+
+    #[test]
+    fn png_decodes() {
+        let img = gradient(30, 20);
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let d = decode(&png, &Limits::default()).unwrap();
+        assert_eq!(d.format, Format::Png);
+        assert_eq!(d.image, img);
+    }
+
+    #[test]
+    fn fit_longest_side_keeps_aspect_and_never_enlarges() {
+        let img = gradient(1024, 682);
+        let small = fit_longest_side(&img, 512).unwrap();
+        assert_eq!(small.dimensions(), (512, 341));
+        assert!(fit_longest_side(&img, 2048).is_none());
+    }
+
+    #[test]
+    fn square_crop_gives_the_requested_square() {
+        let img = gradient(300, 200);
+        assert_eq!(square_crop(&img, 128).dimensions(), (128, 128));
+        let tall = gradient(50, 400);
+        assert_eq!(square_crop(&tall, 64).dimensions(), (64, 64));
+    }
+}

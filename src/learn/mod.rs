@@ -1,0 +1,10 @@
+//! Learning: rewards from answers, the replay memory and the Q-head trainer, and
+//! the photo environment that connects them to a real vision service.
+
+pub mod photos_env;
+pub mod reward;
+pub mod trainer;
+
+pub use photos_env::{PhotoEnv, Reference};
+pub use reward::{Accuracy, agrees, reward};
+pub use trainer::{Algorithm, Environment, Feedback, TrainConfig, train};

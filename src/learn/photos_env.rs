@@ -1,0 +1,270 @@
+//! A training/eval environment made of real photos and a real vision service.
+//!
+//! Each photo is decoded once, its backbone features computed once, and its
+//! reference answer fetched once. Asking for an (image, action) applies the action
+//! with the proxy's rule (the original goes up when a re-encode would not be
+//! smaller), asks the service through the answer cache, and compares the answer
+//! with the reference.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+
+use super::reward::{Accuracy, agrees};
+use super::trainer::{Environment, Feedback};
+use crate::action::{self, Action, ActionSet};
+use crate::client::{CachedService, ServiceError, VisionService};
+use crate::codec::{self, CodecError, EncoderMode, Limits};
+use crate::model::{ImageModel, ModelError};
+use crate::store::{CachedAnswer, Outcome};
+
+/// What the reference answer is computed from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Reference {
+    /// The bytes the client sent (this project's definition).
+    Original,
+    /// The image re-encoded at quality 75 (the paper's experiments).
+    Q75,
+}
+
+impl Reference {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::Original => "original",
+            Reference::Q75 => "q75",
+        }
+    }
+}
+
+/// Why the environment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("cannot read photo {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("photo {path}: {source}")]
+    Codec { path: PathBuf, source: CodecError },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// One photo, prepared.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    /// File name, for reports.
+    pub name: String,
+    /// sha-256 of the original bytes: the answer cache key.
+    pub sha: String,
+    /// The bytes as a client would send them.
+    pub original: Vec<u8>,
+    /// Upright pixels.
+    pub image: RgbImage,
+    /// Backbone features (empty when no backbone was given).
+    pub features: Arc<[f32]>,
+    /// Reference answer and the reference's size in bytes.
+    pub reference: Outcome,
+    pub reference_bytes: usize,
+    /// Size of the same image re-encoded at Q75 (for "vs Q75" ratios).
+    pub q75_bytes: usize,
+}
+
+/// The answer to one (photo, action).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Bytes uploaded.
+    pub bytes: usize,
+    /// Whether the upload was the original (keep, or a re-encode that was not smaller).
+    pub original: bool,
+    pub outcome: Outcome,
+}
+
+/// Photos + service + action set.
+pub struct PhotoEnv<'s, S: VisionService + ?Sized> {
+    pub photos: Vec<Photo>,
+    service: &'s CachedService<'s, S>,
+    pub actions: ActionSet,
+    pub accuracy: Accuracy,
+    pub reference: Reference,
+    /// Memo of observations, so an epoch never re-encodes.
+    memo: Mutex<HashMap<(usize, Action), Observation>>,
+}
+
+/// sha-256 hex of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The answer-cache key of an action: the encoder mode changes what a quality means.
+fn cache_key(action: &Action, encoder: EncoderMode, original: bool) -> String {
+    if original {
+        "keep".to_string()
+    } else {
+        format!("{}:{}", encoder.name(), action)
+    }
+}
+
+impl<'s, S: VisionService + ?Sized> PhotoEnv<'s, S> {
+    /// Reads, decodes, featurises and fetches reference answers for `paths`.
+    pub async fn prepare(
+        paths: &[PathBuf],
+        backbone: Option<&ImageModel>,
+        service: &'s CachedService<'s, S>,
+        actions: ActionSet,
+        accuracy: Accuracy,
+        reference: Reference,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<PhotoEnv<'s, S>, EnvError> {
+        let limits = Limits::default();
+        let mut photos = Vec::with_capacity(paths.len());
+        for (n, path) in paths.iter().enumerate() {
+            let original = std::fs::read(path).map_err(|source| EnvError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let decoded = codec::decode(&original, &limits).map_err(|source| EnvError::Codec {
+                path: path.clone(),
+                source,
+            })?;
+            let features: Arc<[f32]> = match backbone {
+                Some(b) => Arc::from(b.run(&decoded.image)?.features),
+                None => Arc::from(Vec::new()),
+            };
+            let sha = sha256_hex(&original);
+            let q75 = action::apply(
+                &Action::quality(75),
+                &decoded.image,
+                &original,
+                actions.encoder,
+            )
+            .map_err(|source| EnvError::Codec {
+                path: path.clone(),
+                source,
+            })?;
+            let (reference_outcome, reference_bytes) = match reference {
+                Reference::Original => {
+                    let a = service.answer(&sha, "keep", &original).await?;
+                    (a.outcome, original.len())
+                }
+                Reference::Q75 => {
+                    let key = cache_key(&Action::quality(75), actions.encoder, q75.original);
+                    let a: CachedAnswer = service.answer(&sha, &key, &q75.bytes).await?;
+                    (a.outcome, q75.bytes.len())
+                }
+            };
+            photos.push(Photo {
+                name: path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                sha,
+                q75_bytes: q75.bytes.len(),
+                original,
+                image: decoded.image,
+                features,
+                reference: reference_outcome,
+                reference_bytes,
+            });
+            progress(n + 1, paths.len());
+        }
+        Ok(PhotoEnv {
+            photos,
+            service,
+            actions,
+            accuracy,
+            reference,
+            memo: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The service's answer when `action` is applied to photo `i`.
+    pub async fn observe(&self, i: usize, action: &Action) -> Result<Observation, EnvError> {
+        if let Some(o) = self.memo_get(i, action) {
+            return Ok(o);
+        }
+        let photo = &self.photos[i];
+        let applied = action::apply(action, &photo.image, &photo.original, self.actions.encoder)
+            .map_err(|source| EnvError::Codec {
+                path: PathBuf::from(&photo.name),
+                source,
+            })?;
+        let key = cache_key(action, self.actions.encoder, applied.original);
+        let answer = self
+            .service
+            .answer(&photo.sha, &key, &applied.bytes)
+            .await?;
+        let obs = Observation {
+            bytes: applied.bytes.len(),
+            original: applied.original,
+            outcome: answer.outcome,
+        };
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.insert((i, *action), obs.clone());
+        }
+        Ok(obs)
+    }
+
+    fn memo_get(&self, i: usize, action: &Action) -> Option<Observation> {
+        self.memo.lock().ok()?.get(&(i, *action)).cloned()
+    }
+
+    /// Whether an observation agrees with photo `i`'s reference. The original bytes
+    /// always agree when the reference is the original (the service is deterministic).
+    pub fn agrees(&self, i: usize, obs: &Observation) -> bool {
+        if obs.original && self.reference == Reference::Original {
+            return true;
+        }
+        agrees(&self.photos[i].reference, &obs.outcome, self.accuracy)
+    }
+
+    /// Agreement under an explicit rule (eval reports top-1 and agreement@5 both).
+    pub fn agrees_with(&self, i: usize, obs: &Observation, accuracy: Accuracy) -> bool {
+        if obs.original && self.reference == Reference::Original {
+            return true;
+        }
+        agrees(&self.photos[i].reference, &obs.outcome, accuracy)
+    }
+
+    /// Requests the service has answered (cache misses) so far.
+    pub fn service_requests(&self) -> u64 {
+        self.service.requests()
+    }
+}
+
+impl<S: VisionService + ?Sized> Environment for PhotoEnv<'_, S> {
+    type Error = EnvError;
+
+    fn len(&self) -> usize {
+        self.photos.len()
+    }
+
+    fn features(&self, i: usize) -> Arc<[f32]> {
+        self.photos[i].features.clone()
+    }
+
+    async fn feedback(&self, i: usize, a: usize) -> Result<Feedback, EnvError> {
+        let action = self.actions.actions[a];
+        let obs = self.observe(i, &action).await?;
+        Ok(Feedback {
+            agree: self.agrees(i, &obs),
+            size_ratio: obs.bytes as f32 / self.photos[i].reference_bytes.max(1) as f32,
+        })
+    }
+}
+
+/// File name of a path, for reports.
+pub fn display_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}

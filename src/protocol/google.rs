@@ -1,0 +1,1026 @@
+//! Google Cloud Vision `images:annotate`, `LABEL_DETECTION` feature.
+//!
+//! Request: `POST /v1/images:annotate` (key in `?key=` or a Bearer token; the body is not
+//! signed), JSON:
+//!
+//! ```json
+//! {"requests": [{"image": {"content": "<base64>"},
+//!                "features": [{"type": "LABEL_DETECTION", "maxResults": 10}]}]}
+//! ```
+//!
+//! Answer: `{"responses": [{"labelAnnotations": [{"mid", "description", "score",
+//! "topicality"}]}]}`, one response per request, in order.
+//!
+//! Quirks this file handles:
+//! - Batches: up to [`MAX_IMAGES_PER_REQUEST`] images per request. A failure of one image is a
+//!   `responses[i].error` (`google.rpc.Status`: numeric `code`, `message`) inside an HTTP 200;
+//!   only request-level failures use a non-2xx status, with
+//!   `{"error": {"code": 400, "message", "status": "INVALID_ARGUMENT"}}`.
+//! - Protobuf's JSON mapping: fields whose value is the default are omitted, so a response
+//!   without `labelAnnotations` means "no labels" and a label without `score` scores 0; a
+//!   `maxResults` of 0 means "the server default" (10); integers may arrive as strings; field
+//!   names may be spelled lowerCamel (`maxResults`) or as in the proto (`max_results`); bytes are
+//!   base64 in either alphabet, padding optional.
+//! - `image.content` takes precedence over `image.source`; `source.imageUri` and
+//!   `source.gcsImageUri` name remote images, which the backend does not fetch and the proxy
+//!   leaves untouched.
+//! - The backend renders labels without knowledge-graph ids: `mid` is empty and `topicality`
+//!   repeats `score`.
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::{
+    Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
+    Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
+    encode_base64, excerpt, is_success, normalise_score, parse_json, wire_number,
+};
+
+/// The path of the annotate method.
+pub const PATH: &str = "/v1/images:annotate";
+
+/// The most images one `images:annotate` request may hold.
+pub const MAX_IMAGES_PER_REQUEST: usize = 16;
+
+/// Labels per image when `maxResults` is absent or 0.
+pub const DEFAULT_MAX_RESULTS: usize = 10;
+
+/// The content type of the backend's answers (what Google sends).
+const CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+
+/// The feature type asking for labels.
+const LABEL_DETECTION: &str = "LABEL_DETECTION";
+
+/// `google.rpc.Code` for a request the client got wrong.
+const CODE_INVALID_ARGUMENT: i64 = 3;
+
+/// `google.rpc.Code` for a failure on the server's side.
+const CODE_INTERNAL: i64 = 13;
+
+/// The request for labels of one image: see [`super::Protocol::client_request`].
+pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
+    let body = json!({
+        "requests": [{
+            "image": {"content": encode_base64(image)},
+            "features": [{"type": LABEL_DETECTION, "maxResults": max_labels}],
+        }],
+    });
+    ClientRequest {
+        path_and_query: PATH.to_owned(),
+        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The answer for the first (for a client request: the only) image.
+///
+/// A per-image `error` becomes [`ProtocolError::ImageError`]; no `labelAnnotations` is an
+/// empty answer.
+pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+    parse_answers(status, body)?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            Err(ProtocolError::UnexpectedAnswer {
+                detail: "`responses` is empty".to_owned(),
+            })
+        })
+}
+
+/// The answers for every image of a batch, in request order.
+pub fn parse_answers(
+    status: u16,
+    body: &[u8],
+) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+    if !is_success(status) {
+        return Err(error_from_answer(status, body));
+    }
+    let doc = parse_json(body, "answer body")?;
+    let responses = doc
+        .get("responses")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+            detail: "no `responses` array".to_owned(),
+        })?;
+    Ok(responses
+        .iter()
+        .enumerate()
+        .map(|(i, response)| parse_one_response(i, response))
+        .collect())
+}
+
+/// One element of `responses`.
+fn parse_one_response(i: usize, response: &Value) -> Result<Answer, ProtocolError> {
+    if let Some(error) = response.get("error") {
+        return Err(ProtocolError::ImageError {
+            path: format!("responses[{i}]"),
+            code: error.get("code").and_then(as_integer).unwrap_or(0),
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    let Some(annotations) = field(response, "labelAnnotations", "label_annotations") else {
+        return Ok(Answer::default());
+    };
+    let annotations = annotations
+        .as_array()
+        .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+            detail: format!("responses[{i}].labelAnnotations is not an array"),
+        })?;
+    let labels = annotations
+        .iter()
+        .enumerate()
+        .map(|(j, annotation)| {
+            let path = || format!("responses[{i}].labelAnnotations[{j}]");
+            let name = match annotation.get("description") {
+                None => "",
+                Some(value) => value
+                    .as_str()
+                    .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                        detail: format!("{}.description is not a string", path()),
+                    })?,
+            };
+            let score = match annotation.get("score") {
+                None => 0.0,
+                Some(value) => as_float(value).ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                    detail: format!("{}.score is not a number", path()),
+                })?,
+            };
+            Ok(Label {
+                name: name.to_owned(),
+                score: normalise_score(score, 1.0),
+            })
+        })
+        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    Ok(Answer::new(labels))
+}
+
+/// The error of a non-2xx answer: `{"error": {...}}` (sometimes wrapped in a one-element array)
+/// becomes [`ProtocolError::Service`], anything else [`ProtocolError::Upstream`].
+fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
+    let doc = serde_json::from_slice::<Value>(body).ok();
+    let error = doc.as_ref().and_then(|doc| match doc {
+        Value::Array(items) => items.first().and_then(|item| item.get("error")),
+        _ => doc.get("error"),
+    });
+    let message = error.and_then(|e| e.get("message")).and_then(Value::as_str);
+    match (error, message) {
+        (Some(error), Some(message)) => {
+            let kind = match (error.get("status"), error.get("code")) {
+                (Some(Value::String(name)), _) => name.clone(),
+                (_, Some(code)) => code.to_string(),
+                _ => "error".to_owned(),
+            };
+            ProtocolError::Service {
+                status,
+                kind,
+                message: message.to_owned(),
+            }
+        }
+        _ => ProtocolError::Upstream {
+            status,
+            excerpt: excerpt(body),
+        },
+    }
+}
+
+/// Reads an `images:annotate` request into its images: see
+/// [`super::Protocol::parse_backend_request`].
+///
+/// Request-level errors: a path that is not `…/images:annotate`, a body that is not JSON, no
+/// `requests` array, more than [`MAX_IMAGES_PER_REQUEST`] entries, fields of the wrong type.
+/// Per-image errors (answered inside the 200): no image, bad base64, a remote image.
+/// `max_labels` is the largest `maxResults` of the `LABEL_DETECTION` features (0 when no such
+/// feature is asked for: the image's response is then `{}`); `min_score` is always 0.
+pub fn parse_backend_request(
+    path: &str,
+    _headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BackendRequest, ProtocolError> {
+    let route = path.split('?').next().unwrap_or_default();
+    if !route.ends_with("/images:annotate") {
+        return Err(ProtocolError::UnsupportedOperation {
+            found: format!("path `{route}`"),
+            expected: "`POST /v1/images:annotate`",
+        });
+    }
+    let doc = parse_json(body, "request body")?;
+    let requests = requests_of(&doc)?;
+    if requests.len() > MAX_IMAGES_PER_REQUEST {
+        return Err(ProtocolError::TooManyImages {
+            limit: MAX_IMAGES_PER_REQUEST,
+            actual: requests.len(),
+        });
+    }
+    let images = requests
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let max_labels = max_labels_of(i, request)?;
+            let image = match find_image(i, request)? {
+                Found::Content { path, text } => decode_base64(text, || path)
+                    .map(|bytes| BackendImage {
+                        bytes,
+                        max_labels,
+                        min_score: 0.0,
+                    })
+                    .map_err(ImageProblem::from),
+                Found::Remote { path, reference } => {
+                    Err(ProtocolError::RemoteImage { path, reference }.into())
+                }
+                Found::Missing(err) => Err(err.into()),
+            };
+            Ok(image)
+        })
+        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    Ok(BackendRequest { images })
+}
+
+/// Renders the 200 answer to a batch: one response per result, in order.
+///
+/// An `Ok` answer is rendered with exactly its labels (`{}` when there are none); an
+/// `Err` becomes a per-image `{"error": {"code", "message"}}` with code 3 (`INVALID_ARGUMENT`)
+/// for the client's mistakes and 13 (`INTERNAL`) for [`ImageProblem::Internal`].
+pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> BackendResponse {
+    let responses: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| match result {
+            Ok(answer) if answer.labels.is_empty() => json!({}),
+            Ok(answer) => {
+                let annotations: Vec<Value> = answer
+                    .labels
+                    .iter()
+                    .map(|label| {
+                        json!({
+                            "mid": "",
+                            "description": label.name,
+                            "score": wire_number(label.score),
+                            "topicality": wire_number(label.score),
+                        })
+                    })
+                    .collect();
+                json!({"labelAnnotations": annotations})
+            }
+            Err(problem) => {
+                let code = match &problem {
+                    ImageProblem::Request(_) | ImageProblem::Undecodable(_) => {
+                        tracing::debug!(image = i, %problem, "image rejected");
+                        CODE_INVALID_ARGUMENT
+                    }
+                    ImageProblem::Internal(_) => {
+                        tracing::error!(image = i, %problem, "image failed");
+                        CODE_INTERNAL
+                    }
+                };
+                json!({"error": {"code": code, "message": problem.to_string()}})
+            }
+        })
+        .collect();
+    BackendResponse::json(
+        StatusCode::OK,
+        CONTENT_TYPE,
+        Vec::new(),
+        &json!({"responses": responses}),
+    )
+}
+
+/// Renders a request-level error as Google does: `{"error": {"code", "message", "status"}}`.
+///
+/// Client mistakes are 400 `INVALID_ARGUMENT` with the error's message, an unknown path is 404
+/// `NOT_FOUND`; errors that can only come from our side (answers, proxy slots) are a generic
+/// 500 `INTERNAL` and are logged.
+pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
+    let (status, status_name, message) = match err {
+        ProtocolError::UnsupportedOperation { .. } => {
+            (StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
+        }
+        ProtocolError::NotJson { .. }
+        | ProtocolError::MissingField { .. }
+        | ProtocolError::InvalidValue { .. }
+        | ProtocolError::NoImage { .. }
+        | ProtocolError::InvalidBase64 { .. }
+        | ProtocolError::RemoteImage { .. }
+        | ProtocolError::ImageTooLarge { .. }
+        | ProtocolError::TooManyImages { .. } => {
+            (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", err.to_string())
+        }
+        ProtocolError::UnknownProtocol { .. }
+        | ProtocolError::Service { .. }
+        | ProtocolError::Upstream { .. }
+        | ProtocolError::ImageError { .. }
+        | ProtocolError::UnexpectedAnswer { .. }
+        | ProtocolError::NoSuchSlot { .. }
+        | ProtocolError::NotReplaceable { .. } => {
+            tracing::error!(%err, "internal error rendered as a Google Vision error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal error encountered.".to_owned(),
+            )
+        }
+    };
+    if status.is_client_error() {
+        tracing::debug!(%err, "request rejected");
+    }
+    let body = json!({
+        "error": {"code": status.as_u16(), "message": message, "status": status_name},
+    });
+    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &body)
+}
+
+/// The image slots of a client's request: one per `requests[i]`, slot index `i`.
+///
+/// Errors only when the body is not an `images:annotate` request (not JSON, no `requests`
+/// array, a field of the wrong type); the 16-image limit is left to the service.
+pub fn extract_images(body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
+    let doc = parse_json(body, "request body")?;
+    Ok(locate_slots(&doc)?
+        .into_iter()
+        .map(|located| located.slot)
+        .collect())
+}
+
+/// The request with the inline content of the given slots replaced: see
+/// [`super::Protocol::replace_images`].
+///
+/// Only `requests[i].image.content` strings change; unknown fields survive because the body
+/// goes through `serde_json::Value`. Object keys come out in serde_json's map order and numbers
+/// in its canonical form, which changes no meaning (the body is not signed).
+pub fn replace_images(
+    body: &[u8],
+    replacements: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>, ProtocolError> {
+    let doc = parse_json(body, "request body")?;
+    let slots = locate_slots(&doc)?;
+    apply_replacements(doc, &slots, replacements)
+}
+
+/// Every `requests[i]` as a slot, with the pointer of its inline content.
+fn locate_slots(doc: &Value) -> Result<Vec<LocatedSlot>, ProtocolError> {
+    requests_of(doc)?
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let path = format!("requests[{i}].image");
+            let (image, content_pointer) = match find_image(i, request)? {
+                Found::Content { path, text } => match decode_base64(text, || path) {
+                    Ok(bytes) => (
+                        SlotImage::Inline(bytes),
+                        Some(format!("/requests/{i}/image/content")),
+                    ),
+                    Err(err) => (SlotImage::Unusable(err.to_string()), None),
+                },
+                Found::Remote { reference, .. } => (SlotImage::Remote(reference), None),
+                Found::Missing(err) => (SlotImage::Unusable(err.to_string()), None),
+            };
+            Ok(LocatedSlot {
+                slot: ImageSlot {
+                    index: i,
+                    path,
+                    image,
+                },
+                content_pointer,
+            })
+        })
+        .collect()
+}
+
+/// The `requests` array of a request body.
+fn requests_of(doc: &Value) -> Result<&Vec<Value>, ProtocolError> {
+    let requests = doc.get("requests").ok_or(ProtocolError::MissingField {
+        path: "requests".to_owned(),
+    })?;
+    requests
+        .as_array()
+        .ok_or_else(|| ProtocolError::InvalidValue {
+            path: "requests".to_owned(),
+            expected: "an array",
+            got: describe(requests),
+        })
+}
+
+/// Where the image of `requests[i]` is.
+enum Found<'a> {
+    /// Inline base64 at `path`.
+    Content {
+        /// JSON path of the string.
+        path: String,
+        /// The base64 text.
+        text: &'a str,
+    },
+    /// A URL or Cloud Storage object at `path`.
+    Remote {
+        /// JSON path of the reference.
+        path: String,
+        /// The URL or `gs://` name.
+        reference: String,
+    },
+    /// No image at all; the error says so.
+    Missing(ProtocolError),
+}
+
+/// Finds the image of `requests[i]`; wrong types are request-level errors.
+fn find_image(i: usize, request: &Value) -> Result<Found<'_>, ProtocolError> {
+    let base = format!("requests[{i}]");
+    if !request.is_object() {
+        return Err(ProtocolError::InvalidValue {
+            path: base,
+            expected: "an object",
+            got: describe(request),
+        });
+    }
+    let missing = || {
+        Found::Missing(ProtocolError::NoImage {
+            path: format!("{base}.image"),
+            fields: "content nor source",
+        })
+    };
+    let Some(image) = request.get("image") else {
+        return Ok(missing());
+    };
+    if !image.is_object() {
+        return Err(ProtocolError::InvalidValue {
+            path: format!("{base}.image"),
+            expected: "an object",
+            got: describe(image),
+        });
+    }
+    match image.get("content") {
+        Some(Value::String(text)) if !text.is_empty() => {
+            return Ok(Found::Content {
+                path: format!("{base}.image.content"),
+                text,
+            });
+        }
+        Some(Value::String(_) | Value::Null) | None => {}
+        Some(other) => {
+            return Err(ProtocolError::InvalidValue {
+                path: format!("{base}.image.content"),
+                expected: "a base64 string",
+                got: describe(other),
+            });
+        }
+    }
+    let Some(source) = image.get("source") else {
+        return Ok(missing());
+    };
+    for (camel, snake) in [("imageUri", "image_uri"), ("gcsImageUri", "gcs_image_uri")] {
+        match field(source, camel, snake) {
+            Some(Value::String(reference)) if !reference.is_empty() => {
+                return Ok(Found::Remote {
+                    path: format!("{base}.image.source.{camel}"),
+                    reference: reference.clone(),
+                });
+            }
+            Some(Value::String(_) | Value::Null) | None => {}
+            Some(other) => {
+                return Err(ProtocolError::InvalidValue {
+                    path: format!("{base}.image.source.{camel}"),
+                    expected: "a string",
+                    got: describe(other),
+                });
+            }
+        }
+    }
+    Ok(missing())
+}
+
+/// The labels asked for by `requests[i].features`: the largest `LABEL_DETECTION`
+/// `maxResults` (0 or absent counts as [`DEFAULT_MAX_RESULTS`]), or 0 without such a feature.
+fn max_labels_of(i: usize, request: &Value) -> Result<usize, ProtocolError> {
+    let Some(features) = request.get("features") else {
+        return Ok(0);
+    };
+    let features = features
+        .as_array()
+        .ok_or_else(|| ProtocolError::InvalidValue {
+            path: format!("requests[{i}].features"),
+            expected: "an array",
+            got: describe(features),
+        })?;
+    let mut max_labels = 0;
+    for (j, feature) in features.iter().enumerate() {
+        if feature.get("type").and_then(Value::as_str) != Some(LABEL_DETECTION) {
+            continue;
+        }
+        let wanted = match field(feature, "maxResults", "max_results") {
+            None | Some(Value::Null) => DEFAULT_MAX_RESULTS,
+            Some(value) => match as_integer(value).map(usize::try_from) {
+                Some(Ok(0)) => DEFAULT_MAX_RESULTS,
+                Some(Ok(n)) => n,
+                _ => {
+                    return Err(ProtocolError::InvalidValue {
+                        path: format!("requests[{i}].features[{j}].maxResults"),
+                        expected: "a non-negative integer",
+                        got: describe(value),
+                    });
+                }
+            },
+        };
+        max_labels = max_labels.max(wanted);
+    }
+    Ok(max_labels)
+}
+
+/// A field under its lowerCamel JSON name or its proto name.
+fn field<'a>(object: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    object.get(camel).or_else(|| object.get(snake))
+}
+
+/// An integer sent as a JSON number or, as protobuf's JSON mapping allows, a string.
+fn as_integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A float sent as a JSON number or a numeric string.
+fn as_float(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AnswerCase, Protocol, fixture};
+
+    /// Labels with scores, best first.
+    fn answer(labels: &[(&str, f32)]) -> Answer {
+        Answer::new(
+            labels
+                .iter()
+                .map(|&(name, score)| Label {
+                    name: name.to_owned(),
+                    score,
+                })
+                .collect(),
+        )
+    }
+
+    fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(PATH, &HeaderMap::new(), body)
+    }
+
+    fn json_of(body: &[u8]) -> Value {
+        serde_json::from_slice(body).unwrap()
+    }
+
+    /// A request body with one `requests[]` entry per given `image` object.
+    fn batch(images: &[Value]) -> Vec<u8> {
+        let requests: Vec<Value> = images
+            .iter()
+            .map(|image| json!({"image": image, "features": [{"type": LABEL_DETECTION}]}))
+            .collect();
+        json!({ "requests": requests }).to_string().into_bytes()
+    }
+
+    #[test]
+    fn parse_answer_on_fixtures() {
+        // (fixture or inline body, status, Ok((top1, label count)) or Err(message fragment))
+        let html = b"<html>\n<body>502 Bad Gateway</body></html>".to_vec();
+        let cases: Vec<AnswerCase> = vec![
+            (
+                "labels",
+                fixture("google_labels.json"),
+                200,
+                Ok((Some("Dog"), 8)),
+            ),
+            (
+                "no labels",
+                fixture("google_no_labels.json"),
+                200,
+                Ok((None, 0)),
+            ),
+            (
+                "per-image error",
+                fixture("google_image_error.json"),
+                200,
+                Err("upstream could not process responses[0] (code 3): Bad image data."),
+            ),
+            (
+                "bad request",
+                fixture("google_error_invalid_argument.json"),
+                400,
+                Err("upstream answered HTTP 400 INVALID_ARGUMENT: Invalid value at"),
+            ),
+            (
+                "api disabled",
+                fixture("google_error_api_key.json"),
+                403,
+                Err("upstream answered HTTP 403 PERMISSION_DENIED: Cloud Vision API"),
+            ),
+            (
+                "html gateway error",
+                html,
+                502,
+                Err("upstream answered HTTP 502: <html> <body>502 Bad Gateway</body></html>"),
+            ),
+            (
+                "not json",
+                b"{\"responses\": [".to_vec(),
+                200,
+                Err("answer body is not valid JSON: "),
+            ),
+            (
+                "no responses",
+                b"{}".to_vec(),
+                200,
+                Err("no `responses` array"),
+            ),
+            (
+                "empty responses",
+                b"{\"responses\": []}".to_vec(),
+                200,
+                Err("`responses` is empty"),
+            ),
+        ];
+        for (name, body, status, expected) in cases {
+            let got = parse_answer(status, &body);
+            match (expected, got) {
+                (Ok((top1, count)), Ok(answer)) => {
+                    assert_eq!(answer.top1(), top1, "{name}");
+                    assert_eq!(answer.labels.len(), count, "{name}");
+                }
+                (Err(fragment), Err(err)) => {
+                    let message = err.to_string();
+                    assert!(message.contains(fragment), "{name}: {message}");
+                }
+                (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn labels_are_sorted_and_scores_kept() {
+        let answer = parse_answer(200, &fixture("google_labels.json")).unwrap();
+        let scores: Vec<f32> = answer.labels.iter().map(|l| l.score).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        assert_eq!(answer.labels[1].name, "Dog breed");
+        assert!((answer.labels[1].score - 0.961_381_26).abs() < 1e-6);
+        assert!(answer.top_k_contains("Golden Retriever", 4));
+        assert!(!answer.top_k_contains("Golden Retriever", 3));
+    }
+
+    #[test]
+    fn parse_answers_keeps_per_image_results() {
+        let results = parse_answers(200, &fixture("google_batch_mixed.json")).unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap().top1(), Some("Car"));
+        match &results[1] {
+            Err(ProtocolError::ImageError {
+                path,
+                code,
+                message,
+            }) => {
+                assert_eq!(path, "responses[1]");
+                assert_eq!(*code, 7);
+                assert!(message.starts_with("We can not access the URL"));
+            }
+            other => panic!("expected an image error, got {other:?}"),
+        }
+        assert_eq!(results[2], Ok(Answer::default()));
+    }
+
+    #[test]
+    fn client_request_has_the_documented_shape() {
+        let request = client_request(b"\xff\xd8\xff\xd9", 7);
+        assert_eq!(request.path_and_query, "/v1/images:annotate");
+        assert_eq!(
+            request.headers,
+            [("Content-Type".to_owned(), "application/json".to_owned())]
+        );
+        assert_eq!(
+            json_of(&request.body),
+            json!({"requests": [{
+                "image": {"content": "/9j/2Q=="},
+                "features": [{"type": "LABEL_DETECTION", "maxResults": 7}],
+            }]})
+        );
+    }
+
+    #[test]
+    fn client_request_round_trips_through_the_backend_parser() {
+        let image: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        for max_labels in [1, 5, 10, 50] {
+            let request = Protocol::GoogleVision.client_request(&image, max_labels);
+            let parsed = Protocol::GoogleVision
+                .parse_backend_request(&request.path_and_query, &HeaderMap::new(), &request.body)
+                .unwrap();
+            assert_eq!(parsed.images.len(), 1);
+            let got = parsed.images[0].as_ref().unwrap();
+            assert_eq!(got.bytes, image);
+            assert_eq!(got.max_labels, max_labels);
+            assert_eq!(got.min_score, 0.0);
+        }
+    }
+
+    #[test]
+    fn rendered_answers_parse_back_to_the_same_labels() {
+        let sent = answer(&[
+            ("golden retriever", 0.8713),
+            ("Labrador retriever", 0.0612),
+            ("tennis ball", 0.004),
+        ]);
+        let rendered = render_backend_response(vec![Ok(sent.clone()), Ok(Answer::default())]);
+        assert_eq!(rendered.status, StatusCode::OK);
+        assert_eq!(rendered.headers[0].1, "application/json; charset=UTF-8");
+        let doc = json_of(&rendered.body);
+        assert_eq!(
+            doc["responses"][0]["labelAnnotations"][0],
+            json!({"mid": "", "description": "golden retriever", "score": 0.8713,
+                   "topicality": 0.8713})
+        );
+        assert_eq!(doc["responses"][1], json!({}));
+        let back = parse_answers(rendered.status.as_u16(), &rendered.body).unwrap();
+        let first = back[0].as_ref().unwrap();
+        assert_eq!(first.labels.len(), sent.labels.len());
+        for (a, b) in first.labels.iter().zip(&sent.labels) {
+            assert_eq!(a.name, b.name);
+            assert!((a.score - b.score).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+        assert_eq!(back[1], Ok(Answer::default()));
+    }
+
+    #[test]
+    fn batch_of_three_with_one_bad_image() {
+        let body = batch(&[
+            json!({"content": encode_base64(b"first image")}),
+            json!({"content": "%%% not base64 %%%"}),
+            json!({"content": encode_base64(b"third image")}),
+        ]);
+        let request = backend(&body).unwrap();
+        assert_eq!(request.images.len(), 3);
+        assert_eq!(request.images[0].as_ref().unwrap().bytes, b"first image");
+        assert_eq!(request.images[2].as_ref().unwrap().bytes, b"third image");
+        let problem = request.images[1].as_ref().unwrap_err().to_string();
+        assert!(
+            problem.starts_with("image is not valid base64 at requests[1].image.content: "),
+            "{problem}"
+        );
+
+        // The backend classifies the good ones and passes the problem through.
+        let results: Vec<_> = request
+            .images
+            .into_iter()
+            .map(|image| image.map(|_| answer(&[("daisy", 0.9)])))
+            .collect();
+        let rendered = render_backend_response(results);
+        assert_eq!(rendered.status, StatusCode::OK);
+        let doc = json_of(&rendered.body);
+        assert_eq!(doc["responses"][1]["error"]["code"], 3);
+        let back = parse_answers(200, &rendered.body).unwrap();
+        assert_eq!(back[0].as_ref().unwrap().top1(), Some("daisy"));
+        assert!(matches!(
+            back[1],
+            Err(ProtocolError::ImageError { code: 3, .. })
+        ));
+        assert_eq!(back[2].as_ref().unwrap().top1(), Some("daisy"));
+    }
+
+    #[test]
+    fn image_problems_render_as_per_image_errors() {
+        let rendered = render_backend_response(vec![
+            Err(ImageProblem::Undecodable(
+                "not a JPEG, PNG or WebP".to_owned(),
+            )),
+            Err(ImageProblem::Internal(
+                "model output has no scores".to_owned(),
+            )),
+        ]);
+        assert_eq!(rendered.status, StatusCode::OK);
+        let doc = json_of(&rendered.body);
+        assert_eq!(
+            doc["responses"][0]["error"],
+            json!({"code": 3, "message": "image could not be decoded: not a JPEG, PNG or WebP"})
+        );
+        assert_eq!(doc["responses"][1]["error"]["code"], 13);
+    }
+
+    #[test]
+    fn more_than_sixteen_images_is_a_request_error() {
+        let image = json!({"content": encode_base64(b"img")});
+        assert_eq!(
+            backend(&batch(&vec![image.clone(); 16]))
+                .unwrap()
+                .images
+                .len(),
+            16
+        );
+
+        let err = backend(&batch(&vec![image; 17])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request has 17 images, over the limit of 16 images per request"
+        );
+        let rendered = render_backend_error(&err);
+        assert_eq!(rendered.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json_of(&rendered.body),
+            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                   "message": "request has 17 images, over the limit of 16 images per request"}})
+        );
+        // Our own client reads it back as a service error.
+        let back = parse_answer(400, &rendered.body).unwrap_err();
+        assert!(
+            matches!(back, ProtocolError::Service { status: 400, ref kind, .. }
+            if kind == "INVALID_ARGUMENT")
+        );
+    }
+
+    #[test]
+    fn per_image_entries_of_backend_requests() {
+        let jpeg = encode_base64(b"jpeg");
+        // (request entry, Ok(max_labels) or Err(per-image message))
+        let cases: Vec<(Value, Result<usize, &str>)> = vec![
+            (json!({"image": {"content": jpeg}}), Ok(0)),
+            (
+                json!({"image": {"content": jpeg}, "features": [{"type": "LABEL_DETECTION"}]}),
+                Ok(10),
+            ),
+            (
+                json!({"image": {"content": jpeg},
+                       "features": [{"type": "LABEL_DETECTION", "maxResults": 0}]}),
+                Ok(10),
+            ),
+            (
+                json!({"image": {"content": jpeg},
+                       "features": [{"type": "LABEL_DETECTION", "max_results": "3"},
+                                    {"type": "TEXT_DETECTION", "maxResults": 50}]}),
+                Ok(3),
+            ),
+            (
+                json!({"image": {"content": jpeg, "source": {"imageUri": "https://x/y.jpg"}},
+                       "features": [{"type": "LABEL_DETECTION", "maxResults": 4},
+                                    {"type": "LABEL_DETECTION", "maxResults": 12}]}),
+                Ok(12),
+            ),
+            (
+                json!({"features": [{"type": "LABEL_DETECTION"}]}),
+                Err("requests[0].image has neither content nor source"),
+            ),
+            (
+                json!({"image": {"content": ""}}),
+                Err("requests[0].image has neither content nor source"),
+            ),
+            (
+                json!({"image": {"source": {"imageUri": "https://example.com/a.jpg"}}}),
+                Err(
+                    "requests[0].image.source.imageUri refers to https://example.com/a.jpg; \
+                     this backend does not fetch remote images",
+                ),
+            ),
+            (
+                json!({"image": {"source": {"gcs_image_uri": "gs://bucket/a.jpg"}}}),
+                Err("requests[0].image.source.gcsImageUri refers to gs://bucket/a.jpg"),
+            ),
+        ];
+        for (entry, expected) in cases {
+            let body = json!({ "requests": [entry] }).to_string();
+            let request = backend(body.as_bytes()).unwrap();
+            match (&request.images[0], expected) {
+                (Ok(image), Ok(max_labels)) => {
+                    assert_eq!(image.bytes, b"jpeg", "{body}");
+                    assert_eq!(image.max_labels, max_labels, "{body}");
+                }
+                (Err(problem), Err(fragment)) => {
+                    assert!(problem.to_string().contains(fragment), "{body}: {problem}");
+                }
+                (got, expected) => panic!("{body}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn request_level_errors_and_their_rendering() {
+        let good = batch(&[json!({"content": "AAAA"})]);
+        // (path, body, HTTP status, message fragment)
+        let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+            (
+                "/v1/files:annotate",
+                good.clone(),
+                StatusCode::NOT_FOUND,
+                "unsupported operation: path `/v1/files:annotate`",
+            ),
+            (
+                PATH,
+                b"requests=1".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "request body is not valid JSON: ",
+            ),
+            (
+                PATH,
+                b"{\"request\": []}".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "missing field requests",
+            ),
+            (
+                PATH,
+                b"{\"requests\": {}}".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "requests must be an array, got {}",
+            ),
+            (
+                PATH,
+                b"{\"requests\": [{\"image\": {\"content\": 42}}]}".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "requests[0].image.content must be a base64 string, got 42",
+            ),
+            (
+                PATH,
+                br#"{"requests": [{"image": {"content": "AAAA"},
+                    "features": [{"type": "LABEL_DETECTION", "maxResults": -2}]}]}"#
+                    .to_vec(),
+                StatusCode::BAD_REQUEST,
+                "requests[0].features[0].maxResults must be a non-negative integer, got -2",
+            ),
+        ];
+        for (path, body, status, fragment) in cases {
+            let err = parse_backend_request(path, &HeaderMap::new(), &body).unwrap_err();
+            assert!(err.to_string().contains(fragment), "{path}: {err}");
+            let rendered = render_backend_error(&err);
+            assert_eq!(rendered.status, status, "{err}");
+            let doc = json_of(&rendered.body);
+            assert_eq!(doc["error"]["code"], status.as_u16(), "{err}");
+            assert!(doc["error"]["message"].as_str().unwrap().contains(fragment));
+        }
+        // An API key in the query string does not matter.
+        assert!(
+            parse_backend_request("/v1/images:annotate?key=abc", &HeaderMap::new(), &good).is_ok()
+        );
+    }
+
+    #[test]
+    fn internal_errors_are_generic_500s() {
+        let err = ProtocolError::Upstream {
+            status: 502,
+            excerpt: "secret internals".to_owned(),
+        };
+        let rendered = render_backend_error(&err);
+        assert_eq!(rendered.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = String::from_utf8(rendered.body).unwrap();
+        assert!(!body.contains("secret"), "{body}");
+        assert!(body.contains("\"INTERNAL\""), "{body}");
+    }
+
+    #[test]
+    fn extract_images_lists_every_slot() {
+        let slots = extract_images(&fixture("google_batch_request.json")).unwrap();
+        assert_eq!(slots.len(), 3);
+        let jpeg = slots[0].bytes().unwrap();
+        assert!(jpeg.starts_with(b"\xff\xd8\xff") && jpeg.ends_with(b"\xff\xd9"));
+        assert_eq!(slots[0].path, "requests[0].image");
+        assert_eq!(
+            slots[1].image,
+            SlotImage::Remote("https://example.com/photos/street.jpg".to_owned())
+        );
+        assert!(!slots[1].is_replaceable());
+        assert!(slots[2].bytes().unwrap().starts_with(b"\x89PNG"));
+        assert_eq!(slots.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 2]);
+
+        let broken = batch(&[json!({"content": "***"}), json!({})]);
+        let slots = extract_images(&broken).unwrap();
+        assert!(matches!(&slots[0].image, SlotImage::Unusable(why) if why.contains("base64")));
+        assert!(matches!(&slots[1].image, SlotImage::Unusable(why)
+            if why == "requests[1].image has neither content nor source"));
+        assert!(extract_images(b"{\"requests\": 3}").is_err());
+    }
+
+    #[test]
+    fn replace_images_swaps_only_the_content() {
+        let body = fixture("google_batch_request.json");
+        let original = json_of(&body);
+        let replaced = replace_images(
+            &body,
+            &[(0, b"small jpeg".to_vec()), (2, b"small png".to_vec())],
+        )
+        .unwrap();
+        let mut expected = original.clone();
+        expected["requests"][0]["image"]["content"] = json!(encode_base64(b"small jpeg"));
+        expected["requests"][2]["image"]["content"] = json!(encode_base64(b"small png"));
+        assert_eq!(json_of(&replaced), expected);
+
+        let slots = extract_images(&replaced).unwrap();
+        assert_eq!(slots[0].bytes(), Some(&b"small jpeg"[..]));
+        assert_eq!(slots[2].bytes(), Some(&b"small png"[..]));
+
+        assert_eq!(json_of(&replace_images(&body, &[]).unwrap()), original);
+        let err = replace_images(&body, &[(1, b"x".to_vec())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image slot 1 (requests[1].image) cannot be replaced: it refers to \
+             https://example.com/photos/street.jpg"
+        );
+        let err = replace_images(&body, &[(3, b"x".to_vec())]).unwrap_err();
+        assert_eq!(err, ProtocolError::NoSuchSlot { index: 3, count: 3 });
+    }
+}

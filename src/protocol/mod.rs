@@ -1,0 +1,794 @@
+//! Cloud vision wire formats: one file per API, one [`Protocol`] enum in front of them.
+//!
+//! Every API is seen from three sides, and each side has its own functions:
+//!
+//! | side | what it does | functions |
+//! |---|---|---|
+//! | vision client (training, eval) | send one image, read the labels | [`Protocol::client_request`], [`Protocol::parse_answer`] |
+//! | local backend (axum + ImageNet model) | read the images out of a request, answer in the API's shape | [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`], [`Protocol::render_backend_error`] |
+//! | proxy | find the images in a client's request, swap in re-encoded bytes | [`Protocol::extract_images`], [`Protocol::replace_images`] |
+//!
+//! Answers are normalised into one [`Answer`]: labels sorted by descending score, every score in
+//! `0..=1` (Rekognition's `Confidence` is a percentage and is divided by 100).
+//!
+//! Errors have two levels, because Google Vision batches images and reports failures per image:
+//! a [`ProtocolError`] is about the whole request or answer; an [`ImageProblem`] is about one
+//! image inside an otherwise fine request. Rekognition has a single image, so its renderer turns
+//! an image problem into the request-level error shape.
+//!
+//! The API-specific details (field names, limits, error shapes) live in [`google`] and
+//! [`rekognition`]; this file holds the shared types and small shared helpers.
+
+pub mod google;
+pub mod rekognition;
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One label of an answer, e.g. `golden retriever` at `0.93`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    /// The label as the service spells it (Google `description`, Rekognition `Name`).
+    pub name: String,
+    /// Confidence in `0..=1`, whatever scale the service uses on the wire.
+    pub score: f32,
+}
+
+/// What a vision service said about one image.
+///
+/// `labels` is sorted by descending score when built by [`Answer::new`] or by a parser of this
+/// module; code that fills the field by hand should go through [`Answer::new`] to keep that true.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Labels, best first.
+    pub labels: Vec<Label>,
+}
+
+impl Answer {
+    /// Builds an answer, sorting the labels by descending score (ties keep their order).
+    pub fn new(mut labels: Vec<Label>) -> Self {
+        labels.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Answer { labels }
+    }
+
+    /// The best label's name, if there is any label.
+    pub fn top1(&self) -> Option<&str> {
+        self.labels.first().map(|label| label.name.as_str())
+    }
+
+    /// Whether one of the `k` best labels is named exactly `name` (case-sensitive).
+    pub fn top_k_contains(&self, name: &str, k: usize) -> bool {
+        self.labels.iter().take(k).any(|label| label.name == name)
+    }
+
+    /// Keeps the labels scoring at least `min_score`, at most `max_labels` of them, best first.
+    ///
+    /// The renderers of this module render exactly the labels they are given; the backend
+    /// applies the per-image limits of the request with this (or with [`BackendImage::limit`]).
+    pub fn limited(self, max_labels: usize, min_score: f32) -> Self {
+        let mut answer = Answer::new(self.labels);
+        answer.labels.retain(|label| label.score >= min_score);
+        answer.labels.truncate(max_labels);
+        answer
+    }
+}
+
+/// The cloud APIs this crate speaks.
+///
+/// Parsed from and displayed as `google` / `rekognition` (CLI values, config, serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// Google Cloud Vision `images:annotate`, `LABEL_DETECTION` feature.
+    #[serde(rename = "google")]
+    GoogleVision,
+    /// Amazon Rekognition `DetectLabels`.
+    #[serde(rename = "rekognition")]
+    Rekognition,
+}
+
+impl Protocol {
+    /// Every protocol, in a stable order.
+    pub const ALL: [Protocol; 2] = [Protocol::GoogleVision, Protocol::Rekognition];
+
+    /// The name used on the CLI, in config files and in serde.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::GoogleVision => "google",
+            Protocol::Rekognition => "rekognition",
+        }
+    }
+
+    /// Client side: the request that asks for at most `max_labels` labels of one image.
+    pub fn client_request(self, image: &[u8], max_labels: usize) -> ClientRequest {
+        match self {
+            Protocol::GoogleVision => google::client_request(image, max_labels),
+            Protocol::Rekognition => rekognition::client_request(image, max_labels),
+        }
+    }
+
+    /// Client side: reads the answer to a [`Protocol::client_request`] (status and body).
+    ///
+    /// Error answers, in the API's own shape or not, become a [`ProtocolError`].
+    pub fn parse_answer(self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        match self {
+            Protocol::GoogleVision => google::parse_answer(status, body),
+            Protocol::Rekognition => rekognition::parse_answer(status, body),
+        }
+    }
+
+    /// Client or proxy side: reads an answer about several images, one result per image in
+    /// request order. Only Google batches; for Rekognition this is [`Protocol::parse_answer`]
+    /// as a one-element list. The outer error is about the answer as a whole.
+    pub fn parse_answers(
+        self,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+        match self {
+            Protocol::GoogleVision => google::parse_answers(status, body),
+            Protocol::Rekognition => Ok(vec![rekognition::parse_answer(status, body)]),
+        }
+    }
+
+    /// Backend side: reads the images and their per-image options out of an incoming request.
+    ///
+    /// `path` may carry a query string. An `Err` is about the whole request and is answered
+    /// with [`Protocol::render_backend_error`].
+    pub fn parse_backend_request(
+        self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        match self {
+            Protocol::GoogleVision => google::parse_backend_request(path, headers, body),
+            Protocol::Rekognition => rekognition::parse_backend_request(path, headers, body),
+        }
+    }
+
+    /// Backend side: the answer to a request, one result per image of
+    /// [`BackendRequest::images`], in the same order.
+    ///
+    /// Labels are rendered as given: apply the request's limits first ([`BackendImage::limit`]).
+    pub fn render_backend_response(
+        self,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match self {
+            Protocol::GoogleVision => google::render_backend_response(results),
+            Protocol::Rekognition => rekognition::render_backend_response(results),
+        }
+    }
+
+    /// Backend side: a request-level error in the API's own error shape and status.
+    pub fn render_backend_error(self, err: &ProtocolError) -> BackendResponse {
+        match self {
+            Protocol::GoogleVision => google::render_backend_error(err),
+            Protocol::Rekognition => rekognition::render_backend_error(err),
+        }
+    }
+
+    /// Proxy side: the image slots of a client's request body, in request order.
+    ///
+    /// Slots that hold no inline image (URLs, S3 objects, broken base64) are listed too, as
+    /// not replaceable; an `Err` means the body is not a request of this API at all.
+    pub fn extract_images(self, body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
+        match self {
+            Protocol::GoogleVision => google::extract_images(body),
+            Protocol::Rekognition => rekognition::extract_images(body),
+        }
+    }
+
+    /// Proxy side: the request body with the images of the given slots (by [`ImageSlot::index`])
+    /// replaced by new bytes; every other field is kept as it was.
+    ///
+    /// If a slot index appears twice, the later bytes win. See [`google::replace_images`] for
+    /// what "kept" means for key order and number formatting.
+    pub fn replace_images(
+        self,
+        body: &[u8],
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Vec<u8>, ProtocolError> {
+        match self {
+            Protocol::GoogleVision => google::replace_images(body, replacements),
+            Protocol::Rekognition => rekognition::replace_images(body, replacements),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ProtocolError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|protocol| protocol.name() == s)
+            .ok_or_else(|| ProtocolError::UnknownProtocol { name: s.to_owned() })
+    }
+}
+
+/// What a client sends for one image; every request of these APIs is a `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// Path and query to append to the service's base URL, e.g. `/v1/images:annotate`.
+    pub path_and_query: String,
+    /// Headers the API needs (content type, operation); credentials are added by the caller.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// The images of a request received by the local backend.
+#[derive(Debug)]
+pub struct BackendRequest {
+    /// One entry per image, in request order. An `Err` entry is an image the backend cannot
+    /// classify (bad base64, a URL it will not fetch); render it back in its slot.
+    pub images: Vec<Result<BackendImage, ImageProblem>>,
+}
+
+/// One image the backend should classify, with the limits its request asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendImage {
+    /// The encoded image (JPEG, PNG, ...), base64-decoded.
+    pub bytes: Vec<u8>,
+    /// The most labels to answer with; 0 means the request asked for no labels at all.
+    pub max_labels: usize,
+    /// Labels scoring below this (in `0..=1`) are left out of the answer.
+    pub min_score: f32,
+}
+
+impl BackendImage {
+    /// Applies this image's `max_labels` and `min_score` to an answer, ready to render.
+    pub fn limit(&self, answer: Answer) -> Answer {
+        answer.limited(self.max_labels, self.min_score)
+    }
+}
+
+/// Why the backend has no answer for one image of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageProblem {
+    /// The request's entry for this image was unusable (bad base64, no image, a URL or S3
+    /// object the backend does not fetch, too large).
+    #[error(transparent)]
+    Request(#[from] ProtocolError),
+    /// The bytes are not an image the backend can decode; the string says why.
+    #[error("image could not be decoded: {0}")]
+    Undecodable(String),
+    /// The backend failed on its side (model error); the string says why. Rendered as a
+    /// server error, not as the client's fault.
+    #[error("image could not be classified: {0}")]
+    Internal(String),
+}
+
+/// A response rendered by the backend in an API's shape; implements axum's `IntoResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendResponse {
+    /// HTTP status the real API would use.
+    pub status: StatusCode,
+    /// Headers, at least the content type (and Rekognition's `x-amzn-ErrorType` on errors).
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+impl BackendResponse {
+    /// The response as a `(status, headers, body)` tuple.
+    pub fn into_parts(self) -> (StatusCode, Vec<(String, String)>, Vec<u8>) {
+        (self.status, self.headers, self.body)
+    }
+
+    /// Builds a JSON response with the given content type first, then `extra` headers.
+    fn json(
+        status: StatusCode,
+        content_type: &str,
+        extra: Vec<(String, String)>,
+        body: &Value,
+    ) -> Self {
+        let mut headers = vec![("content-type".to_owned(), content_type.to_owned())];
+        headers.extend(extra);
+        BackendResponse {
+            status,
+            headers,
+            // Writing a `Value` to a string cannot fail, unlike `serde_json::to_vec`.
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+impl IntoResponse for BackendResponse {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            match (
+                axum::http::HeaderName::try_from(name.as_str()),
+                axum::http::HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
+                }
+                _ => tracing::error!(%name, "backend rendered an invalid header; dropped"),
+            }
+        }
+        response
+    }
+}
+
+/// One image position in a client's request, as the proxy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSlot {
+    /// Position in request order; the key [`Protocol::replace_images`] takes.
+    pub index: usize,
+    /// Where the image lives in the JSON, e.g. `requests[1].image`, for logs.
+    pub path: String,
+    /// What the slot holds.
+    pub image: SlotImage,
+}
+
+impl ImageSlot {
+    /// The inline image bytes, if the slot has any (then it is replaceable).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.image {
+            SlotImage::Inline(bytes) => Some(bytes),
+            SlotImage::Remote(_) | SlotImage::Unusable(_) => None,
+        }
+    }
+
+    /// Whether [`Protocol::replace_images`] accepts this slot.
+    pub fn is_replaceable(&self) -> bool {
+        self.bytes().is_some()
+    }
+}
+
+/// What an [`ImageSlot`] holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotImage {
+    /// Inline base64 content, decoded: the proxy may re-encode it.
+    Inline(Vec<u8>),
+    /// An image named by reference (`source.imageUri`, `gcsImageUri`, `s3://bucket/key`): the
+    /// proxy never fetches it and leaves it untouched.
+    Remote(String),
+    /// Nothing usable (no image, broken base64): left untouched for the service to reject.
+    Unusable(String),
+}
+
+/// Why a request or answer could not be handled; messages name the field and the value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A protocol name that is neither `google` nor `rekognition`.
+    #[error("unknown protocol `{name}` (expected `google` or `rekognition`)")]
+    UnknownProtocol {
+        /// The name given.
+        name: String,
+    },
+    /// A body that does not parse as JSON.
+    #[error("{what} is not valid JSON: {detail}")]
+    NotJson {
+        /// `request body` or `answer body`.
+        what: &'static str,
+        /// The parser's message.
+        detail: String,
+    },
+    /// A required field is absent.
+    #[error("missing field {path}")]
+    MissingField {
+        /// JSON path of the field, e.g. `requests` or `Image`.
+        path: String,
+    },
+    /// A field has the wrong type or an out-of-range value.
+    #[error("{path} must be {expected}, got {got}")]
+    InvalidValue {
+        /// JSON path of the field, e.g. `MaxLabels`.
+        path: String,
+        /// What the API accepts, e.g. `a number between 0 and 100`.
+        expected: &'static str,
+        /// The value found, as short JSON.
+        got: String,
+    },
+    /// An image entry without any image in it.
+    #[error("{path} has neither {fields}")]
+    NoImage {
+        /// JSON path of the image object, e.g. `requests[2].image`.
+        path: String,
+        /// The fields that may hold an image, e.g. `content nor source`.
+        fields: &'static str,
+    },
+    /// Inline image content that is not base64.
+    #[error("image is not valid base64 at {path}: {detail}")]
+    InvalidBase64 {
+        /// JSON path of the string, e.g. `requests[0].image.content`.
+        path: String,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// An image named by URL or S3 object, which the backend does not fetch.
+    #[error("{path} refers to {reference}; this backend does not fetch remote images")]
+    RemoteImage {
+        /// JSON path of the reference, e.g. `requests[0].image.source.imageUri`.
+        path: String,
+        /// The reference itself, e.g. a URL or `s3://bucket/key`.
+        reference: String,
+    },
+    /// A decoded image over the API's size limit.
+    #[error("image is {actual} bytes, over the limit of {limit} bytes")]
+    ImageTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+        /// The decoded size in bytes.
+        actual: usize,
+    },
+    /// A batch over the API's limit on images per request.
+    #[error("request has {actual} images, over the limit of {limit} images per request")]
+    TooManyImages {
+        /// The most images a request may hold.
+        limit: usize,
+        /// How many it holds.
+        actual: usize,
+    },
+    /// A request for an operation this crate does not serve (wrong target header or path).
+    #[error("unsupported operation: {found}; expected {expected}")]
+    UnsupportedOperation {
+        /// What the request asked for, e.g. ``X-Amz-Target `RekognitionService.DetectFaces` ``.
+        found: String,
+        /// What is served, e.g. `X-Amz-Target: RekognitionService.DetectLabels`.
+        expected: &'static str,
+    },
+    /// A non-2xx answer in the API's own error shape.
+    #[error("upstream answered HTTP {status} {kind}: {message}")]
+    Service {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error kind (Rekognition `__type`, Google `status` or `code`).
+        kind: String,
+        /// The API's message.
+        message: String,
+    },
+    /// A non-2xx answer that is not in the API's error shape.
+    #[error("upstream answered HTTP {status}: {excerpt}")]
+    Upstream {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, whitespace collapsed.
+        excerpt: String,
+    },
+    /// A per-image error inside a successful batch answer (Google `responses[i].error`).
+    #[error("upstream could not process {path} (code {code}): {message}")]
+    ImageError {
+        /// JSON path of the failed response, e.g. `responses[0]`.
+        path: String,
+        /// The `google.rpc.Code` number, e.g. 3 for `INVALID_ARGUMENT`.
+        code: i64,
+        /// The service's message.
+        message: String,
+    },
+    /// A 2xx answer that does not have the expected shape.
+    #[error("answer does not have the expected shape: {detail}")]
+    UnexpectedAnswer {
+        /// What is wrong, naming the field.
+        detail: String,
+    },
+    /// A replacement for a slot index the request does not have.
+    #[error("no image slot {index}: the request has {count} slots")]
+    NoSuchSlot {
+        /// The index asked for.
+        index: usize,
+        /// How many slots there are.
+        count: usize,
+    },
+    /// A replacement for a slot without inline content (URL, S3 object, broken base64).
+    #[error("image slot {index} ({path}) cannot be replaced: {reason}")]
+    NotReplaceable {
+        /// The index asked for.
+        index: usize,
+        /// JSON path of the slot.
+        path: String,
+        /// What the slot holds instead.
+        reason: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the protocol files.
+
+/// How many characters of an unexpected body go into an error message.
+const EXCERPT_CHARS: usize = 200;
+
+/// Encodes image bytes as the APIs send them: standard alphabet, padded.
+fn encode_base64(bytes: &[u8]) -> String {
+    general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes an image string at `path`, accepting the standard and the URL-safe alphabet with or
+/// without padding, as protobuf's JSON mapping (Google) does; Rekognition's standard padded
+/// base64 is a subset.
+fn decode_base64(text: &str, path: impl FnOnce() -> String) -> Result<Vec<u8>, ProtocolError> {
+    let url_safe = text.bytes().any(|b| b == b'-' || b == b'_');
+    let engine = if url_safe {
+        general_purpose::URL_SAFE_PAD_INDIFFERENT
+    } else {
+        general_purpose::STANDARD_PAD_INDIFFERENT
+    };
+    engine
+        .decode(text)
+        .map_err(|err| ProtocolError::InvalidBase64 {
+            path: path(),
+            detail: err.to_string(),
+        })
+}
+
+/// Parses a body as JSON; `what` names it in the error (`request body`, `answer body`).
+fn parse_json(body: &[u8], what: &'static str) -> Result<Value, ProtocolError> {
+    serde_json::from_slice(body).map_err(|err| ProtocolError::NotJson {
+        what,
+        detail: err.to_string(),
+    })
+}
+
+/// The start of a body for an error message: lossy UTF-8, whitespace collapsed, shortened.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    let mut chars = collapsed.chars();
+    let short: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
+/// A value as short JSON for error messages (long strings and containers are shortened).
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    let mut chars = text.chars();
+    let short: String = chars.by_ref().take(60).collect();
+    if chars.next().is_some() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
+/// A score or confidence as a JSON number with the digits the `f32` prints (`0.97`, not the
+/// `0.9700000286102295` a plain widening to `f64` would give).
+fn wire_number(value: f32) -> Value {
+    let widened = value
+        .to_string()
+        .parse::<f64>()
+        .unwrap_or_else(|_| f64::from(value));
+    serde_json::Number::from_f64(widened).map_or(Value::from(0), Value::Number)
+}
+
+/// Whether `status` is a 2xx code.
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
+fn normalise_score(value: f64, scale: f64) -> f32 {
+    // Narrowing to f32 is the point: scores are compared, never accumulated.
+    ((value / scale).clamp(0.0, 1.0)) as f32
+}
+
+/// An [`ImageSlot`] plus where its inline content sits in the request JSON.
+struct LocatedSlot {
+    /// The slot as reported to the proxy.
+    slot: ImageSlot,
+    /// JSON pointer (RFC 6901) of the base64 string, for inline slots only.
+    content_pointer: Option<String>,
+}
+
+/// Writes the replacement bytes into the located content strings of `doc` and serialises it.
+///
+/// Only the targeted strings change; `serde_json::Value` keeps every other field, including
+/// ones this crate does not know. Key order follows serde_json's map (sorted unless the crate is
+/// built with serde_json's `preserve_order`), which JSON does not give meaning to.
+fn apply_replacements(
+    mut doc: Value,
+    slots: &[LocatedSlot],
+    replacements: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>, ProtocolError> {
+    for (index, bytes) in replacements {
+        let located = slots.get(*index).ok_or(ProtocolError::NoSuchSlot {
+            index: *index,
+            count: slots.len(),
+        })?;
+        let not_replaceable = |reason: String| ProtocolError::NotReplaceable {
+            index: *index,
+            path: located.slot.path.clone(),
+            reason,
+        };
+        let pointer = match (&located.content_pointer, &located.slot.image) {
+            (Some(pointer), SlotImage::Inline(_)) => pointer,
+            (_, SlotImage::Remote(reference)) => {
+                return Err(not_replaceable(format!("it refers to {reference}")));
+            }
+            (_, SlotImage::Unusable(why)) => return Err(not_replaceable(why.clone())),
+            (None, SlotImage::Inline(_)) => {
+                return Err(not_replaceable("its content was not located".to_owned()));
+            }
+        };
+        let target = doc
+            .pointer_mut(pointer)
+            .ok_or_else(|| not_replaceable(format!("no value at {pointer}")))?;
+        *target = Value::String(encode_base64(bytes));
+    }
+    Ok(doc.to_string().into_bytes())
+}
+
+/// One row of the `parse_answer` tables: name, body, HTTP status, and either
+/// `Ok((top-1 label, label count))` or `Err(fragment of the error message)`.
+#[cfg(test)]
+type AnswerCase = (
+    &'static str,
+    Vec<u8>,
+    u16,
+    Result<(Option<&'static str>, usize), &'static str>,
+);
+
+/// Reads a fixture from `tests/fixtures/protocol/`.
+#[cfg(test)]
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/protocol")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(name: &str, score: f32) -> Label {
+        Label {
+            name: name.to_owned(),
+            score,
+        }
+    }
+
+    #[test]
+    fn answer_new_sorts_by_descending_score() {
+        let answer = Answer::new(vec![label("a", 0.2), label("b", 0.9), label("c", 0.5)]);
+        let names: Vec<_> = answer.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["b", "c", "a"]);
+        assert_eq!(answer.top1(), Some("b"));
+        assert_eq!(Answer::default().top1(), None);
+    }
+
+    #[test]
+    fn top_k_contains_respects_k() {
+        let answer = Answer::new(vec![
+            label("dog", 0.9),
+            label("cat", 0.5),
+            label("car", 0.1),
+        ]);
+        let cases = [
+            ("dog", 1, true),
+            ("cat", 1, false),
+            ("cat", 2, true),
+            ("car", 2, false),
+            ("car", 5, true),
+            ("Dog", 5, false),
+            ("dog", 0, false),
+        ];
+        for (name, k, expected) in cases {
+            assert_eq!(
+                answer.top_k_contains(name, k),
+                expected,
+                "{name} in top {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn limited_filters_then_truncates() {
+        let answer = Answer::new(vec![label("a", 0.9), label("b", 0.6), label("c", 0.3)]);
+        assert_eq!(answer.clone().limited(10, 0.5).labels.len(), 2);
+        assert_eq!(answer.clone().limited(1, 0.0).top1(), Some("a"));
+        assert!(answer.limited(0, 0.0).labels.is_empty());
+    }
+
+    #[test]
+    fn protocol_names_round_trip() {
+        for protocol in Protocol::ALL {
+            let name = protocol.to_string();
+            assert_eq!(name.parse::<Protocol>(), Ok(protocol));
+            assert_eq!(
+                serde_json::to_string(&protocol).ok(),
+                Some(format!("\"{name}\""))
+            );
+            let back: Protocol = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(back, protocol);
+        }
+        let err = "azure".parse::<Protocol>().unwrap_err();
+        assert!(err.to_string().contains("`azure`"), "{err}");
+    }
+
+    #[test]
+    fn excerpt_collapses_and_shortens() {
+        assert_eq!(
+            excerpt(b"  <html>\n  <body>oops</body> "),
+            "<html> <body>oops</body>"
+        );
+        assert_eq!(excerpt(b""), "(empty body)");
+        let long = "x".repeat(500);
+        let short = excerpt(long.as_bytes());
+        assert_eq!(short.chars().count(), EXCERPT_CHARS + 1);
+        assert!(short.ends_with('…'));
+    }
+
+    #[test]
+    fn base64_accepts_both_alphabets_and_optional_padding() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let standard = general_purpose::STANDARD.encode(&bytes);
+        let url_safe_no_pad = general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        for text in [&standard, &url_safe_no_pad, standard.trim_end_matches('=')] {
+            assert_eq!(decode_base64(text, String::new).unwrap(), bytes);
+        }
+        let err = decode_base64("not base64!", || "requests[0].image.content".into()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("image is not valid base64 at requests[0].image.content: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn scores_are_clamped_into_unit_range() {
+        assert_eq!(normalise_score(97.5, 100.0), 0.975);
+        assert_eq!(normalise_score(0.42, 1.0), 0.42);
+        assert_eq!(normalise_score(120.0, 100.0), 1.0);
+        assert_eq!(normalise_score(-3.0, 1.0), 0.0);
+    }
+
+    #[test]
+    fn backend_response_becomes_an_axum_response() {
+        let rendered = BackendResponse::json(
+            StatusCode::BAD_REQUEST,
+            "application/x-amz-json-1.1",
+            vec![(
+                "x-amzn-ErrorType".to_owned(),
+                "ImageTooLargeException".to_owned(),
+            )],
+            &serde_json::json!({"__type": "ImageTooLargeException"}),
+        );
+        let response = rendered.clone().into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let headers = response.headers();
+        assert_eq!(
+            headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/x-amz-json-1.1"[..])
+        );
+        assert_eq!(
+            headers.get("x-amzn-errortype").map(|v| v.as_bytes()),
+            Some(&b"ImageTooLargeException"[..])
+        );
+        let (status, headers, body) = rendered.into_parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(body, br#"{"__type":"ImageTooLargeException"}"#);
+    }
+
+    #[test]
+    fn wire_numbers_keep_the_f32_digits() {
+        assert_eq!(wire_number(0.97).to_string(), "0.97");
+        assert_eq!(wire_number(97.5).to_string(), "97.5");
+        assert_eq!(wire_number(f32::NAN).to_string(), "0");
+    }
+}

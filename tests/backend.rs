@@ -1,0 +1,158 @@
+//! The local vision backend end to end on loopback: real model, real wire formats,
+//! our HTTP client and the SQLite answer cache in front of it.
+
+mod common;
+
+use std::time::Duration;
+
+use adacompress::client::{CachedService, HttpService, VisionService};
+use adacompress::protocol::Protocol;
+use adacompress::store::{Outcome, Store};
+use base64::Engine;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_protocols_return_real_labels() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let panda = common::photo("objects", "3.jpg");
+    for protocol in Protocol::ALL {
+        let svc = HttpService::new(protocol, &url, Duration::from_secs(30)).unwrap();
+        let Outcome::Answer(answer) = svc.annotate(&panda).await.unwrap() else {
+            panic!("{protocol}: refused");
+        };
+        assert_eq!(
+            answer.top1(),
+            Some("lesser panda"),
+            "{protocol}: {answer:?}"
+        );
+        assert_eq!(answer.labels.len(), 10, "{protocol}");
+        assert!(answer.labels.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(answer.labels[0].score > 0.5 && answer.labels[0].score <= 1.0);
+    }
+    assert_eq!(state.images_classified(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_batch_reports_per_image_errors() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let body = serde_json::json!({"requests": [
+        {"image": {"content": b64(&common::photo("objects", "4.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 3}]},
+        {"image": {"content": b64(b"not an image at all")}, "features": [{"type": "LABEL_DETECTION"}]},
+        {"image": {"content": b64(&common::photo("objects", "35.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 5}]},
+    ]});
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/images:annotate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let r = v["responses"].as_array().unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0]["labelAnnotations"][0]["description"], "giant panda");
+    assert_eq!(r[0]["labelAnnotations"].as_array().unwrap().len(), 3);
+    assert!(
+        r[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("decode"),
+        "{}",
+        r[1]
+    );
+    assert_eq!(r[2]["labelAnnotations"][0]["description"], "golf ball");
+    assert_eq!(r[2]["labelAnnotations"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_4xx() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let http = reqwest::Client::new();
+    // Not JSON.
+    let resp = http
+        .post(format!("{url}/v1/images:annotate"))
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("JSON"));
+    // Over Google's 16 images per request: the message names the limit and the value.
+    let one = serde_json::json!({"image": {"content": b64(b"x")}});
+    let many = serde_json::json!({"requests": vec![one; 17]});
+    let resp = http
+        .post(format!("{url}/v1/images:annotate"))
+        .json(&many)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("16") && text.contains("17"), "{text}");
+    // Rekognition without its target header.
+    let resp = http
+        .post(format!("{url}/"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(serde_json::json!({"Image": {"Bytes": b64(b"x")}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // Rekognition with an undecodable image: its own error type.
+    let resp = http
+        .post(format!("{url}/"))
+        .header("x-amz-target", "RekognitionService.DetectLabels")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(serde_json::json!({"Image": {"Bytes": b64(b"garbage")}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()["x-amzn-errortype"],
+        "InvalidImageFormatException"
+    );
+    assert_eq!(state.images_classified(), 0);
+}
+
+/// Training runs many epochs over the same photos: the cache must stop repeats
+/// from ever reaching the service. Counted at the backend itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_prevents_repeat_requests() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let dir = common::temp_dir("cache");
+    let store = Store::open(&dir.join("answers.sqlite")).unwrap();
+    let svc = HttpService::new(Protocol::GoogleVision, &url, Duration::from_secs(30)).unwrap();
+    let cached = CachedService::new(&svc, &store);
+    let photo = common::photo("objects", "5.jpg");
+    let first = cached.answer("sha-5", "q75", &photo).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(cached.answer("sha-5", "q75", &photo).await.unwrap(), first);
+    }
+    assert_eq!(state.images_classified(), 1);
+    assert_eq!(cached.requests(), 1);
+    // Another action of the same image is a new question.
+    cached.answer("sha-5", "q35", &photo).await.unwrap();
+    assert_eq!(state.images_classified(), 2);
+    // The cache persists: a new client on the same file asks nothing.
+    drop(store);
+    let store = Store::open(&dir.join("answers.sqlite")).unwrap();
+    let cached = CachedService::new(&svc, &store);
+    cached.answer("sha-5", "q75", &photo).await.unwrap();
+    assert_eq!(state.images_classified(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused image is an outcome (it counts as a failure to agree), not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_outcomes() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let svc = HttpService::new(Protocol::Rekognition, &url, Duration::from_secs(30)).unwrap();
+    match svc.annotate(b"definitely not a jpeg").await.unwrap() {
+        Outcome::Rejected(msg) => assert!(msg.contains("InvalidImageFormat"), "{msg}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use adacompress::backend::{self, Backend, BackendConfig};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed EfficientNet-Lite0 model.
+pub fn lite0() -> PathBuf {
+    root().join("models/efficientnet-lite0.onnx")
+}
+
+/// A folder of the sample photos; panics with the command to run when missing.
+pub fn photos(set: &str) -> PathBuf {
+    let dir = root().join("data/photos").join(set);
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run scripts/fetch_photos.sh (scripts/test.sh does it for you)",
+        dir.display()
+    );
+    dir
+}
+
+/// Bytes of one sample photo.
+pub fn photo(set: &str, name: &str) -> Vec<u8> {
+    std::fs::read(photos(set).join(name)).expect("sample photo")
+}
+
+/// A local backend (lite0 at its native 224 px) on a free loopback port.
+/// Returns its base URL, its state (for request counts) and a shutdown sender.
+pub async fn spawn_backend() -> (String, Arc<Backend>, tokio::sync::oneshot::Sender<()>) {
+    let cfg = BackendConfig::new(lite0());
+    let state = Arc::new(Backend::load(&cfg).expect("load backend"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, _handle) = backend::spawn_local(state.clone(), async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("bind backend");
+    (format!("http://{addr}"), state, tx)
+}
+
+/// A fresh temporary folder.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "adacompress-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// Whether `p` exists, for readable asserts.
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

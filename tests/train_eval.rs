@@ -1,0 +1,199 @@
+//! Training and evaluation against the real local backend on loopback.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use adacompress::action::ActionSet;
+use adacompress::client::{CachedService, HttpService};
+use adacompress::learn::photos_env::PhotoEnv;
+use adacompress::learn::trainer::{self, Algorithm, TrainConfig};
+use adacompress::learn::{Accuracy, Reference};
+use adacompress::model::ImageModel;
+use adacompress::photos::{self, Split};
+use adacompress::protocol::Protocol;
+use adacompress::store::Store;
+
+/// A trained greedy policy earns more reward on photos it never saw than the
+/// uniformly random policy does (the paper's reward, w = 1, top-1 agreement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_beats_random_policy_on_held_out_photos() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let store = Store::in_memory().unwrap();
+    let svc = HttpService::new(Protocol::GoogleVision, &url, Duration::from_secs(30)).unwrap();
+    let cached = CachedService::new(&svc, &store);
+    let backbone = ImageModel::load(&common::lite0(), 128).unwrap();
+    let dir = common::photos("objects");
+    let train_paths = photos::select(&dir, Split::Train, 50).unwrap();
+    let test_paths = photos::select(&dir, Split::Test, 50).unwrap();
+    assert!(train_paths.iter().all(|p| !test_paths.contains(p)));
+    let set = ActionSet::paper();
+    let prep = |paths: Vec<std::path::PathBuf>| {
+        let set = set.clone();
+        let (backbone, cached) = (&backbone, &cached);
+        async move {
+            PhotoEnv::prepare(
+                &paths,
+                Some(backbone),
+                cached,
+                set,
+                Accuracy::Top1,
+                Reference::Original,
+                |_, _| {},
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let train_env = prep(train_paths).await;
+    let test_env = prep(test_paths).await;
+    let mut cfg = TrainConfig::new(Algorithm::Bandit);
+    cfg.epochs = 25;
+    let trained = trainer::train(&train_env, set.len(), &cfg, |_, _| {})
+        .await
+        .unwrap();
+    let greedy = trainer::greedy_reward(&test_env, &trained.head, 1.0)
+        .await
+        .unwrap();
+    let random = trainer::random_reward(&test_env, set.len(), 1.0)
+        .await
+        .unwrap();
+    eprintln!("held-out reward: greedy {greedy:.3}, random {random:.3}");
+    assert!(greedy > random + 0.1, "greedy {greedy} vs random {random}");
+}
+
+/// `train` and `eval` as a user runs them: files written, JSON fields present and
+/// consistent with each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_train_then_eval_writes_the_promised_files() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let out = common::temp_dir("cli");
+    let exe = env!("CARGO_BIN_EXE_adacompress");
+    let photos = common::photos("objects");
+    let agent = out.join("agent.json");
+    let cache = out.join("answers.sqlite");
+    let status = Command::new(exe)
+        .current_dir(common::root())
+        .args([
+            "train",
+            "--upstream",
+            &url,
+            "--protocol",
+            "google",
+            "--epochs",
+            "5",
+            "--side",
+            "128",
+            "--limit",
+            "24",
+        ])
+        .arg("--photos")
+        .arg(&photos)
+        .arg("--out")
+        .arg(&agent)
+        .arg("--cache")
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        agent.exists()
+            && out.join("agent.curve.csv").exists()
+            && out.join("agent.curve.svg").exists()
+    );
+    let curve = std::fs::read_to_string(out.join("agent.curve.csv")).unwrap();
+    assert_eq!(curve.lines().count(), 1 + 24 * 5, "one row per step");
+
+    let json = out.join("eval.json");
+    let output = Command::new(exe)
+        .current_dir(common::root())
+        .args(["eval", "--upstream", &url, "--limit", "12"])
+        .arg("--photos")
+        .arg(&photos)
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("oracle") && table.contains("agent") && table.contains("q75"),
+        "{table}"
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["photos"], 12);
+    assert_eq!(v["reference"], "original");
+    let fixed = v["fixed"].as_array().unwrap();
+    let names: Vec<&str> = fixed
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "q5", "q15", "q25", "q35", "q45", "q55", "q65", "q75", "q85", "q95"
+        ]
+    );
+    for r in fixed {
+        for key in [
+            "quality",
+            "bytes_mean",
+            "size_ratio_original",
+            "size_ratio_q75",
+            "top1_agreement",
+            "topk_agreement",
+        ] {
+            assert!(r[key].is_number(), "fixed.{key} missing in {r}");
+        }
+        assert!(r["max_side"].is_null());
+    }
+    let bytes: Vec<f64> = fixed
+        .iter()
+        .map(|r| r["bytes_mean"].as_f64().unwrap())
+        .collect();
+    assert!(
+        bytes.windows(2).all(|w| w[0] <= w[1]),
+        "bytes must not fall with quality: {bytes:?}"
+    );
+    let q75 = &fixed[7];
+    assert!((q75["size_ratio_q75"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // The oracle agrees everywhere (it may keep the original) and never costs more than the original.
+    assert_eq!(v["oracle"]["top1_agreement"], 1.0);
+    assert!(
+        v["oracle"]["bytes_mean"].as_f64().unwrap() <= v["original_bytes_mean"].as_f64().unwrap()
+    );
+    let agent_row = &v["agent"];
+    for key in [
+        "bytes_mean",
+        "size_ratio_original",
+        "size_ratio_q75",
+        "top1_agreement",
+        "topk_agreement",
+    ] {
+        assert!(agent_row[key].is_number(), "agent.{key} missing");
+    }
+    let chosen: u64 = agent_row["actions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(chosen, 12);
+    assert!(
+        out.join("eval.svg").exists()
+            && out.join("eval-summary.csv").exists()
+            && out.join("eval-photos.csv").exists()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
