@@ -66,7 +66,7 @@ pub fn run(
         .map(|&s| ImageModel::load(backbone, s))
         .collect::<Result<_, _>>()?;
     let mut rng = rand::rng();
-    let mut dims = vec![1280];
+    let mut dims = vec![crate::agent::STATE_DIM];
     dims.extend(PAPER_HIDDEN);
     dims.push(11);
     let head = QHead::new(&dims, AdamConfig::default(), &mut rng);

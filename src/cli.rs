@@ -9,13 +9,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::action::{self, ActionSet};
 use crate::agent::checkpoint::BackboneInfo;
-use crate::agent::{Agent, Checkpoint, CheckpointError, DEFAULT_AGENT_SIDE, TrainingStats};
+use crate::agent::{Agent, Checkpoint, CheckpointError, DEFAULT_AGENT_SIDE, Policy, TrainingStats};
 use crate::backend::{self, Backend, BackendConfig};
 use crate::client::{CachedService, HttpService, ServiceError, VisionService};
 use crate::codec::{self, CodecError, Limits};
 use crate::eval;
-use crate::learn::photos_env::{EnvError, PhotoEnv};
+use crate::learn::photos_env::{EnvError, EnvSpec, PhotoEnv};
 use crate::learn::trainer::{self, Algorithm, TrainConfig};
+use crate::learn::tune;
 use crate::learn::{Accuracy, Reference};
 use crate::model::{ImageModel, ModelError};
 use crate::photos::{self, PhotoError, Split};
@@ -129,6 +130,13 @@ pub struct PhotoArgs {
     pub limit: Option<usize>,
 }
 
+/// Which rewards training learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Feedback {
+    Bandit,
+    Full,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -151,11 +159,18 @@ pub struct TrainArgs {
     /// Lower values buy agreement with bytes.
     #[arg(long, default_value_t = 1.0)]
     pub size_weight: f32,
-    /// Instead of a fixed weight: the agreement to aim for (e.g. 0.97). Tries
-    /// weights on a validation part of the training photos and keeps the most
-    /// compressing one that reaches it.
+    /// Instead of a size weight: the top-1 agreement to aim for (e.g. 0.97). The
+    /// head then predicts each action's chance of agreeing, and the agent takes the
+    /// cheapest action whose chance reaches a threshold tuned by cross-validation.
     #[arg(long)]
     pub target_agreement: Option<f64>,
+    /// Which rewards to learn from: `bandit` (the taken action's only, as online)
+    /// or `full` (every action's for each photo: more requests, better use of photos).
+    #[arg(long, value_enum, default_value = "bandit")]
+    pub feedback: Feedback,
+    /// Random variants (crop, scale, exposure, camera quality) added per training photo.
+    #[arg(long, default_value_t = 0)]
+    pub augment: usize,
     /// Passes over the training photos.
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
@@ -414,22 +429,63 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
         actions.len(),
         args.algorithm.name()
     );
-    let env = prepare(
-        &paths,
-        &backbone,
-        &service,
-        actions.clone(),
-        args.accuracy,
-        args.reference,
-    )
-    .await?;
+    let spec = EnvSpec {
+        actions: actions.clone(),
+        accuracy: args.accuracy,
+        reference: args.reference,
+        augment: args.augment,
+    };
+    let env = prepare(&paths, &backbone, &service, spec).await?;
 
     let mut cfg = TrainConfig::new(args.algorithm);
     cfg.epochs = args.epochs;
     cfg.seed = args.seed;
     cfg.size_weight = args.size_weight;
+    cfg.full_feedback = args.feedback == Feedback::Full;
+    if cfg.full_feedback && args.algorithm == Algorithm::DqnPaper {
+        return Err(CliError::Usage(
+            "--feedback full needs --algorithm bandit (the DQN's stale targets are per taken action)".into(),
+        ));
+    }
+    let mut policy = Policy::Greedy;
     if let Some(target) = args.target_agreement {
-        cfg.size_weight = choose_size_weight(&env, &cfg, target).await?;
+        if !(0.0..=1.0).contains(&target) {
+            return Err(CliError::Usage(format!(
+                "--target-agreement is a share between 0 and 1 (e.g. 0.97), not {target}"
+            )));
+        }
+        // The head predicts agreement; the threshold trades it against bytes.
+        cfg.size_weight = 0.0;
+        let mut bar = Progress::new("threshold", tune::FOLDS as u64);
+        let choice =
+            tune::choose_threshold(&env, &cfg, target, |d, t| bar.set(d as u64, t as u64)).await?;
+        bar.finish();
+        let rows: Vec<Vec<String>> = choice
+            .candidates
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("{:.3}", c.threshold),
+                    format!("{:.4}", c.agreement),
+                    format!("{:.4}", c.size_ratio),
+                ]
+            })
+            .collect();
+        let path = args.out.with_extension("threshold.csv");
+        report::write_csv(
+            &path,
+            &["threshold", "cv_agreement", "cv_size_ratio"],
+            &rows,
+        )?;
+        eprintln!(
+            "threshold {:.3}: cross-validated agreement {:.1}% at {:.3}× the original's bytes (target {:.1}%; curve in {})",
+            choice.chosen.threshold,
+            choice.chosen.agreement * 100.0,
+            choice.chosen.size_ratio,
+            target * 100.0,
+            path.display()
+        );
+        policy = choice.policy;
     }
 
     let mut bar = Progress::new("train", (env.photos.len() * cfg.epochs) as u64);
@@ -467,6 +523,7 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
             seed: args.seed,
         },
     );
+    let ckpt = Checkpoint { policy, ..ckpt };
     ckpt.write(&args.out)?;
     let curve_csv = args.out.with_extension("curve.csv");
     let rows: Vec<Vec<String>> = trained
@@ -511,9 +568,11 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
             series: vec![
                 Series {
                     name: "reward, mean of last 100".into(),
+                    // At most ~1000 points: the plot stays light, the CSV keeps every step.
                     points: trained
                         .curve
                         .iter()
+                        .step_by(trained.curve.len().div_ceil(1000).max(1))
                         .map(|p| (p.step as f64, f64::from(p.reward_avg100)))
                         .collect(),
                     labels: vec![],
@@ -551,87 +610,15 @@ async fn prepare<'s, S: VisionService + ?Sized>(
     paths: &[PathBuf],
     backbone: &ImageModel,
     service: &'s CachedService<'s, S>,
-    actions: ActionSet,
-    accuracy: Accuracy,
-    reference: Reference,
+    spec: EnvSpec,
 ) -> Result<PhotoEnv<'s, S>, CliError> {
-    let mut bar = Progress::new("prepare", paths.len() as u64);
-    let env = PhotoEnv::prepare(
-        paths,
-        Some(backbone),
-        service,
-        actions,
-        accuracy,
-        reference,
-        |d, t| bar.set(d as u64, t as u64),
-    )
+    let mut bar = Progress::new("prepare", (paths.len() * (1 + spec.augment)) as u64);
+    let env = PhotoEnv::prepare(paths, Some(backbone), service, spec, |d, t| {
+        bar.set(d as u64, t as u64)
+    })
     .await?;
     bar.finish();
     Ok(env)
-}
-
-/// Picks the size weight for a target agreement: trains on 70 % of the training
-/// photos for each candidate weight, measures greedy agreement on the other 30 %,
-/// and keeps the largest weight (most compression) that reaches the target.
-async fn choose_size_weight<S: VisionService + ?Sized>(
-    env: &PhotoEnv<'_, S>,
-    base: &TrainConfig,
-    target: f64,
-) -> Result<f32, CliError> {
-    const WEIGHTS: [f32; 8] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01];
-    let (fit, val): (Vec<usize>, Vec<usize>) = (0..env.photos.len())
-        .partition(|&i| !photos::is_test(&format!("val:{}", env.photos[i].name), 30));
-    let fit_env = SubEnv { env, idx: &fit };
-    let mut bar = Progress::new("size-weight", WEIGHTS.len() as u64);
-    let mut chosen = *WEIGHTS.last().unwrap_or(&0.01);
-    for (n, &w) in WEIGHTS.iter().enumerate() {
-        let mut cfg = base.clone();
-        cfg.size_weight = w;
-        let trained = trainer::train(&fit_env, env.actions.len(), &cfg, |_, _| {}).await?;
-        let mut agree = 0usize;
-        for &i in &val {
-            let a = env.actions.actions
-                [crate::agent::argmax(&trained.head.predict(&env.photos[i].features))];
-            let obs = env.observe(i, &a).await?;
-            agree += usize::from(env.agrees(i, &obs));
-        }
-        let agreement = agree as f64 / val.len().max(1) as f64;
-        eprintln!(
-            "size weight {w}: validation agreement {:.1}% on {} photos",
-            agreement * 100.0,
-            val.len()
-        );
-        bar.set(n as u64 + 1, WEIGHTS.len() as u64);
-        if agreement >= target {
-            chosen = w;
-            break;
-        }
-    }
-    bar.finish();
-    eprintln!(
-        "chose size weight {chosen} for target agreement {:.1}%",
-        target * 100.0
-    );
-    Ok(chosen)
-}
-
-/// A subset of a photo environment.
-struct SubEnv<'a, 'e, S: VisionService + ?Sized> {
-    env: &'a PhotoEnv<'e, S>,
-    idx: &'a [usize],
-}
-
-impl<S: VisionService + ?Sized> trainer::Environment for SubEnv<'_, '_, S> {
-    type Error = EnvError;
-    fn len(&self) -> usize {
-        self.idx.len()
-    }
-    fn features(&self, i: usize) -> Arc<[f32]> {
-        self.env.features(self.idx[i])
-    }
-    async fn feedback(&self, i: usize, a: usize) -> Result<trainer::Feedback, EnvError> {
-        self.env.feedback(self.idx[i], a).await
-    }
 }
 
 /// `path` relative to `base` when it lies inside it; else as given (absolute when possible).
@@ -664,15 +651,13 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
         args.split,
         service.id()
     );
-    let env = prepare(
-        &paths,
-        &backbone,
-        &service,
+    let spec = EnvSpec {
         actions,
-        Accuracy::Top1,
-        args.reference,
-    )
-    .await?;
+        accuracy: Accuracy::Top1,
+        reference: args.reference,
+        augment: 0,
+    };
+    let env = prepare(&paths, &backbone, &service, spec).await?;
     let mut bar = Progress::new("eval", env.photos.len() as u64);
     let mut rep = eval::evaluate(&env, agent.as_ref(), args.target_agreement, |d, t| {
         bar.set(d as u64, t as u64)
@@ -760,7 +745,7 @@ pub fn run_compress(args: CompressArgs) -> Result<(), CliError> {
         source,
     };
     let decoded = codec::decode(&original, &Limits::default()).map_err(codec_err)?;
-    let (_, chosen) = agent.choose(&decoded.image)?;
+    let (_, chosen) = agent.choose(&decoded.image, original.len())?;
     let applied = action::apply(&chosen, &decoded.image, &original, agent.actions.encoder)
         .map_err(codec_err)?;
     std::fs::write(&args.output, &applied.bytes)

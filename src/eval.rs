@@ -89,6 +89,10 @@ pub struct EvalReport {
     pub fixed: Vec<FixedRow>,
     pub oracle: OracleRow,
     pub best_fixed: BestFixed,
+    /// Fixed rows for the agent's actions beyond the paper's ten (downscales).
+    pub fixed_extra: Vec<FixedRow>,
+    /// The oracle restricted to the agent's action set (its own floor).
+    pub oracle_agent_actions: Option<OracleRow>,
     pub agent: Option<AgentRow>,
     /// Requests the service answered during this eval (cache misses).
     pub service_requests: u64,
@@ -128,11 +132,27 @@ pub async fn evaluate<S: VisionService + ?Sized>(
     let nf = n.max(1) as f64;
     let original_total: f64 = env.photos.iter().map(|p| p.original.len() as f64).sum();
     let q75_total: f64 = env.photos.iter().map(|p| p.q75_bytes as f64).sum();
-    let fixed_actions: Vec<Action> = PAPER_QUALITIES
+    let paper_actions: Vec<Action> = PAPER_QUALITIES
         .iter()
         .map(|&q| Action::quality(q))
         .collect();
+    let extra_actions: Vec<Action> = agent
+        .map(|a| {
+            a.actions
+                .actions
+                .iter()
+                .filter(|x| x.quality.is_some() && !paper_actions.contains(x))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
+    let fixed_actions: Vec<Action> = paper_actions
+        .iter()
+        .chain(&extra_actions)
+        .copied()
+        .collect();
     let mut fixed_tallies: Vec<Tally> = fixed_actions.iter().map(|_| Tally::default()).collect();
+    let mut oracle_set = Tally::default();
     let mut oracle = Tally::default();
     let mut agent_tally = Tally::default();
     let mut agent_actions: BTreeMap<String, usize> = BTreeMap::new();
@@ -143,14 +163,23 @@ pub async fn evaluate<S: VisionService + ?Sized>(
         // Oracle candidates: the original first, replaced by any smaller agreeing quality.
         let keep = env.observe(i, &Action::KEEP).await?;
         let mut best = (Action::KEEP, keep.clone());
+        let mut best_in_set = (Action::KEEP, keep.clone());
         for (a, tally) in fixed_actions.iter().zip(fixed_tallies.iter_mut()) {
             let obs = env.observe(i, a).await?;
             tally.add(env, i, &obs);
-            if obs.bytes < best.1.bytes && env.agrees_with(i, &obs, Accuracy::Top1) {
+            let agrees = env.agrees_with(i, &obs, Accuracy::Top1);
+            if agrees
+                && obs.bytes < best_in_set.1.bytes
+                && agent.is_some_and(|ag| ag.actions.index_of(a).is_some())
+            {
+                best_in_set = (*a, obs.clone());
+            }
+            if agrees && obs.bytes < best.1.bytes && a.max_side.is_none() {
                 best = (*a, obs);
             }
         }
         oracle.add(env, i, &best.1);
+        oracle_set.add(env, i, &best_in_set.1);
         let mut row = PhotoRow {
             name: photo.name.clone(),
             original_bytes: photo.original.len(),
@@ -180,7 +209,7 @@ pub async fn evaluate<S: VisionService + ?Sized>(
     }
 
     let ratio = |total: f64, base: f64| if base > 0.0 { total / base } else { 0.0 };
-    let fixed: Vec<FixedRow> = fixed_actions
+    let mut fixed: Vec<FixedRow> = fixed_actions
         .iter()
         .zip(&fixed_tallies)
         .map(|(a, t)| FixedRow {
@@ -194,6 +223,7 @@ pub async fn evaluate<S: VisionService + ?Sized>(
             topk_agreement: t.topk as f64 / nf,
         })
         .collect();
+    let fixed_extra = fixed.split_off(paper_actions.len());
     let best_fixed_row = fixed
         .iter()
         .filter(|r| r.top1_agreement >= target_agreement)
@@ -217,6 +247,14 @@ pub async fn evaluate<S: VisionService + ?Sized>(
             bytes_vs_best_fixed: best_fixed.bytes_mean.map(|b| bytes_mean / b),
         }
     });
+    let row = |t: &Tally| OracleRow {
+        bytes_mean: t.bytes / nf,
+        size_ratio_original: ratio(t.bytes, original_total),
+        size_ratio_q75: ratio(t.bytes, q75_total),
+        top1_agreement: t.top1 as f64 / nf,
+        topk_agreement: t.topk as f64 / nf,
+    };
+    let oracle_agent_actions = agent.as_ref().map(|_| row(&oracle_set));
     Ok(EvalReport {
         photos: n,
         reference: env.reference.name().to_string(),
@@ -224,14 +262,10 @@ pub async fn evaluate<S: VisionService + ?Sized>(
         original_bytes_mean: original_total / nf,
         q75_bytes_mean: q75_total / nf,
         fixed,
-        oracle: OracleRow {
-            bytes_mean: oracle.bytes / nf,
-            size_ratio_original: ratio(oracle.bytes, original_total),
-            size_ratio_q75: ratio(oracle.bytes, q75_total),
-            top1_agreement: oracle.top1 as f64 / nf,
-            topk_agreement: oracle.topk as f64 / nf,
-        },
+        oracle: row(&oracle),
         best_fixed,
+        fixed_extra,
+        oracle_agent_actions,
         agent,
         service_requests: env.service_requests(),
         per_photo,
@@ -397,6 +431,26 @@ impl EvalReport {
                 color: PALETTE[4],
             },
         ];
+        let mut sides: Vec<u32> = self.fixed_extra.iter().filter_map(|r| r.max_side).collect();
+        sides.sort_unstable();
+        sides.dedup();
+        for (n, side) in sides.iter().enumerate() {
+            let rows: Vec<&FixedRow> = self
+                .fixed_extra
+                .iter()
+                .filter(|r| r.max_side == Some(*side))
+                .collect();
+            series.push(Series {
+                name: format!("fixed quality at ≤ {side} px, top-1"),
+                points: rows
+                    .iter()
+                    .map(|r| (kb(r.bytes_mean), r.top1_agreement * 100.0))
+                    .collect(),
+                labels: vec![],
+                line: true,
+                color: PALETTE[(3 + n) % PALETTE.len()],
+            });
+        }
         if let Some(a) = &self.agent {
             series.push(Series {
                 name: "agent (top-1)".into(),

@@ -4,7 +4,17 @@ use clap::Parser;
 
 use adacompress::cli::{self, Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -6,10 +6,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use adacompress::action::ActionSet;
+use adacompress::agent::Policy;
 use adacompress::client::{CachedService, HttpService};
 use adacompress::learn::photos_env::PhotoEnv;
 use adacompress::learn::trainer::{self, Algorithm, TrainConfig};
-use adacompress::learn::{Accuracy, Reference};
+use adacompress::learn::tune;
+use adacompress::learn::{Accuracy, EnvSpec, Reference};
 use adacompress::model::ImageModel;
 use adacompress::photos::{self, Split};
 use adacompress::protocol::Protocol;
@@ -33,17 +35,15 @@ async fn training_beats_random_policy_on_held_out_photos() {
         let set = set.clone();
         let (backbone, cached) = (&backbone, &cached);
         async move {
-            PhotoEnv::prepare(
-                &paths,
-                Some(backbone),
-                cached,
-                set,
-                Accuracy::Top1,
-                Reference::Original,
-                |_, _| {},
-            )
-            .await
-            .unwrap()
+            let spec = EnvSpec {
+                actions: set,
+                accuracy: Accuracy::Top1,
+                reference: Reference::Original,
+                augment: 0,
+            };
+            PhotoEnv::prepare(&paths, Some(backbone), cached, spec, |_, _| {})
+                .await
+                .unwrap()
         }
     };
     let train_env = prep(train_paths).await;
@@ -61,6 +61,26 @@ async fn training_beats_random_policy_on_held_out_photos() {
         .unwrap();
     eprintln!("held-out reward: greedy {greedy:.3}, random {random:.3}");
     assert!(greedy > random + 0.1, "greedy {greedy} vs random {random}");
+
+    // --target-agreement: the tuned threshold reaches the target in cross-validation,
+    // and asking for more agreement never buys it with fewer bytes.
+    let mut cfg = TrainConfig::new(Algorithm::Bandit);
+    cfg.epochs = 8;
+    cfg.size_weight = 0.0;
+    cfg.full_feedback = true;
+    let choice = tune::choose_threshold(&train_env, &cfg, 0.9, |_, _| {})
+        .await
+        .unwrap();
+    let last = choice.candidates.last().unwrap();
+    assert!(
+        choice.chosen.agreement >= 0.9 || choice.chosen.threshold == last.threshold,
+        "{:?}",
+        choice.chosen
+    );
+    let first = &choice.candidates[0];
+    assert!(first.size_ratio <= last.size_ratio, "{first:?} vs {last:?}");
+    assert!(first.agreement <= last.agreement, "{first:?} vs {last:?}");
+    assert!(matches!(choice.policy, Policy::CheapestSafe { .. }));
 }
 
 /// `train` and `eval` as a user runs them: files written, JSON fields present and

@@ -93,6 +93,9 @@ pub struct Checkpoint {
     pub adam: AdamConfig,
     /// How it was trained.
     pub training: TrainingStats,
+    /// How outputs become decisions.
+    #[serde(default)]
+    pub policy: super::Policy,
     /// Standardisation and layer parameters, little-endian f32, base64.
     pub parameters: String,
 }
@@ -123,6 +126,7 @@ impl Checkpoint {
             dims: head.dims().to_vec(),
             adam,
             training,
+            policy: super::Policy::Greedy,
             parameters: base64::engine::general_purpose::STANDARD.encode(bytes),
         }
     }

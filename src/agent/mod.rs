@@ -30,6 +30,44 @@ pub struct Agent {
     pub head: QHead,
     /// What each head output means.
     pub actions: ActionSet,
+    /// How head outputs become a decision.
+    pub policy: Policy,
+}
+
+/// How the head's outputs pick an action.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Policy {
+    /// The paper's: the action with the largest value (`acc − w·size/size_ref`).
+    #[default]
+    Greedy,
+    /// The head predicts each action's probability of agreeing; take the cheapest
+    /// action whose prediction reaches `threshold` (keep the original if none does).
+    /// The threshold is what `--target-agreement` tunes by cross-validation.
+    CheapestSafe {
+        /// Smallest predicted agreement accepted.
+        threshold: f32,
+        /// Mean size ratio of each action on the training photos (the cost order).
+        costs: Vec<f32>,
+    },
+}
+
+impl Policy {
+    /// The chosen action index for head outputs `q`.
+    pub fn decide(&self, q: &[f32], actions: &ActionSet) -> usize {
+        match self {
+            Policy::Greedy => argmax(q),
+            Policy::CheapestSafe { threshold, costs } => {
+                let mut order: Vec<usize> = (0..q.len().min(costs.len())).collect();
+                order.sort_by(|&a, &b| costs[a].total_cmp(&costs[b]));
+                order
+                    .into_iter()
+                    .find(|&a| q[a] >= *threshold || actions.actions.get(a) == Some(&Action::KEEP))
+                    .or_else(|| actions.index_of(&Action::KEEP))
+                    .unwrap_or_else(|| argmax(q))
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -57,25 +95,82 @@ impl Agent {
             backbone,
             head,
             actions: ckpt.action_set,
+            policy: ckpt.policy,
         })
     }
 
-    /// Backbone features of an upright image.
-    pub fn features(&self, image: &RgbImage) -> Result<Vec<f32>, ModelError> {
-        Ok(self.backbone.run(image)?.features)
+    /// The agent's state for an upright image whose encoded form has
+    /// `encoded_bytes` bytes (see [`state_vector`]).
+    pub fn state(&self, image: &RgbImage, encoded_bytes: usize) -> Result<Vec<f32>, ModelError> {
+        let out = self.backbone.run(image)?;
+        Ok(state_vector(
+            &out,
+            encoded_bytes,
+            image.width(),
+            image.height(),
+        ))
     }
 
-    /// The greedy action index for `features`.
+    /// The action index the policy picks for `features` (no exploration).
     pub fn greedy(&self, features: &[f32]) -> usize {
-        argmax(&self.head.predict(features))
+        self.policy
+            .decide(&self.head.predict(features), &self.actions)
     }
 
     /// Greedy action for an image: (index, action).
-    pub fn choose(&self, image: &RgbImage) -> Result<(usize, Action), ModelError> {
-        let f = self.features(image)?;
+    pub fn choose(
+        &self,
+        image: &RgbImage,
+        encoded_bytes: usize,
+    ) -> Result<(usize, Action), ModelError> {
+        let f = self.state(image, encoded_bytes)?;
         let i = self.greedy(&f);
         Ok((i, self.actions.actions[i]))
     }
+}
+
+/// Scalars appended to the backbone features in the agent's state.
+pub const EXTRA_FEATURES: usize = 4;
+
+/// Width of the agent's state: 1280 pooled features + [`EXTRA_FEATURES`].
+pub const STATE_DIM: usize = 1280 + EXTRA_FEATURES;
+
+/// The agent's state: the backbone's pooled features (the paper's state) plus four
+/// cheap scalars that say how fragile the image's answer is likely to be, which a
+/// small head cannot easily learn from 1280 features and a hundred photos:
+/// the backbone's own top-1 probability, its top-1 − top-2 margin, its normalised
+/// entropy (an unsure classifier flips under compression first), and the original's
+/// bits per pixel (how much detail — or how much compression — it already carries).
+pub fn state_vector(
+    out: &crate::model::Output,
+    encoded_bytes: usize,
+    width: u32,
+    height: u32,
+) -> Vec<f32> {
+    let p = crate::model::softmax(&out.logits);
+    let (mut first, mut second) = (0f32, 0f32);
+    for &v in &p {
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    let entropy: f32 = -p
+        .iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| v * v.ln())
+        .sum::<f32>();
+    let pixels = (u64::from(width) * u64::from(height)).max(1) as f32;
+    let mut s = out.features.clone();
+    s.extend([
+        first,
+        first - second,
+        entropy / (p.len().max(2) as f32).ln(),
+        encoded_bytes as f32 * 8.0 / pixels,
+    ]);
+    s
 }
 
 /// ε-greedy choice among `q` values.
@@ -101,6 +196,24 @@ pub fn argmax(q: &[f32]) -> usize {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn cheapest_safe_takes_the_cheapest_action_above_threshold() {
+        let set = ActionSet::paper(); // keep, q5, …, q95
+        let mut costs = vec![1.0f32];
+        costs.extend((0..10).map(|i| 0.1 + i as f32 * 0.08));
+        let policy = Policy::CheapestSafe {
+            threshold: 0.9,
+            costs,
+        };
+        let mut q = vec![0.5f32; 11];
+        q[4] = 0.95; // q35
+        q[9] = 0.99; // q85
+        assert_eq!(set.actions[policy.decide(&q, &set)], Action::quality(35));
+        // Nothing safe enough: keep the original.
+        assert_eq!(set.actions[policy.decide(&[0.1; 11], &set)], Action::KEEP);
+        assert_eq!(Policy::Greedy.decide(&q, &set), 9);
+    }
 
     #[test]
     fn argmax_and_epsilon_greedy() {

@@ -51,10 +51,12 @@ pub struct BackendConfig {
 impl BackendConfig {
     /// Defaults for `model`: classes next to it, one slot per core, a queue of 64.
     pub fn new(model: PathBuf) -> BackendConfig {
-        let classes = model.parent().map_or_else(
-            || PathBuf::from("imagenet_classes.txt"),
-            |d| d.join("imagenet_classes.txt"),
-        );
+        // Next to the model if there is a list there, else the committed one.
+        let classes = model
+            .parent()
+            .map(|d| d.join("imagenet_classes.txt"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("models/imagenet_classes.txt"));
         BackendConfig {
             model,
             classes,

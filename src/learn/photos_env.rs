@@ -88,6 +88,19 @@ pub struct Observation {
     pub outcome: Outcome,
 }
 
+/// What an environment asks and how it judges.
+#[derive(Debug, Clone)]
+pub struct EnvSpec {
+    /// The actions the agent chooses among.
+    pub actions: ActionSet,
+    /// Agreement rule for rewards.
+    pub accuracy: Accuracy,
+    /// Which answer is the reference.
+    pub reference: Reference,
+    /// Random variants per photo (training only; 0 for eval).
+    pub augment: usize,
+}
+
 /// Photos + service + action set.
 pub struct PhotoEnv<'s, S: VisionService + ?Sized> {
     pub photos: Vec<Photo>,
@@ -114,76 +127,105 @@ fn cache_key(action: &Action, encoder: EncoderMode, original: bool) -> String {
 }
 
 impl<'s, S: VisionService + ?Sized> PhotoEnv<'s, S> {
-    /// Reads, decodes, featurises and fetches reference answers for `paths`.
+    /// Reads, decodes, featurises and fetches reference answers for `paths`, plus
+    /// `spec.augment` random variants of each (see [`super::augment`]).
     pub async fn prepare(
         paths: &[PathBuf],
         backbone: Option<&ImageModel>,
         service: &'s CachedService<'s, S>,
-        actions: ActionSet,
-        accuracy: Accuracy,
-        reference: Reference,
+        spec: EnvSpec,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<PhotoEnv<'s, S>, EnvError> {
         let limits = Limits::default();
-        let mut photos = Vec::with_capacity(paths.len());
-        for (n, path) in paths.iter().enumerate() {
+        let total = paths.len() * (1 + spec.augment);
+        let mut env = PhotoEnv {
+            photos: Vec::with_capacity(total),
+            service,
+            actions: spec.actions,
+            accuracy: spec.accuracy,
+            reference: spec.reference,
+            memo: Mutex::new(HashMap::new()),
+        };
+        for path in paths {
+            let codec_err = |source| EnvError::Codec {
+                path: path.clone(),
+                source,
+            };
             let original = std::fs::read(path).map_err(|source| EnvError::Read {
                 path: path.clone(),
                 source,
             })?;
-            let decoded = codec::decode(&original, &limits).map_err(|source| EnvError::Codec {
-                path: path.clone(),
-                source,
-            })?;
-            let features: Arc<[f32]> = match backbone {
-                Some(b) => Arc::from(b.run(&decoded.image)?.features),
-                None => Arc::from(Vec::new()),
-            };
+            let decoded = codec::decode(&original, &limits).map_err(codec_err)?;
+            let name = display_name(path);
             let sha = sha256_hex(&original);
-            let q75 = action::apply(
-                &Action::quality(75),
-                &decoded.image,
-                &original,
-                actions.encoder,
-            )
-            .map_err(|source| EnvError::Codec {
-                path: path.clone(),
-                source,
-            })?;
-            let (reference_outcome, reference_bytes) = match reference {
-                Reference::Original => {
-                    let a = service.answer(&sha, "keep", &original).await?;
-                    (a.outcome, original.len())
-                }
-                Reference::Q75 => {
-                    let key = cache_key(&Action::quality(75), actions.encoder, q75.original);
-                    let a: CachedAnswer = service.answer(&sha, &key, &q75.bytes).await?;
-                    (a.outcome, q75.bytes.len())
-                }
-            };
-            photos.push(Photo {
-                name: path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                ),
-                sha,
-                q75_bytes: q75.bytes.len(),
-                original,
-                image: decoded.image,
-                features,
-                reference: reference_outcome,
-                reference_bytes,
-            });
-            progress(n + 1, paths.len());
+            for (k, (image, quality)) in
+                super::augment::variants(&decoded.image, &sha, spec.augment)
+                    .into_iter()
+                    .enumerate()
+            {
+                let bytes =
+                    codec::encode_jpeg(&image, quality, env.actions.encoder).map_err(codec_err)?;
+                env.add(format!("{name}#aug{k}"), bytes, image, backbone)
+                    .await?;
+                progress(env.photos.len(), total);
+            }
+            env.add(name, original, decoded.image, backbone).await?;
+            progress(env.photos.len(), total);
         }
-        Ok(PhotoEnv {
-            photos,
-            service,
-            actions,
-            accuracy,
+        Ok(env)
+    }
+
+    /// Adds one photo: features, Q75 size and the reference answer.
+    async fn add(
+        &mut self,
+        name: String,
+        original: Vec<u8>,
+        image: RgbImage,
+        backbone: Option<&ImageModel>,
+    ) -> Result<(), EnvError> {
+        let codec_err = |source| EnvError::Codec {
+            path: PathBuf::from(&name),
+            source,
+        };
+        let features: Arc<[f32]> = match backbone {
+            Some(b) => Arc::from(crate::agent::state_vector(
+                &b.run(&image)?,
+                original.len(),
+                image.width(),
+                image.height(),
+            )),
+            None => Arc::from(Vec::new()),
+        };
+        let sha = sha256_hex(&original);
+        let q75 = action::apply(
+            &Action::quality(75),
+            &image,
+            &original,
+            self.actions.encoder,
+        )
+        .map_err(codec_err)?;
+        let (reference, reference_bytes) = match self.reference {
+            Reference::Original => {
+                let a = self.service.answer(&sha, "keep", &original).await?;
+                (a.outcome, original.len())
+            }
+            Reference::Q75 => {
+                let key = cache_key(&Action::quality(75), self.actions.encoder, q75.original);
+                let a: CachedAnswer = self.service.answer(&sha, &key, &q75.bytes).await?;
+                (a.outcome, q75.bytes.len())
+            }
+        };
+        self.photos.push(Photo {
+            name,
+            sha,
+            q75_bytes: q75.bytes.len(),
+            original,
+            image,
+            features,
             reference,
-            memo: Mutex::new(HashMap::new()),
-        })
+            reference_bytes,
+        });
+        Ok(())
     }
 
     /// The service's answer when `action` is applied to photo `i`.
@@ -211,6 +253,20 @@ impl<'s, S: VisionService + ?Sized> PhotoEnv<'s, S> {
             memo.insert((i, *action), obs.clone());
         }
         Ok(obs)
+    }
+
+    /// Bytes that would be uploaded for `action` on photo `i` (encodes; asks nothing).
+    pub fn upload_bytes(&self, i: usize, action: &Action) -> Result<usize, EnvError> {
+        if let Some(o) = self.memo_get(i, action) {
+            return Ok(o.bytes);
+        }
+        let photo = &self.photos[i];
+        action::apply(action, &photo.image, &photo.original, self.actions.encoder)
+            .map(|a| a.bytes.len())
+            .map_err(|source| EnvError::Codec {
+                path: PathBuf::from(&photo.name),
+                source,
+            })
     }
 
     fn memo_get(&self, i: usize, action: &Action) -> Option<Observation> {

@@ -64,6 +64,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// `w` in `acc − w·size/size_ref`.
     pub size_weight: f32,
+    /// Learn from every action's reward for each image seen, not only the taken
+    /// one's. Costs one service request per (image, action) — cached — and needs
+    /// γ = 0; offline training only (online, only the taken action is observed).
+    pub full_feedback: bool,
     /// Hidden layer widths.
     pub hidden: Vec<usize>,
     pub adam: AdamConfig,
@@ -87,6 +91,7 @@ impl TrainConfig {
             epsilon_min: 0.02,
             epochs: 1,
             size_weight: 1.0,
+            full_feedback: false,
             hidden: crate::agent::PAPER_HIDDEN.to_vec(),
             adam: AdamConfig::default(),
             seed: 0,
@@ -262,6 +267,16 @@ pub async fn train<E: Environment>(
             } else {
                 r
             };
+            if cfg.full_feedback && cfg.gamma == 0.0 {
+                for other in (0..actions).filter(|&o| o != a) {
+                    let fo = env.feedback(i, other).await?;
+                    memory.push(Transition {
+                        features: features.clone(),
+                        action: other,
+                        target: fo.reward(cfg.size_weight),
+                    });
+                }
+            }
             memory.push(Transition {
                 features,
                 action: a,
