@@ -9,10 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/fetch_photos.sh
-LITE2=.cache/models/efficientnet-lite2.onnx
-if [ ! -f "$LITE2" ]; then
-  python3 scripts/convert_efficientnet.py --variant lite2 --out "$LITE2" --venv
-fi
+LITE2=$(bash scripts/lite2.sh)
 cargo build --release --locked
 BIN=target/release/adacompress
 mkdir -p docs/bench

@@ -10,10 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/fetch_photos.sh
-LITE2=.cache/models/efficientnet-lite2.onnx
-if [ ! -f "$LITE2" ]; then
-  python3 scripts/convert_efficientnet.py --variant lite2 --out "$LITE2" --venv
-fi
+LITE2=$(bash scripts/lite2.sh)
 cargo build --release --locked
 target/release/adacompress train --photos data/photos --upstream "local:$LITE2" \
   --out models/agent.json --target-agreement 0.97 --feedback full --augment 4 --epochs 8 \

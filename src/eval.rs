@@ -17,40 +17,37 @@ use crate::client::VisionService;
 use crate::learn::photos_env::{EnvError, Observation, PhotoEnv};
 use crate::learn::reward::Accuracy;
 
+/// Bytes and agreement of one policy over the evaluated photos.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    pub bytes_mean: f64,
+    pub size_ratio_original: f64,
+    pub size_ratio_q75: f64,
+    pub top1_agreement: f64,
+    pub topk_agreement: f64,
+}
+
 /// One fixed action's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct FixedRow {
     pub action: String,
     pub quality: Option<u8>,
     pub max_side: Option<u32>,
-    pub bytes_mean: f64,
-    pub size_ratio_original: f64,
-    pub size_ratio_q75: f64,
-    pub top1_agreement: f64,
-    pub topk_agreement: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// The oracle's row.
-#[derive(Debug, Clone, Serialize)]
-pub struct OracleRow {
-    pub bytes_mean: f64,
-    pub size_ratio_original: f64,
-    pub size_ratio_q75: f64,
-    pub top1_agreement: f64,
-    pub topk_agreement: f64,
-}
+pub type OracleRow = Metrics;
 
 /// The agent's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentRow {
-    pub bytes_mean: f64,
-    pub size_ratio_original: f64,
-    pub size_ratio_q75: f64,
-    pub top1_agreement: f64,
-    pub topk_agreement: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
     /// How often each action was chosen.
     pub actions: BTreeMap<String, usize>,
-    /// Agent version and action set, from the checkpoint.
+    /// The checkpoint's action set.
     pub action_set: String,
     /// Agent bytes / bytes of the best fixed quality reaching the target agreement.
     pub bytes_vs_best_fixed: Option<f64>,
@@ -208,7 +205,16 @@ pub async fn evaluate<S: VisionService + ?Sized>(
         progress(i + 1, n);
     }
 
-    let ratio = |total: f64, base: f64| if base > 0.0 { total / base } else { 0.0 };
+    let metrics = |t: &Tally| {
+        let ratio = |base: f64| if base > 0.0 { t.bytes / base } else { 0.0 };
+        Metrics {
+            bytes_mean: t.bytes / nf,
+            size_ratio_original: ratio(original_total),
+            size_ratio_q75: ratio(q75_total),
+            top1_agreement: t.top1 as f64 / nf,
+            topk_agreement: t.topk as f64 / nf,
+        }
+    };
     let mut fixed: Vec<FixedRow> = fixed_actions
         .iter()
         .zip(&fixed_tallies)
@@ -216,45 +222,30 @@ pub async fn evaluate<S: VisionService + ?Sized>(
             action: a.name(),
             quality: a.quality,
             max_side: a.max_side,
-            bytes_mean: t.bytes / nf,
-            size_ratio_original: ratio(t.bytes, original_total),
-            size_ratio_q75: ratio(t.bytes, q75_total),
-            top1_agreement: t.top1 as f64 / nf,
-            topk_agreement: t.topk as f64 / nf,
+            metrics: metrics(t),
         })
         .collect();
     let fixed_extra = fixed.split_off(paper_actions.len());
     let best_fixed_row = fixed
         .iter()
-        .filter(|r| r.top1_agreement >= target_agreement)
-        .min_by(|a, b| a.bytes_mean.total_cmp(&b.bytes_mean));
+        .filter(|r| r.metrics.top1_agreement >= target_agreement)
+        .min_by(|a, b| a.metrics.bytes_mean.total_cmp(&b.metrics.bytes_mean));
     // The original itself always reaches any target (reference = original).
     let best_fixed = BestFixed {
         target_top1_agreement: target_agreement,
         action: Some(best_fixed_row.map_or("keep".to_string(), |r| r.action.clone())),
-        bytes_mean: Some(best_fixed_row.map_or(original_total / nf, |r| r.bytes_mean)),
+        bytes_mean: Some(best_fixed_row.map_or(original_total / nf, |r| r.metrics.bytes_mean)),
     };
+    let oracle_agent_actions = agent.map(|_| metrics(&oracle_set));
     let agent = agent.map(|agent| {
-        let bytes_mean = agent_tally.bytes / nf;
+        let m = metrics(&agent_tally);
         AgentRow {
-            bytes_mean,
-            size_ratio_original: ratio(agent_tally.bytes, original_total),
-            size_ratio_q75: ratio(agent_tally.bytes, q75_total),
-            top1_agreement: agent_tally.top1 as f64 / nf,
-            topk_agreement: agent_tally.topk as f64 / nf,
+            bytes_vs_best_fixed: best_fixed.bytes_mean.map(|b| m.bytes_mean / b),
+            metrics: m,
             actions: agent_actions,
             action_set: agent.actions.name.clone(),
-            bytes_vs_best_fixed: best_fixed.bytes_mean.map(|b| bytes_mean / b),
         }
     });
-    let row = |t: &Tally| OracleRow {
-        bytes_mean: t.bytes / nf,
-        size_ratio_original: ratio(t.bytes, original_total),
-        size_ratio_q75: ratio(t.bytes, q75_total),
-        top1_agreement: t.top1 as f64 / nf,
-        topk_agreement: t.topk as f64 / nf,
-    };
-    let oracle_agent_actions = agent.as_ref().map(|_| row(&oracle_set));
     Ok(EvalReport {
         photos: n,
         reference: env.reference.name().to_string(),
@@ -262,7 +253,7 @@ pub async fn evaluate<S: VisionService + ?Sized>(
         original_bytes_mean: original_total / nf,
         q75_bytes_mean: q75_total / nf,
         fixed,
-        oracle: row(&oracle),
+        oracle: metrics(&oracle),
         best_fixed,
         fixed_extra,
         oracle_agent_actions,
@@ -273,6 +264,28 @@ pub async fn evaluate<S: VisionService + ?Sized>(
 }
 
 impl EvalReport {
+    /// Every policy's metrics in display order: fixed, extra fixed, oracle(s), agent.
+    pub fn policies(&self) -> Vec<(String, &Metrics)> {
+        let mut out: Vec<(String, &Metrics)> = self
+            .fixed
+            .iter()
+            .chain(&self.fixed_extra)
+            .map(|r| (r.action.clone(), &r.metrics))
+            .collect();
+        out.push(("oracle".into(), &self.oracle));
+        if let Some(o) = self
+            .oracle_agent_actions
+            .as_ref()
+            .filter(|_| !self.fixed_extra.is_empty())
+        {
+            out.push(("oracle/set".into(), o));
+        }
+        if let Some(a) = &self.agent {
+            out.push(("agent".into(), &a.metrics));
+        }
+        out
+    }
+
     /// A plain-text table for the terminal.
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -286,45 +299,16 @@ impl EvalReport {
             "{:<10} {:>9} {:>8} {:>8} {:>7} {:>7}\n",
             "policy", "KB/photo", "vs orig", "vs Q75", "top-1", "agr@5"
         ));
-        let mut line = |name: &str, bytes: f64, ro: f64, rq: f64, t1: f64, tk: f64| {
+        for (name, m) in self.policies() {
             s.push_str(&format!(
                 "{:<10} {:>9.1} {:>8.3} {:>8.3} {:>6.1}% {:>6.1}%\n",
                 name,
-                bytes / 1000.0,
-                ro,
-                rq,
-                t1 * 100.0,
-                tk * 100.0
+                m.bytes_mean / 1000.0,
+                m.size_ratio_original,
+                m.size_ratio_q75,
+                m.top1_agreement * 100.0,
+                m.topk_agreement * 100.0
             ));
-        };
-        for r in &self.fixed {
-            line(
-                &r.action,
-                r.bytes_mean,
-                r.size_ratio_original,
-                r.size_ratio_q75,
-                r.top1_agreement,
-                r.topk_agreement,
-            );
-        }
-        let o = &self.oracle;
-        line(
-            "oracle",
-            o.bytes_mean,
-            o.size_ratio_original,
-            o.size_ratio_q75,
-            o.top1_agreement,
-            o.topk_agreement,
-        );
-        if let Some(a) = &self.agent {
-            line(
-                "agent",
-                a.bytes_mean,
-                a.size_ratio_original,
-                a.size_ratio_q75,
-                a.top1_agreement,
-                a.topk_agreement,
-            );
         }
         if let (Some(name), Some(bytes)) = (&self.best_fixed.action, self.best_fixed.bytes_mean) {
             s.push_str(&format!(
@@ -336,7 +320,7 @@ impl EvalReport {
                 s.push_str(&format!(
                     "; agent uses {:.2}× its bytes at {:.1}% top-1",
                     a.bytes_vs_best_fixed.unwrap_or(f64::NAN),
-                    a.top1_agreement * 100.0
+                    a.metrics.top1_agreement * 100.0
                 ));
             }
             s.push('\n');
@@ -350,40 +334,19 @@ impl EvalReport {
 
     /// Rows for the summary CSV.
     pub fn csv_rows(&self) -> Vec<Vec<String>> {
-        let mut rows: Vec<Vec<String>> = self
-            .fixed
-            .iter()
-            .map(|r| {
+        self.policies()
+            .into_iter()
+            .map(|(name, m)| {
                 vec![
-                    r.action.clone(),
-                    format!("{:.1}", r.bytes_mean),
-                    format!("{:.4}", r.size_ratio_original),
-                    format!("{:.4}", r.size_ratio_q75),
-                    format!("{:.4}", r.top1_agreement),
-                    format!("{:.4}", r.topk_agreement),
+                    name,
+                    format!("{:.1}", m.bytes_mean),
+                    format!("{:.4}", m.size_ratio_original),
+                    format!("{:.4}", m.size_ratio_q75),
+                    format!("{:.4}", m.top1_agreement),
+                    format!("{:.4}", m.topk_agreement),
                 ]
             })
-            .collect();
-        let o = &self.oracle;
-        rows.push(vec![
-            "oracle".into(),
-            format!("{:.1}", o.bytes_mean),
-            format!("{:.4}", o.size_ratio_original),
-            format!("{:.4}", o.size_ratio_q75),
-            format!("{:.4}", o.top1_agreement),
-            format!("{:.4}", o.topk_agreement),
-        ]);
-        if let Some(a) = &self.agent {
-            rows.push(vec![
-                "agent".into(),
-                format!("{:.1}", a.bytes_mean),
-                format!("{:.4}", a.size_ratio_original),
-                format!("{:.4}", a.size_ratio_q75),
-                format!("{:.4}", a.top1_agreement),
-                format!("{:.4}", a.topk_agreement),
-            ]);
-        }
-        rows
+            .collect()
     }
 
     /// The bytes-vs-agreement chart: fixed curve (top-1 and agreement@5), oracle, agent.
@@ -396,7 +359,7 @@ impl EvalReport {
                 points: self
                     .fixed
                     .iter()
-                    .map(|r| (kb(r.bytes_mean), r.top1_agreement * 100.0))
+                    .map(|r| (kb(r.metrics.bytes_mean), r.metrics.top1_agreement * 100.0))
                     .collect(),
                 labels: self.fixed.iter().map(|r| r.action.clone()).collect(),
                 line: true,
@@ -407,7 +370,7 @@ impl EvalReport {
                 points: self
                     .fixed
                     .iter()
-                    .map(|r| (kb(r.bytes_mean), r.topk_agreement * 100.0))
+                    .map(|r| (kb(r.metrics.bytes_mean), r.metrics.topk_agreement * 100.0))
                     .collect(),
                 labels: vec![],
                 line: true,
@@ -444,7 +407,7 @@ impl EvalReport {
                 name: format!("fixed quality at ≤ {side} px, top-1"),
                 points: rows
                     .iter()
-                    .map(|r| (kb(r.bytes_mean), r.top1_agreement * 100.0))
+                    .map(|r| (kb(r.metrics.bytes_mean), r.metrics.top1_agreement * 100.0))
                     .collect(),
                 labels: vec![],
                 line: true,
@@ -454,7 +417,7 @@ impl EvalReport {
         if let Some(a) = &self.agent {
             series.push(Series {
                 name: "agent (top-1)".into(),
-                points: vec![(kb(a.bytes_mean), a.top1_agreement * 100.0)],
+                points: vec![(kb(a.metrics.bytes_mean), a.metrics.top1_agreement * 100.0)],
                 labels: vec![],
                 line: false,
                 color: PALETTE[1],

@@ -97,8 +97,14 @@ pub async fn choose_threshold<S: VisionService + ?Sized>(
         progress(fold + 1, FOLDS);
     }
     let mut candidates = Vec::new();
-    // Regression outputs can pass 1; past the largest prediction everything is kept.
-    for step in 0..=200 {
+    // Regression outputs can pass 1: the grid runs past the largest prediction,
+    // where every photo is kept, so some threshold always reaches the target.
+    let top = predictions
+        .iter()
+        .flat_map(|(_, q)| q.iter().copied())
+        .fold(1.0f32, f32::max);
+    let steps = ((top + 0.01 - 0.30) / 0.005).ceil().max(1.0) as usize;
+    for step in 0..=steps {
         let threshold = 0.30 + step as f32 * 0.005;
         let policy = Policy::CheapestSafe {
             threshold,

@@ -552,7 +552,7 @@ fn as_float(value: &Value) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AnswerCase, Protocol, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
 
     /// Labels with scores, best first.
     fn answer(labels: &[(&str, f32)]) -> Answer {
@@ -644,20 +644,7 @@ mod tests {
                 Err("`responses` is empty"),
             ),
         ];
-        for (name, body, status, expected) in cases {
-            let got = parse_answer(status, &body);
-            match (expected, got) {
-                (Ok((top1, count)), Ok(answer)) => {
-                    assert_eq!(answer.top1(), top1, "{name}");
-                    assert_eq!(answer.labels.len(), count, "{name}");
-                }
-                (Err(fragment), Err(err)) => {
-                    let message = err.to_string();
-                    assert!(message.contains(fragment), "{name}: {message}");
-                }
-                (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
-            }
-        }
+        check_answer_cases(cases, parse_answer);
     }
 
     #[test]

@@ -642,6 +642,27 @@ type AnswerCase = (
     Result<(Option<&'static str>, usize), &'static str>,
 );
 
+/// Runs table-driven answer cases through a protocol's answer parser.
+#[cfg(test)]
+fn check_answer_cases(
+    cases: Vec<AnswerCase>,
+    parse: impl Fn(u16, &[u8]) -> Result<Answer, ProtocolError>,
+) {
+    for (name, body, status, expected) in cases {
+        match (expected, parse(status, &body)) {
+            (Ok((top1, count)), Ok(answer)) => {
+                assert_eq!(answer.top1(), top1, "{name}");
+                assert_eq!(answer.labels.len(), count, "{name}");
+            }
+            (Err(fragment), Err(err)) => {
+                let message = err.to_string();
+                assert!(message.contains(fragment), "{name}: {message}");
+            }
+            (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+        }
+    }
+}
+
 /// Reads a fixture from `tests/fixtures/protocol/`.
 #[cfg(test)]
 fn fixture(name: &str) -> Vec<u8> {

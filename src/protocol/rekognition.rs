@@ -426,7 +426,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::protocol::{AnswerCase, Protocol, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
 
     fn target(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -511,19 +511,7 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        for (name, body, status, expected) in cases {
-            match (expected, parse_answer(status, &body)) {
-                (Ok((top1, count)), Ok(answer)) => {
-                    assert_eq!(answer.top1(), top1, "{name}");
-                    assert_eq!(answer.labels.len(), count, "{name}");
-                }
-                (Err(fragment), Err(err)) => {
-                    let message = err.to_string();
-                    assert!(message.contains(fragment), "{name}: {message}");
-                }
-                (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
-            }
-        }
+        check_answer_cases(cases, parse_answer);
     }
 
     #[test]
