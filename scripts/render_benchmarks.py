@@ -128,7 +128,14 @@ def main():
     for r in ev["fixed"]:
         w(f"| {r['action']} | {r['bytes_mean'] / 1000:.1f} | {r['size_ratio_original']:.3f} | "
           f"{r['size_ratio_q75']:.3f} | {100 * r['top1_agreement']:.1f}% | {100 * r['topk_agreement']:.1f}% |")
+    for r in ev.get("fixed_extra", []):
+        w(f"| {r['action']} | {r['bytes_mean'] / 1000:.1f} | {r['size_ratio_original']:.3f} | "
+          f"{r['size_ratio_q75']:.3f} | {100 * r['top1_agreement']:.1f}% | {100 * r['topk_agreement']:.1f}% |")
     o = ev["oracle"]
+    os_ = ev.get("oracle_agent_actions")
+    if os_ and ev.get("fixed_extra"):
+        w(f"| **oracle over the agent's actions** | {os_['bytes_mean'] / 1000:.1f} | {os_['size_ratio_original']:.3f} | "
+          f"{os_['size_ratio_q75']:.3f} | {100 * os_['top1_agreement']:.1f}% | {100 * os_['topk_agreement']:.1f}% |")
     w(f"| **oracle** | {o['bytes_mean'] / 1000:.1f} | {o['size_ratio_original']:.3f} | {o['size_ratio_q75']:.3f} | "
       f"{100 * o['top1_agreement']:.1f}% | {100 * o['topk_agreement']:.1f}% |")
     a = ev.get("agent")

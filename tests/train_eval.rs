@@ -217,3 +217,45 @@ async fn cli_train_then_eval_writes_the_promised_files() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `compress` with the shipped agent: a valid, upright JPEG no larger than the
+/// original, and a line saying what was done.
+#[test]
+fn cli_compress_with_the_shipped_agent() {
+    let out = common::temp_dir("compress");
+    let exe = env!("CARGO_BIN_EXE_adacompress");
+    for (set, name) in [("objects", "3.jpg"), ("street", "0.jpg")] {
+        let input = common::photos(set).join(name);
+        let output = out.join(format!("{set}-{name}"));
+        let run = Command::new(exe)
+            .current_dir(common::root())
+            .arg("compress")
+            .arg(&input)
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let line = String::from_utf8_lossy(&run.stdout);
+        assert!(line.contains("action") && line.contains("bytes"), "{line}");
+        let original = std::fs::read(&input).unwrap();
+        let written = std::fs::read(&output).unwrap();
+        assert!(written.len() <= original.len());
+        let a = adacompress::codec::decode(&original, &Default::default()).unwrap();
+        let b = adacompress::codec::decode(&written, &Default::default()).unwrap();
+        if line.contains('@') {
+            // A downscale action: smaller, same aspect (within rounding).
+            assert!(b.image.width() <= a.image.width() && b.image.height() <= a.image.height());
+        } else {
+            assert_eq!(a.image.dimensions(), b.image.dimensions());
+        }
+    }
+    // A missing input names the file.
+    let run = Command::new(exe)
+        .current_dir(common::root())
+        .args(["compress", "no-such.jpg", "x.jpg"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no-such.jpg"));
+    let _ = std::fs::remove_dir_all(&out);
+}
