@@ -234,7 +234,11 @@ fn cli_compress_with_the_shipped_agent() {
             .arg(&output)
             .output()
             .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let line = String::from_utf8_lossy(&run.stdout);
         assert!(line.contains("action") && line.contains("bytes"), "{line}");
         let original = std::fs::read(&input).unwrap();
