@@ -21,5 +21,10 @@ fi
 
 bash scripts/fetch_photos.sh
 
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "test: cargo fmt --check"
+  cargo fmt --all -- --check
+fi
+
 echo "test: cargo test (dependencies are built optimised: tests run real models)"
 cargo test --locked "$@"
