@@ -550,6 +550,19 @@ mod tests {
     }
 
     #[test]
+    fn webp_decodes() {
+        let img = gradient(30, 20);
+        let mut webp = Vec::new();
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut Cursor::new(&mut webp), image::ImageFormat::WebP)
+            .unwrap();
+        let d = decode(&webp, &Limits::default()).unwrap();
+        assert_eq!(d.format, Format::Webp);
+        // Lossless WebP: the pixels come back exactly.
+        assert_eq!(d.image, img);
+    }
+
+    #[test]
     fn fit_longest_side_keeps_aspect_and_never_enlarges() {
         let img = gradient(1024, 682);
         let small = fit_longest_side(&img, 512).unwrap();

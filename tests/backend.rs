@@ -156,3 +156,43 @@ async fn refusals_are_outcomes() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// Bounded concurrency: with one slot and no queue, a request that arrives while a
+/// long batch is being classified is refused at once with 429, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_backend_answers_429_instead_of_queueing() {
+    let mut cfg = adacompress::backend::BackendConfig::new(common::lite0());
+    cfg.concurrency = 1;
+    cfg.queue = 0;
+    let (url, state, _stop) = common::spawn_backend_with(cfg).await;
+    let image = serde_json::json!({"image": {"content": b64(&common::photo("street", "0.jpg"))}});
+    let batch = serde_json::json!({"requests": vec![image.clone(); 16]});
+    let http = reqwest::Client::new();
+    let long = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/images:annotate"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Wait until the batch holds the only slot (its first image is done, 15 to go).
+    while state.images_classified() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let single = serde_json::json!({"requests": [image]});
+    let resp = http
+        .post(format!("{url}/v1/images:annotate"))
+        .json(&single)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.text().await.unwrap().contains("RESOURCE_EXHAUSTED"));
+    assert_eq!(long.await.unwrap(), 200);
+    assert_eq!(state.images_classified(), 16);
+}

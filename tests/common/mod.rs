@@ -35,7 +35,13 @@ pub fn photo(set: &str, name: &str) -> Vec<u8> {
 /// A local backend (lite0 at its native 224 px) on a free loopback port.
 /// Returns its base URL, its state (for request counts) and a shutdown sender.
 pub async fn spawn_backend() -> (String, Arc<Backend>, tokio::sync::oneshot::Sender<()>) {
-    let cfg = BackendConfig::new(lite0());
+    spawn_backend_with(BackendConfig::new(lite0())).await
+}
+
+/// A local backend with the given settings on a free loopback port.
+pub async fn spawn_backend_with(
+    cfg: BackendConfig,
+) -> (String, Arc<Backend>, tokio::sync::oneshot::Sender<()>) {
     let state = Arc::new(Backend::load(&cfg).expect("load backend"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, _handle) = backend::spawn_local(state.clone(), async move {
