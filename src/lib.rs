@@ -27,7 +27,7 @@
 //!   on held-out photos ([`photos`] splits them by a hash of the file name).
 //! * [`backend`] is the local vision service: a real ONNX classifier behind the
 //!   cloud wire formats, so nothing here needs a cloud account.
-//! * [`report`] writes the CSV files and SVG plots people look at; [`bench`](crate::bench) times
+//! * [`report`] writes the CSV files and SVG plots people look at; [`mod@bench`] times
 //!   each stage; [`cli`] is the command line behind `main.rs`.
 
 pub mod action;
