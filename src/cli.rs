@@ -435,7 +435,7 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
         reference: args.reference,
         augment: args.augment,
     };
-    let env = prepare(&paths, &backbone, &service, spec).await?;
+    let env = prepare(&paths, Some(&backbone), &service, spec).await?;
 
     let mut cfg = TrainConfig::new(args.algorithm);
     cfg.epochs = args.epochs;
@@ -608,12 +608,12 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
 
 async fn prepare<'s, S: VisionService + ?Sized>(
     paths: &[PathBuf],
-    backbone: &ImageModel,
+    backbone: Option<&ImageModel>,
     service: &'s CachedService<'s, S>,
     spec: EnvSpec,
 ) -> Result<PhotoEnv<'s, S>, CliError> {
     let mut bar = Progress::new("prepare", (paths.len() * (1 + spec.augment)) as u64);
-    let env = PhotoEnv::prepare(paths, Some(backbone), service, spec, |d, t| {
+    let env = PhotoEnv::prepare(paths, backbone, service, spec, |d, t| {
         bar.set(d as u64, t as u64)
     })
     .await?;
@@ -634,11 +634,8 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
         Some(p) => Some(Agent::load(p, None)?),
         None => None,
     };
-    // Without an agent, features are not needed: a tiny side keeps preparation fast.
-    let backbone = match &agent {
-        Some(a) => a.backbone.clone(),
-        None => ImageModel::load(Path::new("models/efficientnet-lite0.onnx"), 32)?,
-    };
+    // Without an agent no features are needed.
+    let backbone = agent.as_ref().map(|a| &a.backbone);
     let actions = agent
         .as_ref()
         .map_or_else(ActionSet::paper, |a| a.actions.clone());
@@ -657,7 +654,7 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
         reference: args.reference,
         augment: 0,
     };
-    let env = prepare(&paths, &backbone, &service, spec).await?;
+    let env = prepare(&paths, backbone, &service, spec).await?;
     let mut bar = Progress::new("eval", env.photos.len() as u64);
     let mut rep = eval::evaluate(&env, agent.as_ref(), args.target_agreement, |d, t| {
         bar.set(d as u64, t as u64)
