@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use adacompress::backend::{self, Backend, BackendConfig};
@@ -68,9 +68,4 @@ fn rand_suffix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64)
-}
-
-/// Whether `p` exists, for readable asserts.
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
