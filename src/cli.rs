@@ -491,10 +491,14 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
     let mut bar = Progress::new("train", (env.photos.len() * cfg.epochs) as u64);
     let trained = trainer::train(&env, actions.len(), &cfg, |d, t| bar.set(d, t)).await?;
     bar.finish();
-    let train_reward = trainer::greedy_reward(&env, &trained.head, cfg.size_weight).await?;
+    // The reward of the policy the checkpoint will actually use.
+    let train_reward = trainer::policy_reward(&env, &trained.head, cfg.size_weight, |q| {
+        policy.decide(q, &actions)
+    })
+    .await?;
     let random_reward = trainer::random_reward(&env, actions.len(), cfg.size_weight).await?;
     eprintln!(
-        "mean reward on the training photos: greedy {train_reward:.3}, random policy {random_reward:.3} (w = {})",
+        "mean reward on the training photos: agent {train_reward:.3}, random policy {random_reward:.3} (w = {})",
         cfg.size_weight
     );
 

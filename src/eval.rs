@@ -193,7 +193,7 @@ pub async fn evaluate<S: VisionService + ?Sized>(
             agent_top1_agrees: None,
         };
         if let Some(agent) = agent {
-            let a = agent.actions.actions[agent.greedy(&photo.features)];
+            let a = agent.actions.actions[agent.decide(&photo.features)];
             let obs = env.observe(i, &a).await?;
             agent_tally.add(env, i, &obs);
             *agent_actions.entry(a.name()).or_default() += 1;

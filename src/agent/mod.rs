@@ -112,19 +112,19 @@ impl Agent {
     }
 
     /// The action index the policy picks for `features` (no exploration).
-    pub fn greedy(&self, features: &[f32]) -> usize {
+    pub fn decide(&self, features: &[f32]) -> usize {
         self.policy
             .decide(&self.head.predict(features), &self.actions)
     }
 
-    /// Greedy action for an image: (index, action).
+    /// The policy's action for an image: (index, action).
     pub fn choose(
         &self,
         image: &RgbImage,
         encoded_bytes: usize,
     ) -> Result<(usize, Action), ModelError> {
         let f = self.state(image, encoded_bytes)?;
-        let i = self.greedy(&f);
+        let i = self.decide(&f);
         Ok((i, self.actions.actions[i]))
     }
 }
