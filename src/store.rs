@@ -170,12 +170,10 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let a = CachedAnswer {
             bytes: 1234,
-            outcome: Outcome::Answer(Answer {
-                labels: vec![Label {
-                    name: "flamingo".into(),
-                    score: 0.9,
-                }],
-            }),
+            outcome: Outcome::Answer(Answer::new(vec![Label {
+                name: "flamingo".into(),
+                score: 0.9,
+            }])),
         };
         store.put_answer("svc", "abc", "q75", &a).unwrap();
         assert_eq!(store.get_answer("svc", "abc", "q75").unwrap(), Some(a));

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::Answer;
 use crate::store::Outcome;
 
 /// How a compressed image's answer is compared with the reference answer.
@@ -35,6 +36,19 @@ pub fn agrees(reference: &Outcome, candidate: &Outcome, accuracy: Accuracy) -> b
     let (Some(r), Some(c)) = (reference.answer(), candidate.answer()) else {
         return false;
     };
+    answers_agree(r, c, accuracy)
+}
+
+/// IoU at which two detected regions count as the same (DESIGN §3).
+pub const MIN_IOU: f32 = 0.5;
+
+/// Whether answer `c` agrees with reference answer `r`: for detection answers (regions),
+/// same count and every box matched at IoU ≥ 0.5 whatever `accuracy` says; for labels, the
+/// top-1 or agreement@k rule. An empty reference or candidate is a failure.
+pub fn answers_agree(r: &Answer, c: &Answer, accuracy: Accuracy) -> bool {
+    if !r.regions.is_empty() || !c.regions.is_empty() {
+        return r.regions_match(c, MIN_IOU);
+    }
     let Some(top) = r.top1() else {
         return false;
     };
@@ -53,11 +67,11 @@ pub fn reward(agree: bool, bytes: usize, reference_bytes: usize, size_weight: f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Answer, Label};
+    use crate::protocol::{Label, Region};
 
     fn answer(names: &[&str]) -> Outcome {
-        Outcome::Answer(Answer {
-            labels: names
+        Outcome::Answer(Answer::new(
+            names
                 .iter()
                 .enumerate()
                 .map(|(i, n)| Label {
@@ -65,7 +79,35 @@ mod tests {
                     score: 1.0 - i as f32 * 0.1,
                 })
                 .collect(),
-        })
+        ))
+    }
+
+    #[test]
+    fn detections_agree_by_count_and_iou() {
+        let face = |left: f32| Region {
+            left,
+            top: 10.0,
+            width: 40.0,
+            height: 40.0,
+            score: 0.9,
+        };
+        let r = Answer::detections(vec![face(0.0), face(100.0)]);
+        // Shifted by 5 px: IoU = 35*40 / (2*1600 - 35*40) = 0.64.
+        let close = Answer::detections(vec![face(105.0), face(5.0)]);
+        assert!(answers_agree(&r, &close, Accuracy::Top1));
+        // Shifted by 20 px: IoU = 20/60 = 0.33.
+        let far = Answer::detections(vec![face(20.0), face(100.0)]);
+        assert!(!answers_agree(&r, &far, Accuracy::Top1));
+        let fewer = Answer::detections(vec![face(0.0)]);
+        assert!(!answers_agree(&r, &fewer, Accuracy::Top1));
+        // Both boxes of the candidate on one reference face do not count twice.
+        let doubled = Answer::detections(vec![face(0.0), face(1.0)]);
+        assert!(!answers_agree(&r, &doubled, Accuracy::Top1));
+        assert!(!answers_agree(
+            &Answer::default(),
+            &Answer::default(),
+            Accuracy::Top1
+        ));
     }
 
     #[test]

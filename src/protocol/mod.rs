@@ -25,7 +25,7 @@ pub mod rekognition;
 use std::fmt;
 use std::str::FromStr;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose;
@@ -49,13 +49,45 @@ pub struct Label {
 pub struct Answer {
     /// Labels, best first.
     pub labels: Vec<Label>,
+    /// Detected regions (faces), for detection APIs; empty for classifiers. Two detection
+    /// answers agree when they have the same number of regions and every region of one is
+    /// matched by a region of the other at IoU ≥ 0.5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+}
+
+/// A detected region in pixels of the image the service saw, e.g. a face rectangle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Region {
+    pub left: f32,
+    pub top: f32,
+    pub width: f32,
+    pub height: f32,
+    /// Confidence in `0..=1`.
+    pub score: f32,
+}
+
+impl Region {
+    /// Intersection over union of two regions in `0..=1` (0 when either is empty).
+    pub fn iou(&self, other: &Region) -> f32 {
+        let x0 = self.left.max(other.left);
+        let y0 = self.top.max(other.top);
+        let x1 = (self.left + self.width).min(other.left + other.width);
+        let y1 = (self.top + self.height).min(other.top + other.height);
+        let inter = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
+        let union = self.width * self.height + other.width * other.height - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
 }
 
 impl Answer {
     /// Builds an answer, sorting the labels by descending score (ties keep their order).
     pub fn new(mut labels: Vec<Label>) -> Self {
         labels.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Answer { labels }
+        Answer {
+            labels,
+            regions: Vec::new(),
+        }
     }
 
     /// The best label's name, if there is any label.
@@ -73,10 +105,55 @@ impl Answer {
     /// The renderers of this module render exactly the labels they are given; the backend
     /// applies the per-image limits of the request with this (or with [`BackendImage::limit`]).
     pub fn limited(self, max_labels: usize, min_score: f32) -> Self {
+        let self_regions = self.regions;
         let mut answer = Answer::new(self.labels);
         answer.labels.retain(|label| label.score >= min_score);
         answer.labels.truncate(max_labels);
+        answer.regions = self_regions;
         answer
+    }
+
+    /// An answer of detected regions (no labels).
+    pub fn detections(regions: Vec<Region>) -> Self {
+        Answer {
+            labels: Vec::new(),
+            regions,
+        }
+    }
+
+    /// Whether the service found nothing at all (no label, no region): counts as a failure
+    /// to agree.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.regions.is_empty()
+    }
+
+    /// Detection agreement: same number of regions, and every region of `self` matched one
+    /// to one by a region of `other` at IoU ≥ `min_iou` (greedy, best IoU first).
+    pub fn regions_match(&self, other: &Answer, min_iou: f32) -> bool {
+        if self.regions.len() != other.regions.len() {
+            return false;
+        }
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (i, a) in self.regions.iter().enumerate() {
+            for (j, b) in other.regions.iter().enumerate() {
+                let iou = a.iou(b);
+                if iou >= min_iou {
+                    pairs.push((iou, i, j));
+                }
+            }
+        }
+        pairs.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let mut used_a = vec![false; self.regions.len()];
+        let mut used_b = vec![false; other.regions.len()];
+        let mut matched = 0;
+        for (_, i, j) in pairs {
+            if !used_a[i] && !used_b[j] {
+                used_a[i] = true;
+                used_b[j] = true;
+                matched += 1;
+            }
+        }
+        matched == self.regions.len()
     }
 }
 
@@ -175,14 +252,35 @@ impl Protocol {
         }
     }
 
-    /// Proxy side: the image slots of a client's request body, in request order.
+    /// Proxy side: which API a client's request speaks, from its method, path and headers
+    /// alone (the body is not read). `None` for anything no adapter knows (health checks of
+    /// the upstream, other operations of the same API): the proxy passes those through.
+    pub fn recognize(method: &Method, path: &str, headers: &HeaderMap) -> Option<Protocol> {
+        if method != Method::POST {
+            return None;
+        }
+        let path = path.split('?').next().unwrap_or(path);
+        if path == "/v1/images:annotate" {
+            return Some(Protocol::GoogleVision);
+        }
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if path == "/" && target == "RekognitionService.DetectLabels" {
+            return Some(Protocol::Rekognition);
+        }
+        None
+    }
+
+    /// Proxy side: the image slots of a client's request, in request order.
     ///
     /// Slots that hold no inline image (URLs, S3 objects, broken base64) are listed too, as
-    /// not replaceable; an `Err` means the body is not a request of this API at all.
-    pub fn extract_images(self, body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
+    /// not replaceable; an `Err` means the request is not one of this API at all.
+    pub fn extract_images(self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
         match self {
-            Protocol::GoogleVision => google::extract_images(body),
-            Protocol::Rekognition => rekognition::extract_images(body),
+            Protocol::GoogleVision => google::extract_images(req.body),
+            Protocol::Rekognition => rekognition::extract_images(req.body),
         }
     }
 
@@ -193,12 +291,16 @@ impl Protocol {
     /// what "kept" means for key order and number formatting.
     pub fn replace_images(
         self,
-        body: &[u8],
+        req: &ProxyRequest<'_>,
         replacements: &[(usize, Vec<u8>)],
-    ) -> Result<Vec<u8>, ProtocolError> {
+    ) -> Result<Rewritten, ProtocolError> {
         match self {
-            Protocol::GoogleVision => google::replace_images(body, replacements),
-            Protocol::Rekognition => rekognition::replace_images(body, replacements),
+            Protocol::GoogleVision => {
+                google::replace_images(req.body, replacements).map(Rewritten::body)
+            }
+            Protocol::Rekognition => {
+                rekognition::replace_images(req.body, replacements).map(Rewritten::body)
+            }
         }
     }
 }
@@ -217,6 +319,38 @@ impl FromStr for Protocol {
             .into_iter()
             .find(|protocol| protocol.name() == s)
             .ok_or_else(|| ProtocolError::UnknownProtocol { name: s.to_owned() })
+    }
+}
+
+/// A client's request as the proxy's adapters see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyRequest<'a> {
+    /// Path and query as received, e.g. `/v1/images:annotate?key=…`.
+    pub path_and_query: &'a str,
+    /// The request's headers (content type, multipart boundary, binary-data lengths).
+    pub headers: &'a HeaderMap,
+    /// The whole body.
+    pub body: &'a [u8],
+}
+
+/// A request body with images replaced, and the headers that must change with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The new body.
+    pub body: Vec<u8>,
+    /// Headers to set (replacing any of the same name), lower-case names: e.g. KServe's
+    /// `inference-header-content-length` when the JSON header's length changed. The proxy
+    /// sets `content-length` itself.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Rewritten {
+    /// A new body that needs no header change.
+    pub fn body(body: Vec<u8>) -> Rewritten {
+        Rewritten {
+            body,
+            headers: Vec::new(),
+        }
     }
 }
 

@@ -816,9 +816,17 @@ mod tests {
     fn replace_images_swaps_only_the_bytes() {
         let body = fixture("rekognition_request.json");
         let original = json_of(&body);
-        let replaced = Protocol::Rekognition
-            .replace_images(&body, &[(0, b"re-encoded".to_vec())])
+        let headers = axum::http::HeaderMap::new();
+        let req = crate::protocol::ProxyRequest {
+            path_and_query: "/",
+            headers: &headers,
+            body: &body,
+        };
+        let rewritten = Protocol::Rekognition
+            .replace_images(&req, &[(0, b"re-encoded".to_vec())])
             .unwrap();
+        assert!(rewritten.headers.is_empty());
+        let replaced = rewritten.body;
         let mut expected = original.clone();
         expected["Image"]["Bytes"] = json!(encode_base64(b"re-encoded"));
         assert_eq!(json_of(&replaced), expected);
