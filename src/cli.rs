@@ -45,6 +45,88 @@ pub enum Command {
     Compress(CompressArgs),
     /// Time each stage of the request path per photo (run it on a release build).
     Bench(BenchArgs),
+    /// Run the upload proxy daemon.
+    Serve(ServeArgs),
+    /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config/adacompress.toml); without it, defaults + environment.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Proxy listener (overrides proxy.listen).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin listener for /metrics, /healthz, /readyz, /agent (overrides proxy.admin_listen).
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// PROTOCOL=URL, repeatable (e.g. google=https://vision.googleapis.com, google=local).
+    #[arg(long)]
+    pub upstream: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET.
+    #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+    pub url: String,
+    /// Seconds to wait.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+}
+
+/// The configuration `serve` runs with: file, then environment, then flags.
+pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, CliError> {
+    let mut cfg = crate::config::Config::load(args.config.as_deref(), std::env::vars())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(a) = args.listen {
+        cfg.proxy.listen = a;
+    }
+    if let Some(a) = args.admin_listen {
+        cfg.proxy.admin_listen = a;
+    }
+    for u in &args.upstream {
+        cfg.add_upstream_flag(u)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    Ok(cfg)
+}
+
+/// `adacompress serve`: runs until SIGTERM/SIGINT, then drains and exits 0.
+pub async fn run_serve(cfg: crate::config::Config) -> Result<(), CliError> {
+    let resign =
+        crate::proxy::resign_from_config(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+    let server = crate::proxy::server::start(cfg, resign)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// `adacompress healthcheck`.
+pub async fn run_healthcheck(args: HealthcheckArgs) -> Result<(), CliError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .build()
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let resp = client
+        .get(&args.url)
+        .send()
+        .await
+        .map_err(|e| CliError::Io(format!("{}: {e}", args.url)))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(CliError::Io(format!(
+            "{} answered {}",
+            args.url,
+            resp.status()
+        )))
+    }
 }
 
 /// Everything that can go wrong in a command, each with a message naming what to fix.
