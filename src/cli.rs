@@ -47,6 +47,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the upload proxy daemon.
     Serve(ServeArgs),
+    /// The whole system live on embedded defaults: backend + proxy in-process, sample photos
+    /// through the proxy, a scenery change, estimate → retrain → recovery.
+    Demo(DemoArgs),
     /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
     Healthcheck(HealthcheckArgs),
 }
@@ -65,6 +68,66 @@ pub struct ServeArgs {
     /// PROTOCOL=URL, repeatable (e.g. google=https://vision.googleapis.com, google=local).
     #[arg(long)]
     pub upstream: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sample photos (objects/, street/, indoor/), from scripts/fetch_photos.sh.
+    #[arg(long, default_value = "data/photos")]
+    pub photos: PathBuf,
+    /// The shipped agent.
+    #[arg(long, default_value = "models/agent.json")]
+    pub agent: PathBuf,
+    /// Learned state folder; a fresh temporary one when not given.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Photos before the scenery change.
+    #[arg(long, default_value_t = 230)]
+    pub day: usize,
+    /// Photos after it (darkened, noisy: night).
+    #[arg(long, default_value_t = 300)]
+    pub night: usize,
+    /// Rolling window for the plot.
+    #[arg(long, default_value_t = 20)]
+    pub window: usize,
+    /// Writes the figures here as JSON, with .csv and .svg beside it.
+    #[arg(long, default_value = "eval-out/demo.json")]
+    pub json: PathBuf,
+    /// Proxy config to start from (estimator settings); listeners and upstreams are the demo's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `adacompress demo`.
+pub async fn run_demo(args: DemoArgs) -> Result<(), CliError> {
+    let base = crate::config::Config::load(args.config.as_deref(), std::env::vars())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let fresh = args.state_dir.is_none();
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("adacompress-demo-{}", std::process::id()))
+    });
+    if fresh {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    let cfg = crate::demo::DemoConfig {
+        photos: args.photos,
+        checkpoint: args.agent,
+        state_dir: state_dir.clone(),
+        day: args.day,
+        night: args.night,
+        window: args.window,
+        base,
+        progress: true,
+    };
+    let report = crate::demo::run(cfg).await.map_err(CliError::Usage)?;
+    print!("{}", crate::demo::table(&report));
+    crate::demo::write_files(&report, &args.json, args.window)?;
+    eprintln!(
+        "wrote {} (+ .csv, .svg); learned state in {}",
+        args.json.display(),
+        state_dir.display()
+    );
+    Ok(())
 }
 
 #[derive(Debug, Args)]

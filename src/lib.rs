@@ -38,6 +38,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod eval;
 pub mod learn;
 pub mod model;

@@ -49,6 +49,7 @@ fn run() -> anyhow::Result<()> {
                 None => Ok(()),
             },
             Command::Healthcheck(a) => cli::run_healthcheck(a).await,
+            Command::Demo(a) => cli::run_demo(a).await,
         }
     })?;
     Ok(())
