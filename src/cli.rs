@@ -237,6 +237,11 @@ pub struct BackendArgs {
     /// Requests that may wait for a slot before the backend answers 429.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+    /// Check SigV4 signatures on the Rekognition route (403 when they do not verify),
+    /// against the key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)
+    /// and the region in AWS_REGION.
+    #[arg(long)]
+    pub aws_verify: bool,
 }
 
 /// Where the service is and how to talk to it.
@@ -513,6 +518,16 @@ pub async fn run_backend(args: BackendArgs) -> Result<(), CliError> {
         cfg.concurrency = c;
     }
     cfg.queue = args.queue;
+    if args.aws_verify {
+        let verifier = crate::sigv4::Verifier::from_env()
+            .map_err(|e| CliError::Usage(format!("--aws-verify: {e}")))?;
+        tracing::info!(
+            access_key_id = %verifier.creds.access_key_id,
+            region = %verifier.region,
+            "checking SigV4 signatures on the Rekognition route"
+        );
+        cfg.aws_verify = Some(verifier);
+    }
     let state = Arc::new(Backend::load(&cfg)?);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -6,6 +6,10 @@
 //! answers Google Vision `POST /v1/images:annotate` (batches of up to 16 images)
 //! and Rekognition `POST /` with `X-Amz-Target: RekognitionService.DetectLabels`.
 //!
+//! With [`BackendConfig::aws_verify`] set (`adacompress backend --aws-verify`), the
+//! Rekognition route checks each request's SigV4 signature as AWS does and answers
+//! 403 `InvalidSignatureException` when it does not verify ([`crate::sigv4`]).
+//!
 //! Classification is CPU-bound and runs on the blocking pool, at most
 //! `concurrency` images at a time; at most `queue` more requests wait for a slot,
 //! and beyond that the backend answers 429 at once instead of queueing without
@@ -28,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
 use crate::protocol::{Answer, ImageProblem, Label, Protocol};
+use crate::sigv4::Verifier;
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -46,6 +51,9 @@ pub struct BackendConfig {
     pub max_body_bytes: usize,
     /// Per-image decode limits.
     pub limits: Limits,
+    /// Check SigV4 signatures on the Rekognition route against this key and region
+    /// (403 when they do not verify); `None` accepts any request, signed or not.
+    pub aws_verify: Option<Verifier>,
 }
 
 impl BackendConfig {
@@ -65,6 +73,7 @@ impl BackendConfig {
             queue: 64,
             max_body_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
+            aws_verify: None,
         }
     }
 }
@@ -147,6 +156,10 @@ pub struct Backend {
     images: AtomicU64,
     /// Requests refused with 429.
     throttled: AtomicU64,
+    /// Signature check for Rekognition requests, when enabled.
+    aws_verify: Option<Verifier>,
+    /// Rekognition requests whose signature verified (tests prove re-signing with it).
+    signatures_verified: AtomicU64,
 }
 
 impl Backend {
@@ -169,6 +182,8 @@ impl Backend {
             requests: AtomicU64::new(0),
             images: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            aws_verify: cfg.aws_verify.clone(),
+            signatures_verified: AtomicU64::new(0),
         }
     }
 
@@ -180,6 +195,12 @@ impl Backend {
     /// Requests answered since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Rekognition requests whose SigV4 signature verified since start (0 when
+    /// verification is off).
+    pub fn signatures_verified(&self) -> u64 {
+        self.signatures_verified.load(Ordering::Relaxed)
     }
 
     /// The classifier.
@@ -238,6 +259,16 @@ async fn rekognition(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(verifier) = &s.aws_verify {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
+        if let Err(e) = checked {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "rekognition request rejected: signature");
+            return invalid_signature(&e.to_string());
+        }
+        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
+    }
     handle(Protocol::Rekognition, s, uri, headers, body).await
 }
 
@@ -289,6 +320,20 @@ async fn handle(
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }
     }
+}
+
+/// 403 as AWS answers a request whose signature does not verify.
+fn invalid_signature(message: &str) -> Response {
+    let kind = "InvalidSignatureException";
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("content-type", crate::protocol::rekognition::CONTENT_TYPE),
+            ("x-amzn-errortype", kind),
+        ],
+        serde_json::json!({"__type": kind, "Message": message}).to_string(),
+    )
+        .into_response()
 }
 
 /// 429 in the API's own shape.
