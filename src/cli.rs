@@ -96,6 +96,9 @@ pub struct DemoArgs {
     /// Proxy config to start from (estimator settings); listeners and upstreams are the demo's.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Do not start by learning the built-in backend on the day photos.
+    #[arg(long)]
+    pub no_warmup: bool,
 }
 
 /// `adacompress demo`.
@@ -117,6 +120,7 @@ pub async fn run_demo(args: DemoArgs) -> Result<(), CliError> {
         night: args.night,
         window: args.window,
         base,
+        warmup: !args.no_warmup,
         progress: true,
     };
     let report = crate::demo::run(cfg).await.map_err(CliError::Usage)?;

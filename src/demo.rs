@@ -42,6 +42,9 @@ pub struct DemoConfig {
     pub window: usize,
     /// Proxy settings to start from (listeners and upstreams are set by the demo).
     pub base: Config,
+    /// Start by retraining on the day photos: the shipped agent was trained against another
+    /// service (EfficientNet-Lite2), and a new deployment first learns the one it faces.
+    pub warmup: bool,
     /// Show a progress bar / log lines.
     pub progress: bool,
 }
@@ -124,7 +127,10 @@ fn load_shots(dir: &Path, day: usize, night: usize) -> Result<Vec<Shot>, String>
     for set in ["objects", "street", "indoor"] {
         let sub = dir.join(set);
         let list = photos::list(&sub).map_err(|e| e.to_string())?;
-        all.extend(list.into_iter().map(|p| (format!("{set}/{}", display(&p)), p)));
+        all.extend(
+            list.into_iter()
+                .map(|p| (format!("{set}/{}", display(&p)), p)),
+        );
     }
     if all.is_empty() {
         return Err(format!(
@@ -153,7 +159,8 @@ fn load_shots(dir: &Path, day: usize, night: usize) -> Result<Vec<Shot>, String>
         let bytes = read(path)?;
         let decoded = codec::decode(&bytes, &Limits::default()).map_err(|e| e.to_string())?;
         let dark = night_version(&decoded.image, k as u64);
-        let bytes = codec::encode_jpeg(&dark, 90, EncoderMode::Fastest).map_err(|e| e.to_string())?;
+        let bytes =
+            codec::encode_jpeg(&dark, 90, EncoderMode::Fastest).map_err(|e| e.to_string())?;
         shots.push(Shot {
             name: format!("night/{name}"),
             bytes,
@@ -191,12 +198,13 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
         .ok_or("the built-in backend did not start")?;
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/images:annotate", proxy.proxy_addr);
-    let online = proxy
-        .state
-        .online
-        .clone()
-        .ok_or("the proxy has no agent")?;
-    let mut progress = cfg.progress.then(|| Progress::new("demo", shots.len() as u64));
+    let online = proxy.state.online.clone().ok_or("the proxy has no agent")?;
+    if cfg.warmup {
+        online.force_retrain();
+    }
+    let mut progress = cfg
+        .progress
+        .then(|| Progress::new("demo", shots.len() as u64));
     let mut steps = Vec::with_capacity(shots.len());
     for (i, shot) in shots.iter().enumerate() {
         let req = Protocol::GoogleVision.client_request(&shot.bytes, 5);
@@ -237,7 +245,9 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
             .map_err(|e| e.to_string())?
         };
         let agree = match (&truth, &served) {
-            (Some(t), Some(s)) => crate::learn::reward::answers_agree(t, s, crate::learn::Accuracy::Top1),
+            (Some(t), Some(s)) => {
+                crate::learn::reward::answers_agree(t, s, crate::learn::Accuracy::Top1)
+            }
             _ => false,
         };
         // Let the estimate of this photo land before the next one (a steady client).
@@ -276,7 +286,9 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
     let uploads = proxy.state.metrics.estimation_uploads.get();
     let version = online.status().version;
     proxy.shutdown().await;
-    Ok(summarise(steps, cfg.day, cfg.window, uploads, version, started))
+    Ok(summarise(
+        steps, cfg.day, cfg.window, uploads, version, started,
+    ))
 }
 
 fn span(name: &str, steps: &[Step], est_before: u64) -> Span {
@@ -303,7 +315,13 @@ fn summarise(
     version: u64,
     started: Instant,
 ) -> DemoReport {
-    let est_at = |i: usize| if i == 0 { 0 } else { steps[i - 1].estimation_bytes };
+    let est_at = |i: usize| {
+        if i == 0 {
+            0
+        } else {
+            steps[i - 1].estimation_bytes
+        }
+    };
     let mut retrain_events = Vec::new();
     let mut recover_events = Vec::new();
     for w in steps.windows(2) {
@@ -318,7 +336,11 @@ fn summarise(
     let recover = detect.and_then(|d| recover_events.iter().find(|&&i| i > d).copied());
     let mut spans = vec![span("day", &steps[..day.min(steps.len())], 0)];
     if let (Some(d), Some(r)) = (detect, recover) {
-        spans.push(span("night, before retraining", &steps[day..d], est_at(day)));
+        spans.push(span(
+            "night, before retraining",
+            &steps[day..d],
+            est_at(day),
+        ));
         spans.push(span("night, retraining", &steps[d..r], est_at(d)));
         spans.push(span("night, after recovery", &steps[r..], est_at(r)));
     } else if steps.len() > day {
@@ -403,8 +425,18 @@ pub fn write_files(r: &DemoReport, json: &Path, window: usize) -> Result<(), rep
     report::write_csv(
         &json.with_extension("csv"),
         &[
-            "i", "phase", "photo", "original_bytes", "uploaded_bytes", "q75_bytes", "action",
-            "agree", "state", "version", "p_est", "estimation_bytes_cumulative",
+            "i",
+            "phase",
+            "photo",
+            "original_bytes",
+            "uploaded_bytes",
+            "q75_bytes",
+            "action",
+            "agree",
+            "state",
+            "version",
+            "p_est",
+            "estimation_bytes_cumulative",
         ],
         &rows,
     )?;
@@ -422,7 +454,12 @@ pub fn write_files(r: &DemoReport, json: &Path, window: usize) -> Result<(), rep
     let retrain: Vec<(f64, f64)> = r
         .steps
         .iter()
-        .map(|s| (s.i as f64, if s.state == "retrain" { 0.05 } else { f64::NAN }))
+        .map(|s| {
+            (
+                s.i as f64,
+                if s.state == "retrain" { 0.05 } else { f64::NAN },
+            )
+        })
         .filter(|p| !p.1.is_nan())
         .collect();
     let chart = Chart {

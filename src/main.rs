@@ -24,6 +24,11 @@ fn run() -> anyhow::Result<()> {
     let (format, level) = serve_config.as_ref().map_or(("text", "info"), |c| {
         (c.log.format.as_str(), c.log.level.as_str())
     });
+    // The demo's own proxy would log every photo; its table and plot say it better.
+    let level = match &args.command {
+        Command::Demo(_) => "info,adacompress::proxy=warn",
+        _ => level,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()

@@ -419,3 +419,73 @@ async fn admin_endpoints_and_draining() {
     assert_eq!(in_flight.await.unwrap(), "slow but fine");
     assert!(drained.await.unwrap(), "drained within proxy.drain_secs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstream() {
+    use adacompress::sigv4::{AwsCredentials, Signer, Verifier};
+    let proxy_creds = AwsCredentials::new("AKIDPROXY", "proxy-secret", None);
+    let mut bcfg = adacompress::backend::BackendConfig::new(lite0());
+    bcfg.aws_verify = Some(Verifier::new(proxy_creds.clone(), "us-east-1"));
+    let (backend, state, _stop) = spawn_backend_with(bcfg).await;
+    let signer = Signer::new(proxy_creds, "us-east-1");
+    let resign: adacompress::proxy::Resigner =
+        Arc::new(move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
+            signer
+                .resign("POST", url, headers, body, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+        });
+    let mut cfg = Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.state.dir = temp_dir("proxy-sigv4");
+    cfg.upstreams.insert("rekognition".into(), backend.clone());
+    let p = server::start(cfg, Some(resign)).await.unwrap();
+    // The client signs with its own key, for the proxy's host: the upstream would reject that.
+    let client = Signer::new(
+        AwsCredentials::new("AKIDCLIENT", "client-secret", None),
+        "us-east-1",
+    );
+    let image = photo("objects", "2.jpg");
+    let req = Protocol::Rekognition.client_request(&image, 5);
+    let url = format!("http://{}{}", p.proxy_addr, req.path_and_query);
+    let mut headers = HeaderMap::new();
+    for (k, v) in &req.headers {
+        headers.insert(
+            axum::http::HeaderName::try_from(k.as_str()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    client
+        .resign(
+            "POST",
+            &url,
+            &mut headers,
+            &req.body,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .headers(headers)
+        .body(req.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["x-adacompress-action"]
+            .to_str()
+            .unwrap()
+            .starts_with('q')
+    );
+    let answer = Protocol::Rekognition
+        .parse_answer(200, &resp.bytes().await.unwrap())
+        .unwrap();
+    assert!(answer.top1().is_some());
+    assert!(
+        state.signatures_verified() >= 1,
+        "the backend verified the proxy's signature"
+    );
+    p.shutdown().await;
+}

@@ -64,11 +64,34 @@ pub struct Route {
 /// nothing. Given the full URL, the headers to send (modified in place) and the body.
 pub type Resigner = Arc<dyn Fn(&str, &mut HeaderMap, &[u8]) -> Result<(), String> + Send + Sync>;
 
-/// The Rekognition re-signer from `[aws]` / the standard `AWS_*` variables, if credentials
-/// are configured. (SigV4 signing lands with `crate::sigv4`; until then Rekognition requests
-/// are forwarded as sent, which keeps the client's own signature valid.)
-pub fn resign_from_config(_cfg: &Config) -> Result<Option<Resigner>, String> {
-    Ok(None)
+/// The Rekognition re-signer from `[aws]`, else the standard `AWS_*` variables; `None` when
+/// no credentials are configured (Rekognition requests then go up as sent, signature intact).
+pub fn resign_from_config(cfg: &Config) -> Result<Option<Resigner>, String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let aws = &cfg.aws;
+    let lookup = |name: &str| match name {
+        crate::sigv4::ENV_ACCESS_KEY_ID => aws.access_key_id.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_SECRET_ACCESS_KEY => aws.secret_access_key.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_SESSION_TOKEN => aws.session_token.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_REGION => aws.region.clone().or_else(|| env(name)),
+        other => env(other),
+    };
+    if lookup(crate::sigv4::ENV_ACCESS_KEY_ID).is_none()
+        && lookup(crate::sigv4::ENV_SECRET_ACCESS_KEY).is_none()
+    {
+        return Ok(None);
+    }
+    let creds = crate::sigv4::AwsCredentials::from_lookup(lookup).map_err(|e| e.to_string())?;
+    let region =
+        crate::sigv4::region_from_lookup(lookup).map_err(|e| format!("{e} (or set aws.region)"))?;
+    let signer = crate::sigv4::Signer::new(creds, region);
+    Ok(Some(Arc::new(
+        move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
+            signer
+                .resign("POST", url, headers, body, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+        },
+    )))
 }
 
 /// Everything a request needs.
