@@ -29,6 +29,8 @@ use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
 use crate::protocol::{Answer, ImageProblem, Label, Protocol};
 
+pub mod faces;
+
 /// Backend settings.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
