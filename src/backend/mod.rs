@@ -34,6 +34,8 @@ use crate::model::{ClassNames, ImageModel, ModelError};
 use crate::protocol::{Answer, ImageProblem, Label, Protocol};
 use crate::sigv4::Verifier;
 
+pub mod faces;
+
 /// Backend settings.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
