@@ -3,13 +3,27 @@
 //! no cloud account.
 //!
 //! `adacompress backend --model models/efficientnet-lite0.onnx --listen 127.0.0.1:8081`
-//! answers Google Vision `POST /v1/images:annotate` (batches of up to 16 images)
-//! and Rekognition `POST /` with `X-Amz-Target: RekognitionService.DetectLabels`.
+//! answers every API of [`crate::protocol`] on its real path:
+//!
+//! | API | route |
+//! |---|---|
+//! | Google Vision | `POST /v1/images:annotate` (batches of up to 16 images) |
+//! | Rekognition | `POST /` with `X-Amz-Target: RekognitionService.DetectLabels` |
+//! | Baidu | `POST /rest/2.0/image-classify/v2/advanced_general` |
+//! | Face++ | `POST /imagepp/beta/detectsceneandobject`, `POST /facepp/v3/detect` (faces) |
+//! | Azure | `POST /computervision/imageanalysis:analyze` |
+//! | KServe / Triton | `POST /v2/models/{model}[/versions/{version}]/infer` (batches) |
+//! | TorchServe | `POST /predictions/{model}[/{version}]` |
+//!
+//! The classifier answers every model name. Face++ detect needs a face detector
+//! ([`DetectFaces`], given with [`BackendConfig::with_faces`]); without one it answers
+//! 503 in Face++'s error shape, naming what is missing.
 //!
 //! Classification is CPU-bound and runs on the blocking pool, at most
 //! `concurrency` images at a time; at most `queue` more requests wait for a slot,
-//! and beyond that the backend answers 429 at once instead of queueing without
-//! bound (clients retry with backoff).
+//! and beyond that the backend answers 429 at once, in the API's own throttling
+//! shape ([`Protocol::render_throttled`]), instead of queueing without bound
+//! (clients retry with backoff).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,13 +35,20 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
-use crate::protocol::{Answer, ImageProblem, Label, Protocol};
+use crate::protocol::{Answer, ImageProblem, Label, Protocol, ProtocolError, Region, Task};
+
+/// A face detector for Face++ `detect`: finds face rectangles in an upright RGB image.
+pub trait DetectFaces: Send + Sync + std::fmt::Debug {
+    /// The faces in `image`, in its pixels; the `Err` says what went wrong on our side
+    /// (answered as an internal error).
+    fn detect(&self, image: &image::RgbImage) -> Result<Vec<Region>, String>;
+}
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -46,6 +67,8 @@ pub struct BackendConfig {
     pub max_body_bytes: usize,
     /// Per-image decode limits.
     pub limits: Limits,
+    /// The face detector behind Face++ `detect`; `None` answers 503 there.
+    pub faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl BackendConfig {
@@ -65,7 +88,14 @@ impl BackendConfig {
             queue: 64,
             max_body_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
+            faces: None,
         }
+    }
+
+    /// These settings with `faces` as the face detector behind Face++ `detect`.
+    pub fn with_faces(mut self, faces: Arc<dyn DetectFaces>) -> BackendConfig {
+        self.faces = Some(faces);
+        self
     }
 }
 
@@ -147,6 +177,8 @@ pub struct Backend {
     images: AtomicU64,
     /// Requests refused with 429.
     throttled: AtomicU64,
+    /// The face detector behind Face++ `detect`, if one is loaded.
+    faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl Backend {
@@ -169,7 +201,19 @@ impl Backend {
             requests: AtomicU64::new(0),
             images: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            faces: cfg.faces.clone(),
         }
+    }
+
+    /// This backend with `faces` as the face detector behind Face++ `detect`.
+    pub fn with_faces(mut self, faces: Arc<dyn DetectFaces>) -> Backend {
+        self.faces = Some(faces);
+        self
+    }
+
+    /// Whether Face++ `detect` has a face detector to run.
+    pub fn has_face_detector(&self) -> bool {
+        self.faces.is_some()
     }
 
     /// Images classified since start.
@@ -192,8 +236,31 @@ impl Backend {
 pub fn app(state: Arc<Backend>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/v1/images:annotate", post(google))
-        .route("/", post(rekognition))
+        .route(
+            crate::protocol::google::PATH,
+            serve_as(Protocol::GoogleVision),
+        )
+        .route("/", serve_as(Protocol::Rekognition))
+        .route(crate::protocol::baidu::PATH, serve_as(Protocol::Baidu))
+        .route(
+            crate::protocol::facepp::SCENE_PATH,
+            serve_as(Protocol::FacePlusPlus),
+        )
+        .route(
+            crate::protocol::facepp::DETECT_PATH,
+            serve_as(Protocol::FacePlusPlus),
+        )
+        .route(crate::protocol::azure::PATH, serve_as(Protocol::Azure))
+        .route("/v2/models/{model}/infer", serve_as(Protocol::KServe))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            serve_as(Protocol::KServe),
+        )
+        .route("/predictions/{model}", serve_as(Protocol::TorchServe))
+        .route(
+            "/predictions/{model}/{version}",
+            serve_as(Protocol::TorchServe),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -223,22 +290,13 @@ pub async fn spawn_local(
     Ok((addr, handle))
 }
 
-async fn google(
-    State(s): State<Arc<Backend>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(Protocol::GoogleVision, s, uri, headers, body).await
-}
-
-async fn rekognition(
-    State(s): State<Arc<Backend>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(Protocol::Rekognition, s, uri, headers, body).await
+/// The `POST` route of one API.
+fn serve_as(protocol: Protocol) -> MethodRouter<Arc<Backend>> {
+    post(
+        move |State(s): State<Arc<Backend>>, uri: Uri, headers: HeaderMap, body: Bytes| {
+            handle(protocol, s, uri, headers, body)
+        },
+    )
 }
 
 async fn handle(
@@ -257,6 +315,15 @@ async fn handle(
             return protocol.render_backend_error(&e).into_response();
         }
     };
+    let task = request.task();
+    if task == Task::Faces && s.faces.is_none() {
+        let err = ProtocolError::Unavailable {
+            reason: "no face detector is loaded in this backend, so Face++ detect cannot \
+                     be served"
+                .to_owned(),
+        };
+        return protocol.render_backend_error(&err).into_response();
+    }
     let Ok(_admitted) = s.admit.clone().try_acquire_owned() else {
         s.throttled.fetch_add(1, Ordering::Relaxed);
         return throttled(protocol);
@@ -265,25 +332,30 @@ async fn handle(
         return throttled(protocol);
     };
     let worker = s.clone();
+    let images = request.images;
     let results = tokio::task::spawn_blocking(move || {
-        request
-            .images
+        images
             .into_iter()
             .map(|img| {
                 let img = img?;
-                let answer = worker.classifier.classify(
-                    &img.bytes,
-                    &worker.limits,
-                    img.max_labels.max(1),
-                )?;
+                let answer = match task {
+                    Task::Labels => img.limit(worker.classifier.classify(
+                        &img.bytes,
+                        &worker.limits,
+                        img.max_labels.max(1),
+                    )?),
+                    Task::Faces => worker.detect_faces(&img.bytes)?,
+                };
                 worker.images.fetch_add(1, Ordering::Relaxed);
-                Ok(img.limit(answer))
+                Ok(answer)
             })
             .collect::<Vec<Result<Answer, ImageProblem>>>()
     })
     .await;
     match results {
-        Ok(results) => protocol.render_backend_response(results).into_response(),
+        Ok(results) => protocol
+            .render_backend_response(&request.reply, results)
+            .into_response(),
         Err(e) => {
             tracing::error!(%protocol, error = %e, "classification task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
@@ -291,26 +363,29 @@ async fn handle(
     }
 }
 
-/// 429 in the API's own shape.
+impl Backend {
+    /// Decodes one image and runs the face detector on it (which the caller checked is there).
+    fn detect_faces(&self, bytes: &[u8]) -> Result<Answer, ImageProblem> {
+        let detector = self
+            .faces
+            .as_ref()
+            .ok_or_else(|| ImageProblem::Internal("no face detector is loaded".to_owned()))?;
+        let decoded = codec::decode(bytes, &self.limits)
+            .map_err(|e| ImageProblem::Undecodable(e.to_string()))?;
+        let regions = detector
+            .detect(&decoded.image)
+            .map_err(ImageProblem::Internal)?;
+        Ok(Answer::detections(regions))
+    }
+}
+
+/// 429 in the API's own shape, with `retry-after`.
 fn throttled(protocol: Protocol) -> Response {
-    let (status, ty, body) = match protocol {
-        Protocol::GoogleVision => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "application/json",
-            serde_json::json!({"error": {"code": 429, "message": "backend is saturated; retry later", "status": "RESOURCE_EXHAUSTED"}}),
-        ),
-        Protocol::Rekognition => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "application/x-amz-json-1.1",
-            serde_json::json!({"__type": "ThrottlingException", "Message": "backend is saturated; retry later"}),
-        ),
-    };
-    (
-        status,
-        [("content-type", ty), ("retry-after", "1")],
-        body.to_string(),
-    )
-        .into_response()
+    let mut response = protocol.render_throttled().into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    response
 }
 
 async fn metrics(State(s): State<Arc<Backend>>) -> String {
