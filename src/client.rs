@@ -3,9 +3,10 @@
 //! [`VisionService`] is what training and eval talk to; [`HttpService`] implements
 //! it for every wire format in [`crate::protocol`]. [`CachedService`] puts the
 //! SQLite answer cache ([`crate::store`]) in front, so each (image, action) is
-//! asked once, ever. Transient failures (connection errors, timeouts, HTTP 5xx)
-//! are retried with backoff; a refusal (HTTP 4xx) or an empty answer is a result
-//! — it counts as a failure to agree — never a skip.
+//! asked once, ever. Transient failures (connection errors, timeouts, HTTP 5xx,
+//! throttling in any API's shape) are retried with backoff; a refusal (HTTP 4xx, or
+//! Baidu's error inside an HTTP 200) or an empty answer is a result — it counts as
+//! a failure to agree — never a skip.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,7 +111,11 @@ impl HttpService {
         }
         match self.protocol.parse_answer(status, &body) {
             Ok(answer) => Ok(Ok(Outcome::Answer(answer))),
+            // "Slow down" in the API's own shape, whatever the status (Baidu: 200, Face++: 403).
+            Err(e) if e.is_throttling() => Ok(Err(status)),
             Err(e) if (400..500).contains(&status) => Ok(Ok(Outcome::Rejected(e.to_string()))),
+            // An error in the API's shape inside a 2xx (Baidu) is a refusal all the same.
+            Err(e @ ProtocolError::Service { .. }) => Ok(Ok(Outcome::Rejected(e.to_string()))),
             Err(source) => Err(ServiceError::Parse { url, source }),
         }
     }

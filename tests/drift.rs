@@ -27,10 +27,15 @@ async fn agreement_drops_after_the_change_retraining_recovers_it_and_survives_a_
     eprintln!("{}", demo::table(&r));
     let day = &r.spans[0];
     // Retraining started after the change, and the agent came back to inference.
-    let detect = r.photos_to_detect.expect("retraining started after the change");
+    let detect = r
+        .photos_to_detect
+        .expect("retraining started after the change");
     let recover = r.photos_to_recover.expect("the agent recovered");
     assert!(recover > detect);
-    assert!(recover <= 300, "recovered within 300 photos of the change: {recover}");
+    assert!(
+        recover <= 300,
+        "recovered within 300 photos of the change: {recover}"
+    );
     // Agreement dropped before retraining...
     let before = &r.spans[1];
     assert_eq!(before.name, "night, before retraining");

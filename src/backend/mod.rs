@@ -3,8 +3,21 @@
 //! no cloud account.
 //!
 //! `adacompress backend --model models/efficientnet-lite0.onnx --listen 127.0.0.1:8081`
-//! answers Google Vision `POST /v1/images:annotate` (batches of up to 16 images)
-//! and Rekognition `POST /` with `X-Amz-Target: RekognitionService.DetectLabels`.
+//! answers every API of [`crate::protocol`] on its real path:
+//!
+//! | API | route |
+//! |---|---|
+//! | Google Vision | `POST /v1/images:annotate` (batches of up to 16 images) |
+//! | Rekognition | `POST /` with `X-Amz-Target: RekognitionService.DetectLabels` |
+//! | Baidu | `POST /rest/2.0/image-classify/v2/advanced_general` |
+//! | Face++ | `POST /imagepp/beta/detectsceneandobject`, `POST /facepp/v3/detect` (faces) |
+//! | Azure | `POST /computervision/imageanalysis:analyze` |
+//! | KServe / Triton | `POST /v2/models/{model}[/versions/{version}]/infer` (batches) |
+//! | TorchServe | `POST /predictions/{model}[/{version}]` |
+//!
+//! The classifier answers every model name. Face++ detect needs a face detector
+//! ([`DetectFaces`], given with [`BackendConfig::with_faces`]); without one it answers
+//! 503 in Face++'s error shape, naming what is missing.
 //!
 //! With [`BackendConfig::aws_verify`] set (`adacompress backend --aws-verify`), the
 //! Rekognition route checks each request's SigV4 signature as AWS does and answers
@@ -12,8 +25,9 @@
 //!
 //! Classification is CPU-bound and runs on the blocking pool, at most
 //! `concurrency` images at a time; at most `queue` more requests wait for a slot,
-//! and beyond that the backend answers 429 at once instead of queueing without
-//! bound (clients retry with backoff).
+//! and beyond that the backend answers 429 at once, in the API's own throttling
+//! shape ([`Protocol::render_throttled`]), instead of queueing without bound
+//! (clients retry with backoff).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,16 +39,18 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
-use crate::protocol::{Answer, ImageProblem, Label, Protocol};
+use crate::protocol::{Answer, ImageProblem, Label, Protocol, ProtocolError, Task};
 use crate::sigv4::Verifier;
 
 pub mod faces;
+
+pub use faces::DetectFaces;
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -56,6 +72,8 @@ pub struct BackendConfig {
     /// Check SigV4 signatures on the Rekognition route against this key and region
     /// (403 when they do not verify); `None` accepts any request, signed or not.
     pub aws_verify: Option<Verifier>,
+    /// The face detector behind Face++ `detect`; `None` answers 503 there.
+    pub faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl BackendConfig {
@@ -76,7 +94,14 @@ impl BackendConfig {
             max_body_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
             aws_verify: None,
+            faces: None,
         }
+    }
+
+    /// These settings with `faces` as the face detector behind Face++ `detect`.
+    pub fn with_faces(mut self, faces: Arc<dyn DetectFaces>) -> BackendConfig {
+        self.faces = Some(faces);
+        self
     }
 }
 
@@ -162,6 +187,8 @@ pub struct Backend {
     aws_verify: Option<Verifier>,
     /// Rekognition requests whose signature verified (tests prove re-signing with it).
     signatures_verified: AtomicU64,
+    /// The face detector behind Face++ `detect`, if one is loaded.
+    faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl Backend {
@@ -186,7 +213,19 @@ impl Backend {
             throttled: AtomicU64::new(0),
             aws_verify: cfg.aws_verify.clone(),
             signatures_verified: AtomicU64::new(0),
+            faces: cfg.faces.clone(),
         }
+    }
+
+    /// This backend with `faces` as the face detector behind Face++ `detect`.
+    pub fn with_faces(mut self, faces: Arc<dyn DetectFaces>) -> Backend {
+        self.faces = Some(faces);
+        self
+    }
+
+    /// Whether Face++ `detect` has a face detector to run.
+    pub fn has_face_detector(&self) -> bool {
+        self.faces.is_some()
     }
 
     /// Images classified since start.
@@ -215,8 +254,31 @@ impl Backend {
 pub fn app(state: Arc<Backend>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/v1/images:annotate", post(google))
-        .route("/", post(rekognition))
+        .route(
+            crate::protocol::google::PATH,
+            serve_as(Protocol::GoogleVision),
+        )
+        .route("/", serve_as(Protocol::Rekognition))
+        .route(crate::protocol::baidu::PATH, serve_as(Protocol::Baidu))
+        .route(
+            crate::protocol::facepp::SCENE_PATH,
+            serve_as(Protocol::FacePlusPlus),
+        )
+        .route(
+            crate::protocol::facepp::DETECT_PATH,
+            serve_as(Protocol::FacePlusPlus),
+        )
+        .route(crate::protocol::azure::PATH, serve_as(Protocol::Azure))
+        .route("/v2/models/{model}/infer", serve_as(Protocol::KServe))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            serve_as(Protocol::KServe),
+        )
+        .route("/predictions/{model}", serve_as(Protocol::TorchServe))
+        .route(
+            "/predictions/{model}/{version}",
+            serve_as(Protocol::TorchServe),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -246,32 +308,13 @@ pub async fn spawn_local(
     Ok((addr, handle))
 }
 
-async fn google(
-    State(s): State<Arc<Backend>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(Protocol::GoogleVision, s, uri, headers, body).await
-}
-
-async fn rekognition(
-    State(s): State<Arc<Backend>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(verifier) = &s.aws_verify {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
-        if let Err(e) = checked {
-            s.requests.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "rekognition request rejected: signature");
-            return invalid_signature(&e.to_string());
-        }
-        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
-    }
-    handle(Protocol::Rekognition, s, uri, headers, body).await
+/// The `POST` route of one API.
+fn serve_as(protocol: Protocol) -> MethodRouter<Arc<Backend>> {
+    post(
+        move |State(s): State<Arc<Backend>>, uri: Uri, headers: HeaderMap, body: Bytes| {
+            handle(protocol, s, uri, headers, body)
+        },
+    )
 }
 
 async fn handle(
@@ -283,6 +326,16 @@ async fn handle(
 ) -> Response {
     s.requests.fetch_add(1, Ordering::Relaxed);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if protocol == Protocol::Rekognition
+        && let Some(verifier) = &s.aws_verify
+    {
+        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
+        if let Err(e) = checked {
+            tracing::debug!(error = %e, "rekognition request rejected: signature");
+            return invalid_signature(&e.to_string());
+        }
+        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
+    }
     let request = match protocol.parse_backend_request(path, &headers, &body) {
         Ok(r) => r,
         Err(e) => {
@@ -290,6 +343,15 @@ async fn handle(
             return protocol.render_backend_error(&e).into_response();
         }
     };
+    let task = request.task();
+    if task == Task::Faces && s.faces.is_none() {
+        let err = ProtocolError::Unavailable {
+            reason: "no face detector is loaded in this backend, so Face++ detect cannot \
+                     be served"
+                .to_owned(),
+        };
+        return protocol.render_backend_error(&err).into_response();
+    }
     let Ok(_admitted) = s.admit.clone().try_acquire_owned() else {
         s.throttled.fetch_add(1, Ordering::Relaxed);
         return throttled(protocol);
@@ -298,25 +360,30 @@ async fn handle(
         return throttled(protocol);
     };
     let worker = s.clone();
+    let images = request.images;
     let results = tokio::task::spawn_blocking(move || {
-        request
-            .images
+        images
             .into_iter()
             .map(|img| {
                 let img = img?;
-                let answer = worker.classifier.classify(
-                    &img.bytes,
-                    &worker.limits,
-                    img.max_labels.max(1),
-                )?;
+                let answer = match task {
+                    Task::Labels => img.limit(worker.classifier.classify(
+                        &img.bytes,
+                        &worker.limits,
+                        img.max_labels.max(1),
+                    )?),
+                    Task::Faces => worker.detect_faces(&img.bytes)?,
+                };
                 worker.images.fetch_add(1, Ordering::Relaxed);
-                Ok(img.limit(answer))
+                Ok(answer)
             })
             .collect::<Vec<Result<Answer, ImageProblem>>>()
     })
     .await;
     match results {
-        Ok(results) => protocol.render_backend_response(results).into_response(),
+        Ok(results) => protocol
+            .render_backend_response(&request.reply, results)
+            .into_response(),
         Err(e) => {
             tracing::error!(%protocol, error = %e, "classification task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
@@ -338,26 +405,29 @@ fn invalid_signature(message: &str) -> Response {
         .into_response()
 }
 
-/// 429 in the API's own shape.
+impl Backend {
+    /// Decodes one image and runs the face detector on it (which the caller checked is there).
+    fn detect_faces(&self, bytes: &[u8]) -> Result<Answer, ImageProblem> {
+        let detector = self
+            .faces
+            .as_ref()
+            .ok_or_else(|| ImageProblem::Internal("no face detector is loaded".to_owned()))?;
+        let decoded = codec::decode(bytes, &self.limits)
+            .map_err(|e| ImageProblem::Undecodable(e.to_string()))?;
+        let regions = detector
+            .detect(&decoded.image)
+            .map_err(ImageProblem::Internal)?;
+        Ok(Answer::detections(regions))
+    }
+}
+
+/// 429 in the API's own shape, with `retry-after`.
 fn throttled(protocol: Protocol) -> Response {
-    let (status, ty, body) = match protocol {
-        Protocol::GoogleVision => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "application/json",
-            serde_json::json!({"error": {"code": 429, "message": "backend is saturated; retry later", "status": "RESOURCE_EXHAUSTED"}}),
-        ),
-        Protocol::Rekognition => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "application/x-amz-json-1.1",
-            serde_json::json!({"__type": "ThrottlingException", "Message": "backend is saturated; retry later"}),
-        ),
-    };
-    (
-        status,
-        [("content-type", ty), ("retry-after", "1")],
-        body.to_string(),
-    )
-        .into_response()
+    let mut response = protocol.render_throttled().into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    response
 }
 
 async fn metrics(State(s): State<Arc<Backend>>) -> String {

@@ -236,7 +236,7 @@ pub fn parse_backend_request(
             Ok(image)
         })
         .collect::<Result<Vec<_>, ProtocolError>>()?;
-    Ok(BackendRequest { images })
+    Ok(BackendRequest::plain(images))
 }
 
 /// Renders the 200 answer to a batch: one response per result, in order.
@@ -299,6 +299,7 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
             (StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
         }
         ProtocolError::NotJson { .. }
+        | ProtocolError::Malformed { .. }
         | ProtocolError::MissingField { .. }
         | ProtocolError::InvalidValue { .. }
         | ProtocolError::NoImage { .. }
@@ -308,6 +309,11 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::TooManyImages { .. } => {
             (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", err.to_string())
         }
+        ProtocolError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            err.to_string(),
+        ),
         ProtocolError::UnknownProtocol { .. }
         | ProtocolError::Service { .. }
         | ProtocolError::Upstream { .. }
@@ -330,6 +336,21 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         "error": {"code": status.as_u16(), "message": message, "status": status_name},
     });
     BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &body)
+}
+
+/// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
+pub fn render_throttled() -> BackendResponse {
+    let body = json!({"error": {
+        "code": 429,
+        "message": "backend is saturated; retry later",
+        "status": "RESOURCE_EXHAUSTED",
+    }});
+    BackendResponse::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        CONTENT_TYPE,
+        Vec::new(),
+        &body,
+    )
 }
 
 /// The image slots of a client's request: one per `requests[i]`, slot index `i`.

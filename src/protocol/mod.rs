@@ -5,24 +5,37 @@
 //! | side | what it does | functions |
 //! |---|---|---|
 //! | vision client (training, eval) | send one image, read the labels | [`Protocol::client_request`], [`Protocol::parse_answer`] |
-//! | local backend (axum + ImageNet model) | read the images out of a request, answer in the API's shape | [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`], [`Protocol::render_backend_error`] |
-//! | proxy | find the images in a client's request, swap in re-encoded bytes | [`Protocol::extract_images`], [`Protocol::replace_images`] |
+//! | local backend (axum + ImageNet model) | read the images out of a request, answer in the API's shape | [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`], [`Protocol::render_backend_error`], [`Protocol::render_throttled`] |
+//! | proxy | find the images in a client's request, swap in re-encoded bytes | [`Protocol::recognize`], [`Protocol::extract_images`], [`Protocol::replace_images`] |
 //!
 //! Answers are normalised into one [`Answer`]: labels sorted by descending score, every score in
-//! `0..=1` (Rekognition's `Confidence` is a percentage and is divided by 100).
+//! `0..=1` (Rekognition's, Face++'s and Azure's percentages or fractions are scaled at the edge);
+//! face detectors answer [`Region`]s instead.
 //!
 //! Errors have two levels, because Google Vision batches images and reports failures per image:
 //! a [`ProtocolError`] is about the whole request or answer; an [`ImageProblem`] is about one
-//! image inside an otherwise fine request. Rekognition has a single image, so its renderer turns
-//! an image problem into the request-level error shape.
+//! image inside an otherwise fine request. The single-image APIs turn an image problem into
+//! their request-level error shape, and so does KServe, which has no per-image errors.
 //!
-//! The API-specific details (field names, limits, error shapes) live in [`google`] and
-//! [`rekognition`]; this file holds the shared types and small shared helpers.
+//! The backend remembers what a renderer needs from the request (Face++'s operation, KServe's
+//! model name and requested outputs, ...) in [`BackendRequest::reply`].
+//!
+//! The API-specific details (field names, limits, error shapes) live in one file per API:
+//! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
+//! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe. This
+//! file holds the shared types and small shared helpers.
 
+pub mod azure;
+pub mod baidu;
+pub mod facepp;
 pub mod google;
+pub mod kserve;
+pub mod multipart;
 pub mod rekognition;
+pub mod torchserve;
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -159,7 +172,8 @@ impl Answer {
 
 /// The cloud APIs this crate speaks.
 ///
-/// Parsed from and displayed as `google` / `rekognition` (CLI values, config, serde).
+/// Parsed from and displayed as `google` / `rekognition` / `baidu` / `facepp` / `azure` /
+/// `kserve` / `torchserve` (CLI values, config, serde).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     /// Google Cloud Vision `images:annotate`, `LABEL_DETECTION` feature.
@@ -168,41 +182,90 @@ pub enum Protocol {
     /// Amazon Rekognition `DetectLabels`.
     #[serde(rename = "rekognition")]
     Rekognition,
+    /// Baidu AI `image-classify/v2/advanced_general` (form-urlencoded base64).
+    #[serde(rename = "baidu")]
+    Baidu,
+    /// Face++ `facepp/v3/detect` (faces) and `imagepp/beta/detectsceneandobject` (labels).
+    #[serde(rename = "facepp")]
+    FacePlusPlus,
+    /// Azure AI Vision Image Analysis 4.0 `imageanalysis:analyze`, `tags` feature.
+    #[serde(rename = "azure")]
+    Azure,
+    /// KServe v2 / Triton `POST /v2/models/{model}/infer`, BYTES inputs (binary-data extension).
+    #[serde(rename = "kserve")]
+    KServe,
+    /// TorchServe `POST /predictions/{model}`, raw or multipart image.
+    #[serde(rename = "torchserve")]
+    TorchServe,
 }
+
+/// The names of [`Protocol::ALL`], for error messages and help texts.
+pub const PROTOCOL_NAMES: &str = "google, rekognition, baidu, facepp, azure, kserve, torchserve";
 
 impl Protocol {
     /// Every protocol, in a stable order.
-    pub const ALL: [Protocol; 2] = [Protocol::GoogleVision, Protocol::Rekognition];
+    pub const ALL: [Protocol; 7] = [
+        Protocol::GoogleVision,
+        Protocol::Rekognition,
+        Protocol::Baidu,
+        Protocol::FacePlusPlus,
+        Protocol::Azure,
+        Protocol::KServe,
+        Protocol::TorchServe,
+    ];
 
     /// The name used on the CLI, in config files and in serde.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::GoogleVision => "google",
             Protocol::Rekognition => "rekognition",
+            Protocol::Baidu => "baidu",
+            Protocol::FacePlusPlus => "facepp",
+            Protocol::Azure => "azure",
+            Protocol::KServe => "kserve",
+            Protocol::TorchServe => "torchserve",
         }
     }
 
     /// Client side: the request that asks for at most `max_labels` labels of one image.
+    ///
+    /// APIs without such a parameter (Baidu, Face++, Azure, TorchServe) ignore `max_labels`
+    /// and answer with their own number of labels. Face++ is asked for scenes and objects
+    /// (labels), not faces: see [`facepp::detect_request`] for the detector. Credentials are
+    /// the caller's: Baidu's `access_token` goes into the query, Face++'s `api_key` and
+    /// `api_secret` into the form ([`facepp::scene_request`] takes them).
     pub fn client_request(self, image: &[u8], max_labels: usize) -> ClientRequest {
         match self {
             Protocol::GoogleVision => google::client_request(image, max_labels),
             Protocol::Rekognition => rekognition::client_request(image, max_labels),
+            Protocol::Baidu => baidu::client_request(image),
+            Protocol::FacePlusPlus => facepp::scene_request(image, None),
+            Protocol::Azure => azure::client_request(image),
+            Protocol::KServe => kserve::client_request(image, max_labels),
+            Protocol::TorchServe => torchserve::client_request(image),
         }
     }
 
     /// Client side: reads the answer to a [`Protocol::client_request`] (status and body).
     ///
-    /// Error answers, in the API's own shape or not, become a [`ProtocolError`].
+    /// Error answers, in the API's own shape or not, become a [`ProtocolError`] (Baidu's come
+    /// with HTTP 200: a [`ProtocolError::Service`] with status 200).
     pub fn parse_answer(self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
         match self {
             Protocol::GoogleVision => google::parse_answer(status, body),
             Protocol::Rekognition => rekognition::parse_answer(status, body),
+            Protocol::Baidu => baidu::parse_answer(status, body),
+            Protocol::FacePlusPlus => facepp::parse_answer(status, body),
+            Protocol::Azure => azure::parse_answer(status, body),
+            Protocol::KServe => kserve::parse_answer(status, body),
+            Protocol::TorchServe => torchserve::parse_answer(status, body),
         }
     }
 
     /// Client or proxy side: reads an answer about several images, one result per image in
-    /// request order. Only Google batches; for Rekognition this is [`Protocol::parse_answer`]
-    /// as a one-element list. The outer error is about the answer as a whole.
+    /// request order. Google and KServe batch; for the others this is
+    /// [`Protocol::parse_answer`] as a one-element list. The outer error is about the answer as
+    /// a whole.
     pub fn parse_answers(
         self,
         status: u16,
@@ -210,7 +273,12 @@ impl Protocol {
     ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
         match self {
             Protocol::GoogleVision => google::parse_answers(status, body),
-            Protocol::Rekognition => Ok(vec![rekognition::parse_answer(status, body)]),
+            Protocol::KServe => kserve::parse_answers(status, body),
+            Protocol::Rekognition
+            | Protocol::Baidu
+            | Protocol::FacePlusPlus
+            | Protocol::Azure
+            | Protocol::TorchServe => Ok(vec![self.parse_answer(status, body)]),
         }
     }
 
@@ -227,20 +295,53 @@ impl Protocol {
         match self {
             Protocol::GoogleVision => google::parse_backend_request(path, headers, body),
             Protocol::Rekognition => rekognition::parse_backend_request(path, headers, body),
+            Protocol::Baidu => baidu::parse_backend_request(path, headers, body),
+            Protocol::FacePlusPlus => facepp::parse_backend_request(path, headers, body),
+            Protocol::Azure => azure::parse_backend_request(path, headers, body),
+            Protocol::KServe => kserve::parse_backend_request(path, headers, body),
+            Protocol::TorchServe => torchserve::parse_backend_request(path, headers, body),
         }
     }
 
     /// Backend side: the answer to a request, one result per image of
-    /// [`BackendRequest::images`], in the same order.
+    /// [`BackendRequest::images`], in the same order; `reply` is that request's
+    /// [`BackendRequest::reply`].
     ///
     /// Labels are rendered as given: apply the request's limits first ([`BackendImage::limit`]).
+    /// A `reply` of another protocol is treated as the default for this one.
     pub fn render_backend_response(
         self,
+        reply: &Reply,
         results: Vec<Result<Answer, ImageProblem>>,
     ) -> BackendResponse {
-        match self {
-            Protocol::GoogleVision => google::render_backend_response(results),
-            Protocol::Rekognition => rekognition::render_backend_response(results),
+        match (self, reply) {
+            (Protocol::GoogleVision, _) => google::render_backend_response(results),
+            (Protocol::Rekognition, _) => rekognition::render_backend_response(results),
+            (Protocol::Baidu, Reply::Baidu(reply)) => {
+                baidu::render_backend_response(reply, results)
+            }
+            (Protocol::Baidu, _) => {
+                baidu::render_backend_response(&baidu::Reply::default(), results)
+            }
+            (Protocol::FacePlusPlus, Reply::FacePlusPlus(reply)) => {
+                facepp::render_backend_response(reply, results)
+            }
+            (Protocol::FacePlusPlus, _) => {
+                facepp::render_backend_response(&facepp::Reply::default(), results)
+            }
+            (Protocol::Azure, Reply::Azure(reply)) => {
+                azure::render_backend_response(reply, results)
+            }
+            (Protocol::Azure, _) => {
+                azure::render_backend_response(&azure::Reply::default(), results)
+            }
+            (Protocol::KServe, Reply::KServe(reply)) => {
+                kserve::render_backend_response(reply, results)
+            }
+            (Protocol::KServe, _) => {
+                kserve::render_backend_response(&kserve::Reply::default(), results)
+            }
+            (Protocol::TorchServe, _) => torchserve::render_backend_response(results),
         }
     }
 
@@ -249,6 +350,29 @@ impl Protocol {
         match self {
             Protocol::GoogleVision => google::render_backend_error(err),
             Protocol::Rekognition => rekognition::render_backend_error(err),
+            Protocol::Baidu => baidu::render_backend_error(err),
+            Protocol::FacePlusPlus => facepp::render_backend_error(err),
+            Protocol::Azure => azure::render_backend_error(err),
+            Protocol::KServe => kserve::render_backend_error(err),
+            Protocol::TorchServe => torchserve::render_backend_error(err),
+        }
+    }
+
+    /// Backend side: "too many requests, retry later" in the API's own body shape.
+    ///
+    /// The status is 429 for every API, whatever the real service uses (Baidu answers HTTP 200
+    /// with `error_code` 18, Face++ 403 `CONCURRENCY_LIMIT_EXCEEDED`, Rekognition 400,
+    /// TorchServe 503): one status that every client retries on is worth more than
+    /// faithfulness here. The caller adds `retry-after`.
+    pub fn render_throttled(self) -> BackendResponse {
+        match self {
+            Protocol::GoogleVision => google::render_throttled(),
+            Protocol::Rekognition => rekognition::render_throttled(),
+            Protocol::Baidu => baidu::render_throttled(),
+            Protocol::FacePlusPlus => facepp::render_throttled(),
+            Protocol::Azure => azure::render_throttled(),
+            Protocol::KServe => kserve::render_throttled(),
+            Protocol::TorchServe => torchserve::render_throttled(),
         }
     }
 
@@ -260,15 +384,30 @@ impl Protocol {
             return None;
         }
         let path = path.split('?').next().unwrap_or(path);
-        if path == "/v1/images:annotate" {
+        if path == google::PATH {
             return Some(Protocol::GoogleVision);
         }
         let target = headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if path == "/" && target == "RekognitionService.DetectLabels" {
+        if path == "/" && target == rekognition::TARGET {
             return Some(Protocol::Rekognition);
+        }
+        if path == baidu::PATH {
+            return Some(Protocol::Baidu);
+        }
+        if path == facepp::DETECT_PATH || path == facepp::SCENE_PATH {
+            return Some(Protocol::FacePlusPlus);
+        }
+        if path == azure::PATH {
+            return Some(Protocol::Azure);
+        }
+        if kserve::model_of(path).is_some() {
+            return Some(Protocol::KServe);
+        }
+        if torchserve::model_of(path).is_some() {
+            return Some(Protocol::TorchServe);
         }
         None
     }
@@ -281,14 +420,22 @@ impl Protocol {
         match self {
             Protocol::GoogleVision => google::extract_images(req.body),
             Protocol::Rekognition => rekognition::extract_images(req.body),
+            Protocol::Baidu => baidu::extract_images(req.body),
+            Protocol::FacePlusPlus => facepp::extract_images(req.headers, req.body),
+            Protocol::Azure => azure::extract_images(req.headers, req.body),
+            Protocol::KServe => kserve::extract_images(req.headers, req.body),
+            Protocol::TorchServe => torchserve::extract_images(req.headers, req.body),
         }
     }
 
     /// Proxy side: the request body with the images of the given slots (by [`ImageSlot::index`])
-    /// replaced by new bytes; every other field is kept as it was.
+    /// replaced by new bytes; every other field is kept as it was, with the headers that must
+    /// change with the body (KServe's `inference-header-content-length`).
     ///
-    /// If a slot index appears twice, the later bytes win. See [`google::replace_images`] for
-    /// what "kept" means for key order and number formatting.
+    /// If a slot index appears twice, the later bytes win. The form, multipart and raw-body
+    /// APIs keep every other byte; the JSON APIs (Google, Rekognition, KServe's JSON header)
+    /// keep every field: see [`google::replace_images`] for what that means for key order and
+    /// number formatting.
     pub fn replace_images(
         self,
         req: &ProxyRequest<'_>,
@@ -300,6 +447,17 @@ impl Protocol {
             }
             Protocol::Rekognition => {
                 rekognition::replace_images(req.body, replacements).map(Rewritten::body)
+            }
+            Protocol::Baidu => baidu::replace_images(req.body, replacements).map(Rewritten::body),
+            Protocol::FacePlusPlus => {
+                facepp::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+            }
+            Protocol::Azure => {
+                azure::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+            }
+            Protocol::KServe => kserve::replace_images(req.headers, req.body, replacements),
+            Protocol::TorchServe => {
+                torchserve::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
             }
         }
     }
@@ -371,6 +529,55 @@ pub struct BackendRequest {
     /// One entry per image, in request order. An `Err` entry is an image the backend cannot
     /// classify (bad base64, a URL it will not fetch); render it back in its slot.
     pub images: Vec<Result<BackendImage, ImageProblem>>,
+    /// What the renderer needs from the request; hand it to
+    /// [`Protocol::render_backend_response`].
+    pub reply: Reply,
+}
+
+impl BackendRequest {
+    /// A request whose answer needs nothing from it but the results.
+    pub fn plain(images: Vec<Result<BackendImage, ImageProblem>>) -> BackendRequest {
+        BackendRequest {
+            images,
+            reply: Reply::Plain,
+        }
+    }
+
+    /// What the backend computes for the images: labels, or faces for Face++ detect.
+    pub fn task(&self) -> Task {
+        match &self.reply {
+            Reply::FacePlusPlus(reply) if reply.operation == facepp::Operation::Detect => {
+                Task::Faces
+            }
+            _ => Task::Labels,
+        }
+    }
+}
+
+/// What the backend computes for the images of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Task {
+    /// Classify: [`Answer::labels`] (every API but Face++ detect).
+    #[default]
+    Labels,
+    /// Detect faces: [`Answer::regions`] (Face++ detect).
+    Faces,
+}
+
+/// What a renderer must remember from the request it answers, per API.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Reply {
+    /// Nothing (Google, Rekognition, TorchServe).
+    #[default]
+    Plain,
+    /// Baidu: how many results carry `baike_info`.
+    Baidu(baidu::Reply),
+    /// Face++: which operation, and the image's id.
+    FacePlusPlus(facepp::Reply),
+    /// Azure: the image's size for `metadata`.
+    Azure(azure::Reply),
+    /// KServe: model name and version, request id, requested outputs.
+    KServe(kserve::Reply),
 }
 
 /// One image the backend should classify, with the limits its request asked for.
@@ -502,8 +709,8 @@ pub enum SlotImage {
 /// Why a request or answer could not be handled; messages name the field and the value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProtocolError {
-    /// A protocol name that is neither `google` nor `rekognition`.
-    #[error("unknown protocol `{name}` (expected `google` or `rekognition`)")]
+    /// A protocol name that is none of [`PROTOCOL_NAMES`].
+    #[error("unknown protocol `{name}` (expected one of: {PROTOCOL_NAMES})")]
     UnknownProtocol {
         /// The name given.
         name: String,
@@ -514,6 +721,16 @@ pub enum ProtocolError {
         /// `request body` or `answer body`.
         what: &'static str,
         /// The parser's message.
+        detail: String,
+    },
+    /// A body that is not in the framing its API uses (form, multipart, binary tensors).
+    #[error("{what} is not valid {format}: {detail}")]
+    Malformed {
+        /// `request body` or `answer body`.
+        what: &'static str,
+        /// The framing, e.g. `multipart/form-data`.
+        format: &'static str,
+        /// What is wrong, naming the part or offset.
         detail: String,
     },
     /// A required field is absent.
@@ -580,12 +797,20 @@ pub enum ProtocolError {
         /// What is served, e.g. `X-Amz-Target: RekognitionService.DetectLabels`.
         expected: &'static str,
     },
-    /// A non-2xx answer in the API's own error shape.
+    /// The backend cannot serve this request now, for a reason that is not the client's
+    /// fault, e.g. Face++ detect with no face detector loaded.
+    #[error("service unavailable: {reason}")]
+    Unavailable {
+        /// Why, for the client.
+        reason: String,
+    },
+    /// An error answer in the API's own error shape (non-2xx, or Baidu's HTTP 200).
     #[error("upstream answered HTTP {status} {kind}: {message}")]
     Service {
         /// The HTTP status.
         status: u16,
-        /// The API's error kind (Rekognition `__type`, Google `status` or `code`).
+        /// The API's error kind (Rekognition `__type`, Google `status` or `code`, Baidu
+        /// `error_code N`, Face++'s message code, TorchServe `type`, Azure's inner code).
         kind: String,
         /// The API's message.
         message: String,
@@ -632,6 +857,30 @@ pub enum ProtocolError {
         /// What the slot holds instead.
         reason: String,
     },
+}
+
+impl ProtocolError {
+    /// Whether this is the service saying "too many requests, retry later", in any API's
+    /// shape and at any status: HTTP 429, Rekognition `ThrottlingException`, Google
+    /// `RESOURCE_EXHAUSTED`, Baidu `error_code` 4 / 18 (cluster and QPS limits, in an HTTP
+    /// 200), Face++ `CONCURRENCY_LIMIT_EXCEEDED` (HTTP 403). Clients retry these with backoff
+    /// instead of counting them as refusals.
+    pub fn is_throttling(&self) -> bool {
+        let (status, kind) = match self {
+            ProtocolError::Service { status, kind, .. } => (*status, kind.as_str()),
+            ProtocolError::Upstream { status, .. } => (*status, ""),
+            _ => return false,
+        };
+        status == 429
+            || matches!(
+                kind,
+                "ThrottlingException"
+                    | "ProvisionedThroughputExceededException"
+                    | "RESOURCE_EXHAUSTED"
+                    | "CONCURRENCY_LIMIT_EXCEEDED"
+            )
+            || baidu::is_throttling_kind(kind)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,6 +967,116 @@ fn is_success(status: u16) -> bool {
 fn normalise_score(value: f64, scale: f64) -> f32 {
     // Narrowing to f32 is the point: scores are compared, never accumulated.
     ((value / scale).clamp(0.0, 1.0)) as f32
+}
+
+/// The media type of a `Content-Type` header, lower-cased, without parameters
+/// (`multipart/form-data`); `None` when the header is absent or not text.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("content-type")?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
+}
+
+/// The whole `Content-Type` header for error messages, `(none)` when absent.
+fn content_type_text(headers: &HeaderMap) -> String {
+    headers.get("content-type").map_or_else(
+        || "(none)".to_owned(),
+        |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    )
+}
+
+/// Whether `bytes` start like an image the backend decodes (JPEG, PNG, WebP).
+fn looks_like_image(bytes: &[u8]) -> bool {
+    crate::codec::Format::sniff(bytes).is_some()
+}
+
+/// One `name=value` field of an `application/x-www-form-urlencoded` body.
+#[derive(Debug, Clone, PartialEq)]
+struct FormField {
+    /// The decoded name.
+    name: String,
+    /// The decoded value (`+` is a space, `%XX` a byte, invalid UTF-8 replaced).
+    value: String,
+    /// Where the raw (still encoded) value sits in the body; empty at the end of a field
+    /// without `=`.
+    value_range: Range<usize>,
+}
+
+/// The fields of a form body, in order, each with the span of its raw value so a rewrite can
+/// change one value and keep every other byte. Empty segments (`a=1&&b=2`) are skipped.
+fn form_fields(body: &[u8]) -> Vec<FormField> {
+    let mut fields = Vec::new();
+    let mut start = 0;
+    for segment in body.split(|&b| b == b'&') {
+        let end = start + segment.len();
+        if !segment.is_empty() {
+            let (raw_name, value_range) = match segment.iter().position(|&b| b == b'=') {
+                Some(eq) => (&segment[..eq], start + eq + 1..end),
+                None => (segment, end..end),
+            };
+            fields.push(FormField {
+                name: form_decode(raw_name),
+                value: form_decode(&body[value_range.clone()]),
+                value_range,
+            });
+        }
+        start = end + 1;
+    }
+    fields
+}
+
+/// Decodes one form component: `+` is a space, `%XX` a byte; a `%` not followed by two hex
+/// digits stays as it is (as browsers and `form_urlencoded` do).
+fn form_decode(raw: &[u8]) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (raw[i], hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (b'+', _, _) => bytes.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits make one byte: 16 * high + low < 256.
+                bytes.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 2;
+            }
+            (other, _, _) => bytes.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Encodes a form value: everything but `*-._` and alphanumerics is `%XX`, space is `+`
+/// (so base64's `+`, `/` and `=` become `%2B`, `%2F`, `%3D`).
+fn form_encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The body with the bytes at `range` replaced by `value`.
+fn splice(body: &[u8], range: Range<usize>, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() - range.len() + value.len());
+    out.extend_from_slice(&body[..range.start]);
+    out.extend_from_slice(value);
+    out.extend_from_slice(&body[range.end..]);
+    out
+}
+
+/// Decodes base64 that travelled in a form value: a client that did not urlencode it lost its
+/// `+` to spaces on the way (base64 never holds a space), so spaces are read as `+`.
+fn decode_form_base64(
+    value: &str,
+    path: impl FnOnce() -> String,
+) -> Result<Vec<u8>, ProtocolError> {
+    if value.contains(' ') {
+        decode_base64(&value.replace(' ', "+"), path)
+    } else {
+        decode_base64(value, path)
+    }
+}
+
+/// A fresh id for answers that carry one (request ids, face tokens): 32 hex digits.
+fn fresh_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// An [`ImageSlot`] plus where its inline content sits in the request JSON.
@@ -871,8 +1230,202 @@ mod tests {
             let back: Protocol = serde_json::from_str(&format!("\"{name}\"")).unwrap();
             assert_eq!(back, protocol);
         }
-        let err = "azure".parse::<Protocol>().unwrap_err();
-        assert!(err.to_string().contains("`azure`"), "{err}");
+        let err = "clarifai".parse::<Protocol>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown protocol `clarifai` (expected one of: google, rekognition, baidu, facepp, \
+             azure, kserve, torchserve)"
+        );
+        let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names.join(", "), PROTOCOL_NAMES);
+    }
+
+    /// A header map from a client request's headers.
+    fn header_map(headers: &[(String, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn recognize_by_method_path_and_headers() {
+        let amz = header_map(&[(
+            "X-Amz-Target".to_owned(),
+            "RekognitionService.DetectLabels".to_owned(),
+        )]);
+        let none = HeaderMap::new();
+        // (method, path, headers, expected)
+        let cases: Vec<(Method, &str, &HeaderMap, Option<Protocol>)> = vec![
+            (
+                Method::POST,
+                "/v1/images:annotate?key=k",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (Method::POST, "/", &amz, Some(Protocol::Rekognition)),
+            (Method::POST, "/", &none, None),
+            (
+                Method::POST,
+                "/rest/2.0/image-classify/v2/advanced_general?access_token=24.x",
+                &none,
+                Some(Protocol::Baidu),
+            ),
+            (
+                Method::POST,
+                "/rest/2.0/image-classify/v1/animal",
+                &none,
+                None,
+            ),
+            (
+                Method::POST,
+                "/facepp/v3/detect",
+                &none,
+                Some(Protocol::FacePlusPlus),
+            ),
+            (
+                Method::POST,
+                "/imagepp/beta/detectsceneandobject",
+                &none,
+                Some(Protocol::FacePlusPlus),
+            ),
+            (Method::POST, "/facepp/v3/compare", &none, None),
+            (
+                Method::POST,
+                "/computervision/imageanalysis:analyze?features=tags&api-version=2024-02-01",
+                &none,
+                Some(Protocol::Azure),
+            ),
+            (
+                Method::POST,
+                "/v2/models/resnet/infer",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (
+                Method::POST,
+                "/v2/models/resnet/versions/2/infer",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (Method::GET, "/v2/models/resnet", &none, None),
+            (
+                Method::POST,
+                "/predictions/densenet",
+                &none,
+                Some(Protocol::TorchServe),
+            ),
+            (
+                Method::POST,
+                "/predictions/densenet/1.0",
+                &none,
+                Some(Protocol::TorchServe),
+            ),
+            (Method::GET, "/predictions/densenet", &none, None),
+            (Method::POST, "/ping", &none, None),
+        ];
+        for (method, path, headers, expected) in cases {
+            assert_eq!(
+                Protocol::recognize(&method, path, headers),
+                expected,
+                "{method} {path}"
+            );
+        }
+    }
+
+    /// Every protocol, proxy side and backend side, on the request its own client sends:
+    /// recognised, parsed, extracted, replaced, and still parsed after the replacement.
+    #[test]
+    fn every_protocol_round_trips_its_client_request() {
+        let image: Vec<u8> = b"\xff\xd8\xff\xe0"
+            .iter()
+            .copied()
+            .chain((0..=255u8).cycle().take(3000))
+            .collect();
+        let smaller = b"\xff\xd8\xff\xdb smaller".to_vec();
+        for protocol in Protocol::ALL {
+            let request = protocol.client_request(&image, 5);
+            let headers = header_map(&request.headers);
+            assert!(headers.contains_key("content-type"), "{protocol}");
+            let path = request.path_and_query.as_str();
+            assert_eq!(
+                Protocol::recognize(&Method::POST, path, &headers),
+                Some(protocol)
+            );
+            let parsed = protocol
+                .parse_backend_request(path, &headers, &request.body)
+                .unwrap();
+            assert_eq!(parsed.images.len(), 1, "{protocol}");
+            assert_eq!(
+                parsed.images[0].as_ref().unwrap().bytes,
+                image,
+                "{protocol}"
+            );
+            assert_eq!(parsed.task(), Task::Labels, "{protocol}");
+
+            let req = ProxyRequest {
+                path_and_query: path,
+                headers: &headers,
+                body: &request.body,
+            };
+            let slots = protocol.extract_images(&req).unwrap();
+            assert_eq!(slots.len(), 1, "{protocol}");
+            assert_eq!(slots[0].bytes(), Some(&image[..]), "{protocol}");
+            let unchanged = protocol.replace_images(&req, &[]).unwrap();
+            assert!(unchanged.headers.is_empty(), "{protocol}");
+
+            let rewritten = protocol
+                .replace_images(&req, &[(0, smaller.clone())])
+                .unwrap();
+            let mut new_headers = headers.clone();
+            for (name, value) in &rewritten.headers {
+                assert_eq!(name, &name.to_ascii_lowercase(), "{protocol}");
+                new_headers.insert(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    axum::http::HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let req = ProxyRequest {
+                path_and_query: path,
+                headers: &new_headers,
+                body: &rewritten.body,
+            };
+            let slots = protocol.extract_images(&req).unwrap();
+            assert_eq!(slots[0].bytes(), Some(&smaller[..]), "{protocol}");
+            let parsed = protocol
+                .parse_backend_request(path, &new_headers, &rewritten.body)
+                .unwrap();
+            assert_eq!(
+                parsed.images[0].as_ref().unwrap().bytes,
+                smaller,
+                "{protocol}"
+            );
+            assert_eq!(
+                protocol.replace_images(&req, &[(1, smaller.clone())]),
+                Err(ProtocolError::NoSuchSlot { index: 1, count: 1 }),
+                "{protocol}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_protocol_renders_throttling_that_its_parser_recognises() {
+        for protocol in Protocol::ALL {
+            let rendered = protocol.render_throttled();
+            assert_eq!(rendered.status, StatusCode::TOO_MANY_REQUESTS, "{protocol}");
+            let err = protocol.parse_answer(429, &rendered.body).unwrap_err();
+            assert!(err.is_throttling(), "{protocol}: {err}");
+        }
+        let refusal = ProtocolError::Service {
+            status: 400,
+            kind: "InvalidImageFormatException".to_owned(),
+            message: String::new(),
+        };
+        assert!(!refusal.is_throttling());
     }
 
     #[test]

@@ -200,13 +200,11 @@ pub fn parse_backend_request(
             actual: bytes.len(),
         });
     }
-    Ok(BackendRequest {
-        images: vec![Ok(BackendImage {
-            bytes,
-            max_labels,
-            min_score,
-        })],
-    })
+    Ok(BackendRequest::plain(vec![Ok(BackendImage {
+        bytes,
+        max_labels,
+        min_score,
+    })]))
 }
 
 /// Fails unless `X-Amz-Target` names `DetectLabels`.
@@ -282,7 +280,7 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
 pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     let kind = match err {
         ProtocolError::UnsupportedOperation { .. } => "UnknownOperationException",
-        ProtocolError::NotJson { .. } => "SerializationException",
+        ProtocolError::NotJson { .. } | ProtocolError::Malformed { .. } => "SerializationException",
         ProtocolError::MissingField { .. }
         | ProtocolError::InvalidValue { .. }
         | ProtocolError::NoImage { .. }
@@ -290,6 +288,18 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         ProtocolError::InvalidBase64 { .. } => "InvalidImageFormatException",
         ProtocolError::RemoteImage { .. } => "InvalidS3ObjectException",
         ProtocolError::ImageTooLarge { .. } => "ImageTooLargeException",
+        ProtocolError::Unavailable { .. } => {
+            tracing::debug!(%err, "request refused");
+            let kind = "ServiceUnavailableException";
+            let headers = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
+            let body = json!({"__type": kind, "Message": err.to_string()});
+            return BackendResponse::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                CONTENT_TYPE,
+                headers,
+                &body,
+            );
+        }
         ProtocolError::UnknownProtocol { .. }
         | ProtocolError::Service { .. }
         | ProtocolError::Upstream { .. }
@@ -303,6 +313,14 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     };
     tracing::debug!(%err, kind, "request rejected");
     error_response(kind, &err.to_string())
+}
+
+/// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
+/// [`super::Protocol::render_throttled`].
+pub fn render_throttled() -> BackendResponse {
+    let mut response = error_response("ThrottlingException", "backend is saturated; retry later");
+    response.status = StatusCode::TOO_MANY_REQUESTS;
+    response
 }
 
 /// A 400 error answer of the given kind.

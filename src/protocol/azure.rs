@@ -1,0 +1,737 @@
+//! Azure AI Vision Image Analysis 4.0 `imageanalysis:analyze`, `tags` feature.
+//!
+//! Request: `POST /computervision/imageanalysis:analyze?features=tags&api-version=2024-02-01`
+//! with `Ocp-Apim-Subscription-Key`, and either the image as the raw body
+//! (`Content-Type: application/octet-stream`) or `{"url": "https://…"}`
+//! (`Content-Type: application/json`).
+//!
+//! Answer:
+//!
+//! ```json
+//! {"modelVersion": "2023-10-01", "metadata": {"width": 1024, "height": 768},
+//!  "tagsResult": {"values": [{"name": "dog", "confidence": 0.99}]}}
+//! ```
+//!
+//! Quirks this file handles:
+//! - The operation and its options are in the query: `features` (comma-separated; the
+//!   backend serves only `tags`), `api-version` (required), `language`, `model-version`.
+//! - At most [`MAX_IMAGE_BYTES`] (20 MiB) of raw image.
+//! - Errors are `{"error": {"code": "InvalidRequest", "message", "innererror": {"code":
+//!   "InvalidImageFormat", "message"}}}` with HTTP 400 (415 for another content type, 429 for
+//!   rate limits with `code` "429"); [`parse_answer`] reports the inner code when there is one.
+//!   Too-large images get no inner error, as at Azure.
+//! - A JSON body's `url` is remote: the backend does not fetch it, the proxy leaves it
+//!   untouched. A raw body is replaced whole: the request has no other bytes to keep.
+//! - There is no parameter for the number of tags: the backend answers [`MAX_TAGS`], and
+//!   `metadata` with the image's size read from its header.
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::{
+    Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
+    Label, ProtocolError, SlotImage, content_type_text, describe, excerpt, is_success, media_type,
+    normalise_score, parse_json, wire_number,
+};
+
+/// The path of the analyze operation.
+pub const PATH: &str = "/computervision/imageanalysis:analyze";
+
+/// The API version clients send.
+pub const API_VERSION: &str = "2024-02-01";
+
+/// The largest image accepted (20 MiB).
+pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// Tags the backend answers with.
+pub const MAX_TAGS: usize = 10;
+
+/// The `modelVersion` the backend reports.
+pub const MODEL_VERSION: &str = "2023-10-01";
+
+/// The content type of raw image bodies.
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The content type of answers.
+const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// What the renderer needs from the request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reply {
+    /// The image's width and height, read from its header (0 × 0 when unreadable).
+    pub size: (u32, u32),
+}
+
+/// The request for tags of one image: see [`super::Protocol::client_request`]. The caller adds
+/// `Ocp-Apim-Subscription-Key` for the real service.
+pub fn client_request(image: &[u8]) -> ClientRequest {
+    ClientRequest {
+        path_and_query: format!("{PATH}?features=tags&api-version={API_VERSION}"),
+        headers: vec![("Content-Type".to_owned(), OCTET_STREAM.to_owned())],
+        body: image.to_vec(),
+    }
+}
+
+/// The tags of an analyze answer.
+///
+/// A non-2xx answer becomes [`ProtocolError::Service`] (kind: `innererror.code`, else
+/// `code`) or, in no known shape, [`ProtocolError::Upstream`].
+pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+    if !is_success(status) {
+        return Err(error_from_answer(status, body));
+    }
+    let doc = parse_json(body, "answer body")?;
+    let values = doc
+        .get("tagsResult")
+        .and_then(|tags| tags.get("values"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+            detail: "no `tagsResult.values` array (was `features=tags` asked for?)".to_owned(),
+        })?;
+    let labels = values
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| {
+            let name = tag.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ProtocolError::UnexpectedAnswer {
+                    detail: format!("tagsResult.values[{i}].name is missing or not a string"),
+                }
+            })?;
+            let confidence = tag
+                .get("confidence")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                    detail: format!("tagsResult.values[{i}].confidence is missing or not a number"),
+                })?;
+            Ok(Label {
+                name: name.to_owned(),
+                score: normalise_score(confidence, 1.0),
+            })
+        })
+        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    Ok(Answer::new(labels))
+}
+
+/// The error of a non-2xx answer.
+fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
+    let doc = serde_json::from_slice::<Value>(body).ok();
+    let error = doc.as_ref().and_then(|doc| doc.get("error"));
+    let text = |value: Option<&Value>, key: &str| {
+        value
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let inner = error.and_then(|e| e.get("innererror"));
+    let kind = text(inner, "code").or_else(|| text(error, "code"));
+    match (kind, text(error, "message")) {
+        (None, None) => ProtocolError::Upstream {
+            status,
+            excerpt: excerpt(body),
+        },
+        (kind, message) => ProtocolError::Service {
+            status,
+            kind: kind.unwrap_or_else(|| "error".to_owned()),
+            message: message.unwrap_or_default(),
+        },
+    }
+}
+
+/// Reads an analyze request: see [`super::Protocol::parse_backend_request`].
+///
+/// One image, so every problem is a request-level `Err`: another path, no `api-version`, no
+/// `features` or features other than `tags`, a content type other than raw bytes or JSON, an
+/// empty body, a `url`, an image over [`MAX_IMAGE_BYTES`].
+pub fn parse_backend_request(
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BackendRequest, ProtocolError> {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    if route != PATH {
+        return Err(ProtocolError::UnsupportedOperation {
+            found: format!("path `{route}`"),
+            expected: "`POST /computervision/imageanalysis:analyze`",
+        });
+    }
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    if param("api-version").is_none_or(str::is_empty) {
+        return Err(ProtocolError::MissingField {
+            path: "api-version query parameter".to_owned(),
+        });
+    }
+    let features = param("features").unwrap_or_default();
+    let wanted: Vec<&str> = features
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return Err(ProtocolError::MissingField {
+            path: "features query parameter".to_owned(),
+        });
+    }
+    if let Some(other) = wanted.iter().find(|f| !f.eq_ignore_ascii_case("tags")) {
+        return Err(ProtocolError::InvalidValue {
+            path: "features query parameter".to_owned(),
+            expected: "`tags` (the only feature this backend serves)",
+            got: describe(&Value::String((*other).to_owned())),
+        });
+    }
+    let bytes = match read_body(headers, body)? {
+        Found::Raw(bytes) => bytes,
+        Found::Url(reference) => {
+            return Err(ProtocolError::RemoteImage {
+                path: "url".to_owned(),
+                reference,
+            });
+        }
+        Found::Missing(err) => return Err(err),
+    };
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(ProtocolError::ImageTooLarge {
+            limit: MAX_IMAGE_BYTES,
+            actual: bytes.len(),
+        });
+    }
+    let limits = crate::codec::Limits {
+        max_bytes: MAX_IMAGE_BYTES,
+        max_pixels: u64::MAX,
+    };
+    let size = crate::codec::probe(bytes, &limits).map_or((0, 0), |(_, w, h)| (w, h));
+    Ok(BackendRequest {
+        images: vec![Ok(BackendImage {
+            bytes: bytes.to_vec(),
+            max_labels: MAX_TAGS,
+            min_score: 0.0,
+        })],
+        reply: super::Reply::Azure(Reply { size }),
+    })
+}
+
+/// Renders the answer for the request's single image: `modelVersion`, `metadata` and
+/// `tagsResult` with exactly the given labels. An undecodable image is `InvalidImageFormat`;
+/// anything but one result is our bug (500).
+pub fn render_backend_response(
+    reply: &Reply,
+    results: Vec<Result<Answer, ImageProblem>>,
+) -> BackendResponse {
+    let count = results.len();
+    let mut results = results.into_iter();
+    let result = match (results.next(), count) {
+        (Some(result), 1) => result,
+        _ => {
+            tracing::error!(count, "Azure answers exactly one image");
+            return internal_error();
+        }
+    };
+    match result {
+        Ok(answer) => {
+            let values: Vec<Value> = answer
+                .labels
+                .iter()
+                .map(|label| json!({"name": label.name, "confidence": wire_number(label.score)}))
+                .collect();
+            let body = json!({
+                "modelVersion": MODEL_VERSION,
+                "metadata": {"width": reply.size.0, "height": reply.size.1},
+                "tagsResult": {"values": values},
+            });
+            BackendResponse::json(StatusCode::OK, CONTENT_TYPE, Vec::new(), &body)
+        }
+        Err(ImageProblem::Request(err)) => render_backend_error(&err),
+        Err(problem @ ImageProblem::Undecodable(_)) => {
+            tracing::debug!(%problem, "image rejected");
+            error_response(
+                StatusCode::BAD_REQUEST,
+                Some("InvalidImageFormat"),
+                &problem.to_string(),
+            )
+        }
+        Err(problem @ ImageProblem::Internal(_)) => {
+            tracing::error!(%problem, "image failed");
+            internal_error()
+        }
+    }
+}
+
+/// Renders a request-level error as Azure does: `{"error": {"code": "InvalidRequest",
+/// "message", "innererror": {"code", "message"}}}`.
+///
+/// Inner codes: `NotSupportedFeature` (features), `BadArgument` (other parameters, bad JSON),
+/// `InvalidImageUrl` (a URL the backend does not fetch), `InvalidImageFormat` (empty body);
+/// 415 `UnsupportedMediaType` for another content type; 404 for another path; too large has
+/// no inner code. 503 `ServiceUnavailable` when unavailable; errors that can only come from
+/// our side are a logged, generic 500 `InternalServerError`.
+pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
+    let message = err.to_string();
+    let (status, inner) = match err {
+        ProtocolError::UnsupportedOperation { .. } => {
+            tracing::debug!(%err, "request rejected");
+            return render_error(StatusCode::NOT_FOUND, "404", None, "Resource not found");
+        }
+        ProtocolError::InvalidValue { path, .. } if path == "Content-Type header" => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("UnsupportedMediaType"),
+        ),
+        ProtocolError::InvalidValue { path, .. } if path == "features query parameter" => {
+            (StatusCode::BAD_REQUEST, Some("NotSupportedFeature"))
+        }
+        ProtocolError::NotJson { .. }
+        | ProtocolError::Malformed { .. }
+        | ProtocolError::MissingField { .. }
+        | ProtocolError::InvalidValue { .. }
+        | ProtocolError::TooManyImages { .. } => (StatusCode::BAD_REQUEST, Some("BadArgument")),
+        ProtocolError::NoImage { .. } | ProtocolError::InvalidBase64 { .. } => {
+            (StatusCode::BAD_REQUEST, Some("InvalidImageFormat"))
+        }
+        ProtocolError::RemoteImage { .. } => (StatusCode::BAD_REQUEST, Some("InvalidImageUrl")),
+        ProtocolError::ImageTooLarge { .. } => (StatusCode::BAD_REQUEST, None),
+        ProtocolError::Unavailable { .. } => {
+            tracing::debug!(%err, "request refused");
+            return render_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                None,
+                &message,
+            );
+        }
+        ProtocolError::UnknownProtocol { .. }
+        | ProtocolError::Service { .. }
+        | ProtocolError::Upstream { .. }
+        | ProtocolError::ImageError { .. }
+        | ProtocolError::UnexpectedAnswer { .. }
+        | ProtocolError::NoSuchSlot { .. }
+        | ProtocolError::NotReplaceable { .. } => {
+            tracing::error!(%err, "internal error rendered as an Azure error");
+            return internal_error();
+        }
+    };
+    tracing::debug!(%err, "request rejected");
+    error_response(status, inner, &message)
+}
+
+/// Azure's rate-limit error (429, `code` "429"): see [`super::Protocol::render_throttled`].
+pub fn render_throttled() -> BackendResponse {
+    render_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "429",
+        None,
+        "Rate limit is exceeded. Try again in 1 seconds.",
+    )
+}
+
+/// An `InvalidRequest` error with an optional inner code carrying the same message.
+fn error_response(status: StatusCode, inner: Option<&str>, message: &str) -> BackendResponse {
+    render_error(status, "InvalidRequest", inner, message)
+}
+
+/// `{"error": {"code", "message", "innererror"?}}`.
+fn render_error(
+    status: StatusCode,
+    code: &str,
+    inner: Option<&str>,
+    message: &str,
+) -> BackendResponse {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(inner) = inner {
+        error["innererror"] = json!({"code": inner, "message": message});
+    }
+    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &json!({ "error": error }))
+}
+
+/// The generic 500 answer; the cause goes to the log, not to the client.
+fn internal_error() -> BackendResponse {
+    render_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        None,
+        "An internal error has occurred.",
+    )
+}
+
+/// The request's single slot (index 0): the raw body, or a JSON body's `url`.
+///
+/// Errors on a content type that is neither raw bytes nor JSON, or a JSON body that is not
+/// an object.
+pub fn extract_images(headers: &HeaderMap, body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
+    let (path, image) = match read_body(headers, body)? {
+        Found::Raw(bytes) => ("body", SlotImage::Inline(bytes.to_vec())),
+        Found::Url(reference) => ("url", SlotImage::Remote(reference)),
+        Found::Missing(err) => ("body", SlotImage::Unusable(err.to_string())),
+    };
+    Ok(vec![ImageSlot {
+        index: 0,
+        path: path.to_owned(),
+        image,
+    }])
+}
+
+/// The new image as the whole body (slot 0 is the only slot): see
+/// [`super::Protocol::replace_images`]. The content type stays `application/octet-stream`.
+pub fn replace_images(
+    headers: &HeaderMap,
+    body: &[u8],
+    replacements: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>, ProtocolError> {
+    let Some((index, bytes)) = replacements.last() else {
+        return Ok(body.to_vec());
+    };
+    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
+        return Err(ProtocolError::NoSuchSlot {
+            index: *index,
+            count: 1,
+        });
+    }
+    let slot = extract_images(headers, body)?.remove(0);
+    let reason = match slot.image {
+        SlotImage::Inline(_) => return Ok(bytes.clone()),
+        SlotImage::Remote(reference) => format!("it refers to {reference}"),
+        SlotImage::Unusable(why) => why,
+    };
+    Err(ProtocolError::NotReplaceable {
+        index: *index,
+        path: slot.path,
+        reason,
+    })
+}
+
+/// What the body holds.
+enum Found<'a> {
+    /// Raw image bytes.
+    Raw(&'a [u8]),
+    /// A JSON body's `url`.
+    Url(String),
+    /// Nothing; the error says so.
+    Missing(ProtocolError),
+}
+
+/// Reads the body by its content type: `application/octet-stream` and `image/*` are raw
+/// bytes, `application/json` is `{"url": …}`; anything else (or none) is an error.
+fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, ProtocolError> {
+    match media_type(headers).as_deref() {
+        Some(OCTET_STREAM) => {}
+        Some(kind) if kind.starts_with("image/") => {}
+        Some("application/json") => {
+            let doc = parse_json(body, "request body")?;
+            if !doc.is_object() {
+                return Err(ProtocolError::InvalidValue {
+                    path: "request body".to_owned(),
+                    expected: "a JSON object",
+                    got: describe(&doc),
+                });
+            }
+            return Ok(match doc.get("url") {
+                Some(Value::String(url)) if !url.is_empty() => Found::Url(url.clone()),
+                None | Some(Value::Null) | Some(Value::String(_)) => {
+                    Found::Missing(ProtocolError::MissingField {
+                        path: "url".to_owned(),
+                    })
+                }
+                Some(other) => {
+                    return Err(ProtocolError::InvalidValue {
+                        path: "url".to_owned(),
+                        expected: "a string",
+                        got: describe(other),
+                    });
+                }
+            });
+        }
+        _ => {
+            return Err(ProtocolError::InvalidValue {
+                path: "Content-Type header".to_owned(),
+                expected: "application/octet-stream or application/json",
+                got: content_type_text(headers),
+            });
+        }
+    }
+    if body.is_empty() {
+        return Ok(Found::Missing(ProtocolError::NoImage {
+            path: "request body".to_owned(),
+            fields: "image bytes nor url",
+        }));
+    }
+    Ok(Found::Raw(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+
+    fn typed(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
+        headers.insert("ocp-apim-subscription-key", HeaderValue::from_static("k"));
+        headers
+    }
+
+    fn json_of(body: &[u8]) -> Value {
+        serde_json::from_slice(body).unwrap()
+    }
+
+    const QUERY: &str = "?features=tags&api-version=2024-02-01";
+
+    #[test]
+    fn parse_answer_on_fixtures() {
+        // (name, body, status, Ok((top1, label count)) or Err(message fragment))
+        let cases: Vec<AnswerCase> = vec![
+            (
+                "tags",
+                fixture("azure_tags.json"),
+                200,
+                Ok((Some("dog"), 6)),
+            ),
+            (
+                "invalid image",
+                fixture("azure_error_invalid_image.json"),
+                400,
+                Err("upstream answered HTTP 400 InvalidImageFormat: Image format is not valid."),
+            ),
+            (
+                "too large, no inner error",
+                fixture("azure_error_too_large.json"),
+                400,
+                Err("upstream answered HTTP 400 InvalidRequest: The image size is not allowed"),
+            ),
+            (
+                "rate limit",
+                br#"{"error":{"code":"429","message":"Rate limit is exceeded."}}"#.to_vec(),
+                429,
+                Err("upstream answered HTTP 429 429: Rate limit is exceeded."),
+            ),
+            (
+                "gateway",
+                b"<html>503</html>".to_vec(),
+                503,
+                Err("upstream answered HTTP 503: <html>503</html>"),
+            ),
+            (
+                "caption only",
+                br#"{"modelVersion":"2023-10-01","captionResult":{"text":"a dog"}}"#.to_vec(),
+                200,
+                Err("no `tagsResult.values` array"),
+            ),
+            (
+                "tag without confidence",
+                br#"{"tagsResult":{"values":[{"name":"dog"}]}}"#.to_vec(),
+                200,
+                Err("tagsResult.values[0].confidence is missing or not a number"),
+            ),
+        ];
+        check_answer_cases(cases, parse_answer);
+        let answer = parse_answer(200, &fixture("azure_tags.json")).unwrap();
+        assert!((answer.labels[0].score - 0.998_423_3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn client_request_round_trips_through_the_backend_parser() {
+        let image = crate::protocol::fixture("facepp_detect_request.multipart");
+        let request = Protocol::Azure.client_request(&image, 10);
+        assert_eq!(
+            request.path_and_query,
+            "/computervision/imageanalysis:analyze?features=tags&api-version=2024-02-01"
+        );
+        assert_eq!(request.body, image);
+        let headers = typed("application/octet-stream");
+        let parsed =
+            parse_backend_request(&request.path_and_query, &headers, &request.body).unwrap();
+        let got = parsed.images[0].as_ref().unwrap();
+        assert_eq!(got.bytes, image);
+        assert_eq!(got.max_labels, MAX_TAGS);
+        // Not an image: the size is unknown, the classifier will refuse it.
+        assert_eq!(
+            parsed.reply,
+            crate::protocol::Reply::Azure(Reply { size: (0, 0) })
+        );
+    }
+
+    #[test]
+    fn rendered_answers_parse_back() {
+        let sent = Answer::new(vec![
+            Label {
+                name: "golden retriever".to_owned(),
+                score: 0.8713,
+            },
+            Label {
+                name: "tennis ball".to_owned(),
+                score: 0.05,
+            },
+        ]);
+        let rendered = render_backend_response(&Reply { size: (640, 480) }, vec![Ok(sent)]);
+        assert_eq!(rendered.status, StatusCode::OK);
+        let doc = json_of(&rendered.body);
+        assert_eq!(doc["modelVersion"], MODEL_VERSION);
+        assert_eq!(doc["metadata"], json!({"width": 640, "height": 480}));
+        assert_eq!(
+            doc["tagsResult"]["values"][0],
+            json!({"name": "golden retriever", "confidence": 0.8713})
+        );
+        let back = parse_answer(200, &rendered.body).unwrap();
+        assert_eq!(back.top1(), Some("golden retriever"));
+        assert_eq!(back.labels.len(), 2);
+    }
+
+    /// (name, path, headers, body, status, inner code, message fragment)
+    type ErrorCase<'a> = (
+        &'a str,
+        String,
+        HeaderMap,
+        &'a [u8],
+        u16,
+        Option<&'a str>,
+        &'a str,
+    );
+
+    #[test]
+    fn request_errors_render_in_azure_shape() {
+        let big = vec![0u8; MAX_IMAGE_BYTES + 1];
+        let raw = typed("application/octet-stream");
+        let cases: Vec<ErrorCase<'_>> = vec![
+            (
+                "caption",
+                format!("{PATH}?features=tags,caption&api-version=2024-02-01"),
+                raw.clone(),
+                b"img",
+                400,
+                Some("NotSupportedFeature"),
+                "features query parameter must be `tags` (the only feature this backend \
+                 serves), got \"caption\"",
+            ),
+            (
+                "no features",
+                format!("{PATH}?api-version=2024-02-01"),
+                raw.clone(),
+                b"img",
+                400,
+                Some("BadArgument"),
+                "missing field features query parameter",
+            ),
+            (
+                "no api-version",
+                format!("{PATH}?features=tags"),
+                raw.clone(),
+                b"img",
+                400,
+                Some("BadArgument"),
+                "missing field api-version query parameter",
+            ),
+            (
+                "text body",
+                format!("{PATH}{QUERY}"),
+                typed("text/plain"),
+                b"img",
+                415,
+                Some("UnsupportedMediaType"),
+                "Content-Type header must be application/octet-stream or application/json, \
+                 got text/plain",
+            ),
+            (
+                "url",
+                format!("{PATH}{QUERY}"),
+                typed("application/json"),
+                br#"{"url": "https://example.com/dog.jpg"}"#,
+                400,
+                Some("InvalidImageUrl"),
+                "url refers to https://example.com/dog.jpg",
+            ),
+            (
+                "empty",
+                format!("{PATH}{QUERY}"),
+                raw.clone(),
+                b"",
+                400,
+                Some("InvalidImageFormat"),
+                "request body has neither image bytes nor url",
+            ),
+            (
+                "too large",
+                format!("{PATH}{QUERY}"),
+                raw.clone(),
+                &big,
+                400,
+                None,
+                "image is 20971521 bytes, over the limit of 20971520 bytes",
+            ),
+        ];
+        for (name, path, headers, body, status, inner, fragment) in cases {
+            let err = parse_backend_request(&path, &headers, body).unwrap_err();
+            assert!(err.to_string().contains(fragment), "{name}: {err}");
+            let rendered = render_backend_error(&err);
+            assert_eq!(rendered.status.as_u16(), status, "{name}");
+            let doc = json_of(&rendered.body);
+            assert_eq!(doc["error"]["code"], "InvalidRequest", "{name}");
+            assert_eq!(doc["error"]["innererror"]["code"].as_str(), inner, "{name}");
+            let back = parse_answer(status, &rendered.body).unwrap_err();
+            assert!(back.to_string().contains(fragment), "{name}: {back}");
+        }
+        let other = parse_backend_request("/vision/v3.2/analyze", &raw, b"img").unwrap_err();
+        assert_eq!(render_backend_error(&other).status, StatusCode::NOT_FOUND);
+        let undecodable = render_backend_response(
+            &Reply::default(),
+            vec![Err(ImageProblem::Undecodable("bad".to_owned()))],
+        );
+        assert_eq!(
+            json_of(&undecodable.body)["error"]["innererror"]["code"],
+            "InvalidImageFormat"
+        );
+        let throttled = render_throttled();
+        assert!(
+            parse_answer(429, &throttled.body)
+                .unwrap_err()
+                .is_throttling()
+        );
+    }
+
+    #[test]
+    fn raw_body_is_the_slot_and_url_is_remote() {
+        let raw = typed("application/octet-stream");
+        let image = b"\xff\xd8\xff original".to_vec();
+        let req = ProxyRequest {
+            path_and_query: PATH,
+            headers: &raw,
+            body: &image,
+        };
+        let slots = Protocol::Azure.extract_images(&req).unwrap();
+        assert_eq!(slots[0].path, "body");
+        assert_eq!(slots[0].bytes(), Some(&image[..]));
+        let rewritten = Protocol::Azure
+            .replace_images(&req, &[(0, b"smaller".to_vec())])
+            .unwrap();
+        assert_eq!(rewritten.body, b"smaller");
+        assert!(rewritten.headers.is_empty());
+        assert_eq!(replace_images(&raw, &image, &[]).unwrap(), image);
+
+        let json = typed("application/json; charset=utf-8");
+        let body = br#"{"url": "https://example.com/dog.jpg", "extra": 1}"#;
+        let slots = extract_images(&json, body).unwrap();
+        assert_eq!(
+            slots[0].image,
+            SlotImage::Remote("https://example.com/dog.jpg".to_owned())
+        );
+        let err = replace_images(&json, body, &[(0, b"x".to_vec())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image slot 0 (url) cannot be replaced: it refers to https://example.com/dog.jpg"
+        );
+        assert!(extract_images(&typed("text/plain"), b"x").is_err());
+        assert!(matches!(
+            &extract_images(&raw, b"").unwrap()[0].image,
+            SlotImage::Unusable(_)
+        ));
+        assert_eq!(
+            replace_images(&raw, &image, &[(1, b"x".to_vec())]).unwrap_err(),
+            ProtocolError::NoSuchSlot { index: 1, count: 1 }
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Every cloud wire format end to end on loopback: our client side builds the request
+//! ([`Protocol::client_request`]), reqwest sends it to the real local backend (real model,
+//! real routes), our parser reads the answer. One photo per protocol keeps this quick.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adacompress::backend::{BackendConfig, DetectFaces};
+use adacompress::protocol::{
+    Answer, ClientRequest, Protocol, ProtocolError, Region, facepp, kserve,
+};
+use base64::Engine as _;
+
+/// Sends a client request to the backend at `url`: (status, headers, body).
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    request: &ClientRequest,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut builder = http
+        .post(format!("{url}{}", request.path_and_query))
+        .body(request.body.clone());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = builder.send().await.expect("backend reachable");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("answer body").to_vec();
+    (status, headers, body)
+}
+
+/// Labels each API answers when asked for 10: the APIs without a parameter for it answer
+/// their own number.
+fn expected_labels(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Baidu | Protocol::FacePlusPlus | Protocol::TorchServe => 5,
+        Protocol::GoogleVision | Protocol::Rekognition | Protocol::Azure | Protocol::KServe => 10,
+    }
+}
+
+/// The elephant photo through every API gives Google's top-1, with scores in `0..=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_agrees_with_google_on_the_top1() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let http = reqwest::Client::new();
+    let elephant = common::photo("objects", "2.jpg");
+    let mut google_top1 = None;
+    for protocol in Protocol::ALL {
+        let request = protocol.client_request(&elephant, 10);
+        let (status, _, body) = send(&http, &url, &request).await;
+        assert_eq!(
+            status,
+            200,
+            "{protocol}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let answer = protocol
+            .parse_answer(status, &body)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let top1 = answer.top1().map(str::to_owned);
+        let google = google_top1.get_or_insert_with(|| top1.clone());
+        assert_eq!(&top1, google, "{protocol}: {answer:?}");
+        assert_eq!(answer.labels.len(), expected_labels(protocol), "{protocol}");
+        assert!(answer.labels.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(
+            answer.labels[0].score > 0.3 && answer.labels[0].score <= 1.0,
+            "{protocol}: {answer:?}"
+        );
+    }
+    assert_eq!(google_top1.flatten().as_deref(), Some("African elephant"));
+    assert_eq!(state.images_classified(), Protocol::ALL.len() as u64);
+}
+
+/// A KServe batch of two photos in binary data, outputs asked back in binary: one answer
+/// per photo, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_batch_with_binary_outputs() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let photos = [
+        common::photo("objects", "3.jpg"),
+        common::photo("objects", "4.jpg"),
+    ];
+    let blob: Vec<u8> = photos
+        .iter()
+        .flat_map(|p| [&(p.len() as u32).to_le_bytes()[..], p].concat())
+        .collect();
+    let header = serde_json::json!({
+        "id": "batch-7",
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": blob.len()}}],
+        "parameters": {"binary_data_output": true, "top_k": 3},
+    })
+    .to_string();
+    let request = ClientRequest {
+        path_and_query: "/v2/models/lite0/versions/1/infer".to_owned(),
+        headers: vec![
+            (
+                "Content-Type".to_owned(),
+                "application/octet-stream".to_owned(),
+            ),
+            (
+                "Inference-Header-Content-Length".to_owned(),
+                header.len().to_string(),
+            ),
+        ],
+        body: [header.as_bytes(), &blob].concat(),
+    };
+    let (status, headers, body) = send(&reqwest::Client::new(), &url, &request).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    let length: usize = headers[kserve::HEADER_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body[..length]).unwrap();
+    assert_eq!(json["model_name"], "lite0");
+    assert_eq!(json["id"], "batch-7");
+    assert_eq!(json["outputs"][0]["shape"], serde_json::json!([2, 3]));
+    let answers = Protocol::KServe.parse_answers(status, &body).unwrap();
+    let top1: Vec<Option<String>> = answers
+        .iter()
+        .map(|a| a.as_ref().unwrap().top1().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        top1,
+        [
+            Some("lesser panda".to_owned()),
+            Some("giant panda".to_owned())
+        ]
+    );
+    assert_eq!(state.images_classified(), 2);
+}
+
+/// An image the backend cannot decode, sent through every API: a refusal in each API's own
+/// shape and status (Baidu's inside an HTTP 200), read back as a service error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_images_are_refused_in_each_api_shape() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let http = reqwest::Client::new();
+    let garbage = b"\xff\xd8\xff this is not really a JPEG";
+    for protocol in Protocol::ALL {
+        let request = protocol.client_request(garbage, 5);
+        let (status, _, body) = send(&http, &url, &request).await;
+        let err = protocol.parse_answer(status, &body).unwrap_err();
+        let (expected_status, expected_kind) = match protocol {
+            // Google reports a bad image inside the batch answer: code 3, INVALID_ARGUMENT.
+            Protocol::GoogleVision => {
+                assert_eq!(status, 200);
+                assert!(
+                    matches!(&err, ProtocolError::ImageError { code: 3, message, .. }
+                        if message.contains("decoded")),
+                    "{err:?}"
+                );
+                continue;
+            }
+            Protocol::Rekognition => (400, "InvalidImageFormatException"),
+            Protocol::Baidu => (200, "error_code 216201"),
+            Protocol::FacePlusPlus => (400, "IMAGE_ERROR_UNSUPPORTED_FORMAT"),
+            Protocol::Azure => (400, "InvalidImageFormat"),
+            Protocol::KServe => (400, "Bad Request"),
+            Protocol::TorchServe => (400, "BadRequestException"),
+        };
+        assert_eq!(status, expected_status, "{protocol}");
+        let ProtocolError::Service { kind, message, .. } = &err else {
+            panic!("{protocol}: {err:?}");
+        };
+        assert_eq!(kind, expected_kind, "{protocol}: {message}");
+        assert!(message.contains("decoded"), "{protocol}: {message}");
+    }
+    assert_eq!(state.images_classified(), 0);
+}
+
+/// Face++ detect without a face detector: 503 in Face++'s shape, saying what is missing,
+/// before any work is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_detect_without_a_detector_says_so() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    assert!(!state.has_face_detector());
+    let request = facepp::detect_request(&common::photo("indoor", "0.jpg"), Some(("k", "s")));
+    let (status, _, body) = send(&reqwest::Client::new(), &url, &request).await;
+    assert_eq!(status, 503);
+    match Protocol::FacePlusPlus.parse_answer(status, &body) {
+        Err(ProtocolError::Service { kind, message, .. }) => {
+            assert_eq!(kind, "SERVICE_UNAVAILABLE");
+            assert!(message.contains("no face detector is loaded"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.images_classified(), 0);
+}
+
+/// A stand-in detector: one face in the middle quarter of the image.
+#[derive(Debug)]
+struct CentreFace;
+
+impl DetectFaces for CentreFace {
+    fn detect(&self, image: &image::RgbImage) -> Result<Vec<Region>, String> {
+        let (w, h) = (image.width() as f32, image.height() as f32);
+        Ok(vec![Region {
+            left: w / 4.0,
+            top: h / 4.0,
+            width: w / 2.0,
+            height: h / 2.0,
+            score: 0.9,
+        }])
+    }
+}
+
+/// Face++ detect runs the detector it is given on the decoded image and answers its faces
+/// in pixels; the scene operation on the same backend still classifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_detect_runs_the_given_detector() {
+    let cfg = BackendConfig::new(common::lite0()).with_faces(Arc::new(CentreFace));
+    let (url, state, _stop) = common::spawn_backend_with(cfg).await;
+    let http = reqwest::Client::new();
+    let photo = common::photo("objects", "2.jpg");
+    let (status, _, body) = send(&http, &url, &facepp::detect_request(&photo, None)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = Protocol::FacePlusPlus.parse_answer(status, &body).unwrap();
+    let expected = Answer::detections(vec![Region {
+        left: 128.0,
+        top: 128.0,
+        width: 256.0,
+        height: 256.0,
+        score: 1.0,
+    }]);
+    assert_eq!(answer, expected);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["face_num"], 1);
+
+    // The same image as `image_base64` in a urlencoded form.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let form = format!(
+        "api_key=k&api_secret=s&image_base64={}",
+        form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>()
+    );
+    let request = ClientRequest {
+        path_and_query: facepp::DETECT_PATH.to_owned(),
+        headers: vec![(
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+        body: form.into_bytes(),
+    };
+    let (status, _, body) = send(&http, &url, &request).await;
+    assert_eq!(
+        Protocol::FacePlusPlus.parse_answer(status, &body).unwrap(),
+        expected
+    );
+
+    let scene = Protocol::FacePlusPlus.client_request(&photo, 10);
+    let (status, _, body) = send(&http, &url, &scene).await;
+    let answer = Protocol::FacePlusPlus.parse_answer(status, &body).unwrap();
+    assert_eq!(answer.top1(), Some("African elephant"));
+    assert_eq!(state.images_classified(), 3);
+}
+
+/// With one slot and no queue, while a long Google batch holds the slot every API is refused
+/// at once with 429, `retry-after` and its own throttling shape, which our parsers recognise
+/// as throttling (so clients retry instead of counting a refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_backend_throttles_in_each_api_shape() {
+    let mut cfg = BackendConfig::new(common::lite0());
+    cfg.concurrency = 1;
+    cfg.queue = 0;
+    let (url, state, _stop) = common::spawn_backend_with(cfg).await;
+    let street = common::photo("street", "0.jpg");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&street);
+    let image = serde_json::json!({"image": {"content": b64}});
+    let batch = serde_json::json!({"requests": vec![image; 16]});
+    let http = reqwest::Client::new();
+    let long = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/images:annotate"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    while state.images_classified() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let small = common::photo("objects", "2.jpg");
+    for protocol in Protocol::ALL {
+        let (status, headers, body) = send(&http, &url, &protocol.client_request(&small, 5)).await;
+        assert_eq!(status, 429, "{protocol}");
+        assert_eq!(headers["retry-after"], "1", "{protocol}");
+        let err = protocol.parse_answer(status, &body).unwrap_err();
+        assert!(err.is_throttling(), "{protocol}: {err}");
+    }
+    assert_eq!(long.await.unwrap(), 200);
+    assert_eq!(state.images_classified(), 16);
+}
