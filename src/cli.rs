@@ -526,11 +526,15 @@ pub async fn run_backend(args: BackendArgs) -> Result<(), CliError> {
         let verifier = crate::sigv4::Verifier::from_env()
             .map_err(|e| CliError::Usage(format!("--aws-verify: {e}")))?;
         tracing::info!(
-            access_key_id = %verifier.creds.access_key_id,
             region = %verifier.region,
             "checking SigV4 signatures on the Rekognition route"
         );
         cfg.aws_verify = Some(verifier);
+    }
+    // Face++ detect is served by BlazeFace when its model sits beside the classifier.
+    let faces = args.model.with_file_name("blazeface-front-128.onnx");
+    if faces.exists() {
+        cfg.faces = Some(Arc::new(crate::backend::faces::FaceDetector::load(&faces)?));
     }
     let state = Arc::new(Backend::load(&cfg)?);
     let listener = tokio::net::TcpListener::bind(&args.listen)

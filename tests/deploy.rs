@@ -647,7 +647,7 @@ fn dockerfile_builds_like_the_readme_and_runs_unprivileged() {
     let readme = read(&root().join("README.md"));
     let documented = readme
         .lines()
-        .find(|l| l.contains("cargo build --release --locked"))
+        .find(|l| l.trim_start().starts_with("cargo build --release --locked"))
         .and_then(cargo_command);
     match documented {
         Some(cmd) => {

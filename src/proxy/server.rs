@@ -76,7 +76,15 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
                 Some((addr, state)) => (*addr, Arc::clone(state)),
                 None => {
                     let model = local_model(&cfg);
-                    let bcfg = BackendConfig::new(model.clone());
+                    let mut bcfg = BackendConfig::new(model.clone());
+                    // Face++ detect needs a face detector: BlazeFace, committed beside it.
+                    let faces = model.with_file_name("blazeface-front-128.onnx");
+                    if faces.exists() {
+                        match crate::backend::faces::FaceDetector::load(&faces) {
+                            Ok(d) => bcfg.faces = Some(Arc::new(d)),
+                            Err(e) => tracing::warn!(error = %e, "no face detector for Face++ detect"),
+                        }
+                    }
                     let state = tokio::task::spawn_blocking(move || Backend::load(&bcfg))
                         .await
                         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
