@@ -33,8 +33,8 @@
 //! - A binary answer's JSON length is not known without the response headers: the parser
 //!   reads one JSON value off the front and takes the rest as tensor data.
 //! - Errors are `{"error": "message"}` with a 4xx/5xx status; there are no per-image errors.
-//! - The local backend serves its one classifier under every model name. It reads the first
-//!   `BYTES` input, answers outputs `labels` (`BYTES`, the top-k class names) and `scores`
+//! - The local backend serves its one classifier under every model name. It classifies the
+//!   `BYTES` input holding the first image (or the first `BYTES` input), answers outputs `labels` (`BYTES`, the top-k class names) and `scores`
 //!   (`FP32`), `k` from the request's `parameters.top_k` (default [`DEFAULT_TOP_K`]), and
 //!   honours `binary_data` / `binary_data_output`. Triton's `classification` extension is not
 //!   served.
@@ -670,9 +670,9 @@ fn path_of(pointer: &str) -> String {
 /// Request-level errors: another path, a bad `Inference-Header-Content-Length`, a header that
 /// is not JSON, binary data that does not add up, no `BYTES` input, a `shape` that does not
 /// match the elements, a bad `top_k`, an output other than `labels` and `scores`. Every
-/// element of the first `BYTES` input is an image (raw bytes, or base64); an element that is
-/// not base64 where base64 is required is a per-image problem, which the renderer turns into a
-/// request error.
+/// element of the image input — the input of the first recognisable image, else the first
+/// `BYTES` input — is an image (raw bytes, or base64); an element that is not base64 where
+/// base64 is required is a per-image problem, which the renderer turns into a request error.
 pub fn parse_backend_request(
     path: &str,
     headers: &HeaderMap,
@@ -684,13 +684,15 @@ pub fn parse_backend_request(
     })?;
     let framed = frame(headers, body)?;
     let inputs = read_inputs(&framed)?;
-    let (i, input) = inputs
-        .iter()
-        .enumerate()
-        .find(|(_, input)| input.datatype == BYTES)
+    // The input holding the first recognisable image, else the first BYTES input.
+    let i = locate(&framed, &inputs)
+        .first()
+        .map(|located| located.input)
+        .or_else(|| inputs.iter().position(|input| input.datatype == BYTES))
         .ok_or(ProtocolError::MissingField {
             path: "inputs[] of datatype BYTES (encoded images)".to_owned(),
         })?;
+    let input = &inputs[i];
     let declared = &framed.header["inputs"][i];
     if let Some(shape) = declared.get("shape") {
         let count = shape
@@ -1248,10 +1250,20 @@ mod tests {
     fn backend_reads_json_and_binary_batches() {
         let (headers, body) = mixed_binary_request();
         let parsed = parse_backend_request("/v2/models/m/versions/2/infer", &headers, &body);
-        // The first BYTES input is the prompt: not an image, the classifier will refuse it.
+        // The prompt comes first but holds no image: the image input is classified.
         let parsed = parsed.unwrap();
-        assert_eq!(parsed.images.len(), 1);
-        assert_eq!(parsed.images[0].as_ref().unwrap().bytes, b"a photo of");
+        let images: Vec<&[u8]> = parsed
+            .images
+            .iter()
+            .map(|image| image.as_ref().unwrap().bytes.as_slice())
+            .collect();
+        assert_eq!(images, [JPEG_A, PNG_B]);
+
+        // Without any image, the first BYTES input is read (and the classifier refuses it).
+        let text =
+            br#"{"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi there!"]}]}"#;
+        let parsed = parse_backend_request("/v2/models/m/infer", &HeaderMap::new(), text).unwrap();
+        assert!(parsed.images[0].is_err(), "text is not base64");
 
         let body = fixture("kserve_request_json.json");
         let parsed = parse_backend_request("/v2/models/m/infer", &HeaderMap::new(), &body).unwrap();
@@ -1569,7 +1581,11 @@ mod tests {
         assert_eq!(slots[1].bytes(), Some(&smaller[..]));
         let parsed =
             parse_backend_request("/v2/models/m/infer", &new_headers, &rewritten.body).unwrap();
-        assert_eq!(parsed.images.len(), 1, "the prompt input is still first");
+        let second = parsed.images[1].as_ref().unwrap();
+        assert_eq!(
+            second.bytes, smaller,
+            "the backend reads the rewritten body"
+        );
 
         let unchanged = replace_images(&headers, &body, &[]).unwrap();
         assert_eq!(unchanged.body, body);
