@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults: no cloud account, no external server.
-# Fetches the sample photos, builds in release, and evaluates the shipped agent
-# (models/agent.json) against every fixed JPEG quality and the per-photo oracle on
-# the held-out photos, with the built-in local vision backend (EfficientNet-Lite0
-# behind the Google Vision wire format) started in-process on loopback.
-# Output: a table on stdout; eval-out/eval.json, CSV files and eval.svg.
+# Fetches the sample photos, builds in release (the same command as the Dockerfile), and
+# runs `adacompress demo`: the built-in vision backend (EfficientNet-Lite0 behind the Google
+# Vision wire format) and the proxy start in-process on loopback, the sample photos go
+# through the proxy as a client would send them, then a scenery change (night shots), and
+# the proxy estimates, retrains and recovers live.
+# Output: a table on stdout; eval-out/demo.json, demo.csv and demo.svg.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/fetch_photos.sh
-cargo run --release --locked -- eval --photos data/photos --agent models/agent.json \
-  --upstream local --json eval-out/eval.json "$@"
+cargo build --release --locked
+./target/release/adacompress demo --json eval-out/demo.json "$@"

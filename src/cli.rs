@@ -45,6 +45,155 @@ pub enum Command {
     Compress(CompressArgs),
     /// Time each stage of the request path per photo (run it on a release build).
     Bench(BenchArgs),
+    /// Run the upload proxy daemon.
+    Serve(ServeArgs),
+    /// The whole system live on embedded defaults: backend + proxy in-process, sample photos
+    /// through the proxy, a scenery change, estimate → retrain → recovery.
+    Demo(DemoArgs),
+    /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config/adacompress.toml); without it, defaults + environment.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Proxy listener (overrides proxy.listen).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin listener for /metrics, /healthz, /readyz, /agent (overrides proxy.admin_listen).
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// PROTOCOL=URL, repeatable (e.g. google=https://vision.googleapis.com, google=local).
+    #[arg(long)]
+    pub upstream: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sample photos (objects/, street/, indoor/), from scripts/fetch_photos.sh.
+    #[arg(long, default_value = "data/photos")]
+    pub photos: PathBuf,
+    /// The shipped agent.
+    #[arg(long, default_value = "models/agent.json")]
+    pub agent: PathBuf,
+    /// Learned state folder; a fresh temporary one when not given.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Photos before the scenery change.
+    #[arg(long, default_value_t = 230)]
+    pub day: usize,
+    /// Photos after it (darkened, noisy: night).
+    #[arg(long, default_value_t = 300)]
+    pub night: usize,
+    /// Rolling window for the plot.
+    #[arg(long, default_value_t = 20)]
+    pub window: usize,
+    /// Writes the figures here as JSON, with .csv and .svg beside it.
+    #[arg(long, default_value = "eval-out/demo.json")]
+    pub json: PathBuf,
+    /// Proxy config to start from (estimator settings); listeners and upstreams are the demo's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Do not start by learning the built-in backend on the day photos.
+    #[arg(long)]
+    pub no_warmup: bool,
+}
+
+/// `adacompress demo`.
+pub async fn run_demo(args: DemoArgs) -> Result<(), CliError> {
+    let base = crate::config::Config::load(args.config.as_deref(), std::env::vars())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let fresh = args.state_dir.is_none();
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("adacompress-demo-{}", std::process::id()))
+    });
+    if fresh {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    let cfg = crate::demo::DemoConfig {
+        photos: args.photos,
+        checkpoint: args.agent,
+        state_dir: state_dir.clone(),
+        day: args.day,
+        night: args.night,
+        window: args.window,
+        base,
+        warmup: !args.no_warmup,
+        progress: true,
+    };
+    let report = crate::demo::run(cfg).await.map_err(CliError::Usage)?;
+    print!("{}", crate::demo::table(&report));
+    crate::demo::write_files(&report, &args.json, args.window)?;
+    eprintln!(
+        "wrote {} (+ .csv, .svg); learned state in {}",
+        args.json.display(),
+        state_dir.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET.
+    #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+    pub url: String,
+    /// Seconds to wait.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+}
+
+/// The configuration `serve` runs with: file, then environment, then flags.
+pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, CliError> {
+    let mut cfg = crate::config::Config::load(args.config.as_deref(), std::env::vars())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(a) = args.listen {
+        cfg.proxy.listen = a;
+    }
+    if let Some(a) = args.admin_listen {
+        cfg.proxy.admin_listen = a;
+    }
+    for u in &args.upstream {
+        cfg.add_upstream_flag(u)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    Ok(cfg)
+}
+
+/// `adacompress serve`: runs until SIGTERM/SIGINT, then drains and exits 0.
+pub async fn run_serve(cfg: crate::config::Config) -> Result<(), CliError> {
+    let resign =
+        crate::proxy::resign_from_config(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+    let server = crate::proxy::server::start(cfg, resign)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// `adacompress healthcheck`.
+pub async fn run_healthcheck(args: HealthcheckArgs) -> Result<(), CliError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .build()
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let resp = client
+        .get(&args.url)
+        .send()
+        .await
+        .map_err(|e| CliError::Io(format!("{}: {e}", args.url)))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(CliError::Io(format!(
+            "{} answered {}",
+            args.url,
+            resp.status()
+        )))
+    }
 }
 
 /// Everything that can go wrong in a command, each with a message naming what to fix.
@@ -92,6 +241,11 @@ pub struct BackendArgs {
     /// Requests that may wait for a slot before the backend answers 429.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+    /// Check SigV4 signatures on the Rekognition route (403 when they do not verify),
+    /// against the key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)
+    /// and the region in AWS_REGION.
+    #[arg(long)]
+    pub aws_verify: bool,
 }
 
 /// Where the service is and how to talk to it.
@@ -368,6 +522,16 @@ pub async fn run_backend(args: BackendArgs) -> Result<(), CliError> {
         cfg.concurrency = c;
     }
     cfg.queue = args.queue;
+    if args.aws_verify {
+        let verifier = crate::sigv4::Verifier::from_env()
+            .map_err(|e| CliError::Usage(format!("--aws-verify: {e}")))?;
+        tracing::info!(
+            access_key_id = %verifier.creds.access_key_id,
+            region = %verifier.region,
+            "checking SigV4 signatures on the Rekognition route"
+        );
+        cfg.aws_verify = Some(verifier);
+    }
     let state = Arc::new(Backend::load(&cfg)?);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -15,7 +15,8 @@
 //! 4. [`action`] applies it: downscale and/or re-encode, or keep the original when
 //!    the result would not be smaller.
 //! 5. [`client`] sends the bytes to the vision service and parses the answer;
-//!    answers are cached in the embedded SQLite [`store`].
+//!    answers are cached in the embedded SQLite [`store`]. Rekognition signs the
+//!    body, so the proxy re-signs the request with its own key ([`sigv4`]).
 //!
 //! The learning loop beside it:
 //!
@@ -37,11 +38,15 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod config;
+pub mod demo;
 pub mod eval;
 pub mod learn;
 pub mod model;
 pub mod photos;
 pub mod progress;
 pub mod protocol;
+pub mod proxy;
 pub mod report;
+pub mod sigv4;
 pub mod store;

@@ -16,13 +16,29 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` logs as its config says (JSON by default); every other command logs text.
+    let serve_config = match &args.command {
+        Command::Serve(a) => Some(cli::serve_config(a)?),
+        _ => None,
+    };
+    let (format, level) = serve_config.as_ref().map_or(("text", "info"), |c| {
+        (c.log.format.as_str(), c.log.level.as_str())
+    });
+    // The demo's own proxy would log every photo; its table and plot say it better.
+    let level = match &args.command {
+        Command::Demo(_) => "info,adacompress::proxy=warn",
+        _ => level,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -33,6 +49,12 @@ fn run() -> anyhow::Result<()> {
             Command::Eval(a) => cli::run_eval(a).await,
             Command::Compress(a) => cli::run_compress(a),
             Command::Bench(a) => cli::run_bench(a),
+            Command::Serve(_) => match serve_config {
+                Some(cfg) => cli::run_serve(cfg).await,
+                None => Ok(()),
+            },
+            Command::Healthcheck(a) => cli::run_healthcheck(a).await,
+            Command::Demo(a) => cli::run_demo(a).await,
         }
     })?;
     Ok(())

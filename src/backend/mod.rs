@@ -19,6 +19,10 @@
 //! ([`DetectFaces`], given with [`BackendConfig::with_faces`]); without one it answers
 //! 503 in Face++'s error shape, naming what is missing.
 //!
+//! With [`BackendConfig::aws_verify`] set (`adacompress backend --aws-verify`), the
+//! Rekognition route checks each request's SigV4 signature as AWS does and answers
+//! 403 `InvalidSignatureException` when it does not verify ([`crate::sigv4`]).
+//!
 //! Classification is CPU-bound and runs on the blocking pool, at most
 //! `concurrency` images at a time; at most `queue` more requests wait for a slot,
 //! and beyond that the backend answers 429 at once, in the API's own throttling
@@ -41,14 +45,12 @@ use tokio::sync::Semaphore;
 
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
-use crate::protocol::{Answer, ImageProblem, Label, Protocol, ProtocolError, Region, Task};
+use crate::protocol::{Answer, ImageProblem, Label, Protocol, ProtocolError, Task};
+use crate::sigv4::Verifier;
 
-/// A face detector for Face++ `detect`: finds face rectangles in an upright RGB image.
-pub trait DetectFaces: Send + Sync + std::fmt::Debug {
-    /// The faces in `image`, in its pixels; the `Err` says what went wrong on our side
-    /// (answered as an internal error).
-    fn detect(&self, image: &image::RgbImage) -> Result<Vec<Region>, String>;
-}
+pub mod faces;
+
+pub use faces::DetectFaces;
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -69,6 +71,9 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// The face detector behind Face++ `detect`; `None` answers 503 there.
     pub faces: Option<Arc<dyn DetectFaces>>,
+    /// Check SigV4 signatures on the Rekognition route against this key and region
+    /// (403 when they do not verify); `None` accepts any request, signed or not.
+    pub aws_verify: Option<Verifier>,
 }
 
 impl BackendConfig {
@@ -89,6 +94,7 @@ impl BackendConfig {
             max_body_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
             faces: None,
+            aws_verify: None,
         }
     }
 
@@ -179,6 +185,10 @@ pub struct Backend {
     throttled: AtomicU64,
     /// The face detector behind Face++ `detect`, if one is loaded.
     faces: Option<Arc<dyn DetectFaces>>,
+    /// Signature check for Rekognition requests, when enabled.
+    aws_verify: Option<Verifier>,
+    /// Rekognition requests whose signature verified (tests prove re-signing with it).
+    signatures_verified: AtomicU64,
 }
 
 impl Backend {
@@ -202,6 +212,8 @@ impl Backend {
             images: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             faces: cfg.faces.clone(),
+            aws_verify: cfg.aws_verify.clone(),
+            signatures_verified: AtomicU64::new(0),
         }
     }
 
@@ -226,6 +238,12 @@ impl Backend {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Rekognition requests whose SigV4 signature verified since start (0 when
+    /// verification is off).
+    pub fn signatures_verified(&self) -> u64 {
+        self.signatures_verified.load(Ordering::Relaxed)
+    }
+
     /// The classifier.
     pub fn classifier(&self) -> &Classifier {
         &self.classifier
@@ -240,7 +258,7 @@ pub fn app(state: Arc<Backend>) -> Router {
             crate::protocol::google::PATH,
             serve_as(Protocol::GoogleVision),
         )
-        .route("/", serve_as(Protocol::Rekognition))
+        .route("/", post(rekognition))
         .route(crate::protocol::baidu::PATH, serve_as(Protocol::Baidu))
         .route(
             crate::protocol::facepp::SCENE_PATH,
@@ -297,6 +315,26 @@ fn serve_as(protocol: Protocol) -> MethodRouter<Arc<Backend>> {
             handle(protocol, s, uri, headers, body)
         },
     )
+}
+
+/// Rekognition's route: the signature check (when enabled) before the common handling.
+async fn rekognition(
+    State(s): State<Arc<Backend>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(verifier) = &s.aws_verify {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
+        if let Err(e) = checked {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "rekognition request rejected: signature");
+            return invalid_signature(&e.to_string());
+        }
+        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
+    }
+    handle(Protocol::Rekognition, s, uri, headers, body).await
 }
 
 async fn handle(
@@ -377,6 +415,20 @@ impl Backend {
             .map_err(ImageProblem::Internal)?;
         Ok(Answer::detections(regions))
     }
+}
+
+/// 403 as AWS answers a request whose signature does not verify.
+fn invalid_signature(message: &str) -> Response {
+    let kind = "InvalidSignatureException";
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("content-type", crate::protocol::rekognition::CONTENT_TYPE),
+            ("x-amzn-errortype", kind),
+        ],
+        serde_json::json!({"__type": kind, "Message": message}).to_string(),
+    )
+        .into_response()
 }
 
 /// 429 in the API's own shape, with `retry-after`.

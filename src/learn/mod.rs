@@ -2,6 +2,8 @@
 //! the photo environment that connects them to a real vision service.
 
 pub mod augment;
+pub mod estimator;
+pub mod online;
 pub mod photos_env;
 pub mod reward;
 pub mod trainer;

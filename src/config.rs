@@ -1,0 +1,606 @@
+//! `adacompress serve` settings: one TOML file, then `ADACOMPRESS_SECTION__KEY` environment
+//! overrides, then command-line flags. Every key has a default, so an empty file (or none)
+//! is a valid configuration once an upstream is named.
+//!
+//! Errors name the key, the value and what was expected, and say where the value came from
+//! (the file or the environment variable), e.g.
+//! `estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN): must be in 0..=1`.
+//!
+//! Upstreams are a table of protocol → URL (`[upstreams] google = "https://…"`), so the
+//! environment can set them like any other key (`ADACOMPRESS_UPSTREAMS__GOOGLE=…`). The URL
+//! `local` starts the built-in vision backend in the process, on loopback.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::learn::Accuracy;
+use crate::protocol::Protocol;
+
+/// Environment variables with this prefix override config keys.
+pub const ENV_PREFIX: &str = "ADACOMPRESS_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    /// Protocol name → upstream base URL (`https://vision.googleapis.com`) or `local`.
+    pub upstreams: BTreeMap<String, String>,
+    pub agent: AgentConfig,
+    pub limits: LimitsConfig,
+    pub estimator: EstimatorConfig,
+    pub state: StateConfig,
+    pub aws: AwsConfig,
+    pub log: LogConfig,
+}
+
+/// `[proxy]`: listeners, body limit, timeouts, CPU pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Largest request body accepted; larger gets 413 naming this key.
+    pub max_body_bytes: usize,
+    /// Whole upstream exchange; beyond it the client gets 504.
+    pub upstream_timeout_secs: f64,
+    /// TCP/TLS connect to the upstream; failing it gives 502.
+    pub connect_timeout_secs: f64,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub drain_secs: f64,
+    /// Images compressed at the same time (0 = one per core).
+    pub cpu_workers: usize,
+    /// Images allowed to wait for a worker; beyond that the original goes through.
+    pub cpu_queue: usize,
+}
+
+/// `[agent]`: which learned agent decides, and clamps on what it may pick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Shipped checkpoint used when the state directory has no learned one yet.
+    pub checkpoint: PathBuf,
+    /// Lowest JPEG quality the proxy will upload (imgproxy-style clamp).
+    pub min_quality: u8,
+    /// Highest JPEG quality; a forced quality is clamped too.
+    pub max_quality: u8,
+}
+
+/// `[limits]`: decode guards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest image (width × height) decoded, checked from the header.
+    pub max_pixels: u64,
+}
+
+/// `[estimator]`: the inference–estimate–retrain loop (DESIGN §2 with the paper's values
+/// where they fit; deviations are commented in `config/adacompress.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimatorConfig {
+    pub enabled: bool,
+    pub p_est_initial: f64,
+    pub p_est_min: f64,
+    pub p_est_max: f64,
+    /// Estimates averaged for the accuracy that moves the state machine (paper: n = 10).
+    pub window: usize,
+    /// Enter retraining below this mean agreement (paper: A₀ = 0.8).
+    pub accuracy_threshold: f64,
+    /// Leave retraining only when the agent's own choices agree at least this often.
+    pub recovered_accuracy: f64,
+    /// Paper's exit condition on mean reward `acc − size_weight·size/size_ref`; `None` skips it.
+    pub reward_threshold: Option<f64>,
+    pub size_weight: f64,
+    /// `p_est −= slope_gain × slope of recent accuracy` (paper: 3).
+    pub slope_gain: f64,
+    pub accuracy: Accuracy,
+    /// Cap on bytes uploaded for estimation per minute (0 = no cap).
+    pub budget_bytes_per_minute: u64,
+    /// Images explored at ε = 1 after entering retraining (paper: 128).
+    pub explore_images: usize,
+    /// Learn every this many estimates while retraining (paper: 5).
+    pub learn_every: usize,
+    /// Replay memory size (paper: 2000).
+    pub memory: usize,
+    /// Training batch (paper: 256).
+    pub batch: usize,
+    /// Adam steps per learning call.
+    pub steps_per_learn: usize,
+    /// Agreement the re-tuned cheapest-safe threshold aims for on the memory.
+    pub target_agreement: f64,
+    /// What clients get while retraining: `original` (the answer for their own bytes; the
+    /// explored re-encode is uploaded beside it) or `explore` (the paper: the explored one).
+    pub retrain_serves: RetrainServes,
+}
+
+/// What the client's request carries while the agent retrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainServes {
+    Original,
+    Explore,
+}
+
+/// `[state]`: where learned state lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Holds `state.sqlite` (memory buffer, estimator) and `checkpoints/agent-v{N}.json`.
+    pub dir: PathBuf,
+}
+
+/// `[aws]`: the proxy's own credentials for re-signing Rekognition requests. Prefer the
+/// standard `AWS_*` environment variables or a mounted secret; never commit keys.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsConfig")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "***"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `text`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `adacompress=debug`.
+    pub level: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_body_bytes: 20 * 1024 * 1024,
+            upstream_timeout_secs: 30.0,
+            connect_timeout_secs: 5.0,
+            drain_secs: 20.0,
+            cpu_workers: 0,
+            cpu_queue: 16,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            checkpoint: PathBuf::from("models/agent.json"),
+            min_quality: 5,
+            max_quality: 95,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_pixels: crate::codec::Limits::default().max_pixels,
+        }
+    }
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            enabled: true,
+            p_est_initial: 0.2,
+            p_est_min: 0.04,
+            p_est_max: 0.95,
+            window: 10,
+            accuracy_threshold: 0.8,
+            recovered_accuracy: 0.9,
+            reward_threshold: None,
+            size_weight: 1.0,
+            slope_gain: 3.0,
+            accuracy: Accuracy::Top1,
+            budget_bytes_per_minute: 0,
+            explore_images: 32,
+            learn_every: 5,
+            memory: 2000,
+            batch: 256,
+            steps_per_learn: 20,
+            target_agreement: 0.95,
+            retrain_serves: RetrainServes::Original,
+        }
+    }
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("state"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "json".to_owned(),
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration problem; the message names the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{key} = {value} ({origin}): {message}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: String,
+        message: String,
+    },
+}
+
+/// Where each overridden key came from, for error messages.
+#[derive(Debug, Default, Clone)]
+struct Origins(BTreeMap<String, String>);
+
+impl Origins {
+    fn of(&self, key: &str, file: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| format!("from {file}"))
+    }
+}
+
+/// An upstream the proxy forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub protocol: Protocol,
+    /// Base URL without a trailing slash, or `local`.
+    pub url: String,
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `ADACOMPRESS_*` variables from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file_name = path.map_or("defaults".to_owned(), |p| p.display().to_string());
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        origin: file_name.clone(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut origins = Origins::default();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let table = doc
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(table) = table.as_table_mut() else {
+                return Err(ConfigError::Parse {
+                    origin: format!("from {name}"),
+                    message: format!("`{section}` is not a table in {file_name}"),
+                });
+            };
+            table.insert(key.clone(), env_value(&value));
+            origins
+                .0
+                .insert(format!("{section}.{key}"), format!("from {name}"));
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let key = e.path().to_string();
+                let origin = origins.of(&key, &file_name);
+                ConfigError::Parse {
+                    origin,
+                    message: format!("{key}: {}", e.inner().message()),
+                }
+            },
+        )?;
+        config.validate(&origins, &file_name)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origins: &Origins, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value,
+            origin: origins.of(key, file),
+            message: message.to_owned(),
+        };
+        let e = &self.estimator;
+        for (key, v) in [
+            ("estimator.p_est_initial", e.p_est_initial),
+            ("estimator.p_est_min", e.p_est_min),
+            ("estimator.p_est_max", e.p_est_max),
+            ("estimator.accuracy_threshold", e.accuracy_threshold),
+            ("estimator.recovered_accuracy", e.recovered_accuracy),
+            ("estimator.target_agreement", e.target_agreement),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, v.to_string(), "must be in 0..=1"));
+            }
+        }
+        if e.p_est_min > e.p_est_max {
+            return Err(bad(
+                "estimator.p_est_min",
+                e.p_est_min.to_string(),
+                &format!("must not exceed estimator.p_est_max = {}", e.p_est_max),
+            ));
+        }
+        for (key, v) in [
+            ("estimator.window", e.window),
+            ("estimator.learn_every", e.learn_every),
+            ("estimator.memory", e.memory),
+            ("estimator.batch", e.batch),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "0".into(), "must be at least 1"));
+            }
+        }
+        let a = &self.agent;
+        for (key, q) in [
+            ("agent.min_quality", a.min_quality),
+            ("agent.max_quality", a.max_quality),
+        ] {
+            if !(1..=100).contains(&q) {
+                return Err(bad(key, q.to_string(), "must be in 1..=100"));
+            }
+        }
+        if a.min_quality > a.max_quality {
+            return Err(bad(
+                "agent.min_quality",
+                a.min_quality.to_string(),
+                &format!("must not exceed agent.max_quality = {}", a.max_quality),
+            ));
+        }
+        let p = &self.proxy;
+        if p.max_body_bytes == 0 {
+            return Err(bad("proxy.max_body_bytes", "0".into(), "must be positive"));
+        }
+        for (key, v) in [
+            ("proxy.upstream_timeout_secs", p.upstream_timeout_secs),
+            ("proxy.connect_timeout_secs", p.connect_timeout_secs),
+            ("proxy.drain_secs", p.drain_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(
+                    key,
+                    v.to_string(),
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        if self.limits.max_pixels == 0 {
+            return Err(bad("limits.max_pixels", "0".into(), "must be positive"));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return Err(bad(
+                "log.format",
+                self.log.format.clone(),
+                "must be json or text",
+            ));
+        }
+        self.upstream_list_checked(origins, file)?;
+        Ok(())
+    }
+
+    fn upstream_list_checked(
+        &self,
+        origins: &Origins,
+        file: &str,
+    ) -> Result<Vec<Upstream>, ConfigError> {
+        self.upstreams
+            .iter()
+            .map(|(name, url)| {
+                let key = format!("upstreams.{name}");
+                let bad = |message: String| ConfigError::Invalid {
+                    key: key.clone(),
+                    value: url.clone(),
+                    origin: origins.of(&key, file),
+                    message,
+                };
+                let protocol: Protocol = name.parse().map_err(|e| bad(format!("{e}")))?;
+                let url = url.trim_end_matches('/').to_owned();
+                if url != "local" && !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad(
+                        "must be an http:// or https:// base URL, or `local`".to_owned()
+                    ));
+                }
+                Ok(Upstream { protocol, url })
+            })
+            .collect()
+    }
+
+    /// The upstreams in a stable order (by protocol name).
+    pub fn upstream_list(&self) -> Vec<Upstream> {
+        self.upstream_list_checked(&Origins::default(), "config")
+            .unwrap_or_default()
+    }
+
+    /// Sets an upstream from a `PROTOCOL=URL` flag.
+    pub fn add_upstream_flag(&mut self, flag: &str) -> Result<(), ConfigError> {
+        let Some((name, url)) = flag.split_once('=') else {
+            return Err(ConfigError::Invalid {
+                key: "--upstream".into(),
+                value: flag.to_owned(),
+                origin: "from the command line".into(),
+                message: "expected PROTOCOL=URL, e.g. google=https://vision.googleapis.com or google=local".into(),
+            });
+        };
+        self.upstreams.insert(name.to_owned(), url.to_owned());
+        let origins = Origins(BTreeMap::from([(
+            format!("upstreams.{name}"),
+            "from --upstream".to_owned(),
+        )]));
+        self.upstream_list_checked(&origins, "config").map(|_| ())
+    }
+
+    /// The decode limits.
+    pub fn codec_limits(&self) -> crate::codec::Limits {
+        crate::codec::Limits {
+            max_bytes: self.proxy.max_body_bytes,
+            max_pixels: self.limits.max_pixels,
+        }
+    }
+}
+
+/// An environment value as TOML: numbers and booleans as such, anything else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>()
+        && raw.chars().any(|c| c.is_ascii_digit())
+    {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_parses_and_has_the_paper_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/adacompress.toml");
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(c.estimator.window, 10);
+        assert_eq!(c.estimator.accuracy_threshold, 0.8);
+        assert_eq!(c.estimator.p_est_max, 0.95);
+        assert_eq!(c.estimator.memory, 2000);
+        assert_eq!(c.proxy.admin_listen.port(), 9090);
+        assert_eq!(c.upstream_list().len(), 1);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_errors_name_the_variable() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "0.1"),
+                ("ADACOMPRESS_PROXY__LISTEN", "0.0.0.0:8081"),
+                ("ADACOMPRESS_UPSTREAMS__GOOGLE", "http://127.0.0.1:9000/"),
+                ("ADACOMPRESS_ESTIMATOR__ENABLED", "false"),
+                ("OTHER_VAR", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.estimator.p_est_min, 0.1);
+        assert!(!c.estimator.enabled);
+        assert_eq!(c.proxy.listen.port(), 8081);
+        assert_eq!(c.upstream_list()[0].url, "http://127.0.0.1:9000");
+
+        let err = Config::load(None, env(&[("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("estimator.p_est_min"), "{err}");
+        assert!(err.contains("ADACOMPRESS_ESTIMATOR__P_EST_MIN"), "{err}");
+        assert!(err.contains("0..=1"), "{err}");
+
+        let err = Config::load(None, env(&[("ADACOMPRESS_PROXY__LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.listen"), "{err}");
+        assert!(err.contains("ADACOMPRESS_PROXY__LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_upstreams_are_named() {
+        let dir = std::env::temp_dir().join(format!("adacompress-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[proxy]\nlisten_port = 1\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+
+        std::fs::write(&path, "[upstreams]\nfoo = \"http://x\"\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstreams.foo"), "{err}");
+
+        std::fs::write(&path, "[upstreams]\ngoogle = \"ftp://x\"\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstreams.google = ftp://x"), "{err}");
+
+        let mut c = Config::default();
+        assert!(c.add_upstream_flag("google").is_err());
+        c.add_upstream_flag("rekognition=local").unwrap();
+        assert_eq!(c.upstream_list()[0].protocol, Protocol::Rekognition);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = Config {
+            aws: AwsConfig {
+                access_key_id: Some("AKIDEXAMPLE".into()),
+                secret_access_key: Some("wJalrXUtnFEMI/K7MDENG".into()),
+                ..AwsConfig::default()
+            },
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI"));
+        assert!(!shown.contains("AKIDEXAMPLE"));
+    }
+}

@@ -1,0 +1,713 @@
+//! The proxy's learner: the live agent, the [`Estimator`], the replay memory in SQLite, and a
+//! learning thread that fine-tunes a copy of the head and swaps it in.
+//!
+//! The request path only ever takes a read lock for an `Arc` clone of the live head
+//! ([`Online::decide`]); learning happens on its own thread on a copy, and the swap is one
+//! pointer store under a write lock, so requests never wait for training.
+//!
+//! What one estimate teaches. Quality is monotone enough that one comparison says more than
+//! one bit: if the upload at quality q agreed with the original, every higher quality (at the
+//! same size) is taken to agree too; if it disagreed, every lower one is taken to disagree.
+//! Keeping the original always agrees. These implied labels train the head's other outputs
+//! as well (a cheap stand-in for the full feedback offline training has).
+//!
+//! After each learning call the cheapest-safe threshold is re-tuned on the memory: the
+//! smallest threshold whose choices, where the memory implies their outcome, agree at least
+//! `target_agreement` of the time.
+//!
+//! State survives restarts: the memory rows and the estimator (as JSON) live in
+//! `state.sqlite`; each new head is written as `checkpoints/agent-v{N}.json` (the newest
+//! one is loaded at start-up, the shipped checkpoint otherwise).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use image::RgbImage;
+use ndarray::Array2;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::action::{Action, ActionSet};
+use crate::agent::checkpoint::BackboneInfo;
+use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, TrainingStats};
+use crate::codec::EncoderMode;
+use crate::config::EstimatorConfig;
+use crate::learn::estimator::{Estimator, Event, Mode, Sample};
+use crate::model::{ImageModel, ModelError};
+use crate::store::{MemoryRow, Store, StoreError};
+
+/// Key of the estimator's JSON in the `kv` table.
+const KV_ESTIMATOR: &str = "estimator";
+/// Checkpoints kept in `checkpoints/` (older ones are deleted).
+const KEEP_CHECKPOINTS: usize = 5;
+
+/// Errors opening the learner.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot start the learning thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The head and policy requests are decided with, and their version.
+#[derive(Debug, Clone)]
+pub struct LiveHead {
+    pub head: QHead,
+    pub policy: Policy,
+    pub version: u64,
+}
+
+/// What the agent decided for one image.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub features: Arc<[f32]>,
+    /// The policy's own choice.
+    pub greedy: usize,
+    /// The action to upload (differs from `greedy` when exploring).
+    pub action: usize,
+    pub version: u64,
+}
+
+/// How one estimate went, for one image.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub features: Arc<[f32]>,
+    pub action: usize,
+    pub greedy: bool,
+    pub agree: bool,
+    pub size_ratio: f32,
+}
+
+/// A snapshot for `GET /agent` and the metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub state: &'static str,
+    pub version: u64,
+    pub p_est: f64,
+    pub recent_accuracy: Option<f64>,
+    pub retrain_accuracy: Option<f64>,
+    pub epsilon: f64,
+    pub memory: usize,
+    pub estimates: u64,
+    pub retrains: u64,
+    pub state_seconds: f64,
+    pub threshold: Option<f32>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+struct Inner {
+    estimator: Estimator,
+    memory: Vec<MemoryRow>,
+    rng: StdRng,
+    mode_since: Instant,
+    budget_window: Instant,
+    budget_spent: u64,
+    last_checkpoint: Option<PathBuf>,
+}
+
+enum Job {
+    Learn(Vec<MemoryRow>),
+}
+
+/// The live agent and everything that teaches it.
+pub struct Online {
+    backbone: ImageModel,
+    pub actions: ActionSet,
+    pub encoder: EncoderMode,
+    backbone_info: BackboneInfo,
+    adam: crate::agent::AdamConfig,
+    training: TrainingStats,
+    live: RwLock<Arc<LiveHead>>,
+    inner: Mutex<Inner>,
+    store: Store,
+    cfg: EstimatorConfig,
+    checkpoint_dir: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    learning: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+impl std::fmt::Debug for Online {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Online")
+            .field("actions", &self.actions.name)
+            .field("checkpoint_dir", &self.checkpoint_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Online {
+    /// Opens the learner: the newest checkpoint in `state_dir/checkpoints` (else `shipped`),
+    /// the memory and estimator from `state_dir/state.sqlite`, and starts the learning
+    /// thread.
+    pub fn open(
+        shipped: &Path,
+        state_dir: &Path,
+        cfg: EstimatorConfig,
+        seed: u64,
+    ) -> Result<Arc<Online>, OnlineError> {
+        let checkpoint_dir = state_dir.join("checkpoints");
+        let newest = newest_checkpoint(&checkpoint_dir);
+        let (path, ckpt) = match newest {
+            Some(p) => match Checkpoint::read(&p) {
+                Ok(c) => (p, c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "newest learned checkpoint unreadable; using the shipped one");
+                    (shipped.to_path_buf(), Checkpoint::read(shipped)?)
+                }
+            },
+            None => (shipped.to_path_buf(), Checkpoint::read(shipped)?),
+        };
+        // The backbone always comes from the shipped checkpoint's folder (models/), checked
+        // against the hash the loaded checkpoint names.
+        let shipped_ckpt = Checkpoint::read(shipped)?;
+        let backbone_path = shipped_ckpt.resolve_backbone(shipped);
+        let backbone = ImageModel::load(&backbone_path, ckpt.backbone.side)?;
+        if backbone.sha256() != ckpt.backbone.sha256 {
+            return Err(CheckpointError::BackboneMismatch {
+                expected: ckpt.backbone.sha256.clone(),
+                found: backbone.sha256().to_string(),
+                path: backbone_path,
+            }
+            .into());
+        }
+        let head = ckpt.head()?;
+        let store = Store::open(&state_dir.join("state.sqlite"))?;
+        let estimator = match store.get_kv(KV_ESTIMATOR)? {
+            Some(json) => match serde_json::from_str::<Estimator>(&json) {
+                Ok(saved) => Estimator::restore(saved, cfg.clone()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored estimator state unreadable; starting fresh");
+                    Estimator::new(cfg.clone())
+                }
+            },
+            None => Estimator::new(cfg.clone()),
+        };
+        let memory = store.load_memory()?;
+        tracing::info!(
+            checkpoint = %path.display(),
+            version = ckpt.version,
+            memory = memory.len(),
+            state = ?estimator.mode,
+            "agent loaded"
+        );
+        let live = LiveHead {
+            head,
+            policy: ckpt.policy.clone(),
+            version: ckpt.version,
+        };
+        let online = Arc::new(Online {
+            backbone,
+            encoder: ckpt.action_set.encoder,
+            actions: ckpt.action_set.clone(),
+            backbone_info: ckpt.backbone.clone(),
+            adam: ckpt.adam,
+            training: ckpt.training.clone(),
+            live: RwLock::new(Arc::new(live)),
+            inner: Mutex::new(Inner {
+                estimator,
+                memory,
+                rng: StdRng::seed_from_u64(seed),
+                mode_since: Instant::now(),
+                budget_window: Instant::now(),
+                budget_spent: 0,
+                last_checkpoint: (path != shipped).then_some(path),
+            }),
+            store,
+            cfg,
+            checkpoint_dir,
+            jobs: Mutex::new(None),
+            learning: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let weak = Arc::downgrade(&online);
+        std::thread::Builder::new()
+            .name("adacompress-learner".into())
+            .spawn(move || learner_loop(weak, rx))
+            .map_err(OnlineError::Thread)?;
+        *online.jobs.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        Ok(online)
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live head (an `Arc` clone; never blocks on training).
+    pub fn live(&self) -> Arc<LiveHead> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The backbone's input side.
+    pub fn side(&self) -> u32 {
+        self.backbone.side()
+    }
+
+    /// Decides for an upright image whose encoded form has `encoded_bytes` bytes; explores
+    /// with the estimator's current ε. CPU-bound: call it from a blocking thread.
+    pub fn decide(&self, image: &RgbImage, encoded_bytes: usize) -> Result<Decision, ModelError> {
+        let out = self.backbone.run(image)?;
+        let features: Arc<[f32]> =
+            crate::agent::state_vector(&out, encoded_bytes, image.width(), image.height()).into();
+        let live = self.live();
+        let q = live.head.predict(&features);
+        let greedy = live.policy.decide(&q, &self.actions);
+        let action = {
+            let mut inner = self.inner();
+            let eps = inner.estimator.epsilon();
+            if eps > 0.0 && inner.rng.random::<f64>() < eps {
+                inner.rng.random_range(0..self.actions.len())
+            } else {
+                greedy
+            }
+        };
+        Ok(Decision {
+            features,
+            greedy,
+            action,
+            version: live.version,
+        })
+    }
+
+    /// How answers are compared (`estimator.accuracy`).
+    pub fn accuracy(&self) -> crate::learn::Accuracy {
+        self.cfg.accuracy
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.inner().estimator.mode
+    }
+
+    /// Draws whether this request is estimated.
+    pub fn draw_estimate(&self) -> bool {
+        let mut inner = self.inner();
+        let xi = inner.rng.random::<f64>();
+        inner.estimator.should_estimate(xi)
+    }
+
+    /// Reserves `bytes` of the per-minute estimation budget; `false` when it would exceed it.
+    pub fn try_spend(&self, bytes: u64) -> bool {
+        let cap = self.cfg.budget_bytes_per_minute;
+        if cap == 0 {
+            return true;
+        }
+        let mut inner = self.inner();
+        if inner.budget_window.elapsed() >= Duration::from_secs(60) {
+            inner.budget_window = Instant::now();
+            inner.budget_spent = 0;
+        }
+        if inner.budget_spent + bytes > cap {
+            return false;
+        }
+        inner.budget_spent += bytes;
+        true
+    }
+
+    /// Counts an estimate in flight (for the `estimate` state); drop the guard when done.
+    pub fn estimate_guard(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Records compared answers (one per image of a request): updates the estimator,
+    /// appends to the memory, persists, and schedules learning.
+    pub fn record(&self, observed: &[Observed]) -> Vec<Event> {
+        let mut all = Vec::new();
+        let mut learn_batch = None;
+        {
+            let mut inner = self.inner();
+            for o in observed {
+                let sample = Sample {
+                    agree: o.agree,
+                    reward: f64::from(u8::from(o.agree))
+                        - self.cfg.size_weight * f64::from(o.size_ratio),
+                    greedy: o.greedy,
+                };
+                let events = inner.estimator.record(sample);
+                for e in &events {
+                    match e {
+                        Event::EnteredRetrain => {
+                            tracing::warn!(
+                                accuracy = ?inner.estimator.recent_accuracy(),
+                                "agreement fell below the threshold; retraining"
+                            );
+                            inner.memory.clear();
+                            inner.mode_since = Instant::now();
+                            if let Err(e) = self.store.clear_memory() {
+                                tracing::error!(error = %e, "cannot clear the stored memory");
+                            }
+                        }
+                        Event::Recovered => {
+                            tracing::info!(
+                                accuracy = ?inner.estimator.recent_accuracy(),
+                                "agent recovered; back to inference"
+                            );
+                            inner.mode_since = Instant::now();
+                        }
+                        Event::Learn => {}
+                    }
+                }
+                let row = MemoryRow {
+                    features: o.features.to_vec(),
+                    action: o.action,
+                    agree: o.agree,
+                    size_ratio: o.size_ratio,
+                };
+                if let Err(e) = self.store.push_memory(&row, self.cfg.memory) {
+                    tracing::error!(error = %e, "cannot persist a memory row");
+                }
+                inner.memory.push(row);
+                let excess = inner.memory.len().saturating_sub(self.cfg.memory);
+                inner.memory.drain(..excess);
+                if events.contains(&Event::Learn) || events.contains(&Event::Recovered) {
+                    learn_batch = Some(inner.memory.clone());
+                }
+                all.extend(events);
+            }
+            match serde_json::to_string(&inner.estimator) {
+                Ok(json) => {
+                    if let Err(e) = self.store.put_kv(KV_ESTIMATOR, &json) {
+                        tracing::error!(error = %e, "cannot persist the estimator");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialise the estimator"),
+            }
+        }
+        if let Some(rows) = learn_batch {
+            self.schedule(rows);
+        }
+        all
+    }
+
+    /// Forces retraining now (admin `POST /agent/retrain`).
+    pub fn force_retrain(&self) -> bool {
+        let mut inner = self.inner();
+        let entered = !inner.estimator.force_retrain().is_empty();
+        if entered {
+            inner.memory.clear();
+            inner.mode_since = Instant::now();
+            if let Err(e) = self.store.clear_memory() {
+                tracing::error!(error = %e, "cannot clear the stored memory");
+            }
+        }
+        entered
+    }
+
+    fn schedule(&self, rows: Vec<MemoryRow>) {
+        if let Some(tx) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            self.learning.fetch_add(1, Ordering::SeqCst);
+            if tx.send(Job::Learn(rows)).is_err() {
+                self.learning.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Learning calls queued or running.
+    pub fn learning(&self) -> usize {
+        self.learning.load(Ordering::SeqCst)
+    }
+
+    /// Stops the learning thread after the queued calls and flushes the store.
+    pub fn shutdown(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.learning() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Err(e) = self.store.checkpoint_wal() {
+            tracing::error!(error = %e, "cannot flush the state database");
+        }
+    }
+
+    /// A snapshot of the state.
+    pub fn status(&self) -> Status {
+        let live = self.live();
+        let inner = self.inner();
+        let e = &inner.estimator;
+        Status {
+            state: e.reported_state(self.in_flight.load(Ordering::Relaxed)),
+            version: live.version,
+            p_est: e.p_est,
+            recent_accuracy: e.recent_accuracy(),
+            retrain_accuracy: e.retrain_accuracy(),
+            epsilon: e.epsilon(),
+            memory: inner.memory.len(),
+            estimates: e.estimates,
+            retrains: e.retrains,
+            state_seconds: inner.mode_since.elapsed().as_secs_f64(),
+            threshold: match &live.policy {
+                Policy::CheapestSafe { threshold, .. } => Some(*threshold),
+                Policy::Greedy => None,
+            },
+            checkpoint: inner.last_checkpoint.clone(),
+        }
+    }
+
+    /// One learning call on `rows`: fine-tune a copy, re-tune the threshold, swap, persist.
+    fn learn(&self, rows: &[MemoryRow]) {
+        if rows.is_empty() {
+            return;
+        }
+        let current = self.live();
+        let mut head = current.head.clone();
+        let samples = implied_samples(rows, &self.actions);
+        if samples.is_empty() {
+            return;
+        }
+        let dim = rows[0].features.len();
+        let mut rng = StdRng::seed_from_u64(current.version.wrapping_add(rows.len() as u64));
+        let batch = self.cfg.batch.min(samples.len()).max(1);
+        for _ in 0..self.cfg.steps_per_learn.max(1) {
+            let picks = rand::seq::index::sample(&mut rng, samples.len(), batch);
+            let mut x = Array2::<f32>::zeros((batch, dim));
+            let mut actions = Vec::with_capacity(batch);
+            let mut targets = Vec::with_capacity(batch);
+            for (r, i) in picks.into_iter().enumerate() {
+                let (row, action, target) = samples[i];
+                x.row_mut(r)
+                    .assign(&ndarray::ArrayView1::from(&rows[row].features[..]));
+                actions.push(action);
+                targets.push(target);
+            }
+            head.train_step(x.view(), &actions, &targets);
+        }
+        let policy = match &current.policy {
+            Policy::CheapestSafe { threshold, costs } => Policy::CheapestSafe {
+                threshold: retune_threshold(
+                    &head,
+                    costs,
+                    rows,
+                    &self.actions,
+                    self.cfg.target_agreement,
+                )
+                .unwrap_or(*threshold),
+                costs: costs.clone(),
+            },
+            Policy::Greedy => Policy::Greedy,
+        };
+        let version = current.version + 1;
+        let next = LiveHead {
+            head,
+            policy,
+            version,
+        };
+        let path = self.write_checkpoint(&next);
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        if let Some(p) = path {
+            self.inner().last_checkpoint = Some(p);
+        }
+        tracing::info!(version, memory = rows.len(), "new head swapped in");
+    }
+
+    fn write_checkpoint(&self, live: &LiveHead) -> Option<PathBuf> {
+        let mut training = self.training.clone();
+        training.algorithm = "online".into();
+        training.steps = live.head.steps();
+        let mut ckpt = Checkpoint::new(
+            live.version,
+            &live.head,
+            self.adam,
+            self.actions.clone(),
+            self.backbone_info.clone(),
+            training,
+        );
+        ckpt.policy = live.policy.clone();
+        let path = self
+            .checkpoint_dir
+            .join(format!("agent-v{}.json", live.version));
+        if let Err(e) = ckpt.write(&path) {
+            tracing::error!(error = %e, "cannot write a checkpoint");
+            return None;
+        }
+        prune_checkpoints(&self.checkpoint_dir);
+        Some(path)
+    }
+}
+
+/// Decrements the in-flight estimate count when dropped.
+pub struct InFlight(Arc<Online>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn learner_loop(online: Weak<Online>, rx: mpsc::Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let Some(online) = online.upgrade() else {
+            return;
+        };
+        match job {
+            Job::Learn(rows) => {
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| online.learn(&rows)));
+                if result.is_err() {
+                    tracing::error!("a learning call panicked; the live head is unchanged");
+                }
+            }
+        }
+        online.learning.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The (row, action, target) triples one memory implies: the observed action, and by
+/// monotonicity in quality the actions it vouches for (see the module doc).
+pub fn implied_samples(rows: &[MemoryRow], actions: &ActionSet) -> Vec<(usize, usize, f32)> {
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Some(taken) = actions.actions.get(row.action) else {
+            continue;
+        };
+        out.push((i, row.action, f32::from(u8::from(row.agree))));
+        for (j, other) in actions.actions.iter().enumerate() {
+            if j == row.action {
+                continue;
+            }
+            if let Some(target) = implied(taken, row.agree, other) {
+                out.push((i, j, target));
+            }
+        }
+    }
+    out
+}
+
+/// What `taken` agreeing (or not) says about `other`, if anything.
+fn implied(taken: &Action, agree: bool, other: &Action) -> Option<f32> {
+    if *other == Action::KEEP {
+        return Some(1.0);
+    }
+    let (Some(tq), Some(oq)) = (taken.quality, other.quality) else {
+        return None;
+    };
+    if taken.max_side != other.max_side {
+        return None;
+    }
+    match (agree, oq >= tq) {
+        (true, true) => Some(1.0),
+        (false, false) => Some(0.0),
+        _ => None,
+    }
+}
+
+/// The smallest threshold whose cheapest-safe choices agree at least `target` of the time
+/// where the memory implies their outcome; `None` when the memory says too little.
+fn retune_threshold(
+    head: &QHead,
+    costs: &[f32],
+    rows: &[MemoryRow],
+    actions: &ActionSet,
+    target: f64,
+) -> Option<f32> {
+    let q: Vec<Vec<f32>> = rows.iter().map(|r| head.predict(&r.features)).collect();
+    let mut t = 0.3f32;
+    while t <= 1.6 {
+        let policy = Policy::CheapestSafe {
+            threshold: t,
+            costs: costs.to_vec(),
+        };
+        let (mut known, mut agree) = (0usize, 0usize);
+        for (row, q) in rows.iter().zip(&q) {
+            let chosen = policy.decide(q, actions);
+            let outcome = if chosen == row.action {
+                Some(row.agree)
+            } else {
+                match (actions.actions.get(row.action), actions.actions.get(chosen)) {
+                    (Some(taken), Some(other)) => implied(taken, row.agree, other).map(|v| v > 0.5),
+                    _ => None,
+                }
+            };
+            if let Some(a) = outcome {
+                known += 1;
+                agree += usize::from(a);
+            }
+        }
+        if known * 2 >= rows.len() && known >= 5 && agree as f64 >= target * known as f64 {
+            return Some(t);
+        }
+        t += 0.025;
+    }
+    None
+}
+
+fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    checkpoints(dir)
+        .into_iter()
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, p)| p)
+}
+
+fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let v = name
+                .strip_prefix("agent-v")?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()?;
+            Some((v, e.path()))
+        })
+        .collect()
+}
+
+fn prune_checkpoints(dir: &Path) {
+    let mut all = checkpoints(dir);
+    all.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+    for (_, p) in all.into_iter().skip(KEEP_CHECKPOINTS) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_comparison_implies_labels_for_other_qualities() {
+        let set = ActionSet::paper();
+        let q45 = set
+            .index_of(&Action {
+                max_side: None,
+                quality: Some(45),
+            })
+            .unwrap();
+        let row = |agree| MemoryRow {
+            features: vec![0.0],
+            action: q45,
+            agree,
+            size_ratio: 0.4,
+        };
+        let agreed = implied_samples(&[row(true)], &set);
+        // q45 itself, keep, and q55..q95: 1 + 1 + 5, all agreeing.
+        assert_eq!(agreed.len(), 7);
+        assert!(agreed.iter().all(|&(_, _, t)| t == 1.0));
+        let failed = implied_samples(&[row(false)], &set);
+        // q45 itself as 0, q5..q35 as 0, keep as 1.
+        assert_eq!(failed.len(), 1 + 4 + 1);
+        let keep = set.index_of(&Action::KEEP).unwrap();
+        for (_, a, t) in failed {
+            assert_eq!(t == 1.0, a == keep);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Step 3 of the request path: find the images, let the agent pick, re-encode — on a bounded
+//! blocking pool, failing open to the original bytes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+
+use super::{Metrics, ProxyState};
+use crate::action::{self, Action};
+use crate::codec::{self, CodecError, Limits};
+use crate::config::RetrainServes;
+use crate::learn::estimator::Mode;
+use crate::learn::online::{Decision, Online};
+use crate::protocol::{Protocol, ProxyRequest, SlotImage};
+
+/// What happened to one image of a request.
+#[derive(Debug, Clone)]
+pub struct SlotResult {
+    /// The slot's index (see [`crate::protocol::ImageSlot::index`]).
+    pub index: usize,
+    /// Bytes as the client sent them.
+    pub original_len: usize,
+    /// Bytes uploaded on the request path.
+    pub uploaded_len: usize,
+    /// What was done, for `X-AdaCompress-Action`: `q35`, `q75@512`, `keep`, `forced:q50`,
+    /// `original:not_smaller`, …
+    pub action: String,
+    /// The agent's decision, when it made one.
+    pub decision: Option<Decision>,
+    /// Index (in the agent's action set) of the action whose bytes `alt` or the upload hold.
+    pub applied: Option<usize>,
+    /// While retraining with `retrain_serves = "original"`: the explored re-encode, to upload
+    /// off the request path. `None` when the explored action leaves the original.
+    pub alt: Option<Vec<u8>>,
+    /// The bytes uploaded for this slot are a re-encode (not the original).
+    pub compressed: bool,
+}
+
+/// What step 3 produced for a request.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The new body; `None` = forward the original byte for byte.
+    pub body: Option<Bytes>,
+    /// Headers that change with the body.
+    pub set_headers: Vec<(String, String)>,
+    pub slots: Vec<SlotResult>,
+    pub bytes_saved: usize,
+    /// Why the whole request went as sent, if it did before any image was looked at.
+    pub reason: Option<&'static str>,
+}
+
+impl Outcome {
+    /// The whole request goes as sent, for `reason` (counted).
+    pub fn passthrough(metrics: &Metrics, reason: &'static str) -> Outcome {
+        metrics.passthrough(reason);
+        Outcome {
+            reason: Some(reason),
+            ..Outcome::default()
+        }
+    }
+
+    /// `X-AdaCompress-Action`: one entry per image, or `original:REASON`.
+    pub fn action_header(&self) -> String {
+        if let Some(r) = self.reason {
+            return format!("original:{r}");
+        }
+        self.slots
+            .iter()
+            .map(|s| s.action.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether the agent decided anything (only then is there something to estimate).
+    pub fn has_decisions(&self) -> bool {
+        self.slots.iter().any(|s| s.decision.is_some())
+    }
+}
+
+/// Compresses every inline image of a request.
+pub async fn compress_request(
+    s: &Arc<ProxyState>,
+    protocol: Protocol,
+    req: &ProxyRequest<'_>,
+    forced: Option<u8>,
+) -> Outcome {
+    let slots = match protocol.extract_images(req) {
+        Ok(slots) => slots,
+        Err(e) => {
+            tracing::debug!(error = %e, "request not understood; forwarding as sent");
+            return Outcome::passthrough(&s.metrics, "unparsable");
+        }
+    };
+    let inline: Vec<(usize, Vec<u8>)> = slots
+        .iter()
+        .filter_map(|slot| match &slot.image {
+            SlotImage::Inline(bytes) => Some((slot.index, bytes.clone())),
+            SlotImage::Remote(_) | SlotImage::Unusable(_) => None,
+        })
+        .collect();
+    let remote = slots
+        .iter()
+        .filter(|slot| matches!(slot.image, SlotImage::Remote(_)))
+        .count();
+    for _ in 0..remote {
+        s.metrics.passthrough("remote_image");
+    }
+    if inline.is_empty() {
+        return Outcome {
+            reason: Some(if remote > 0 {
+                "remote_image"
+            } else {
+                "no_image"
+            }),
+            ..Outcome::default()
+        };
+    }
+    if s.online.is_none() && forced.is_none() {
+        return Outcome::passthrough(&s.metrics, "no_agent");
+    }
+    let (run, admit) = s.pool();
+    let Ok(_admitted) = admit.try_acquire_owned() else {
+        return Outcome::passthrough(&s.metrics, "saturated");
+    };
+    let Ok(_slot) = run.acquire_owned().await else {
+        return Outcome::passthrough(&s.metrics, "saturated");
+    };
+    let job = Job {
+        online: s.online.clone(),
+        metrics: s.metrics.clone(),
+        limits: s.limits,
+        forced,
+        min_q: s.cfg.agent.min_quality,
+        max_q: s.cfg.agent.max_quality,
+        serve_original_in_retrain: s.cfg.estimator.retrain_serves == RetrainServes::Original,
+    };
+    let results = tokio::task::spawn_blocking(move || {
+        inline
+            .into_iter()
+            .map(|(index, bytes)| job.one(index, &bytes))
+            .collect::<Vec<(SlotResult, Option<Vec<u8>>)>>()
+    })
+    .await;
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "compression task failed; forwarding the original");
+            return Outcome::passthrough(&s.metrics, "error");
+        }
+    };
+    let mut replacements = Vec::new();
+    let mut out_slots = Vec::new();
+    let mut saved = 0usize;
+    for (slot, upload) in results {
+        if let Some(bytes) = upload {
+            saved += slot.original_len.saturating_sub(bytes.len());
+            replacements.push((slot.index, bytes));
+        }
+        out_slots.push(slot);
+    }
+    if replacements.is_empty() {
+        return Outcome {
+            slots: out_slots,
+            ..Outcome::default()
+        };
+    }
+    match protocol.replace_images(req, &replacements) {
+        Ok(rewritten) => Outcome {
+            body: Some(Bytes::from(rewritten.body)),
+            set_headers: rewritten.headers,
+            slots: out_slots,
+            bytes_saved: saved,
+            reason: None,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "could not put the images back; forwarding the original");
+            s.metrics.passthrough("error");
+            for slot in &mut out_slots {
+                slot.uploaded_len = slot.original_len;
+                slot.compressed = false;
+                slot.action = "original:error".into();
+            }
+            Outcome {
+                slots: out_slots,
+                ..Outcome::default()
+            }
+        }
+    }
+}
+
+/// Everything one blocking compression job needs.
+struct Job {
+    online: Option<Arc<Online>>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    forced: Option<u8>,
+    min_q: u8,
+    max_q: u8,
+    serve_original_in_retrain: bool,
+}
+
+impl Job {
+    /// One image: the slot's record and the bytes to upload instead (None = original).
+    fn one(&self, index: usize, bytes: &[u8]) -> (SlotResult, Option<Vec<u8>>) {
+        let mut slot = SlotResult {
+            index,
+            original_len: bytes.len(),
+            uploaded_len: bytes.len(),
+            action: String::new(),
+            decision: None,
+            applied: None,
+            alt: None,
+            compressed: false,
+        };
+        let pass = |mut slot: SlotResult, reason: &'static str| {
+            self.metrics.passthrough(reason);
+            slot.action = format!("original:{reason}");
+            (slot, None)
+        };
+        let t = Instant::now();
+        let decoded = match codec::decode(bytes, &self.limits) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "image not decoded; forwarding the original");
+                let reason = match e {
+                    CodecError::TooManyBytes { .. } | CodecError::TooManyPixels { .. } => {
+                        "too_large"
+                    }
+                    _ => "decode_error",
+                };
+                return pass(slot, reason);
+            }
+        };
+        self.metrics.stage("decode", t.elapsed().as_secs_f64());
+        let (action, encoder, label) = if let Some(q) = self.forced {
+            let q = q.clamp(self.min_q, self.max_q);
+            let encoder = self
+                .online
+                .as_ref()
+                .map_or(codec::EncoderMode::default(), |o| o.encoder);
+            (
+                Action {
+                    max_side: None,
+                    quality: Some(q),
+                },
+                encoder,
+                format!("forced:q{q}"),
+            )
+        } else {
+            let Some(online) = &self.online else {
+                return pass(slot, "no_agent");
+            };
+            let t = Instant::now();
+            let decision = match online.decide(&decoded.image, bytes.len()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent failed; forwarding the original");
+                    return pass(slot, "error");
+                }
+            };
+            self.metrics.stage("infer", t.elapsed().as_secs_f64());
+            let mut action = online.actions.actions[decision.action];
+            if let Some(q) = action.quality {
+                action.quality = Some(q.clamp(self.min_q, self.max_q));
+            }
+            slot.applied = online.actions.index_of(&action);
+            slot.decision = Some(decision);
+            (action, online.encoder, action.name())
+        };
+        let t = Instant::now();
+        let applied = match action::apply(&action, &decoded.image, bytes, encoder) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "encoding failed; forwarding the original");
+                return pass(slot, "error");
+            }
+        };
+        if action.quality.is_some() {
+            self.metrics.stage("encode", t.elapsed().as_secs_f64());
+        }
+        let retrain_original = self.serve_original_in_retrain
+            && self.forced.is_none()
+            && self
+                .online
+                .as_ref()
+                .is_some_and(|o| o.mode() == Mode::Retrain);
+        if applied.original {
+            self.metrics.chosen_quality.observe(100.0);
+            if action.quality.is_some() {
+                self.metrics.passthrough("not_smaller");
+                slot.action = format!("{label}:original:not_smaller");
+            } else {
+                slot.action = label;
+            }
+            return (slot, None);
+        }
+        if retrain_original {
+            // Retraining: the client's own bytes go up; the explored re-encode goes up
+            // beside them, off the request path.
+            self.metrics.chosen_quality.observe(100.0);
+            slot.action = format!("original:retraining({label})");
+            slot.alt = Some(applied.bytes);
+            return (slot, None);
+        }
+        self.metrics
+            .chosen_quality
+            .observe(f64::from(action.quality.unwrap_or(100)));
+        slot.action = label;
+        slot.uploaded_len = applied.bytes.len();
+        slot.compressed = true;
+        (slot, Some(applied.bytes))
+    }
+}

@@ -1,0 +1,270 @@
+//! The proxy's Prometheus metrics (names and labels as DESIGN §7 and `deploy/` expect).
+//!
+//! Base units, `_total` counters (the client library appends the suffix), histograms with
+//! explicit buckets. Label values are bounded sets (protocol names, status codes, stage
+//! and reason names): nothing a client controls becomes a label.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolStatus {
+    pub protocol: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+        10.0, 30.0,
+    ])
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<ProtocolStatus, Counter>,
+    pub request_duration: Family<ProtocolLabel, Histogram, fn() -> Histogram>,
+    pub stage_duration: Family<StageLabel, Histogram, fn() -> Histogram>,
+    pub bytes_in: Family<ProtocolLabel, Counter>,
+    pub bytes_out: Family<ProtocolLabel, Counter>,
+    pub chosen_quality: Histogram,
+    pub passthrough: Family<ReasonLabel, Counter>,
+    pub upstream_errors: Family<KindLabel, Counter>,
+    pub estimation_uploads: Counter,
+    pub estimation_bytes: Counter,
+    pub estimation_skipped: Family<ReasonLabel, Counter>,
+    pub estimated_accuracy: FloatGauge,
+    pub p_est: FloatGauge,
+    pub agent_state: Family<StateLabel, Gauge>,
+    pub agent_state_seconds: FloatGauge,
+    pub agent_version: Gauge,
+    pub retrains: Counter,
+    pub inflight: Gauge,
+    pub ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            stage_duration: Family::new_with_constructor(latency_histogram),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            chosen_quality: Histogram::new([
+                5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0, 100.0,
+            ]),
+            passthrough: Family::default(),
+            upstream_errors: Family::default(),
+            estimation_uploads: Counter::default(),
+            estimation_bytes: Counter::default(),
+            estimation_skipped: Family::default(),
+            estimated_accuracy: FloatGauge::default(),
+            p_est: FloatGauge::default(),
+            agent_state: Family::default(),
+            agent_state_seconds: FloatGauge::default(),
+            agent_version: Gauge::default(),
+            retrains: Counter::default(),
+            inflight: Gauge::default(),
+            ready: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "adacompress_requests",
+            "Proxied requests by protocol (or `other`) and the status returned to the client.",
+            m.requests.clone(),
+        );
+        registry.register(
+            "adacompress_request_duration_seconds",
+            "Time from receiving a request to answering it.",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "adacompress_stage_duration_seconds",
+            "Time per stage: decode, infer (agent), encode, upstream.",
+            m.stage_duration.clone(),
+        );
+        registry.register(
+            "adacompress_image_bytes_in",
+            "Bytes of the images as clients sent them.",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "adacompress_image_bytes_out",
+            "Bytes of the images as uploaded on the request path (estimation uploads excluded).",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "adacompress_chosen_quality",
+            "JPEG quality uploaded per image; 100 = the original was kept.",
+            m.chosen_quality.clone(),
+        );
+        registry.register(
+            "adacompress_passthrough",
+            "Images uploaded as the client sent them, by reason.",
+            m.passthrough.clone(),
+        );
+        registry.register(
+            "adacompress_upstream_errors",
+            "Upstream exchanges that failed: timeout (504), connect (502), other (502).",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "adacompress_estimation_uploads",
+            "Extra uploads made to estimate the agent's agreement (off the request path).",
+            m.estimation_uploads.clone(),
+        );
+        registry.register(
+            "adacompress_estimation_bytes",
+            "Image bytes of the extra estimation uploads.",
+            m.estimation_bytes.clone(),
+        );
+        registry.register(
+            "adacompress_estimation_skipped",
+            "Estimates skipped: budget (per-minute byte cap reached) or error.",
+            m.estimation_skipped.clone(),
+        );
+        registry.register(
+            "adacompress_estimated_accuracy",
+            "Mean agreement of the recent estimates.",
+            m.estimated_accuracy.clone(),
+        );
+        registry.register(
+            "adacompress_p_est",
+            "Current probability of estimating a request.",
+            m.p_est.clone(),
+        );
+        registry.register(
+            "adacompress_agent_state",
+            "1 for the current estimator state (inference, estimate, retrain).",
+            m.agent_state.clone(),
+        );
+        registry.register(
+            "adacompress_agent_state_seconds",
+            "Seconds spent in the current state.",
+            m.agent_state_seconds.clone(),
+        );
+        registry.register(
+            "adacompress_agent_version",
+            "Version of the live agent head.",
+            m.agent_version.clone(),
+        );
+        registry.register(
+            "adacompress_retrains",
+            "Completed retraining rounds (the agent recovered and went back to inference).",
+            m.retrains.clone(),
+        );
+        registry.register(
+            "adacompress_inflight_requests",
+            "Requests being handled.",
+            m.inflight.clone(),
+        );
+        registry.register(
+            "adacompress_ready",
+            "1 when the agent is loaded and the proxy is not draining.",
+            m.ready.clone(),
+        );
+        // Unknown until the first estimate: NaN compares false, so no alert fires on an idle
+        // proxy.
+        m.estimated_accuracy.set(f64::NAN);
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts an image that went up as sent.
+    pub fn passthrough(&self, reason: &'static str) {
+        self.passthrough
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Records a stage duration.
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stage_duration
+            .get_or_create(&StageLabel { stage })
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_documented_names() {
+        let m = Metrics::new();
+        m.requests
+            .get_or_create(&ProtocolStatus {
+                protocol: "google".into(),
+                status: 200,
+            })
+            .inc();
+        m.passthrough("bypass");
+        m.stage("decode", 0.003);
+        m.chosen_quality.observe(35.0);
+        m.p_est.set(0.2);
+        let text = m.render();
+        for name in [
+            "adacompress_requests_total{protocol=\"google\",status=\"200\"} 1",
+            "adacompress_passthrough_total{reason=\"bypass\"} 1",
+            "adacompress_stage_duration_seconds_bucket{le=\"0.005\",stage=\"decode\"} 1",
+            "adacompress_chosen_quality_bucket{le=\"35.0\"} 1",
+            "adacompress_p_est 0.2",
+            "adacompress_estimation_bytes_total 0",
+            "adacompress_ready 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

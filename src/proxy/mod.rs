@@ -1,0 +1,576 @@
+//! The upload proxy: `adacompress serve`.
+//!
+//! One request, as [`handle`] sees it:
+//!
+//! 1. Read the body (over `proxy.max_body_bytes` → 413 naming the key).
+//! 2. [`Protocol::recognize`] says which API it speaks; the upstream configured for that API
+//!    gets it. Paths no adapter knows go to the first upstream untouched.
+//! 3. Unless `X-AdaCompress-Bypass: 1`, each inline image is decoded with limits, the agent
+//!    picks an action (or `X-AdaCompress-Quality: N` forces one), and the image is
+//!    re-encoded — on the blocking pool, at most `cpu_workers` at a time and `cpu_queue`
+//!    waiting; beyond that the original goes up ([`compress`]).
+//! 4. Anything that fails before forwarding leaves the original bytes in place (fail-open,
+//!    counted in `adacompress_passthrough_total{reason}`).
+//! 5. The upstream's status, headers and body come back unchanged, plus
+//!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. Unreachable
+//!    upstream → 502, too slow → 504, each with a JSON body saying which and why.
+//! 6. With probability `p_est` (always while retraining) the other version of the request
+//!    goes up too, off the request path, and the answers are compared ([`estimate`]).
+
+pub mod admin;
+pub mod compress;
+pub mod estimate;
+pub mod metrics;
+pub mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::codec::Limits;
+use crate::config::Config;
+use crate::learn::online::Online;
+use crate::protocol::{Protocol, ProxyRequest};
+pub use metrics::Metrics;
+
+/// Header forcing a JPEG quality (clamped to the configured range).
+pub const QUALITY_HEADER: &str = "x-adacompress-quality";
+/// Header skipping compression for a request (`1` or `true`).
+pub const BYPASS_HEADER: &str = "x-adacompress-bypass";
+/// Response header: the action taken per image, comma-separated.
+pub const ACTION_HEADER: &str = "x-adacompress-action";
+/// Response header: image bytes saved on this request.
+pub const SAVED_HEADER: &str = "x-adacompress-bytes-saved";
+/// Request id header (taken from the client if present).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Estimation uploads allowed in flight at once; more are skipped (`reason="busy"`).
+const MAX_ESTIMATES_IN_FLIGHT: usize = 32;
+
+/// An upstream with its resolved base URL.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub protocol: Protocol,
+    pub base: String,
+}
+
+/// Re-signs a request whose body changed (Rekognition's SigV4); `None` where the API signs
+/// nothing. Given the full URL, the headers to send (modified in place) and the body.
+pub type Resigner = Arc<dyn Fn(&str, &mut HeaderMap, &[u8]) -> Result<(), String> + Send + Sync>;
+
+/// The Rekognition re-signer from `[aws]`, else the standard `AWS_*` variables; `None` when
+/// no credentials are configured (Rekognition requests then go up as sent, signature intact).
+pub fn resign_from_config(cfg: &Config) -> Result<Option<Resigner>, String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let aws = &cfg.aws;
+    let lookup = |name: &str| match name {
+        crate::sigv4::ENV_ACCESS_KEY_ID => aws.access_key_id.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_SECRET_ACCESS_KEY => aws.secret_access_key.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_SESSION_TOKEN => aws.session_token.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_REGION => aws.region.clone().or_else(|| env(name)),
+        other => env(other),
+    };
+    if lookup(crate::sigv4::ENV_ACCESS_KEY_ID).is_none()
+        && lookup(crate::sigv4::ENV_SECRET_ACCESS_KEY).is_none()
+    {
+        return Ok(None);
+    }
+    let creds = crate::sigv4::AwsCredentials::from_lookup(lookup).map_err(|e| e.to_string())?;
+    let region =
+        crate::sigv4::region_from_lookup(lookup).map_err(|e| format!("{e} (or set aws.region)"))?;
+    let signer = crate::sigv4::Signer::new(creds, region);
+    Ok(Some(Arc::new(
+        move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
+            signer
+                .resign("POST", url, headers, body, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+        },
+    )))
+}
+
+/// Everything a request needs.
+pub struct ProxyState {
+    pub cfg: Config,
+    pub routes: Vec<Route>,
+    pub http: reqwest::Client,
+    pub online: Option<Arc<Online>>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    /// Re-signing for Rekognition, when the proxy has AWS credentials.
+    pub resign: Option<Resigner>,
+    run: Arc<Semaphore>,
+    admit: Arc<Semaphore>,
+    estimates: Arc<Semaphore>,
+    draining: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState")
+            .field("routes", &self.routes)
+            .field("online", &self.online)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyState {
+    /// Builds the state; `online` is the agent (None: every image passes through).
+    pub fn new(
+        cfg: Config,
+        routes: Vec<Route>,
+        online: Option<Arc<Online>>,
+        resign: Option<Resigner>,
+    ) -> Result<ProxyState, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(cfg.proxy.connect_timeout_secs))
+            .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let workers = match cfg.proxy.cpu_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let limits = cfg.codec_limits();
+        Ok(ProxyState {
+            run: Arc::new(Semaphore::new(workers)),
+            admit: Arc::new(Semaphore::new(workers + cfg.proxy.cpu_queue)),
+            estimates: Arc::new(Semaphore::new(MAX_ESTIMATES_IN_FLIGHT)),
+            cfg,
+            routes,
+            http,
+            online,
+            limits,
+            metrics: Arc::new(Metrics::new()),
+            resign,
+            draining: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the proxy ready (agent loaded, listeners bound).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+
+    /// Starts draining: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.metrics.ready.set(0);
+    }
+
+    /// Ready and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    fn route_for(&self, protocol: Option<Protocol>) -> Option<(&Route, Option<Protocol>)> {
+        if let Some(p) = protocol
+            && let Some(r) = self.routes.iter().find(|r| r.protocol == p)
+        {
+            return Some((r, Some(p)));
+        }
+        self.routes.first().map(|r| (r, None))
+    }
+}
+
+/// The proxy's router: every path goes to [`handle`].
+pub fn app(state: Arc<ProxyState>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+/// Decrements the in-flight gauge when a request ends, however it ends.
+struct InflightGuard(Arc<Metrics>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.dec();
+    }
+}
+
+/// A proxy-made error answer (413, 502, 504): JSON naming the cause.
+fn proxy_error(status: StatusCode, message: String, request_id: &str) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": status.as_u16(),
+            "status": status.canonical_reason().unwrap_or("error"),
+            "message": message,
+            "source": "adacompress-proxy",
+            "request_id": request_id,
+        }
+    });
+    let mut resp = (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// Headers that describe one hop, not the message: never forwarded either way.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// The client's headers as they go upstream: hop-by-hop dropped, `accept-encoding` dropped
+/// (so answers come back readable for estimation), our control headers dropped.
+pub fn upstream_headers(client: &HeaderMap, set: &[(String, String)]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in client {
+        if is_hop_by_hop(name)
+            || name == "accept-encoding"
+            || name.as_str() == QUALITY_HEADER
+            || name.as_str() == BYPASS_HEADER
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    for (name, value) in set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            out.insert(n, v);
+        }
+    }
+    out
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Timeout(String),
+    Connect(String),
+    Other(String),
+}
+
+/// An upstream's answer, whole.
+#[derive(Debug, Clone)]
+pub struct UpstreamAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends one request upstream and reads the whole answer.
+pub async fn send_upstream(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<UpstreamAnswer, UpstreamError> {
+    let classify = |e: reqwest::Error| {
+        // Without the URL: its query may hold a client's API key (`?key=…`). Callers name
+        // the upstream's base URL instead.
+        let (timeout, connect) = (e.is_timeout(), e.is_connect());
+        let text = error_chain(&e.without_url());
+        if timeout {
+            UpstreamError::Timeout(text)
+        } else if connect {
+            UpstreamError::Connect(text)
+        } else {
+            UpstreamError::Other(text)
+        }
+    };
+    let resp = http
+        .request(method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(classify)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(classify)?;
+    Ok(UpstreamAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// An error and its sources, `: `-joined (reqwest's top-level message alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The whole request path (see the module doc).
+pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
+    let started = Instant::now();
+    s.metrics.inflight.inc();
+    let _inflight = InflightGuard(s.metrics.clone());
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (parts, body) = req.into_parts();
+    let path_q = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let recognized = Protocol::recognize(&parts.method, &path_q, &parts.headers);
+    let Some((route, protocol)) = s.route_for(recognized) else {
+        return proxy_error(
+            StatusCode::BAD_GATEWAY,
+            "no upstream is configured (set [upstreams] or --upstream PROTOCOL=URL)".into(),
+            &request_id,
+        );
+    };
+    let route = route.clone();
+    let label = protocol.map_or("other", Protocol::name);
+    let finish = |resp: Response| {
+        s.metrics
+            .requests
+            .get_or_create(&metrics::ProtocolStatus {
+                protocol: label.to_owned(),
+                status: resp.status().as_u16(),
+            })
+            .inc();
+        s.metrics
+            .request_duration
+            .get_or_create(&metrics::ProtocolLabel {
+                protocol: label.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    };
+
+    // 1. The body, within the limit.
+    let max = s.cfg.proxy.max_body_bytes;
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&l| l > max as u64) {
+        tracing::info!(id = %request_id, len, max, "request body over the limit");
+        return finish(proxy_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is {len} bytes, over proxy.max_body_bytes = {max}"),
+            &request_id,
+        ));
+    }
+    let body = match axum::body::to_bytes(Body::new(body), max).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
+            return finish(if too_big {
+                proxy_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is over proxy.max_body_bytes = {max}"),
+                    &request_id,
+                )
+            } else {
+                proxy_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                    &request_id,
+                )
+            });
+        }
+    };
+
+    // 2–4. Compress what can be compressed; the original otherwise.
+    let bypass = parts
+        .headers
+        .get(BYPASS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let forced = parts
+        .headers
+        .get(QUALITY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u8>().ok());
+    let outcome = match protocol {
+        None => compress::Outcome::passthrough(&s.metrics, "unknown_path"),
+        Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, "bypass"),
+        // A signed body cannot change without the proxy's own credentials to re-sign it.
+        Some(Protocol::Rekognition)
+            if s.resign.is_none() && parts.headers.contains_key("authorization") =>
+        {
+            compress::Outcome::passthrough(&s.metrics, "no_credentials")
+        }
+        Some(p) => {
+            let view = ProxyRequest {
+                path_and_query: &path_q,
+                headers: &parts.headers,
+                body: &body,
+            };
+            compress::compress_request(&s, p, &view, forced).await
+        }
+    };
+    let url = format!("{}{}", route.base, path_q);
+    let mut headers = upstream_headers(&parts.headers, &outcome.set_headers);
+    let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
+    if outcome.body.is_some()
+        && protocol == Some(Protocol::Rekognition)
+        && let Some(resign) = &s.resign
+        && let Err(e) = resign(&url, &mut headers, &send_body)
+    {
+        tracing::warn!(id = %request_id, error = %e, "re-signing failed; forwarding the original");
+        s.metrics.passthrough("error");
+        headers = upstream_headers(&parts.headers, &[]);
+        send_body = body.clone();
+    }
+    let uploaded_all_original = send_body == body;
+    let bytes_saved = if uploaded_all_original {
+        0
+    } else {
+        outcome.bytes_saved
+    };
+
+    // 5. Forward and answer.
+    let t_up = Instant::now();
+    let answer = send_upstream(&s.http, parts.method.clone(), &url, headers, send_body).await;
+    s.metrics.stage("upstream", t_up.elapsed().as_secs_f64());
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let (status, kind, message) = match e {
+                UpstreamError::Timeout(m) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "upstream {} did not answer within proxy.upstream_timeout_secs = {} s ({m})",
+                        route.base, s.cfg.proxy.upstream_timeout_secs
+                    ),
+                ),
+                UpstreamError::Connect(m) => (
+                    StatusCode::BAD_GATEWAY,
+                    "connect",
+                    format!("upstream {} is unreachable ({m})", route.base),
+                ),
+                UpstreamError::Other(m) => (
+                    StatusCode::BAD_GATEWAY,
+                    "other",
+                    format!("upstream {} failed ({m})", route.base),
+                ),
+            };
+            s.metrics
+                .upstream_errors
+                .get_or_create(&metrics::KindLabel { kind })
+                .inc();
+            tracing::warn!(id = %request_id, kind, %status, "upstream error");
+            return finish(proxy_error(status, message, &request_id));
+        }
+    };
+    if let Some(p) = protocol {
+        let in_bytes: usize = outcome.slots.iter().map(|x| x.original_len).sum();
+        let out_bytes: usize = if uploaded_all_original {
+            in_bytes
+        } else {
+            outcome.slots.iter().map(|x| x.uploaded_len).sum()
+        };
+        let l = metrics::ProtocolLabel {
+            protocol: p.name().to_owned(),
+        };
+        s.metrics.bytes_in.get_or_create(&l).inc_by(in_bytes as u64);
+        s.metrics
+            .bytes_out
+            .get_or_create(&l)
+            .inc_by(out_bytes as u64);
+    }
+    let mut resp = Response::builder().status(answer.status);
+    if let Some(h) = resp.headers_mut() {
+        for (name, value) in &answer.headers {
+            if !is_hop_by_hop(name) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        let actions = if uploaded_all_original && outcome.body.is_some() {
+            "original".to_owned()
+        } else {
+            outcome.action_header()
+        };
+        if let Ok(v) = HeaderValue::from_str(&actions) {
+            h.insert(ACTION_HEADER, v);
+        }
+        h.insert(SAVED_HEADER, HeaderValue::from(bytes_saved as u64));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            h.insert(REQUEST_ID_HEADER, v);
+        }
+    }
+    tracing::info!(
+        id = %request_id,
+        protocol = label,
+        status = answer.status.as_u16(),
+        actions = %outcome.action_header(),
+        bytes_saved,
+        ms = started.elapsed().as_millis() as u64,
+        "proxied"
+    );
+
+    // 6. Off the request path: compare with the other version now and then.
+    if let (Some(p), Some(online)) = (protocol, s.online.clone())
+        && outcome.has_decisions()
+    {
+        estimate::maybe_estimate(
+            s.clone(),
+            online,
+            estimate::Pending {
+                protocol: p,
+                method: parts.method.clone(),
+                url,
+                client_headers: parts.headers.clone(),
+                path_and_query: path_q.clone(),
+                original_body: body,
+                served: answer.clone(),
+                served_original: uploaded_all_original,
+                outcome,
+                request_id: request_id.clone(),
+            },
+        );
+    }
+    let resp = resp
+        .body(Body::from(answer.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    finish(resp)
+}
+
+impl ProxyState {
+    /// The semaphores the compression pool uses: (run, admit).
+    pub(crate) fn pool(&self) -> (Arc<Semaphore>, Arc<Semaphore>) {
+        (self.run.clone(), self.admit.clone())
+    }
+
+    /// Slots for estimation uploads.
+    pub(crate) fn estimation_slots(&self) -> Arc<Semaphore> {
+        self.estimates.clone()
+    }
+}

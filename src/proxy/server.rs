@@ -1,0 +1,195 @@
+//! Starting and stopping `serve`: upstreams (including the in-process `local` backend), the
+//! agent, both listeners, and the drain on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{ProxyState, Resigner, Route};
+use crate::backend::{self, Backend, BackendConfig};
+use crate::config::Config;
+use crate::learn::online::{Online, OnlineError};
+use crate::model::ModelError;
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "no upstream configured: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`)"
+    )]
+    NoUpstream,
+    #[error("agent.checkpoint = {path}: {source}")]
+    Agent { path: PathBuf, source: OnlineError },
+    #[error("upstream `local`: cannot load the built-in backend model {path}: {source}")]
+    Backend { path: PathBuf, source: ModelError },
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running proxy.
+pub struct Server {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<ProxyState>,
+    /// The in-process backend behind `local` upstreams, if any.
+    pub local_backend: Option<Arc<Backend>>,
+    stop: watch::Sender<bool>,
+    proxy_task: JoinHandle<std::io::Result<()>>,
+    admin_task: JoinHandle<std::io::Result<()>>,
+    backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The EfficientNet-Lite0 model next to the agent checkpoint (`models/`).
+fn local_model(cfg: &Config) -> PathBuf {
+    cfg.agent
+        .checkpoint
+        .parent()
+        .map_or_else(|| PathBuf::from("models"), PathBuf::from)
+        .join("efficientnet-lite0.onnx")
+}
+
+/// Starts the proxy on the configured listeners (port 0 picks a free port).
+pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, ServeError> {
+    let upstreams = cfg.upstream_list();
+    if upstreams.is_empty() {
+        return Err(ServeError::NoUpstream);
+    }
+    let mut local_backend = None;
+    let mut backend_stop = None;
+    let mut routes = Vec::new();
+    for up in upstreams {
+        let base = if up.url == "local" {
+            let (addr, state) = match &local_backend {
+                Some((addr, state)) => (*addr, Arc::clone(state)),
+                None => {
+                    let model = local_model(&cfg);
+                    let bcfg = BackendConfig::new(model.clone());
+                    let state = tokio::task::spawn_blocking(move || Backend::load(&bcfg))
+                        .await
+                        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
+                        .map_err(|source| ServeError::Backend {
+                            path: model.clone(),
+                            source,
+                        })?;
+                    let state = Arc::new(state);
+                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                    let (addr, _) = backend::spawn_local(state.clone(), async move {
+                        let _ = rx.await;
+                    })
+                    .await?;
+                    backend_stop = Some(tx);
+                    tracing::info!(%addr, model = %model.display(), "built-in vision backend started");
+                    local_backend = Some((addr, state.clone()));
+                    (addr, state)
+                }
+            };
+            drop(state);
+            format!("http://{addr}")
+        } else {
+            up.url.clone()
+        };
+        routes.push(Route {
+            protocol: up.protocol,
+            base,
+        });
+    }
+    let online = {
+        let path = cfg.agent.checkpoint.clone();
+        let state_dir = cfg.state.dir.clone();
+        let ecfg = cfg.estimator.clone();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Online::open(&p, &state_dir, ecfg, 0x5eed))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
+            .map_err(|source| ServeError::Agent { path, source })?
+    };
+    let state = Arc::new(
+        ProxyState::new(cfg.clone(), routes, Some(online), resign)
+            .map_err(|e| ServeError::Http(e.to_string()))?,
+    );
+    let proxy_listener = TcpListener::bind(cfg.proxy.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            key: "proxy.listen",
+            addr: cfg.proxy.listen,
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(cfg.proxy.admin_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            key: "proxy.admin_listen",
+            addr: cfg.proxy.admin_listen,
+            source,
+        })?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (stop, _) = watch::channel(false);
+    let mut rx = stop.subscribe();
+    let proxy_task = tokio::spawn(
+        axum::serve(proxy_listener, super::app(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let mut rx = stop.subscribe();
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, super::admin::app(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    state.set_ready(true);
+    tracing::info!(%proxy_addr, %admin_addr, routes = ?state.routes, "adacompress proxy ready");
+    Ok(Server {
+        proxy_addr,
+        admin_addr,
+        state,
+        local_backend: local_backend.map(|(_, s)| s),
+        stop,
+        proxy_task,
+        admin_task,
+        backend_stop,
+    })
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish within `proxy.drain_secs`, stops the
+    /// learner after its queued work, flushes the store. Returns whether the drain finished
+    /// in time.
+    pub async fn shutdown(self) -> bool {
+        self.state.start_draining();
+        let drain = Duration::from_secs_f64(self.state.cfg.proxy.drain_secs);
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(drain, self.proxy_task).await.is_ok();
+        if !drained {
+            tracing::warn!(
+                drain_secs = drain.as_secs_f64(),
+                "in-flight requests did not finish within proxy.drain_secs"
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
+        if let Some(online) = self.state.online.clone() {
+            let _ = tokio::task::spawn_blocking(move || online.shutdown()).await;
+        }
+        if let Some(tx) = self.backend_stop {
+            let _ = tx.send(());
+        }
+        tracing::info!(drained, "adacompress proxy stopped");
+        drained
+    }
+}

@@ -1,0 +1,491 @@
+//! The proxy end to end on loopback: client → proxy → recording hop → real local backend.
+//!
+//! The recording hop is a real HTTP server of ours that forwards to the backend and keeps
+//! what it saw, so a test can check the bytes the upstream received and the exact answer it
+//! gave. Only the "too slow" upstream is a server made to misbehave (a real backend cannot
+//! be made slow on demand).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adacompress::codec::{self, EncoderMode, Limits};
+use adacompress::config::Config;
+use adacompress::protocol::{Protocol, ProxyRequest};
+use adacompress::proxy::server::{self, Server};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+
+use common::*;
+
+/// What the recording hop saw of one exchange.
+#[derive(Debug, Clone)]
+struct Seen {
+    headers: HeaderMap,
+    body: Bytes,
+    answer: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A recording hop in front of `target`; returns its base URL and the log.
+async fn recorder(target: String) -> (String, Log) {
+    let log: Log = Arc::default();
+    let http = reqwest::Client::new();
+    let l = log.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (log, http, target) = (l.clone(), http.clone(), target.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut headers = parts.headers.clone();
+            headers.remove("host");
+            headers.remove("content-length");
+            let resp = http
+                .post(format!("{target}{path}"))
+                .headers(headers)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let ctype = resp.headers().get("content-type").cloned();
+            let answer = resp.bytes().await.unwrap();
+            log.lock().unwrap().push(Seen {
+                headers: parts.headers,
+                body,
+                answer: answer.clone(),
+            });
+            let mut out = axum::response::Response::builder().status(status);
+            if let Some(c) = ctype {
+                out = out.header("content-type", c);
+            }
+            out.body(axum::body::Body::from(answer)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), log)
+}
+
+/// A proxy with every protocol routed to `upstream`, state in a fresh folder.
+async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut cfg = Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.state.dir = temp_dir("proxy-state");
+    for p in Protocol::ALL {
+        cfg.upstreams
+            .insert(p.name().to_owned(), upstream.to_owned());
+    }
+    tweak(&mut cfg);
+    server::start(cfg, None).await.expect("proxy starts")
+}
+
+/// Sends `protocol`'s one-image request through the proxy.
+async fn send(
+    proxy: &Server,
+    protocol: Protocol,
+    image: &[u8],
+    extra: &[(&str, &str)],
+) -> (reqwest::Response, Vec<u8>) {
+    let req = protocol.client_request(image, 5);
+    let mut b = reqwest::Client::new()
+        .post(format!("http://{}{}", proxy.proxy_addr, req.path_and_query))
+        .body(req.body.clone());
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    (b.send().await.expect("proxy answers"), req.body)
+}
+
+fn image_of(protocol: Protocol, seen: &Seen) -> Vec<u8> {
+    let view = ProxyRequest {
+        path_and_query: "/",
+        headers: &seen.headers,
+        body: &seen.body,
+    };
+    let slots = protocol
+        .extract_images(&view)
+        .expect("upstream got a valid request");
+    slots[0].bytes().expect("inline image").to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (hop, log) = recorder(backend).await;
+    let p = proxy(&hop, |_| {}).await;
+    // A street photo: the shipped agent re-encodes these (measured: q35–q65).
+    let original = photo("objects", "2.jpg");
+    for protocol in Protocol::ALL {
+        let (resp, _) = send(&p, protocol, &original, &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{protocol}");
+        let action = resp.headers()["x-adacompress-action"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let saved: usize = resp.headers()["x-adacompress-bytes-saved"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = resp.bytes().await.unwrap();
+        let seen = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            body, seen.answer,
+            "{protocol}: the client gets the upstream's bytes"
+        );
+        let uploaded = image_of(protocol, &seen);
+        assert!(action.starts_with('q'), "{protocol}: {action}");
+        assert!(
+            uploaded.len() < original.len(),
+            "{protocol}: {} !< {}",
+            uploaded.len(),
+            original.len()
+        );
+        assert_eq!(saved, original.len() - uploaded.len(), "{protocol}");
+        let decoded = codec::decode(&uploaded, &Limits::default()).expect("a valid JPEG");
+        assert_eq!(decoded.image.dimensions(), (512, 512));
+        let answer = protocol.parse_answer(200, &body).unwrap();
+        assert!(answer.top1().is_some(), "{protocol}: {answer:?}");
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_forwards_the_original_byte_for_byte() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (hop, log) = recorder(backend).await;
+    let p = proxy(&hop, |_| {}).await;
+    let photo = photo("objects", "2.jpg");
+    let decoded = codec::decode(&photo, &Limits::default()).unwrap();
+    // Already at q5: re-encoding at a forced q95 would grow it.
+    let tiny = codec::encode_jpeg(&decoded.image, 5, EncoderMode::FastOptimized).unwrap();
+    // A JPEG start marker and nothing a decoder can use. (A merely truncated JPEG decodes:
+    // libjpeg fills the missing rows, like every browser.)
+    let mut broken = vec![0xFF, 0xD8, 0xFF, 0xDB];
+    broken.extend(std::iter::repeat_n(0u8, 300));
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "garbage",
+            b"definitely not an image".to_vec(),
+            vec![],
+            "original:decode_error",
+        ),
+        ("broken jpeg", broken, vec![], "original:decode_error"),
+        (
+            "would grow",
+            tiny,
+            vec![("x-adacompress-quality", "95")],
+            "forced:q95:original:not_smaller",
+        ),
+        (
+            "bypass",
+            photo.clone(),
+            vec![("x-adacompress-bypass", "1")],
+            "original:bypass",
+        ),
+    ];
+    for protocol in Protocol::ALL {
+        for (name, image, headers, expected) in &cases {
+            let before = log.lock().unwrap().len();
+            let (resp, sent) = send(&p, protocol, image, headers).await;
+            let action = resp.headers()["x-adacompress-action"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(&action, expected, "{protocol} {name}");
+            assert_eq!(resp.headers()["x-adacompress-bytes-saved"], "0");
+            let _ = resp.bytes().await;
+            let log = log.lock().unwrap();
+            assert_eq!(log.len(), before + 1, "{protocol} {name}: forwarded once");
+            assert_eq!(log[before].body, sent, "{protocol} {name}: byte for byte");
+        }
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let n = Protocol::ALL.len();
+    for (reason, count) in [("decode_error", 2 * n), ("not_smaller", n), ("bypass", n)] {
+        let line = format!("adacompress_passthrough_total{{reason=\"{reason}\"}} {count}");
+        assert!(metrics.contains(&line), "missing `{line}` in\n{metrics}");
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_quality_is_applied_and_clamped() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (hop, log) = recorder(backend).await;
+    let p = proxy(&hop, |c| c.agent.min_quality = 30).await;
+    let original = photo("street", &first_photo("street"));
+    let (resp, _) = send(
+        &p,
+        Protocol::GoogleVision,
+        &original,
+        &[("x-adacompress-quality", "10")],
+    )
+    .await;
+    assert_eq!(resp.headers()["x-adacompress-action"], "forced:q30");
+    let _ = resp.bytes().await;
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    let uploaded = image_of(Protocol::GoogleVision, &seen);
+    let decoded = codec::decode(&original, &Limits::default()).unwrap();
+    let q30 = codec::encode_jpeg(&decoded.image, 30, EncoderMode::FastOptimized).unwrap();
+    assert_eq!(uploaded, q30, "exactly the q30 re-encode went up");
+    p.shutdown().await;
+}
+
+fn first_photo(set: &str) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(photos(set))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_unreachable_and_slow_upstreams_get_clear_errors() {
+    // 413 names the limit and the size.
+    let (backend, _state, _stop) = spawn_backend().await;
+    let p = proxy(&backend, |c| c.proxy.max_body_bytes = 10_000).await;
+    let (resp, sent) = send(&p, Protocol::GoogleVision, &photo("objects", "2.jpg"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("proxy.max_body_bytes = 10000"), "{text}");
+    assert!(text.contains(&sent.len().to_string()), "{text}");
+    p.shutdown().await;
+
+    // 502: nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = proxy(&format!("http://{closed}"), |_| {}).await;
+    let (resp, _) = send(&p, Protocol::GoogleVision, &photo("objects", "2.jpg"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("unreachable") && text.contains(&closed.to_string()),
+        "{text}"
+    );
+    p.shutdown().await;
+
+    // 504: an upstream slower than the timeout.
+    let slow = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "late"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let p = proxy(&format!("http://{addr}"), |c| {
+        c.proxy.upstream_timeout_secs = 0.5
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (resp, _) = send(&p, Protocol::GoogleVision, &photo("objects", "2.jpg"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("proxy.upstream_timeout_secs = 0.5"), "{text}");
+    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("adacompress_upstream_errors_total{kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("adacompress_requests_total{protocol=\"google\",status=\"504\"} 1"),
+        "{metrics}"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_remote_images_pass_through_untouched() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (hop, log) = recorder(backend).await;
+    let p = proxy(&hop, |_| {}).await;
+    let body = br#"{"requests":[{"image":{"source":{"imageUri":"https://example.com/a.jpg"}},"features":[{"type":"LABEL_DETECTION"}]}]}"#;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/images:annotate", p.proxy_addr))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-adacompress-action"],
+        "original:remote_image"
+    );
+    let status = resp.status();
+    let _ = resp.bytes().await;
+    assert_eq!(log.lock().unwrap().last().unwrap().body.as_ref(), body);
+    // The backend refuses to fetch it, in Google's shape, and the client sees that.
+    assert!(status.is_success() || status.is_client_error());
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/some/other/api", p.proxy_addr))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-adacompress-action"],
+        "original:unknown_path"
+    );
+    let _ = resp.bytes().await;
+    assert_eq!(log.lock().unwrap().last().unwrap().body.as_ref(), b"hello");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_and_draining() {
+    let slow = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        "slow but fine"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let p = proxy(&format!("http://{addr}"), |c| c.proxy.drain_secs = 5.0).await;
+    let admin = format!("http://{}", p.admin_addr);
+    assert_eq!(
+        reqwest::get(format!("{admin}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{admin}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let agent: serde_json::Value = reqwest::get(format!("{admin}/agent"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["state"], "inference");
+    assert!(agent["version"].as_u64().is_some());
+    let resp = reqwest::Client::new()
+        .post(format!("{admin}/agent/retrain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let agent: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(agent["state"], "retrain");
+
+    // A request in flight when shutdown starts still gets its answer.
+    let url = format!("http://{}/other", p.proxy_addr);
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = p.state.clone();
+    let drained = tokio::spawn(p.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!state.is_ready(), "readyz fails while draining");
+    assert_eq!(in_flight.await.unwrap(), "slow but fine");
+    assert!(drained.await.unwrap(), "drained within proxy.drain_secs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstream() {
+    use adacompress::sigv4::{AwsCredentials, Signer, Verifier};
+    let proxy_creds = AwsCredentials::new("AKIDPROXY", "proxy-secret", None);
+    let mut bcfg = adacompress::backend::BackendConfig::new(lite0());
+    bcfg.aws_verify = Some(Verifier::new(proxy_creds.clone(), "us-east-1"));
+    let (backend, state, _stop) = spawn_backend_with(bcfg).await;
+    let signer = Signer::new(proxy_creds, "us-east-1");
+    let resign: adacompress::proxy::Resigner =
+        Arc::new(move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
+            signer
+                .resign("POST", url, headers, body, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+        });
+    let mut cfg = Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.state.dir = temp_dir("proxy-sigv4");
+    cfg.upstreams.insert("rekognition".into(), backend.clone());
+    let p = server::start(cfg, Some(resign)).await.unwrap();
+    // The client signs with its own key, for the proxy's host: the upstream would reject that.
+    let client = Signer::new(
+        AwsCredentials::new("AKIDCLIENT", "client-secret", None),
+        "us-east-1",
+    );
+    let image = photo("objects", "2.jpg");
+    let req = Protocol::Rekognition.client_request(&image, 5);
+    let url = format!("http://{}{}", p.proxy_addr, req.path_and_query);
+    let mut headers = HeaderMap::new();
+    for (k, v) in &req.headers {
+        headers.insert(
+            axum::http::HeaderName::try_from(k.as_str()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    client
+        .resign(
+            "POST",
+            &url,
+            &mut headers,
+            &req.body,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .headers(headers)
+        .body(req.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["x-adacompress-action"]
+            .to_str()
+            .unwrap()
+            .starts_with('q')
+    );
+    let answer = Protocol::Rekognition
+        .parse_answer(200, &resp.bytes().await.unwrap())
+        .unwrap();
+    assert!(answer.top1().is_some());
+    assert!(
+        state.signatures_verified() >= 1,
+        "the backend verified the proxy's signature"
+    );
+    p.shutdown().await;
+}
