@@ -69,11 +69,11 @@ pub struct BackendConfig {
     pub max_body_bytes: usize,
     /// Per-image decode limits.
     pub limits: Limits,
-    /// The face detector behind Face++ `detect`; `None` answers 503 there.
-    pub faces: Option<Arc<dyn DetectFaces>>,
     /// Check SigV4 signatures on the Rekognition route against this key and region
     /// (403 when they do not verify); `None` accepts any request, signed or not.
     pub aws_verify: Option<Verifier>,
+    /// The face detector behind Face++ `detect`; `None` answers 503 there.
+    pub faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl BackendConfig {
@@ -93,8 +93,8 @@ impl BackendConfig {
             queue: 64,
             max_body_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
-            faces: None,
             aws_verify: None,
+            faces: None,
         }
     }
 
@@ -183,12 +183,12 @@ pub struct Backend {
     images: AtomicU64,
     /// Requests refused with 429.
     throttled: AtomicU64,
-    /// The face detector behind Face++ `detect`, if one is loaded.
-    faces: Option<Arc<dyn DetectFaces>>,
     /// Signature check for Rekognition requests, when enabled.
     aws_verify: Option<Verifier>,
     /// Rekognition requests whose signature verified (tests prove re-signing with it).
     signatures_verified: AtomicU64,
+    /// The face detector behind Face++ `detect`, if one is loaded.
+    faces: Option<Arc<dyn DetectFaces>>,
 }
 
 impl Backend {
@@ -211,9 +211,9 @@ impl Backend {
             requests: AtomicU64::new(0),
             images: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
-            faces: cfg.faces.clone(),
             aws_verify: cfg.aws_verify.clone(),
             signatures_verified: AtomicU64::new(0),
+            faces: cfg.faces.clone(),
         }
     }
 
@@ -258,7 +258,7 @@ pub fn app(state: Arc<Backend>) -> Router {
             crate::protocol::google::PATH,
             serve_as(Protocol::GoogleVision),
         )
-        .route("/", post(rekognition))
+        .route("/", serve_as(Protocol::Rekognition))
         .route(crate::protocol::baidu::PATH, serve_as(Protocol::Baidu))
         .route(
             crate::protocol::facepp::SCENE_PATH,
@@ -317,26 +317,6 @@ fn serve_as(protocol: Protocol) -> MethodRouter<Arc<Backend>> {
     )
 }
 
-/// Rekognition's route: the signature check (when enabled) before the common handling.
-async fn rekognition(
-    State(s): State<Arc<Backend>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(verifier) = &s.aws_verify {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
-        if let Err(e) = checked {
-            s.requests.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "rekognition request rejected: signature");
-            return invalid_signature(&e.to_string());
-        }
-        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
-    }
-    handle(Protocol::Rekognition, s, uri, headers, body).await
-}
-
 async fn handle(
     protocol: Protocol,
     s: Arc<Backend>,
@@ -346,6 +326,16 @@ async fn handle(
 ) -> Response {
     s.requests.fetch_add(1, Ordering::Relaxed);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if protocol == Protocol::Rekognition
+        && let Some(verifier) = &s.aws_verify
+    {
+        let checked = verifier.verify("POST", path, &headers, &body, std::time::SystemTime::now());
+        if let Err(e) = checked {
+            tracing::debug!(error = %e, "rekognition request rejected: signature");
+            return invalid_signature(&e.to_string());
+        }
+        s.signatures_verified.fetch_add(1, Ordering::Relaxed);
+    }
     let request = match protocol.parse_backend_request(path, &headers, &body) {
         Ok(r) => r,
         Err(e) => {
@@ -401,6 +391,20 @@ async fn handle(
     }
 }
 
+/// 403 as AWS answers a request whose signature does not verify.
+fn invalid_signature(message: &str) -> Response {
+    let kind = "InvalidSignatureException";
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("content-type", crate::protocol::rekognition::CONTENT_TYPE),
+            ("x-amzn-errortype", kind),
+        ],
+        serde_json::json!({"__type": kind, "Message": message}).to_string(),
+    )
+        .into_response()
+}
+
 impl Backend {
     /// Decodes one image and runs the face detector on it (which the caller checked is there).
     fn detect_faces(&self, bytes: &[u8]) -> Result<Answer, ImageProblem> {
@@ -415,20 +419,6 @@ impl Backend {
             .map_err(ImageProblem::Internal)?;
         Ok(Answer::detections(regions))
     }
-}
-
-/// 403 as AWS answers a request whose signature does not verify.
-fn invalid_signature(message: &str) -> Response {
-    let kind = "InvalidSignatureException";
-    (
-        StatusCode::FORBIDDEN,
-        [
-            ("content-type", crate::protocol::rekognition::CONTENT_TYPE),
-            ("x-amzn-errortype", kind),
-        ],
-        serde_json::json!({"__type": kind, "Message": message}).to_string(),
-    )
-        .into_response()
 }
 
 /// 429 in the API's own shape, with `retry-after`.
