@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adacompress::backend::faces::FaceDetector;
 use adacompress::backend::{BackendConfig, DetectFaces};
 use adacompress::protocol::{
     Answer, ClientRequest, Protocol, ProtocolError, Region, facepp, kserve,
@@ -257,6 +258,38 @@ async fn face_detect_runs_the_given_detector() {
     let answer = Protocol::FacePlusPlus.parse_answer(status, &body).unwrap();
     assert_eq!(answer.top1(), Some("African elephant"));
     assert_eq!(state.images_classified(), 3);
+}
+
+/// Face++ detect with the real BlazeFace detector: the astronaut portrait's one face where
+/// it is (centre about (225, 125)), in whole pixels; a photo without people has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_detect_with_blazeface_finds_the_astronaut() {
+    let detector = FaceDetector::load(&common::root().join("models/blazeface-front-128.onnx"))
+        .expect("load models/blazeface-front-128.onnx");
+    let cfg = BackendConfig::new(common::lite0()).with_faces(Arc::new(detector));
+    let (url, _state, _stop) = common::spawn_backend_with(cfg).await;
+    let http = reqwest::Client::new();
+    let astronaut = std::fs::read(common::root().join("tests/fixtures/faces/astronaut.jpg"))
+        .expect("tests/fixtures/faces/astronaut.jpg");
+    let request = facepp::detect_request(&astronaut, Some(("key", "secret")));
+    let (status, _, body) = send(&http, &url, &request).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = Protocol::FacePlusPlus.parse_answer(status, &body).unwrap();
+    assert_eq!(answer.regions.len(), 1, "{answer:?}");
+    let face = answer.regions[0];
+    let (cx, cy) = (face.left + face.width / 2.0, face.top + face.height / 2.0);
+    assert!(
+        (cx - 225.0).abs() <= 8.0 && (cy - 125.0).abs() <= 8.0,
+        "face centre ({cx}, {cy}): {face:?}"
+    );
+    assert_eq!(face.left, face.left.round(), "whole pixels");
+
+    let elephant = facepp::detect_request(&common::photo("objects", "2.jpg"), None);
+    let (status, _, body) = send(&http, &url, &elephant).await;
+    let answer = Protocol::FacePlusPlus.parse_answer(status, &body).unwrap();
+    assert!(answer.regions.is_empty(), "{answer:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["face_num"], 0);
 }
 
 /// With one slot and no queue, while a long Google batch holds the slot every API is refused

@@ -21,10 +21,12 @@
 //! row `i` for image `i`; outputs may also come back in binary (`binary_data_output`).
 //!
 //! Quirks this file handles:
-//! - Every image element of a batch is a slot, in input then element order. Only elements
-//!   that hold an image this crate recognises (JPEG, PNG, WebP magic, raw or base64) are
-//!   slots: other `BYTES` data (text, audio) and non-`BYTES` tensors are not images and are
-//!   carried along untouched. A `{"b64"}` object that is not base64 is an unusable slot.
+//! - Every element of every `BYTES` input is a slot, in input then element order, so every
+//!   image of a batch is one; non-`BYTES` tensors are carried along untouched. Binary
+//!   elements are raw bytes (or base64, when they are text that decodes to a JPEG, PNG or
+//!   WebP); JSON elements are base64, as a string or in `{"b64"}`, and a JSON string that is
+//!   not base64 is text: an unusable slot. `BYTES` that are not images (a text prompt) are
+//!   slots the proxy cannot decode, and it forwards them as they were.
 //! - Replacing an image in binary data rewrites its length prefix, the input's
 //!   `binary_data_size` and the `Inference-Header-Content-Length` header
 //!   ([`super::Rewritten::headers`]); the other tensors' bytes are copied as they were. The
@@ -33,8 +35,8 @@
 //! - A binary answer's JSON length is not known without the response headers: the parser
 //!   reads one JSON value off the front and takes the rest as tensor data.
 //! - Errors are `{"error": "message"}` with a 4xx/5xx status; there are no per-image errors.
-//! - The local backend serves its one classifier under every model name. It reads the first
-//!   `BYTES` input, answers outputs `labels` (`BYTES`, the top-k class names) and `scores`
+//! - The local backend serves its one classifier under every model name. It classifies the
+//!   `BYTES` input holding the first image (or the first `BYTES` input), answers outputs `labels` (`BYTES`, the top-k class names) and `scores`
 //!   (`FP32`), `k` from the request's `parameters.top_k` (default [`DEFAULT_TOP_K`]), and
 //!   honours `binary_data` / `binary_data_output`. Triton's `classification` extension is not
 //!   served.
@@ -469,8 +471,8 @@ enum Element {
     JsonString(String),
     /// A `{"b64": …}` object at this pointer.
     JsonB64(String),
-    /// Something else in `data` (not an image).
-    Other,
+    /// Something else in `data` at this pointer (not an image).
+    Other(String),
 }
 
 /// Every input of a framed request, its binary data accounted for.
@@ -554,7 +556,7 @@ fn json_elements(i: usize, input: &Value) -> Vec<Element> {
             Value::Object(object) if object.get("b64").is_some_and(Value::is_string) => {
                 out.push(Element::JsonB64(format!("{pointer}/b64")));
             }
-            _ => out.push(Element::Other),
+            _ => out.push(Element::Other(pointer)),
         }
     }
     let mut out = Vec::new();
@@ -576,66 +578,56 @@ struct Located {
     slot: ImageSlot,
 }
 
-/// The image elements of a request, in input then element order.
+/// Every element of every `BYTES` input as a slot, in input then element order.
+///
+/// Binary elements are raw bytes, or base64 when they are text that decodes to an image;
+/// JSON elements are base64 (a JSON string that is not base64 is text: unusable).
 fn locate(framed: &Framed<'_>, inputs: &[Input]) -> Vec<Located> {
     let mut located = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         for (k, element) in input.elements.iter().enumerate() {
-            let found = match element {
+            let (base64, path, image) = match element {
                 Element::Binary(range) => {
-                    let bytes = &framed.binary[range.clone()];
-                    if looks_like_image(bytes) {
-                        Some((
-                            false,
-                            format!("inputs[{i}].binary[{k}]"),
-                            SlotImage::Inline(bytes.to_vec()),
-                        ))
-                    } else {
-                        base64_image(bytes).map(|image| {
-                            (
-                                true,
-                                format!("inputs[{i}].binary[{k}]"),
-                                SlotImage::Inline(image),
-                            )
-                        })
+                    let raw = &framed.binary[range.clone()];
+                    let path = format!("inputs[{i}].binary[{k}]");
+                    match base64_image(raw) {
+                        Some(image) if !looks_like_image(raw) => {
+                            (true, path, SlotImage::Inline(image))
+                        }
+                        _ => (false, path, SlotImage::Inline(raw.to_vec())),
                     }
                 }
-                Element::JsonString(pointer) => framed
-                    .header
-                    .pointer(pointer)
-                    .and_then(Value::as_str)
-                    .and_then(|text| base64_image(text.as_bytes()))
-                    .map(|image| (true, path_of(pointer), SlotImage::Inline(image))),
-                Element::JsonB64(pointer) => {
+                Element::JsonString(pointer) | Element::JsonB64(pointer) => {
                     let text = framed
                         .header
                         .pointer(pointer)
                         .and_then(Value::as_str)
                         .unwrap_or_default();
-                    match decode_base64(text, || path_of(pointer)) {
-                        Ok(image) if looks_like_image(&image) => {
-                            Some((true, path_of(pointer), SlotImage::Inline(image)))
-                        }
-                        Ok(_) => None,
-                        Err(err) => {
-                            Some((true, path_of(pointer), SlotImage::Unusable(err.to_string())))
-                        }
-                    }
+                    let image = match decode_base64(text.trim(), || path_of(pointer)) {
+                        Ok(bytes) => SlotImage::Inline(bytes),
+                        Err(err) => SlotImage::Unusable(err.to_string()),
+                    };
+                    (true, path_of(pointer), image)
                 }
-                Element::Other => None,
+                Element::Other(pointer) => (
+                    true,
+                    path_of(pointer),
+                    SlotImage::Unusable(format!(
+                        "{} is neither a base64 string nor {{\"b64\": …}}",
+                        path_of(pointer)
+                    )),
+                ),
             };
-            if let Some((base64, path, image)) = found {
-                located.push(Located {
-                    input: i,
-                    element: k,
-                    base64,
-                    slot: ImageSlot {
-                        index: located.len(),
-                        path,
-                        image,
-                    },
-                });
-            }
+            located.push(Located {
+                input: i,
+                element: k,
+                base64,
+                slot: ImageSlot {
+                    index: located.len(),
+                    path,
+                    image,
+                },
+            });
         }
     }
     located
@@ -670,9 +662,9 @@ fn path_of(pointer: &str) -> String {
 /// Request-level errors: another path, a bad `Inference-Header-Content-Length`, a header that
 /// is not JSON, binary data that does not add up, no `BYTES` input, a `shape` that does not
 /// match the elements, a bad `top_k`, an output other than `labels` and `scores`. Every
-/// element of the first `BYTES` input is an image (raw bytes, or base64); an element that is
-/// not base64 where base64 is required is a per-image problem, which the renderer turns into a
-/// request error.
+/// element of the image input — the input of the first recognisable image, else the first
+/// `BYTES` input — is an image (raw bytes, or base64); an element that is not base64 where
+/// base64 is required is a per-image problem, which the renderer turns into a request error.
 pub fn parse_backend_request(
     path: &str,
     headers: &HeaderMap,
@@ -684,13 +676,16 @@ pub fn parse_backend_request(
     })?;
     let framed = frame(headers, body)?;
     let inputs = read_inputs(&framed)?;
-    let (i, input) = inputs
+    // The input holding the first recognisable image, else the first BYTES input.
+    let i = locate(&framed, &inputs)
         .iter()
-        .enumerate()
-        .find(|(_, input)| input.datatype == BYTES)
+        .find(|located| located.slot.bytes().is_some_and(looks_like_image))
+        .map(|located| located.input)
+        .or_else(|| inputs.iter().position(|input| input.datatype == BYTES))
         .ok_or(ProtocolError::MissingField {
             path: "inputs[] of datatype BYTES (encoded images)".to_owned(),
         })?;
+    let input = &inputs[i];
     let declared = &framed.header["inputs"][i];
     if let Some(shape) = declared.get("shape") {
         let count = shape
@@ -725,8 +720,7 @@ pub fn parse_backend_request(
     let images = input
         .elements
         .iter()
-        .enumerate()
-        .map(|(k, element)| {
+        .map(|element| {
             let bytes = match element {
                 Element::Binary(range) => {
                     let raw = &framed.binary[range.clone()];
@@ -744,9 +738,9 @@ pub fn parse_backend_request(
                         .unwrap_or_default();
                     decode_base64(text.trim(), || path_of(pointer))?
                 }
-                Element::Other => {
+                Element::Other(pointer) => {
                     return Err(ImageProblem::Request(ProtocolError::InvalidValue {
-                        path: format!("inputs[{i}].data[{k}]"),
+                        path: path_of(pointer),
                         expected: "a base64 string or {\"b64\": base64 string}",
                         got: "another JSON value".to_owned(),
                     }));
@@ -1041,7 +1035,7 @@ pub fn replace_images(
         let element = &inputs[target.input].elements[target.element];
         let pointer = match element {
             Element::JsonString(pointer) | Element::JsonB64(pointer) => pointer,
-            Element::Binary(_) | Element::Other => continue,
+            Element::Binary(_) | Element::Other(_) => continue,
         };
         let text = String::from_utf8_lossy(&encoded(target, bytes)).into_owned();
         let value = header
@@ -1248,10 +1242,20 @@ mod tests {
     fn backend_reads_json_and_binary_batches() {
         let (headers, body) = mixed_binary_request();
         let parsed = parse_backend_request("/v2/models/m/versions/2/infer", &headers, &body);
-        // The first BYTES input is the prompt: not an image, the classifier will refuse it.
+        // The prompt comes first but holds no image: the image input is classified.
         let parsed = parsed.unwrap();
-        assert_eq!(parsed.images.len(), 1);
-        assert_eq!(parsed.images[0].as_ref().unwrap().bytes, b"a photo of");
+        let images: Vec<&[u8]> = parsed
+            .images
+            .iter()
+            .map(|image| image.as_ref().unwrap().bytes.as_slice())
+            .collect();
+        assert_eq!(images, [JPEG_A, PNG_B]);
+
+        // Without any image, the first BYTES input is read (and the classifier refuses it).
+        let text =
+            br#"{"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi there!"]}]}"#;
+        let parsed = parse_backend_request("/v2/models/m/infer", &HeaderMap::new(), text).unwrap();
+        assert!(parsed.images[0].is_err(), "text is not base64");
 
         let body = fixture("kserve_request_json.json");
         let parsed = parse_backend_request("/v2/models/m/infer", &HeaderMap::new(), &body).unwrap();
@@ -1506,14 +1510,24 @@ mod tests {
     }
 
     #[test]
-    fn extract_finds_only_images() {
+    fn extract_lists_every_bytes_element() {
         let (headers, body) = mixed_binary_request();
         let slots = extract_images(&headers, &body).unwrap();
         let paths: Vec<&str> = slots.iter().map(|s| s.path.as_str()).collect();
-        assert_eq!(paths, ["inputs[2].binary[0]", "inputs[2].binary[1]"]);
-        assert_eq!(slots[0].bytes(), Some(JPEG_A));
-        assert_eq!(slots[1].bytes(), Some(PNG_B));
-        assert_eq!(slots.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            paths,
+            [
+                "inputs[0].binary[0]",
+                "inputs[2].binary[0]",
+                "inputs[2].binary[1]"
+            ],
+            "the FP32 input is no slot"
+        );
+        // The prompt is a slot the proxy will fail to decode and leave alone.
+        assert_eq!(slots[0].bytes(), Some(&b"a photo of"[..]));
+        assert_eq!(slots[1].bytes(), Some(JPEG_A));
+        assert_eq!(slots[2].bytes(), Some(PNG_B));
+        assert_eq!(slots.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 2]);
 
         let slots =
             extract_images(&HeaderMap::new(), &fixture("kserve_request_json.json")).unwrap();
@@ -1526,8 +1540,38 @@ mod tests {
                 "inputs[0].data[2].b64"
             ]
         );
-        assert!(slots[0].is_replaceable() && slots[1].is_replaceable());
+        assert!(slots[0].bytes().unwrap().starts_with(b"\xff\xd8\xff"));
+        assert!(slots[1].bytes().unwrap().starts_with(b"\xff\xd8\xff"));
         assert!(matches!(&slots[2].image, SlotImage::Unusable(why) if why.contains("base64")));
+
+        // Base64 text in binary data is read as base64; a JSON string that is not base64 is
+        // text; a number in BYTES data is neither.
+        let b64 = encode_base64(JPEG_A);
+        let text = bytes_element(b64.as_bytes());
+        let header = json!({"inputs": [
+            {"name": "a", "shape": [1], "datatype": "BYTES",
+             "parameters": {"binary_data_size": text.len()}},
+            {"name": "b", "shape": [2], "datatype": "BYTES", "data": ["hi there!", 7]},
+        ]})
+        .to_string();
+        let body = [header.as_bytes(), &text].concat();
+        let slots = extract_images(&length_header(header.len()), &body).unwrap();
+        assert_eq!(slots[0].bytes(), Some(JPEG_A));
+        assert!(matches!(&slots[1].image, SlotImage::Unusable(why) if why.contains("base64")));
+        assert_eq!(
+            slots[2].image,
+            SlotImage::Unusable(
+                "inputs[1].data[1] is neither a base64 string nor {\"b64\": …}".to_owned()
+            )
+        );
+        let replaced =
+            replace_images(&length_header(header.len()), &body, &[(0, PNG_B.to_vec())]).unwrap();
+        let length: usize = replaced.headers[0].1.parse().unwrap();
+        assert_eq!(
+            replaced.body[length + 4..],
+            *encode_base64(PNG_B).as_bytes(),
+            "written back as base64 text"
+        );
         assert!(extract_images(&HeaderMap::new(), b"{\"inputs\": 1}").is_err());
     }
 
@@ -1541,7 +1585,7 @@ mod tests {
         };
         let smaller = b"\xff\xd8\xff tiny".to_vec();
         let rewritten = Protocol::KServe
-            .replace_images(&req, &[(1, smaller.clone())])
+            .replace_images(&req, &[(2, smaller.clone())])
             .unwrap();
         let (name, value) = &rewritten.headers[0];
         assert_eq!(name, "inference-header-content-length");
@@ -1565,18 +1609,23 @@ mod tests {
         let mut new_headers = headers.clone();
         new_headers.insert(HEADER_LENGTH, HeaderValue::from_str(value).unwrap());
         let slots = extract_images(&new_headers, &rewritten.body).unwrap();
-        assert_eq!(slots[0].bytes(), Some(JPEG_A));
-        assert_eq!(slots[1].bytes(), Some(&smaller[..]));
+        assert_eq!(slots[0].bytes(), Some(&b"a photo of"[..]));
+        assert_eq!(slots[1].bytes(), Some(JPEG_A));
+        assert_eq!(slots[2].bytes(), Some(&smaller[..]));
         let parsed =
             parse_backend_request("/v2/models/m/infer", &new_headers, &rewritten.body).unwrap();
-        assert_eq!(parsed.images.len(), 1, "the prompt input is still first");
+        let second = parsed.images[1].as_ref().unwrap();
+        assert_eq!(
+            second.bytes, smaller,
+            "the backend reads the rewritten body"
+        );
 
         let unchanged = replace_images(&headers, &body, &[]).unwrap();
         assert_eq!(unchanged.body, body);
         assert!(unchanged.headers.is_empty());
         assert_eq!(
-            replace_images(&headers, &body, &[(2, b"x".to_vec())]).unwrap_err(),
-            ProtocolError::NoSuchSlot { index: 2, count: 2 }
+            replace_images(&headers, &body, &[(3, b"x".to_vec())]).unwrap_err(),
+            ProtocolError::NoSuchSlot { index: 3, count: 3 }
         );
     }
 
