@@ -255,7 +255,7 @@ pub struct ServiceArgs {
     /// `local:MODEL.onnx` to start the built-in backend in-process on loopback.
     #[arg(long, default_value = "local")]
     pub upstream: String,
-    /// Wire format: google or rekognition.
+    /// Wire format: google, rekognition, baidu, facepp, azure, kserve or torchserve.
     #[arg(long, default_value = "google")]
     pub protocol: Protocol,
     /// Cache key for the service's answers; default `protocol@upstream`. Change it

@@ -82,7 +82,9 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
                     if faces.exists() {
                         match crate::backend::faces::FaceDetector::load(&faces) {
                             Ok(d) => bcfg.faces = Some(Arc::new(d)),
-                            Err(e) => tracing::warn!(error = %e, "no face detector for Face++ detect"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no face detector for Face++ detect")
+                            }
                         }
                     }
                     let state = tokio::task::spawn_blocking(move || Backend::load(&bcfg))
