@@ -113,6 +113,9 @@ pub struct EstimatorConfig {
     pub steps_per_learn: usize,
     /// Agreement the re-tuned cheapest-safe threshold aims for on the memory.
     pub target_agreement: f64,
+    /// Uploads per image while retraining: the explored re-encode, then bisection probes
+    /// over the quality ladder (1 = the paper: one upload).
+    pub retrain_probes: usize,
     /// What clients get while retraining: `original` (the answer for their own bytes; the
     /// explored re-encode is uploaded beside it) or `explore` (the paper: the explored one).
     pub retrain_serves: RetrainServes,
@@ -223,6 +226,7 @@ impl Default for EstimatorConfig {
             batch: 256,
             steps_per_learn: 20,
             target_agreement: 0.95,
+            retrain_probes: 1,
             retrain_serves: RetrainServes::Original,
         }
     }

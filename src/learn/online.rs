@@ -388,6 +388,25 @@ impl Online {
         all
     }
 
+    /// Adds observations to the memory without moving the state machine (extra probes).
+    pub fn remember(&self, observed: &[Observed]) {
+        let mut inner = self.inner();
+        for o in observed {
+            let row = MemoryRow {
+                features: o.features.to_vec(),
+                action: o.action,
+                agree: o.agree,
+                size_ratio: o.size_ratio,
+            };
+            if let Err(e) = self.store.push_memory(&row, self.cfg.memory) {
+                tracing::error!(error = %e, "cannot persist a memory row");
+            }
+            inner.memory.push(row);
+        }
+        let excess = inner.memory.len().saturating_sub(self.cfg.memory);
+        inner.memory.drain(..excess);
+    }
+
     /// Forces retraining now (admin `POST /agent/retrain`).
     pub fn force_retrain(&self) -> bool {
         let mut inner = self.inner();

@@ -73,7 +73,7 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
         Other::Nothing => 0,
     };
     if matches!(other, Other::Nothing) {
-        record(&online, &p, None);
+        let _ = record(&online, &p, None);
         return;
     }
     let Ok(permit) = s.estimation_slots().try_acquire_owned() else {
@@ -88,55 +88,187 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
     tokio::spawn(async move {
         let _permit = permit;
         let _guard = guard;
-        let (body, set_headers) = match &other {
-            Other::Original => (p.original_body.clone(), Vec::new()),
-            Other::Explored(alts) => {
-                let view = ProxyRequest {
-                    path_and_query: &p.path_and_query,
-                    headers: &p.client_headers,
-                    body: &p.original_body,
-                };
-                match p.protocol.replace_images(&view, alts) {
-                    Ok(r) => (Bytes::from(r.body), r.headers),
-                    Err(e) => {
-                        tracing::warn!(id = %p.request_id, error = %e, "estimate: cannot build the explored request");
-                        skipped(&s, "error");
-                        return;
-                    }
-                }
-            }
+        let replacements = match &other {
+            Other::Original => Vec::new(),
+            Other::Explored(alts) => alts.clone(),
             Other::Nothing => return,
         };
-        let mut headers = upstream_headers(&p.client_headers, &set_headers);
-        if p.protocol == Protocol::Rekognition {
-            let Some(resign) = &s.resign else {
-                skipped(&s, "error");
-                return;
-            };
-            if let Err(e) = resign(&p.url, &mut headers, &body) {
-                tracing::warn!(id = %p.request_id, error = %e, "estimate: re-signing failed");
-                skipped(&s, "error");
-                return;
-            }
-        }
-        s.metrics.estimation_uploads.inc();
-        s.metrics.estimation_bytes.inc_by(extra as u64);
-        let answer = match send_upstream(&s.http, p.method.clone(), &p.url, headers, body).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(id = %p.request_id, error = ?e, "estimate: upstream failed");
-                skipped(&s, "error");
-                return;
-            }
+        let Some(answer) = upload(&s, &p, &replacements, extra).await else {
+            return;
         };
         let other_answers = parse(p.protocol, &answer);
         let served_answers = parse(p.protocol, &p.served);
+        let explored = matches!(other, Other::Explored(_));
         let (reference, candidate) = match other {
             Other::Original => (other_answers, served_answers),
             _ => (served_answers, other_answers),
         };
-        record(&online, &p, Some((&reference, &candidate)));
+        let observed = record(&online, &p, Some((&reference, &candidate)));
+        if explored {
+            probe(&s, &online, &p, &reference, observed).await;
+        }
     });
+}
+
+/// Uploads the client's request with `replacements` (none = the original as sent),
+/// re-signing if the API needs it; counts it as an estimation upload of `image_bytes`.
+async fn upload(
+    s: &ProxyState,
+    p: &Pending,
+    replacements: &[(usize, Vec<u8>)],
+    image_bytes: usize,
+) -> Option<UpstreamAnswer> {
+    let (body, set_headers) = if replacements.is_empty() {
+        (p.original_body.clone(), Vec::new())
+    } else {
+        let view = ProxyRequest {
+            path_and_query: &p.path_and_query,
+            headers: &p.client_headers,
+            body: &p.original_body,
+        };
+        match p.protocol.replace_images(&view, replacements) {
+            Ok(r) => (Bytes::from(r.body), r.headers),
+            Err(e) => {
+                tracing::warn!(id = %p.request_id, error = %e, "estimate: cannot build the request");
+                skipped(s, "error");
+                return None;
+            }
+        }
+    };
+    let mut headers = upstream_headers(&p.client_headers, &set_headers);
+    if p.protocol == Protocol::Rekognition {
+        let Some(resign) = &s.resign else {
+            skipped(s, "error");
+            return None;
+        };
+        if let Err(e) = resign(&p.url, &mut headers, &body) {
+            tracing::warn!(id = %p.request_id, error = %e, "estimate: re-signing failed");
+            skipped(s, "error");
+            return None;
+        }
+    }
+    s.metrics.estimation_uploads.inc();
+    s.metrics.estimation_bytes.inc_by(image_bytes as u64);
+    match send_upstream(&s.http, p.method.clone(), &p.url, headers, body).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(id = %p.request_id, error = ?e, "estimate: upstream failed");
+            skipped(s, "error");
+            None
+        }
+    }
+}
+
+/// While retraining: more probes of the same image, by bisection over the quality ladder,
+/// so one image says where its answer starts to change (`estimator.retrain_probes` uploads
+/// in all, within the byte budget). Probes only teach the head (memory); they do not move
+/// the state machine.
+async fn probe(
+    s: &Arc<ProxyState>,
+    online: &Arc<Online>,
+    p: &Pending,
+    reference: &Answers,
+    first: Vec<Observed>,
+) {
+    let probes = s.cfg.estimator.retrain_probes;
+    // One image at a time: batches are rare while retraining and would multiply uploads.
+    let ([slot], [seen]) = (p.outcome.slots.as_slice(), first.as_slice()) else {
+        return;
+    };
+    let Some(reference) = reference.as_ref().ok().and_then(|l| l.get(slot.index)) else {
+        return;
+    };
+    let Ok(reference) = reference.as_ref() else {
+        return;
+    };
+    let actions = online.actions.clone();
+    let Some(taken) = actions.actions.get(seen.action).copied() else {
+        return;
+    };
+    // The ladder: this size's qualities, low to high.
+    let mut ladder: Vec<(u8, usize)> = actions
+        .actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.max_side == taken.max_side)
+        .filter_map(|(i, a)| a.quality.map(|q| (q, i)))
+        .collect();
+    ladder.sort_unstable();
+    let Some(mut pos) = ladder.iter().position(|&(_, i)| i == seen.action) else {
+        return;
+    };
+    // Known: everything at or below `lo` disagrees, at or above `hi` agrees.
+    let (mut lo, mut hi): (isize, isize) = (-1, ladder.len() as isize);
+    let mut agree = seen.agree;
+    let Some(original) = slot_bytes(p, slot.index) else {
+        return;
+    };
+    for _ in 1..probes {
+        if agree {
+            hi = pos as isize;
+        } else {
+            lo = pos as isize;
+        }
+        if hi - lo <= 1 {
+            return;
+        }
+        pos = ((lo + hi) / 2) as usize;
+        let (_, index) = ladder[pos];
+        let action = actions.actions[index];
+        let encoder = online.encoder;
+        let bytes = original.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let decoded = crate::codec::decode(&bytes, &crate::codec::Limits::default()).ok()?;
+            crate::action::apply(&action, &decoded.image, &bytes, encoder).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(applied) = encoded else {
+            return;
+        };
+        let ratio = applied.bytes.len() as f32 / original.len().max(1) as f32;
+        agree = if applied.original {
+            true
+        } else {
+            if !online.try_spend(applied.bytes.len() as u64) {
+                skipped(s, "budget");
+                return;
+            }
+            let len = applied.bytes.len();
+            let Some(answer) = upload(s, p, &[(slot.index, applied.bytes)], len).await else {
+                return;
+            };
+            match parse(p.protocol, &answer) {
+                Ok(list) => match list.get(slot.index) {
+                    Some(Ok(c)) => answers_agree(reference, c, online.accuracy()),
+                    _ => false,
+                },
+                Err(_) => false,
+            }
+        };
+        online.remember(&[Observed {
+            features: seen.features.clone(),
+            action: index,
+            greedy: false,
+            agree,
+            size_ratio: ratio,
+        }]);
+    }
+}
+
+/// The client's bytes for one slot.
+fn slot_bytes(p: &Pending, index: usize) -> Option<Vec<u8>> {
+    let view = ProxyRequest {
+        path_and_query: &p.path_and_query,
+        headers: &p.client_headers,
+        body: &p.original_body,
+    };
+    let slots = p.protocol.extract_images(&view).ok()?;
+    slots
+        .into_iter()
+        .find(|s| s.index == index)
+        .and_then(|s| s.bytes().map(<[u8]>::to_vec))
 }
 
 type Answers = Result<Vec<Result<Answer, ProtocolError>>, ProtocolError>;
@@ -153,7 +285,7 @@ fn skipped(s: &ProxyState, reason: &'static str) {
 }
 
 /// Turns the compared answers into observations and hands them to the learner.
-fn record(online: &Online, p: &Pending, answers: Option<(&Answers, &Answers)>) {
+fn record(online: &Online, p: &Pending, answers: Option<(&Answers, &Answers)>) -> Vec<Observed> {
     let accuracy = online.accuracy();
     let mut observed = Vec::new();
     for slot in &p.outcome.slots {
@@ -202,8 +334,9 @@ fn record(online: &Online, p: &Pending, answers: Option<(&Answers, &Answers)>) {
         });
     }
     if observed.is_empty() {
-        return;
+        return observed;
     }
     let events = online.record(&observed);
     tracing::debug!(id = %p.request_id, images = observed.len(), ?events, "estimated");
+    observed
 }
