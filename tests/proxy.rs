@@ -86,6 +86,23 @@ async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
     server::start(cfg, None).await.expect("proxy starts")
 }
 
+/// Backend, recording hop and proxy, wired; keep the sender alive for the backend to live.
+async fn stack(tweak: impl FnOnce(&mut Config)) -> (Server, Log, tokio::sync::oneshot::Sender<()>) {
+    let (backend, _state, stop) = spawn_backend().await;
+    let (hop, log) = recorder(backend).await;
+    (proxy(&hop, tweak).await, log, stop)
+}
+
+/// The proxy's `/metrics` text.
+async fn metrics_of(p: &Server) -> String {
+    reqwest::get(format!("http://{}/metrics", p.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Sends `protocol`'s one-image request through the proxy.
 async fn send(
     proxy: &Server,
@@ -120,9 +137,7 @@ fn image_of(protocol: Protocol, seen: &Seen) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
-    let (backend, _state, _stop) = spawn_backend().await;
-    let (hop, log) = recorder(backend).await;
-    let p = proxy(&hop, |_| {}).await;
+    let (p, log, _stop) = stack(|_| {}).await;
     // A street photo: the shipped agent re-encodes these (measured: q35–q65).
     let original = photo("objects", "2.jpg");
     for protocol in Protocol::ALL {
@@ -162,9 +177,7 @@ async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_forwards_the_original_byte_for_byte() {
-    let (backend, _state, _stop) = spawn_backend().await;
-    let (hop, log) = recorder(backend).await;
-    let p = proxy(&hop, |_| {}).await;
+    let (p, log, _stop) = stack(|_| {}).await;
     let photo = photo("objects", "2.jpg");
     let decoded = codec::decode(&photo, &Limits::default()).unwrap();
     // Already at q5: re-encoding at a forced q95 would grow it.
@@ -211,12 +224,7 @@ async fn fail_open_forwards_the_original_byte_for_byte() {
             assert_eq!(log[before].body, sent, "{protocol} {name}: byte for byte");
         }
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&p).await;
     let n = Protocol::ALL.len();
     for (reason, count) in [("decode_error", 2 * n), ("not_smaller", n), ("bypass", n)] {
         let line = format!("adacompress_passthrough_total{{reason=\"{reason}\"}} {count}");
@@ -227,9 +235,7 @@ async fn fail_open_forwards_the_original_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_quality_is_applied_and_clamped() {
-    let (backend, _state, _stop) = spawn_backend().await;
-    let (hop, log) = recorder(backend).await;
-    let p = proxy(&hop, |c| c.agent.min_quality = 30).await;
+    let (p, log, _stop) = stack(|c| c.agent.min_quality = 30).await;
     let original = photo("street", &first_photo("street"));
     let (resp, _) = send(
         &p,
@@ -302,12 +308,7 @@ async fn too_large_unreachable_and_slow_upstreams_get_clear_errors() {
     assert!(started.elapsed() < Duration::from_secs(4));
     let text = resp.text().await.unwrap();
     assert!(text.contains("proxy.upstream_timeout_secs = 0.5"), "{text}");
-    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&p).await;
     assert!(
         metrics.contains("adacompress_upstream_errors_total{kind=\"timeout\"} 1"),
         "{metrics}"
@@ -321,9 +322,7 @@ async fn too_large_unreachable_and_slow_upstreams_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_remote_images_pass_through_untouched() {
-    let (backend, _state, _stop) = spawn_backend().await;
-    let (hop, log) = recorder(backend).await;
-    let p = proxy(&hop, |_| {}).await;
+    let (p, log, _stop) = stack(|_| {}).await;
     let body = br#"{"requests":[{"image":{"source":{"imageUri":"https://example.com/a.jpg"}},"features":[{"type":"LABEL_DETECTION"}]}]}"#;
     let resp = reqwest::Client::new()
         .post(format!("http://{}/v1/images:annotate", p.proxy_addr))

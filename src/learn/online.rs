@@ -356,18 +356,7 @@ impl Online {
                         Event::Learn => {}
                     }
                 }
-                let row = MemoryRow {
-                    features: o.features.to_vec(),
-                    action: o.action,
-                    agree: o.agree,
-                    size_ratio: o.size_ratio,
-                };
-                if let Err(e) = self.store.push_memory(&row, self.cfg.memory) {
-                    tracing::error!(error = %e, "cannot persist a memory row");
-                }
-                inner.memory.push(row);
-                let excess = inner.memory.len().saturating_sub(self.cfg.memory);
-                inner.memory.drain(..excess);
+                self.push_row(&mut inner, o);
                 if events.contains(&Event::Learn) || events.contains(&Event::Recovered) {
                     learn_batch = Some(inner.memory.clone());
                 }
@@ -392,17 +381,22 @@ impl Online {
     pub fn remember(&self, observed: &[Observed]) {
         let mut inner = self.inner();
         for o in observed {
-            let row = MemoryRow {
-                features: o.features.to_vec(),
-                action: o.action,
-                agree: o.agree,
-                size_ratio: o.size_ratio,
-            };
-            if let Err(e) = self.store.push_memory(&row, self.cfg.memory) {
-                tracing::error!(error = %e, "cannot persist a memory row");
-            }
-            inner.memory.push(row);
+            self.push_row(&mut inner, o);
         }
+    }
+
+    /// Appends one observation to the memory (bounded) and to the store.
+    fn push_row(&self, inner: &mut Inner, o: &Observed) {
+        let row = MemoryRow {
+            features: o.features.to_vec(),
+            action: o.action,
+            agree: o.agree,
+            size_ratio: o.size_ratio,
+        };
+        if let Err(e) = self.store.push_memory(&row, self.cfg.memory) {
+            tracing::error!(error = %e, "cannot persist a memory row");
+        }
+        inner.memory.push(row);
         let excess = inner.memory.len().saturating_sub(self.cfg.memory);
         inner.memory.drain(..excess);
     }
