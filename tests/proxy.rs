@@ -488,3 +488,51 @@ async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstre
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saturated_cpu_pool_forwards_originals_instead_of_queueing() {
+    let (p, log, _stop) = stack(|c| {
+        c.proxy.cpu_workers = 1;
+        c.proxy.cpu_queue = 0;
+    })
+    .await;
+    let image = photo("street", &first_photo("street"));
+    let sends = (0..8).map(|_| {
+        let image = image.clone();
+        let addr = p.proxy_addr;
+        tokio::spawn(async move {
+            let req = Protocol::GoogleVision.client_request(&image, 5);
+            let resp = reqwest::Client::new()
+                .post(format!("http://{addr}{}", req.path_and_query))
+                .header("content-type", "application/json")
+                .body(req.body)
+                .send()
+                .await
+                .unwrap();
+            let action = resp.headers()["x-adacompress-action"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (resp.status(), action)
+        })
+    });
+    let mut saturated = 0;
+    for s in sends.collect::<Vec<_>>() {
+        let (status, action) = s.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "every request is answered");
+        saturated += usize::from(action == "original:saturated");
+    }
+    assert!(
+        saturated >= 1,
+        "with one worker and no queue, some of 8 went as sent"
+    );
+    assert_eq!(log.lock().unwrap().len(), 8, "none was dropped");
+    let metrics = metrics_of(&p).await;
+    assert!(
+        metrics.contains(&format!(
+            "adacompress_passthrough_total{{reason=\"saturated\"}} {saturated}"
+        )),
+        "{metrics}"
+    );
+    p.shutdown().await;
+}
