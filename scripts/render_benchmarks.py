@@ -162,6 +162,21 @@ def main():
              f"{'' if ratio <= 0.70 else ', bytes %.2f× instead of ≤ 0.70×' % ratio}). See the notes below."))
         hist = ", ".join(f"{k}: {v}" for k, v in a["actions"].items())
         w(f"- Agent's actions: {hist}.\n")
+    # ---- (c) load ----
+    load_md = os.path.join(BENCH, "load.md")
+    if os.path.exists(load_md):
+        # docs/bench/load.md, written by scripts/load_bench.sh (LOAD=1 scripts/benchmarks.sh),
+        # as a section of this page: headings one level down, paths from docs/.
+        with open(load_md) as f:
+            text = f.read()
+        for line in text.splitlines():
+            if line.startswith("# "):
+                w("## (c) Load: the proxy in front of the local backend, under wrk")
+            elif line.startswith("## "):
+                w("#" + line)
+            else:
+                w(line.replace("](load.svg)", "](bench/load.svg)"))
+        w("")
     notes = os.path.join(BENCH, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
