@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
-    Label, ProtocolError, SlotImage, content_type_text, describe, excerpt, is_success, media_type,
-    normalise_score, parse_json, wire_number,
+    ProtocolError, SlotImage, content_type_text, describe, excerpt, is_success, labels_from,
+    media_type, parse_json, single_replacement, slot_not_replaceable, wire_number,
 };
 
 /// The path of the analyze operation.
@@ -88,27 +88,13 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
         .ok_or_else(|| ProtocolError::UnexpectedAnswer {
             detail: "no `tagsResult.values` array (was `features=tags` asked for?)".to_owned(),
         })?;
-    let labels = values
-        .iter()
-        .enumerate()
-        .map(|(i, tag)| {
-            let name = tag.get("name").and_then(Value::as_str).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
-                    detail: format!("tagsResult.values[{i}].name is missing or not a string"),
-                }
-            })?;
-            let confidence = tag
-                .get("confidence")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!("tagsResult.values[{i}].confidence is missing or not a number"),
-                })?;
-            Ok(Label {
-                name: name.to_owned(),
-                score: normalise_score(confidence, 1.0),
-            })
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    let labels = labels_from(
+        values,
+        "tagsResult.values",
+        ("name", "confidence"),
+        Value::as_f64,
+        1.0,
+    )?;
     Ok(Answer::new(labels))
 }
 
@@ -382,26 +368,14 @@ pub fn replace_images(
     body: &[u8],
     replacements: &[(usize, Vec<u8>)],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let Some((index, bytes)) = replacements.last() else {
+    let Some(bytes) = single_replacement(replacements)? else {
         return Ok(body.to_vec());
     };
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
     let slot = extract_images(headers, body)?.remove(0);
-    let reason = match slot.image {
-        SlotImage::Inline(_) => return Ok(bytes.clone()),
-        SlotImage::Remote(reference) => format!("it refers to {reference}"),
-        SlotImage::Unusable(why) => why,
-    };
-    Err(ProtocolError::NotReplaceable {
-        index: *index,
-        path: slot.path,
-        reason,
-    })
+    match slot_not_replaceable(&slot) {
+        Some(err) => Err(err),
+        None => Ok(bytes.to_vec()),
+    }
 }
 
 /// What the body holds.
@@ -467,6 +441,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+    use crate::protocol::Label;
     use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
 
     fn typed(content_type: &str) -> HeaderMap {

@@ -33,8 +33,9 @@ use serde_json::{Value, json};
 
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
-    Label, ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt,
-    form_encode, form_fields, is_success, normalise_score, parse_json, splice, wire_number,
+    ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
+    form_fields, is_success, labels_from, parse_json, single_replacement, slot_not_replaceable,
+    splice, wire_number,
 };
 
 /// The path of `advanced_general`.
@@ -121,27 +122,7 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
             detail: "no `result` array".to_owned(),
         }
     })?;
-    let labels = results
-        .iter()
-        .enumerate()
-        .map(|(i, result)| {
-            let keyword = result
-                .get("keyword")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!("result[{i}].keyword is missing or not a string"),
-                })?;
-            let score = result.get("score").and_then(as_number).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
-                    detail: format!("result[{i}].score is missing or not a number"),
-                }
-            })?;
-            Ok(Label {
-                name: keyword.to_owned(),
-                score: normalise_score(score, 1.0),
-            })
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    let labels = labels_from(results, "result", ("keyword", "score"), as_number, 1.0)?;
     Ok(Answer::new(labels))
 }
 
@@ -366,28 +347,18 @@ pub fn replace_images(
     body: &[u8],
     replacements: &[(usize, Vec<u8>)],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let Some((index, bytes)) = replacements.last() else {
+    let Some(bytes) = single_replacement(replacements)? else {
         return Ok(body.to_vec());
     };
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
     let slot = extract_images(body)?.remove(0);
+    if let Some(err) = slot_not_replaceable(&slot) {
+        return Err(err);
+    }
     let not_replaceable = |reason: String| ProtocolError::NotReplaceable {
-        index: *index,
+        index: 0,
         path: slot.path.clone(),
         reason,
     };
-    match &slot.image {
-        SlotImage::Inline(_) => {}
-        SlotImage::Remote(reference) => {
-            return Err(not_replaceable(format!("it refers to {reference}")));
-        }
-        SlotImage::Unusable(why) => return Err(not_replaceable(why.clone())),
-    }
     let fields = form_fields(body);
     let field = fields
         .iter()
@@ -428,6 +399,7 @@ fn find_image(fields: &[super::FormField]) -> Found<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Label;
     use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {

@@ -43,9 +43,9 @@ use sha2::Digest as _;
 use super::multipart::{self, Multipart, NewPart};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
-    ImageSlot, Label, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
-    encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, media_type,
-    normalise_score, parse_json, splice, wire_number,
+    ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
+    encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
+    media_type, parse_json, single_replacement, slot_not_replaceable, splice, wire_number,
 };
 
 /// The path of face detection.
@@ -203,23 +203,13 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
             .ok_or_else(|| ProtocolError::UnexpectedAnswer {
                 detail: format!("`{key}` is not an array"),
             })?;
-        for (i, item) in items.iter().enumerate() {
-            let value = item.get("value").and_then(Value::as_str).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
-                    detail: format!("{key}[{i}].value is missing or not a string"),
-                }
-            })?;
-            let confidence = item
-                .get("confidence")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!("{key}[{i}].confidence is missing or not a number"),
-                })?;
-            labels.push(Label {
-                name: value.to_owned(),
-                score: normalise_score(confidence, CONFIDENCE_SCALE),
-            });
-        }
+        labels.extend(labels_from(
+            items,
+            key,
+            ("value", "confidence"),
+            Value::as_f64,
+            CONFIDENCE_SCALE,
+        )?);
     }
     Ok(Answer::new(labels))
 }
@@ -518,33 +508,23 @@ pub fn replace_images(
     body: &[u8],
     replacements: &[(usize, Vec<u8>)],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let Some((index, bytes)) = replacements.last() else {
+    let Some(bytes) = single_replacement(replacements)? else {
         return Ok(body.to_vec());
     };
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
     let form = Form::read(headers, body)?;
     let found = form.find_image();
     let slot = slot_of(&found);
+    if let Some(err) = slot_not_replaceable(&slot) {
+        return Err(err);
+    }
     let not_replaceable = |reason: String| ProtocolError::NotReplaceable {
-        index: *index,
+        index: 0,
         path: slot.path.clone(),
         reason,
     };
-    match &slot.image {
-        SlotImage::Inline(_) => {}
-        SlotImage::Remote(reference) => {
-            return Err(not_replaceable(format!("it refers to {reference}")));
-        }
-        SlotImage::Unusable(why) => return Err(not_replaceable(why.clone())),
-    }
     match (&form, &found) {
         (Form::Multipart(parts), Found::File { part, .. }) => parts
-            .replace(&[(*part, bytes.as_slice())])
+            .replace(&[(*part, bytes)])
             .map_err(|err| not_replaceable(err.to_string())),
         (
             Form::Multipart(parts),
@@ -667,6 +647,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+    use crate::protocol::Label;
     use crate::protocol::{AnswerCase, Protocol, ProxyRequest, Task, check_answer_cases, fixture};
 
     /// Headers with the given content type.

@@ -964,6 +964,65 @@ fn is_success(status: u16) -> bool {
 }
 
 /// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
+/// Labels from an answer's array of `{name_key: "…", score_key: number}` objects, e.g.
+/// Rekognition's `Labels[].Name/.Confidence`. `path` names the array in errors; `score`
+/// reads the number (plain JSON numbers, or Baidu's quoted ones); `scale` is the score's
+/// full scale (100 for percentages).
+fn labels_from(
+    items: &[Value],
+    path: &str,
+    (name_key, score_key): (&str, &str),
+    score: fn(&Value) -> Option<f64>,
+    scale: f64,
+) -> Result<Vec<Label>, ProtocolError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let name = item.get(name_key).and_then(Value::as_str).ok_or_else(|| {
+                ProtocolError::UnexpectedAnswer {
+                    detail: format!("{path}[{i}].{name_key} is missing or not a string"),
+                }
+            })?;
+            let value = item.get(score_key).and_then(score).ok_or_else(|| {
+                ProtocolError::UnexpectedAnswer {
+                    detail: format!("{path}[{i}].{score_key} is missing or not a number"),
+                }
+            })?;
+            Ok(Label {
+                name: name.to_owned(),
+                score: normalise_score(value, scale),
+            })
+        })
+        .collect()
+}
+
+/// For APIs with one image per request: the bytes replacing slot 0 (the last given wins),
+/// `None` when there is nothing to replace, and an error for any other slot index.
+fn single_replacement(replacements: &[(usize, Vec<u8>)]) -> Result<Option<&[u8]>, ProtocolError> {
+    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
+        return Err(ProtocolError::NoSuchSlot {
+            index: *index,
+            count: 1,
+        });
+    }
+    Ok(replacements.last().map(|(_, bytes)| bytes.as_slice()))
+}
+
+/// Why `slot` cannot take new bytes (`None` when it holds an inline image).
+fn slot_not_replaceable(slot: &ImageSlot) -> Option<ProtocolError> {
+    let reason = match &slot.image {
+        SlotImage::Inline(_) => return None,
+        SlotImage::Remote(reference) => format!("it refers to {reference}"),
+        SlotImage::Unusable(why) => why.clone(),
+    };
+    Some(ProtocolError::NotReplaceable {
+        index: slot.index,
+        path: slot.path.clone(),
+        reason,
+    })
+}
+
 fn normalise_score(value: f64, scale: f64) -> f32 {
     // Narrowing to f32 is the point: scores are compared, never accumulated.
     ((value / scale).clamp(0.0, 1.0)) as f32

@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
-    Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
-    encode_base64, excerpt, is_success, normalise_score, parse_json, wire_number,
+    LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
+    encode_base64, excerpt, is_success, labels_from, normalise_score, parse_json, wire_number,
 };
 
 /// The `X-Amz-Target` value of `DetectLabels`.
@@ -87,27 +87,13 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
             detail: "no `Labels` array".to_owned(),
         }
     })?;
-    let labels = labels
-        .iter()
-        .enumerate()
-        .map(|(i, label)| {
-            let name = label.get("Name").and_then(Value::as_str).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
-                    detail: format!("Labels[{i}].Name is missing or not a string"),
-                }
-            })?;
-            let confidence = label
-                .get("Confidence")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!("Labels[{i}].Confidence is missing or not a number"),
-                })?;
-            Ok(Label {
-                name: name.to_owned(),
-                score: normalise_score(confidence, CONFIDENCE_SCALE),
-            })
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
+    let labels = labels_from(
+        labels,
+        "Labels",
+        ("Name", "Confidence"),
+        Value::as_f64,
+        CONFIDENCE_SCALE,
+    )?;
     Ok(Answer::new(labels))
 }
 
@@ -444,6 +430,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+    use crate::protocol::Label;
     use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
 
     fn target(value: &str) -> HeaderMap {

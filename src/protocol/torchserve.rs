@@ -29,7 +29,7 @@ use super::multipart::{self, Multipart};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
-    normalise_score, parse_json, wire_number,
+    normalise_score, parse_json, single_replacement, wire_number,
 };
 
 /// The model name the client asks for; the local backend answers to any name.
@@ -322,26 +322,20 @@ pub fn replace_images(
     body: &[u8],
     replacements: &[(usize, Vec<u8>)],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let Some((index, bytes)) = replacements.last() else {
+    let Some(bytes) = single_replacement(replacements)? else {
         return Ok(body.to_vec());
     };
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
     let not_replaceable = |path: &str, reason: String| ProtocolError::NotReplaceable {
-        index: *index,
+        index: 0,
         path: path.to_owned(),
         reason,
     };
     match read_body(headers, body) {
-        Ok(Found::Raw(_)) => Ok(bytes.clone()),
+        Ok(Found::Raw(_)) => Ok(bytes.to_vec()),
         Ok(Found::Part {
             name, part, form, ..
         }) => form
-            .replace(&[(part, bytes.as_slice())])
+            .replace(&[(part, bytes)])
             .map_err(|err| not_replaceable(name, err.to_string())),
         Ok(Found::Missing(err)) => Err(not_replaceable("body", err.to_string())),
         Err(err @ ProtocolError::InvalidValue { .. }) => {

@@ -438,6 +438,8 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
     let url = format!("{}{}", route.base, path_q);
     let mut headers = upstream_headers(&parts.headers, &outcome.set_headers);
     let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
+    // Whether the client's request goes up as sent (no new body, or re-signing failed).
+    let mut uploaded_all_original = outcome.body.is_none();
     if outcome.body.is_some()
         && protocol == Some(Protocol::Rekognition)
         && let Some(resign) = &s.resign
@@ -447,8 +449,8 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         s.metrics.passthrough("error");
         headers = upstream_headers(&parts.headers, &[]);
         send_body = body.clone();
+        uploaded_all_original = true;
     }
-    let uploaded_all_original = send_body == body;
     let bytes_saved = if uploaded_all_original {
         0
     } else {
