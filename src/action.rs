@@ -14,7 +14,7 @@ use std::fmt;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError, EncoderMode};
+use crate::codec::{self, CodecError, EncoderMode, Limits};
 
 /// One thing the agent can do to an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +37,31 @@ impl Action {
         Action {
             max_side: None,
             quality: Some(q),
+        }
+    }
+
+    /// The same action as it acts on an image whose longest side is `long`: a
+    /// "downscale" to a side the image does not exceed is a full-size re-encode, so the
+    /// two share one answer.
+    pub fn effective(&self, long: u32) -> Action {
+        match self.max_side {
+            Some(side) if side >= long => Action {
+                max_side: None,
+                quality: self.quality,
+            },
+            _ => *self,
+        }
+    }
+
+    /// Pixels of the upload for an upright `width × height` image (the original's for keep).
+    pub fn output_pixels(&self, width: u32, height: u32) -> f64 {
+        let (w, h) = (f64::from(width), f64::from(height));
+        match (self.quality, self.max_side) {
+            (Some(_), Some(side)) if f64::from(side) < w.max(h) => {
+                let s = f64::from(side) / w.max(h);
+                (w * s).round().max(1.0) * (h * s).round().max(1.0)
+            }
+            _ => w * h,
         }
     }
 
@@ -75,6 +100,21 @@ impl fmt::Display for Action {
 
 /// The paper's ten qualities, 5, 15, …, 95.
 pub const PAPER_QUALITIES: [u8; 10] = [5, 15, 25, 35, 45, 55, 65, 75, 85, 95];
+
+/// Longest sides of the `uploads` action set (`None` = full size).
+pub const UPLOAD_SIDES: [Option<u32>; 8] = [
+    None,
+    Some(1280),
+    Some(960),
+    Some(768),
+    Some(640),
+    Some(512),
+    Some(384),
+    Some(288),
+];
+
+/// JPEG qualities of the `uploads` action set.
+pub const UPLOAD_QUALITIES: [u8; 5] = [30, 50, 70, 85, 95];
 
 /// A named, ordered list of actions; the Q-head has one output per action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,11 +158,33 @@ impl ActionSet {
         }
     }
 
+    /// What real uploads need: keep, plus every longest side in [`UPLOAD_SIDES`] ×
+    /// every quality in [`UPLOAD_QUALITIES`]. A cloud shrinks an image to a few hundred
+    /// pixels before its model sees it, so on a 3–12 MP phone photo the side is the
+    /// largest lever; the qualities then trade the rest.
+    pub fn uploads() -> ActionSet {
+        let mut actions = vec![Action::KEEP];
+        for side in UPLOAD_SIDES {
+            for q in UPLOAD_QUALITIES {
+                actions.push(Action {
+                    max_side: side,
+                    quality: Some(q),
+                });
+            }
+        }
+        ActionSet {
+            name: "uploads".into(),
+            encoder: EncoderMode::default(),
+            actions,
+        }
+    }
+
     /// A built-in set by name.
     pub fn builtin(name: &str) -> Option<ActionSet> {
         match name {
             "paper" => Some(ActionSet::paper()),
             "scaled" => Some(ActionSet::scaled()),
+            "uploads" => Some(ActionSet::uploads()),
             _ => None,
         }
     }
@@ -181,6 +243,93 @@ pub fn apply(
             bytes,
             original: false,
         })
+    }
+}
+
+/// One client image, ready to have actions applied to it the way the proxy does:
+/// a downscale decodes the JPEG with DCT scaling at the smallest scale still at least
+/// the target side, then resizes; a full-size re-encode decodes it whole. Decodes are
+/// kept per scale, so applying a whole action set costs one decode per side.
+pub struct Source<'a> {
+    original: &'a [u8],
+    limits: Limits,
+    /// Upright full-resolution size, format and header facts.
+    pub info: codec::Inspected,
+    pub width: u32,
+    pub height: u32,
+    decodes: Vec<(u8, RgbImage)>,
+}
+
+impl<'a> Source<'a> {
+    /// Checks the header against `limits` (nothing is decoded yet).
+    pub fn new(original: &'a [u8], limits: &Limits) -> Result<Source<'a>, CodecError> {
+        let info = codec::inspect(original, limits)?;
+        Ok(Source {
+            original,
+            limits: *limits,
+            info,
+            width: info.width,
+            height: info.height,
+            decodes: Vec::new(),
+        })
+    }
+
+    /// The original bytes.
+    pub fn original(&self) -> &'a [u8] {
+        self.original
+    }
+
+    /// Longest side of the upright image.
+    pub fn long_side(&self) -> u32 {
+        self.width.max(self.height)
+    }
+
+    /// The upright image decoded at the smallest DCT scale whose longest side is at
+    /// least `min_long` (full size for `u32::MAX`).
+    pub fn pixels(&mut self, min_long: u32) -> Result<&RgbImage, CodecError> {
+        let scale = codec::dct_scale_for(self.long_side(), min_long);
+        let at = match self.decodes.iter().position(|(s, _)| *s == scale) {
+            Some(i) => i,
+            None => {
+                let d = codec::decode_scaled(self.original, &self.limits, min_long)?;
+                self.decodes.push((scale, d.image));
+                self.decodes.len() - 1
+            }
+        };
+        Ok(&self.decodes[at].1)
+    }
+
+    /// Applies `action` with the proxy's rule: the original goes up when the result
+    /// would not be smaller.
+    pub fn apply(&mut self, action: &Action, encoder: EncoderMode) -> Result<Applied, CodecError> {
+        let action = action.effective(self.long_side());
+        let Some(quality) = action.quality else {
+            return Ok(Applied {
+                bytes: self.original.to_vec(),
+                original: true,
+            });
+        };
+        let bytes = match action.max_side {
+            None => codec::encode_jpeg(self.pixels(u32::MAX)?, quality, encoder)?,
+            Some(side) => {
+                let scaled = self.pixels(side)?;
+                match codec::fit_longest_side(scaled, side) {
+                    Some(resized) => codec::encode_jpeg(&resized, quality, encoder)?,
+                    None => codec::encode_jpeg(scaled, quality, encoder)?,
+                }
+            }
+        };
+        if bytes.len() >= self.original.len() {
+            Ok(Applied {
+                bytes: self.original.to_vec(),
+                original: true,
+            })
+        } else {
+            Ok(Applied {
+                bytes,
+                original: false,
+            })
+        }
     }
 }
 
@@ -252,5 +401,60 @@ mod tests {
         let out = apply(&a, &img, &original, EncoderMode::Fastest).unwrap();
         let d = codec::decode(&out.bytes, &codec::Limits::default()).unwrap();
         assert_eq!(d.image.dimensions(), (400, 300));
+    }
+
+    #[test]
+    fn effective_action_folds_sides_the_image_does_not_exceed() {
+        let a = Action {
+            max_side: Some(768),
+            quality: Some(85),
+        };
+        assert_eq!(a.effective(512), Action::quality(85));
+        assert_eq!(a.effective(1024), a);
+        assert_eq!(Action::KEEP.effective(100), Action::KEEP);
+        assert_eq!(a.output_pixels(1536, 1024), 768.0 * 512.0);
+        assert_eq!(a.output_pixels(640, 480), 640.0 * 480.0);
+        let set = ActionSet::uploads();
+        assert_eq!(set.len(), 1 + UPLOAD_SIDES.len() * UPLOAD_QUALITIES.len());
+        for a in &set.actions {
+            assert_eq!(Action::parse(&a.name()), Some(*a), "{a}");
+        }
+    }
+
+    #[test]
+    fn source_downscales_from_a_dct_scaled_decode() {
+        let img = RgbImage::from_fn(1600, 1200, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x ^ y) % 256) as u8])
+        });
+        let original = codec::encode_jpeg(&img, 95, EncoderMode::Fastest).unwrap();
+        let mut src = Source::new(&original, &Limits::default()).unwrap();
+        assert_eq!((src.width, src.height), (1600, 1200));
+        // 1600 → 1/2 scale (800) is the smallest decode still ≥ 700.
+        assert_eq!(src.pixels(700).unwrap().dimensions(), (800, 600));
+        let a = Action {
+            max_side: Some(700),
+            quality: Some(70),
+        };
+        let out = src.apply(&a, EncoderMode::Fastest).unwrap();
+        assert!(!out.original);
+        let back = codec::decode(&out.bytes, &Limits::default()).unwrap();
+        assert_eq!(back.image.dimensions(), (700, 525));
+        // A side above the image's own is a full-size re-encode.
+        let full = src
+            .apply(
+                &Action {
+                    max_side: Some(4000),
+                    quality: Some(70),
+                },
+                EncoderMode::Fastest,
+            )
+            .unwrap();
+        let back = codec::decode(&full.bytes, &Limits::default()).unwrap();
+        assert_eq!(back.image.dimensions(), (1600, 1200));
+        assert!(
+            src.apply(&Action::KEEP, EncoderMode::Fastest)
+                .unwrap()
+                .original
+        );
     }
 }

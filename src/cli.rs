@@ -9,10 +9,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::action::{self, ActionSet};
 use crate::agent::checkpoint::BackboneInfo;
-use crate::agent::{Agent, Checkpoint, CheckpointError, DEFAULT_AGENT_SIDE, Policy, TrainingStats};
+use crate::agent::{
+    Agent, Checkpoint, CheckpointError, DEFAULT_AGENT_SIDE, Policy, StateKind, TrainingStats,
+};
 use crate::backend::{self, Backend, BackendConfig};
 use crate::client::{CachedService, HttpService, ServiceError, VisionService};
-use crate::codec::{self, CodecError, Limits};
+use crate::codec::{CodecError, Limits};
 use crate::eval;
 use crate::learn::photos_env::{EnvError, EnvSpec, PhotoEnv};
 use crate::learn::trainer::{self, Algorithm, TrainConfig};
@@ -213,6 +215,10 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Table(#[from] crate::learn::table::TableError),
     #[error("{path}: {source}")]
     Codec { path: PathBuf, source: CodecError },
     #[error("{0}")]
@@ -282,6 +288,24 @@ pub struct PhotoArgs {
     /// Use at most this many photos (after the split), for quick runs.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only photos from these sources (the folders they sit in), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<String>,
+    /// Leave out photos from these sources (e.g. the one held out for a cross-source test).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_sources: Vec<String>,
+}
+
+/// How `train` learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Probability of agreement per action from the compact state, threshold by
+    /// conformal risk control, fallback to the best fixed pair (the default).
+    Calibrated,
+    /// Contextual bandit on the paper's state (γ = 0).
+    Bandit,
+    /// The paper's DQN.
+    DqnPaper,
 }
 
 /// Which rewards training learns from.
@@ -301,8 +325,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "models/agent.json")]
     pub out: PathBuf,
     /// Learning rule.
-    #[arg(long, value_enum, default_value = "bandit")]
-    pub algorithm: Algorithm,
+    #[arg(long, value_enum, default_value = "calibrated")]
+    pub algorithm: Method,
     /// Agreement rule in the reward.
     #[arg(long, value_enum, default_value = "top1")]
     pub accuracy: Accuracy,
@@ -325,12 +349,14 @@ pub struct TrainArgs {
     /// Random variants (crop, scale, exposure, camera quality) added per training photo.
     #[arg(long, default_value_t = 0)]
     pub augment: usize,
-    /// Passes over the training photos.
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
-    /// Action set: paper (keep + q5…q95) or scaled (keep + downscales × qualities).
-    #[arg(long, default_value = "paper")]
-    pub actions: String,
+    /// Passes over the training photos (default: 30 for the bandit and DQN, 120 over
+    /// every photo × action for the calibrated head).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Action set: uploads (keep + 8 sides × 5 qualities; calibrated's default), paper
+    /// (keep + q5…q95; the bandit's and DQN's default) or scaled.
+    #[arg(long)]
+    pub actions: Option<String>,
     /// Backbone ONNX model for the agent's features.
     #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
     pub backbone: PathBuf,
@@ -366,6 +392,13 @@ pub struct EvalArgs {
     /// Folder for CSV files and the plot; default: next to --json, else `eval-out`.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Name of the workload in reports (default: the photo folder's name).
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Without --agent: the action set whose fixed pairs and oracle to report
+    /// (`uploads` reports every max side × quality; `paper` the paper's qualities).
+    #[arg(long, default_value = "paper")]
+    pub actions: String,
 }
 
 #[derive(Debug, Args)]
@@ -505,6 +538,19 @@ async fn open_service(
 
 fn select_photos(args: &PhotoArgs, split: Split) -> Result<Vec<PathBuf>, CliError> {
     let mut list = photos::select(&args.photos, split, args.test_percent)?;
+    list.retain(|p| {
+        let source = crate::learn::table::source_of(p, &args.photos);
+        (args.sources.is_empty() || args.sources.contains(&source))
+            && !args.exclude_sources.contains(&source)
+    });
+    if list.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no photos under {} match --sources {:?} / --exclude-sources {:?}",
+            args.photos.display(),
+            args.sources,
+            args.exclude_sources
+        )));
+    }
     if let Some(n) = args.limit {
         list.truncate(n);
     }
@@ -579,10 +625,15 @@ pub async fn shutdown_signal() {
 
 /// `adacompress train`.
 pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
-    let actions = ActionSet::builtin(&args.actions).ok_or_else(|| {
+    let algorithm = match args.algorithm {
+        Method::Calibrated => return run_train_calibrated(args).await,
+        Method::Bandit => Algorithm::Bandit,
+        Method::DqnPaper => Algorithm::DqnPaper,
+    };
+    let set_name = args.actions.clone().unwrap_or_else(|| "paper".into());
+    let actions = ActionSet::builtin(&set_name).ok_or_else(|| {
         CliError::Usage(format!(
-            "--actions must be `paper` or `scaled`, not `{}`",
-            args.actions
+            "--actions must be `paper`, `scaled` or `uploads`, not `{set_name}`"
         ))
     })?;
     let backbone = ImageModel::load(&args.backbone, args.side)?;
@@ -595,7 +646,7 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
         args.photos.photos.display(),
         service.id(),
         actions.len(),
-        args.algorithm.name()
+        algorithm.name()
     );
     let spec = EnvSpec {
         actions: actions.clone(),
@@ -605,12 +656,12 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
     };
     let env = prepare(&paths, Some(&backbone), &service, spec).await?;
 
-    let mut cfg = TrainConfig::new(args.algorithm);
-    cfg.epochs = args.epochs;
+    let mut cfg = TrainConfig::new(algorithm);
+    cfg.epochs = args.epochs.unwrap_or(30);
     cfg.seed = args.seed;
     cfg.size_weight = args.size_weight;
     cfg.full_feedback = args.feedback == Feedback::Full;
-    if cfg.full_feedback && args.algorithm == Algorithm::DqnPaper {
+    if cfg.full_feedback && algorithm == Algorithm::DqnPaper {
         return Err(CliError::Usage(
             "--feedback full needs --algorithm bandit (the DQN's stale targets are per taken action)".into(),
         ));
@@ -660,8 +711,8 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
     let trained = trainer::train(&env, actions.len(), &cfg, |d, t| bar.set(d, t)).await?;
     bar.finish();
     // The reward of the policy the checkpoint will actually use.
-    let train_reward = trainer::policy_reward(&env, &trained.head, cfg.size_weight, |q| {
-        policy.decide(q, &actions)
+    let train_reward = trainer::policy_reward(&env, &trained.head, cfg.size_weight, |q, f| {
+        policy.decide(q, f, &actions)
     })
     .await?;
     let random_reward = trainer::random_reward(&env, actions.len(), cfg.size_weight).await?;
@@ -683,7 +734,7 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
             side: backbone.side(),
         },
         TrainingStats {
-            algorithm: args.algorithm.name().into(),
+            algorithm: algorithm.name().into(),
             service: service.id().to_string(),
             accuracy: args.accuracy.name().into(),
             reference: args.reference.name().into(),
@@ -732,7 +783,7 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
         &Chart {
             title: format!(
                 "Learning curve ({}, w = {})",
-                args.algorithm.name(),
+                algorithm.name(),
                 cfg.size_weight
             ),
             x_label: "step".into(),
@@ -778,6 +829,57 @@ pub async fn run_train(args: TrainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `adacompress train --algorithm calibrated` (the default).
+async fn run_train_calibrated(args: TrainArgs) -> Result<(), CliError> {
+    let set_name = args.actions.clone().unwrap_or_else(|| "uploads".into());
+    let actions = ActionSet::builtin(&set_name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--actions must be `paper`, `scaled` or `uploads`, not `{set_name}`"
+        ))
+    })?;
+    let target = args.target_agreement.unwrap_or(0.97);
+    if !(0.5..1.0).contains(&target) {
+        return Err(CliError::Usage(format!(
+            "--target-agreement is a share between 0.5 and 1 (e.g. 0.97), not {target}"
+        )));
+    }
+    let backbone = ImageModel::load(&args.backbone, args.side)?;
+    let (http, store, _local) = open_service(&args.service).await?;
+    let service = CachedService::new(&http, &store);
+    let paths = select_photos(&args.photos, Split::Train)?;
+    eprintln!(
+        "training the calibrated agent on {} photos from {} against {} ({} actions, target {:.1}% top-1)",
+        paths.len(),
+        args.photos.photos.display(),
+        service.id(),
+        actions.len(),
+        target * 100.0
+    );
+    let fit = crate::learn::fit::FitConfig {
+        epochs: args
+            .epochs
+            .unwrap_or(crate::learn::fit::FitConfig::default().epochs),
+        seed: args.seed,
+        target,
+        ..crate::learn::fit::FitConfig::default()
+    };
+    crate::train::run(
+        crate::train::TrainJob {
+            paths: &paths,
+            root: &args.photos.photos,
+            backbone: &backbone,
+            backbone_file: relative_to(&args.backbone, args.out.parent().unwrap_or(Path::new("."))),
+            actions,
+            fit,
+            out: &args.out,
+            seed: args.seed,
+        },
+        &service,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn prepare<'s, S: VisionService + ?Sized>(
     paths: &[PathBuf],
     backbone: Option<&ImageModel>,
@@ -806,6 +908,12 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
         Some(p) => Some(Agent::load(p, None)?),
         None => None,
     };
+    let compact = agent
+        .as_ref()
+        .map_or(args.actions == "uploads", |a| a.state == StateKind::Compact);
+    if compact {
+        return run_eval_workload(args, agent).await;
+    }
     // Without an agent no features are needed.
     let backbone = agent.as_ref().map(|a| &a.backbone);
     let actions = agent
@@ -904,6 +1012,159 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `adacompress eval` for a calibrated agent (or `--actions uploads`): the label table
+/// of the selected photos, every fixed pair, the oracle and the agent.
+async fn run_eval_workload(args: EvalArgs, agent: Option<Agent>) -> Result<(), CliError> {
+    let actions = match &agent {
+        Some(a) => a.actions.clone(),
+        None => ActionSet::uploads(),
+    };
+    let (http, store, _local) = open_service(&args.service).await?;
+    let service = CachedService::new(&http, &store);
+    let paths = select_photos(&args.photos, args.split)?;
+    let workload = args
+        .workload
+        .clone()
+        .unwrap_or_else(|| crate::learn::photos_env::display_name(&args.photos.photos));
+    eprintln!(
+        "evaluating on {} photos ({:?} split, workload {workload}) against {}",
+        paths.len(),
+        args.split,
+        service.id()
+    );
+    let spec = crate::learn::table::Spec {
+        actions: &actions,
+        state: agent.as_ref().map(|a| (&a.backbone, a.state)),
+        limits: Limits::default(),
+    };
+    let mut bar = Progress::new("label table", paths.len() as u64);
+    let table =
+        crate::learn::table::Table::build(&paths, &args.photos.photos, &spec, &service, |d, t| {
+            bar.set(d as u64, t as u64)
+        })
+        .await?;
+    bar.finish();
+    let rep = crate::eval::workload::evaluate(
+        &workload,
+        &table,
+        agent.as_ref().map(|a| (&a.head, &a.policy)),
+        args.target_agreement,
+    );
+    println!("{}", rep.table());
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        args.json
+            .as_ref()
+            .and_then(|j| j.parent().map(Path::to_path_buf))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("eval-out"))
+    });
+    if let Some(json) = &args.json {
+        report::write_json(json, &rep)?;
+    }
+    report::write_csv(
+        &out_dir.join(format!("{workload}-summary.csv")),
+        &[
+            "workload",
+            "kind",
+            "policy",
+            "bytes_mean",
+            "size_ratio",
+            "vs_best_fixed",
+            "top1_agreement",
+            "topk_agreement",
+        ],
+        &rep.csv_rows(),
+    )?;
+    let photo_rows: Vec<Vec<String>> = rep
+        .per_photo
+        .iter()
+        .map(|p| {
+            let opt = |v: Option<String>| v.unwrap_or_default();
+            vec![
+                p.name.clone(),
+                p.source.clone(),
+                p.width.to_string(),
+                p.height.to_string(),
+                p.original_bytes.to_string(),
+                opt(p.reference_top1.clone()),
+                p.oracle_action.clone(),
+                p.oracle_bytes.to_string(),
+                opt(p.best_fixed_bytes.map(|b| b.to_string())),
+                opt(p.best_fixed_agrees.map(|b| b.to_string())),
+                opt(p.agent_action.clone()),
+                opt(p.agent_bytes.map(|b| b.to_string())),
+                opt(p.agent_agrees.map(|b| b.to_string())),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &out_dir.join(format!("{workload}-photos.csv")),
+        &[
+            "photo",
+            "source",
+            "width",
+            "height",
+            "original_bytes",
+            "reference_top1",
+            "oracle_action",
+            "oracle_bytes",
+            "best_fixed_bytes",
+            "best_fixed_agrees",
+            "agent_action",
+            "agent_bytes",
+            "agent_agrees",
+        ],
+        &photo_rows,
+    )?;
+    report::plot_svg(
+        &out_dir.join(format!("{workload}.svg")),
+        &rep.chart(&actions),
+    )?;
+    report::write_json(&out_dir.join(format!("{workload}-table.json")), &table.rows)?;
+    // Every photo × action, for anyone who wants to try another policy on the same answers.
+    let cells: Vec<Vec<String>> = table
+        .rows
+        .iter()
+        .flat_map(|r| {
+            table
+                .actions
+                .actions
+                .iter()
+                .enumerate()
+                .map(move |(a, action)| {
+                    vec![
+                        r.name.clone(),
+                        r.source.clone(),
+                        action.name(),
+                        r.bytes[a].to_string(),
+                        r.original_bytes.to_string(),
+                        u8::from(r.agree[a]).to_string(),
+                        u8::from(r.agree_k[a]).to_string(),
+                    ]
+                })
+        })
+        .collect();
+    report::write_csv(
+        &out_dir.join(format!("{workload}-table.csv")),
+        &[
+            "photo",
+            "source",
+            "action",
+            "bytes",
+            "original_bytes",
+            "top1_agrees",
+            "topk_agrees",
+        ],
+        &cells,
+    )?;
+    eprintln!(
+        "wrote {workload}-summary.csv, {workload}-photos.csv and {workload}.svg in {}; the service answered {} new requests",
+        out_dir.display(),
+        table.requests
+    );
+    Ok(())
+}
+
 /// `adacompress compress`.
 pub fn run_compress(args: CompressArgs) -> Result<(), CliError> {
     let agent = Agent::load(&args.agent, None)?;
@@ -913,9 +1174,17 @@ pub fn run_compress(args: CompressArgs) -> Result<(), CliError> {
         path: args.input.clone(),
         source,
     };
-    let decoded = codec::decode(&original, &Limits::default()).map_err(codec_err)?;
-    let (_, chosen) = agent.choose(&decoded.image, original.len())?;
-    let applied = action::apply(&chosen, &decoded.image, &original, agent.actions.encoder)
+    let mut source = action::Source::new(&original, &Limits::default()).map_err(codec_err)?;
+    let state = agent.observe(&mut source).map_err(|e| match e {
+        crate::agent::StateError::Codec(source) => CliError::Codec {
+            path: args.input.clone(),
+            source,
+        },
+        crate::agent::StateError::Model(m) => CliError::Model(m),
+    })?;
+    let chosen = agent.actions.actions[agent.decide(&state)];
+    let applied = source
+        .apply(&chosen, agent.actions.encoder)
         .map_err(codec_err)?;
     std::fs::write(&args.output, &applied.bytes)
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", args.output.display())))?;

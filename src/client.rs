@@ -199,6 +199,19 @@ impl<'s, S: VisionService + ?Sized> CachedService<'s, S> {
         Ok(self.store.get_answer(self.inner.id(), image_sha, action)?)
     }
 
+    /// Records an answer known without asking (e.g. an action whose upload is the
+    /// original bytes shares the original's answer).
+    pub fn remember(
+        &self,
+        image_sha: &str,
+        action: &str,
+        answer: &CachedAnswer,
+    ) -> Result<(), ServiceError> {
+        Ok(self
+            .store
+            .put_answer(self.inner.id(), image_sha, action, answer)?)
+    }
+
     /// The answer for `bytes`, uploaded as `action` of the image `image_sha`:
     /// from the cache, or asked once and stored.
     pub async fn answer(

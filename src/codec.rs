@@ -90,6 +90,10 @@ pub struct Decoded {
     pub format: Format,
     /// The EXIF orientation that was applied (1 = none).
     pub orientation: u8,
+    /// Upright size of the full-resolution image; larger than `image` when the JPEG
+    /// was decoded with DCT scaling ([`decode_scaled`]).
+    pub full_width: u32,
+    pub full_height: u32,
 }
 
 /// Reads the format and size from the header and checks them against `limits`.
@@ -134,11 +138,76 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(Format, u32, u32), CodecE
     Ok((format, width, height))
 }
 
+/// What the header alone says about an image: nothing is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Inspected {
+    pub format: Format,
+    /// Upright size (EXIF orientation applied).
+    pub width: u32,
+    pub height: u32,
+    /// The EXIF orientation a decode will apply (1 = none).
+    pub orientation: u8,
+    /// Quantisation and frame facts (JPEG only).
+    pub jpeg: Option<JpegHeader>,
+}
+
+/// Checks `limits` and reads the upright size, orientation and JPEG header facts.
+pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, CodecError> {
+    let (format, width, height) = probe(bytes, limits)?;
+    let orientation = match format {
+        Format::Jpeg => libjpeg(format, || {
+            let d =
+                mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)]).from_mem(bytes)?;
+            Ok(d.markers()
+                .find(|m| m.data.starts_with(b"Exif\0\0"))
+                .and_then(|m| exif_orientation(&m.data[6..]))
+                .unwrap_or(1))
+        })?,
+        Format::Png | Format::Webp => 1,
+    };
+    let (width, height) = if matches!(orientation, 5..=8) {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    Ok(Inspected {
+        format,
+        width,
+        height,
+        orientation,
+        jpeg: (format == Format::Jpeg)
+            .then(|| jpeg_header(bytes))
+            .flatten(),
+    })
+}
+
 /// Decodes JPEG, PNG or WebP after checking `limits`, and turns it upright.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
+    decode_scaled(bytes, limits, u32::MAX)
+}
+
+/// libjpeg's DCT scaling numerator (out of 8) that brings a side of `full` pixels down to
+/// the fewest pixels that are still at least `target` (8 = no scaling).
+pub fn dct_scale_for(full: u32, target: u32) -> u8 {
+    (1u8..=8)
+        .find(|&n| (u64::from(full) * u64::from(n)).div_ceil(8) >= u64::from(target))
+        .unwrap_or(8)
+}
+
+/// Like [`decode`], but a JPEG is decoded with libjpeg's DCT scaling (1/8 … 8/8) at the
+/// smallest scale whose longest side is still at least `min_long_side`: what a
+/// downscale needs costs a fraction of a full decode (no full-size IDCT, colour
+/// conversion or buffer). PNG and WebP decode at full size. The result is upright;
+/// `full_width`/`full_height` give the full-resolution size.
+pub fn decode_scaled(
+    bytes: &[u8],
+    limits: &Limits,
+    min_long_side: u32,
+) -> Result<Decoded, CodecError> {
     let (format, width, height) = probe(bytes, limits)?;
+    let scale = dct_scale_for(width.max(height), min_long_side);
     let (image, orientation) = match format {
-        Format::Jpeg => decode_jpeg(bytes)?,
+        Format::Jpeg => decode_jpeg(bytes, scale)?,
         Format::Png | Format::Webp => {
             let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
             let mut image_limits = image::Limits::default();
@@ -155,10 +224,17 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
     if image.width() == 0 || image.height() == 0 {
         return Err(CodecError::Empty);
     }
+    let (full_width, full_height) = if matches!(orientation, 5..=8) {
+        (height, width)
+    } else {
+        (width, height)
+    };
     Ok(Decoded {
         image,
         format,
         orientation,
+        full_width,
+        full_height,
     })
 }
 
@@ -195,9 +271,13 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn decode_jpeg(bytes: &[u8]) -> Result<(RgbImage, u8), CodecError> {
+fn decode_jpeg(bytes: &[u8], scale: u8) -> Result<(RgbImage, u8), CodecError> {
     let (w, h, pixels, exif) = libjpeg(Format::Jpeg, || {
-        let d = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)]).from_mem(bytes)?;
+        let mut d =
+            mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)]).from_mem(bytes)?;
+        if scale < 8 {
+            d.scale(scale.max(1));
+        }
         let exif = d
             .markers()
             .find(|m| m.data.starts_with(b"Exif\0\0"))
@@ -261,6 +341,103 @@ pub fn square_crop(image: &RgbImage, side: u32) -> RgbImage {
     let x = (nw - side) / 2;
     let y = (nh - side) / 2;
     image::imageops::crop_imm(&resized, x, y, side, side).to_image()
+}
+
+/// What a JPEG's own header says about how it was encoded: how far an upload can be
+/// squeezed depends as much on this as on its content (a phone's quality-95 original has
+/// room that an already-squeezed quality-75 file has not).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JpegHeader {
+    /// IJG-equivalent quality (1–100) estimated from the luminance quantisation table.
+    pub quality: f32,
+    /// Chroma stored at lower resolution than luma (4:2:0, 4:2:2 …) rather than 4:4:4.
+    pub chroma_subsampled: bool,
+    /// Progressive rather than baseline.
+    pub progressive: bool,
+}
+
+/// The IJG standard luminance quantisation table (Annex K), the base every
+/// `quality` setting of libjpeg, Pillow and most cameras scales.
+const IJG_LUMA: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+    92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// Reads the quantisation tables and frame header of a JPEG (markers only, no entropy
+/// data); `None` when the bytes are not a JPEG with a luminance table and a frame.
+pub fn jpeg_header(bytes: &[u8]) -> Option<JpegHeader> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut luma: Option<u64> = None;
+    let mut frame: Option<(bool, bool)> = None;
+    let mut i = 2usize;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xD8 || marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            i += 2;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        let end = (i + 2 + len).min(bytes.len());
+        let data = bytes.get(i + 4..end)?;
+        match marker {
+            0xDB => {
+                let mut j = 0;
+                while j < data.len() {
+                    let (precision, id) = (data[j] >> 4, data[j] & 15);
+                    let width = if precision == 0 { 1 } else { 2 };
+                    let table = data.get(j + 1..j + 1 + 64 * width)?;
+                    if id == 0 {
+                        let sum: u64 = if width == 1 {
+                            table.iter().map(|&v| u64::from(v)).sum()
+                        } else {
+                            table
+                                .chunks_exact(2)
+                                .map(|c| u64::from(u16::from_be_bytes([c[0], c[1]])))
+                                .sum()
+                        };
+                        luma = Some(sum);
+                    }
+                    j += 1 + 64 * width;
+                }
+            }
+            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
+                let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+                let n = usize::from(*data.get(5)?);
+                let sampling: Vec<u8> = (0..n)
+                    .filter_map(|c| data.get(6 + 3 * c + 1).copied())
+                    .collect();
+                let subsampled =
+                    sampling.len() >= 3 && sampling[1..].iter().any(|&s| s != sampling[0]);
+                frame = Some((subsampled, progressive));
+            }
+            0xDA | 0xD9 => break,
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    let (chroma_subsampled, progressive) = frame?;
+    let base: u64 = IJG_LUMA.iter().map(|&v| u64::from(v)).sum();
+    let scale = luma? as f64 * 100.0 / base as f64;
+    let quality = if scale <= 100.0 {
+        (200.0 - scale) / 2.0
+    } else {
+        5000.0 / scale
+    };
+    Some(JpegHeader {
+        quality: quality.clamp(1.0, 100.0) as f32,
+        chroma_subsampled,
+        progressive,
+    })
 }
 
 /// How the JPEG encoder trades time for bytes. One mode is fixed per action set:
@@ -576,5 +753,51 @@ mod tests {
         assert_eq!(square_crop(&img, 128).dimensions(), (128, 128));
         let tall = gradient(50, 400);
         assert_eq!(square_crop(&tall, 64).dimensions(), (64, 64));
+    }
+
+    #[test]
+    fn jpeg_header_estimates_the_quality_it_was_saved_with() {
+        let img = gradient(64, 48);
+        for q in [30u8, 50, 75, 90, 95] {
+            let jpeg = encode_jpeg(&img, q, EncoderMode::Fastest).unwrap();
+            let h = jpeg_header(&jpeg).unwrap();
+            assert!(
+                (h.quality - f32::from(q)).abs() <= 2.0,
+                "saved at {q}, estimated {}",
+                h.quality
+            );
+            assert!(h.chroma_subsampled && !h.progressive);
+        }
+        let progressive = encode_jpeg(&img, 80, EncoderMode::Mozjpeg).unwrap();
+        assert!(jpeg_header(&progressive).unwrap().progressive);
+        assert_eq!(jpeg_header(b"\xFF\xD8\xFF"), None);
+        assert_eq!(jpeg_header(b"not a jpeg"), None);
+        // Truncated inside a segment: no panic, no answer.
+        let jpeg = encode_jpeg(&img, 80, EncoderMode::Fastest).unwrap();
+        for cut in [4, 10, 30, 80] {
+            let _ = jpeg_header(&jpeg[..cut]);
+        }
+    }
+
+    #[test]
+    fn scaled_decode_picks_the_smallest_scale_at_least_the_target() {
+        assert_eq!(dct_scale_for(4000, 500), 1);
+        assert_eq!(dct_scale_for(4000, 501), 2);
+        assert_eq!(dct_scale_for(4000, 768), 2);
+        assert_eq!(dct_scale_for(4000, 1280), 3);
+        assert_eq!(dct_scale_for(800, 1000), 8);
+        assert_eq!(dct_scale_for(800, u32::MAX), 8);
+        let jpeg = encode_jpeg(&gradient(640, 480), 90, EncoderMode::Fastest).unwrap();
+        let d = decode_scaled(&jpeg, &Limits::default(), 160).unwrap();
+        assert_eq!(d.image.dimensions(), (160, 120));
+        assert_eq!((d.full_width, d.full_height), (640, 480));
+        // Rotated by EXIF: upright sizes, scaled and full.
+        let rotated = with_exif_orientation(&jpeg, 6);
+        let d = decode_scaled(&rotated, &Limits::default(), 240).unwrap();
+        assert_eq!(d.image.dimensions(), (180, 240));
+        assert_eq!((d.full_width, d.full_height), (480, 640));
+        let info = inspect(&rotated, &Limits::default()).unwrap();
+        assert_eq!((info.width, info.height, info.orientation), (480, 640, 6));
+        assert!(info.jpeg.is_some());
     }
 }

@@ -50,3 +50,4 @@ pub mod proxy;
 pub mod report;
 pub mod sigv4;
 pub mod store;
+pub mod train;

@@ -97,6 +97,8 @@ async fn cli_train_then_eval_writes_the_promised_files() {
         .current_dir(common::root())
         .args([
             "train",
+            "--algorithm",
+            "bandit",
             "--upstream",
             &url,
             "--protocol",
@@ -215,6 +217,155 @@ async fn cli_train_then_eval_writes_the_promised_files() {
             && out.join("eval-summary.csv").exists()
             && out.join("eval-photos.csv").exists()
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The calibrated agent as a user trains and evaluates it: a compact-state checkpoint with
+/// a conformal threshold and a fallback pair, then a workload report whose numbers hang
+/// together (the oracle agrees everywhere and is never beaten on bytes, the best fixed
+/// pair reaches the target, the agent's actions come from its set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_calibrated_train_then_workload_eval() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let out = common::temp_dir("calibrated");
+    let exe = env!("CARGO_BIN_EXE_adacompress");
+    let photos = common::root().join("data/photos");
+    let agent = out.join("agent.json");
+    let cache = out.join("answers.sqlite");
+    let run = Command::new(exe)
+        .current_dir(common::root())
+        .args([
+            "train",
+            "--upstream",
+            &url,
+            "--epochs",
+            "40",
+            "--side",
+            "128",
+            "--limit",
+            "20",
+            "--sources",
+            "objects,street",
+        ])
+        .arg("--photos")
+        .arg(&photos)
+        .arg("--out")
+        .arg(&agent)
+        .arg("--cache")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("held out by hash"), "{stderr}");
+    let ckpt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&agent).unwrap()).unwrap();
+    assert_eq!(ckpt["state"], "compact");
+    assert_eq!(ckpt["action_set"]["name"], "uploads");
+    assert_eq!(ckpt["policy"]["kind"], "calibrated");
+    let n_actions = ckpt["action_set"]["actions"].as_array().unwrap().len();
+    assert_eq!(
+        ckpt["policy"]["bits_per_pixel"].as_array().unwrap().len(),
+        n_actions
+    );
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("agent.fit.json")).unwrap())
+            .unwrap();
+    assert!(fit["chosen"]["risk_bound"].as_f64().unwrap() <= 1.0);
+    assert!(out.join("agent.threshold.csv").exists() && out.join("agent.threshold.svg").exists());
+
+    let json = out.join("eval.json");
+    let run = Command::new(exe)
+        .current_dir(common::root())
+        .args([
+            "eval",
+            "--upstream",
+            &url,
+            "--limit",
+            "12",
+            "--sources",
+            "objects,street",
+        ])
+        .arg("--photos")
+        .arg(&photos)
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["photos"], 12);
+    let fixed = v["fixed"].as_array().unwrap();
+    assert_eq!(fixed.len(), n_actions);
+    assert_eq!(v["oracle"]["top1_agreement"], 1.0);
+    let oracle_bytes = v["oracle"]["bytes_mean"].as_f64().unwrap();
+    for f in fixed {
+        assert!(
+            f["bytes_mean"].as_f64().unwrap() >= oracle_bytes - 1e-9,
+            "{f}"
+        );
+    }
+    // Full-size re-encodes: bytes never fall as quality rises.
+    let full: Vec<f64> = fixed
+        .iter()
+        .filter(|f| {
+            let p = f["policy"].as_str().unwrap();
+            p.starts_with('q') && !p.contains('@')
+        })
+        .map(|f| f["bytes_mean"].as_f64().unwrap())
+        .collect();
+    assert_eq!(full.len(), 5);
+    assert!(full.windows(2).all(|w| w[0] <= w[1]), "{full:?}");
+    let best = &v["best_fixed"];
+    assert!(best["top1_agreement"].as_f64().unwrap() >= 0.97);
+    assert!((best["vs_best_fixed"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let chosen: u64 = v["agent_actions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(chosen, 12);
+    for key in ["agreement_met", "bytes_target_met", "dominates_best_fixed"] {
+        assert!(v["verdict"][key].is_boolean(), "verdict.{key}");
+    }
+    let workload = v["workload"].as_str().unwrap();
+    for f in ["summary.csv", "photos.csv", "table.csv", "table.json"] {
+        assert!(
+            out.join(format!("{workload}-{f}")).exists(),
+            "{workload}-{f}"
+        );
+    }
+
+    // `compress` with the calibrated agent: a valid JPEG no larger than the original.
+    let input = photos.join("street/0.jpg");
+    let output = out.join("street-0.jpg");
+    let run = Command::new(exe)
+        .current_dir(common::root())
+        .arg("compress")
+        .arg(&input)
+        .arg(&output)
+        .arg("--agent")
+        .arg(&agent)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read(&output).unwrap();
+    assert!(written.len() <= std::fs::read(&input).unwrap().len());
+    assert!(adacompress::codec::decode(&written, &Default::default()).is_ok());
     let _ = std::fs::remove_dir_all(&out);
 }
 

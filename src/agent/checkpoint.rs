@@ -96,6 +96,9 @@ pub struct Checkpoint {
     /// How outputs become decisions.
     #[serde(default)]
     pub policy: super::Policy,
+    /// Which state the head reads (older checkpoints: the embedding).
+    #[serde(default)]
+    pub state: super::StateKind,
     /// Standardisation and layer parameters, little-endian f32, base64.
     pub parameters: String,
 }
@@ -127,6 +130,7 @@ impl Checkpoint {
             adam,
             training,
             policy: super::Policy::Greedy,
+            state: super::StateKind::Embedding,
             parameters: base64::engine::general_purpose::STANDARD.encode(bytes),
         }
     }

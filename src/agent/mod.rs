@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod qhead;
+pub mod state;
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use crate::action::{Action, ActionSet};
 use crate::model::{ImageModel, ModelError};
 pub use checkpoint::{Checkpoint, CheckpointError, TrainingStats};
 pub use qhead::{AdamConfig, PAPER_HIDDEN, QHead};
+pub use state::{StateError, StateKind};
 
 /// Default input side of the agent's backbone. 160 px keeps backbone + head under
 /// the 20 ms/photo target on one core; `docs/benchmarks.md` measures 128/160/224.
@@ -32,6 +34,8 @@ pub struct Agent {
     pub actions: ActionSet,
     /// How head outputs become a decision.
     pub policy: Policy,
+    /// Which state the head reads.
+    pub state: StateKind,
 }
 
 /// How the head's outputs pick an action.
@@ -50,13 +54,40 @@ pub enum Policy {
         /// Mean size ratio of each action on the training photos (the cost order).
         costs: Vec<f32>,
     },
+    /// The head predicts each action's probability of agreeing from the compact state;
+    /// take the action expected to upload the fewest bytes *for this image* among those
+    /// whose probability (made monotone: never above that of an action with a larger
+    /// side and a higher quality) reaches `threshold`, and the `fallback` fixed pair
+    /// when none does. `threshold` is set by conformal risk control on held-out photos
+    /// (`learn::fit`), so the target agreement holds at a stated confidence.
+    Calibrated {
+        threshold: f32,
+        /// Action index used when no action is predicted safe enough: the best fixed
+        /// pair on the training workload.
+        fallback: usize,
+        /// Bits per output pixel of each action on the training photos (the median);
+        /// with the image's size it gives the expected bytes. `keep`'s entry is unused.
+        bits_per_pixel: Vec<f32>,
+    },
 }
 
 impl Policy {
-    /// The chosen action index for head outputs `q`.
-    pub fn decide(&self, q: &[f32], actions: &ActionSet) -> usize {
+    /// The chosen action index for head outputs `q` on an image with state `features`.
+    pub fn decide(&self, q: &[f32], features: &[f32], actions: &ActionSet) -> usize {
         match self {
             Policy::Greedy => argmax(q),
+            Policy::Calibrated {
+                threshold,
+                fallback,
+                bits_per_pixel,
+            } => {
+                let Some(g) = state::geometry(features) else {
+                    return *fallback;
+                };
+                let p = monotone(q, actions, g.long);
+                let expected = expected_bytes(actions, bits_per_pixel, &g);
+                cheapest_above(&p, &expected, *threshold, actions).unwrap_or(*fallback)
+            }
             Policy::CheapestSafe { threshold, costs } => {
                 let mut order: Vec<usize> = (0..q.len().min(costs.len())).collect();
                 order.sort_by(|&a, &b| costs[a].total_cmp(&costs[b]));
@@ -68,6 +99,66 @@ impl Policy {
             }
         }
     }
+}
+
+/// Predictions made monotone: an action's probability of agreeing is capped by that of
+/// every action with a side and a quality at least as large (as they act on an image
+/// whose longest side is `long`). A smaller or coarser upload is never more faithful.
+pub fn monotone(q: &[f32], actions: &ActionSet, long: u32) -> Vec<f32> {
+    let eff: Vec<(u32, u8)> = actions
+        .actions
+        .iter()
+        .map(|a| {
+            let e = a.effective(long);
+            (e.max_side.unwrap_or(u32::MAX), e.quality.unwrap_or(u8::MAX))
+        })
+        .collect();
+    (0..q.len().min(eff.len()))
+        .map(|a| {
+            (0..q.len().min(eff.len()))
+                .filter(|&b| eff[b].0 >= eff[a].0 && eff[b].1 >= eff[a].1)
+                .map(|b| q[b])
+                .fold(q[a], f32::min)
+        })
+        .collect()
+}
+
+/// The action (never keep) with the fewest `expected` bytes among those whose
+/// probability `p` reaches `threshold`; ties go to the likelier one.
+pub fn cheapest_above(
+    p: &[f32],
+    expected: &[f64],
+    threshold: f32,
+    actions: &ActionSet,
+) -> Option<usize> {
+    (0..actions.len().min(p.len()).min(expected.len()))
+        .filter(|&a| p[a] >= threshold && actions.actions[a] != Action::KEEP)
+        .min_by(|&a, &b| {
+            expected[a]
+                .total_cmp(&expected[b])
+                .then(p[b].total_cmp(&p[a]))
+        })
+}
+
+/// Expected upload bytes of every action for an image of geometry `g`: output pixels ×
+/// bits per pixel, capped at the original (which goes up when a re-encode is not smaller).
+pub fn expected_bytes(
+    actions: &ActionSet,
+    bits_per_pixel: &[f32],
+    g: &state::Geometry,
+) -> Vec<f64> {
+    actions
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match a.quality {
+            None => g.bytes,
+            Some(_) => {
+                let bpp = f64::from(bits_per_pixel.get(i).copied().unwrap_or(8.0));
+                (a.output_pixels(g.long, g.short) * bpp / 8.0).min(g.bytes)
+            }
+        })
+        .collect()
 }
 
 impl Agent {
@@ -96,7 +187,13 @@ impl Agent {
             head,
             actions: ckpt.action_set,
             policy: ckpt.policy,
+            state: ckpt.state,
         })
+    }
+
+    /// The state of an upload given as a [`crate::action::Source`] ([`state::observe`]).
+    pub fn observe(&self, source: &mut crate::action::Source<'_>) -> Result<Vec<f32>, StateError> {
+        state::observe(&self.backbone, self.state, source)
     }
 
     /// The agent's state for an upright image whose encoded form has
@@ -114,18 +211,7 @@ impl Agent {
     /// The action index the policy picks for `features` (no exploration).
     pub fn decide(&self, features: &[f32]) -> usize {
         self.policy
-            .decide(&self.head.predict(features), &self.actions)
-    }
-
-    /// The policy's action for an image: (index, action).
-    pub fn choose(
-        &self,
-        image: &RgbImage,
-        encoded_bytes: usize,
-    ) -> Result<(usize, Action), ModelError> {
-        let f = self.state(image, encoded_bytes)?;
-        let i = self.decide(&f);
-        Ok((i, self.actions.actions[i]))
+            .decide(&self.head.predict(features), features, &self.actions)
     }
 }
 
@@ -209,10 +295,60 @@ mod tests {
         let mut q = vec![0.5f32; 11];
         q[4] = 0.95; // q35
         q[9] = 0.99; // q85
-        assert_eq!(set.actions[policy.decide(&q, &set)], Action::quality(35));
+        assert_eq!(
+            set.actions[policy.decide(&q, &[], &set)],
+            Action::quality(35)
+        );
         // Nothing safe enough: keep the original.
-        assert_eq!(set.actions[policy.decide(&[0.1; 11], &set)], Action::KEEP);
-        assert_eq!(Policy::Greedy.decide(&q, &set), 9);
+        assert_eq!(
+            set.actions[policy.decide(&[0.1; 11], &[], &set)],
+            Action::KEEP
+        );
+        assert_eq!(Policy::Greedy.decide(&q, &[], &set), 9);
+    }
+
+    #[test]
+    fn calibrated_takes_the_fewest_expected_bytes_and_falls_back() {
+        let set = ActionSet::uploads();
+        let bpp: Vec<f32> = set
+            .actions
+            .iter()
+            .map(|a| a.quality.map_or(0.0, |q| f32::from(q) / 25.0))
+            .collect();
+        let idx = |side: Option<u32>, q: u8| {
+            set.index_of(&Action {
+                max_side: side,
+                quality: Some(q),
+            })
+            .unwrap()
+        };
+        let fallback = idx(Some(768), 85);
+        let policy = Policy::Calibrated {
+            threshold: 0.9,
+            fallback,
+            bits_per_pixel: bpp,
+        };
+        // A 4000×3000 original of 4 MB.
+        let mut state = vec![0f32; state::COMPACT_DIM];
+        state[state::idx::LN_LONG] = 4000f32.ln();
+        state[state::idx::LN_SHORT] = 3000f32.ln();
+        state[state::idx::LN_BYTES] = 4e6f32.ln();
+        let mut q = vec![0.5f32; set.len()];
+        // Every action at ≥ 512 px is safe, smaller ones are not.
+        for (i, a) in set.actions.iter().enumerate() {
+            if a.max_side.is_none_or(|s| s >= 512) {
+                q[i] = 0.95;
+            }
+        }
+        assert_eq!(policy.decide(&q, &state, &set), idx(Some(512), 30));
+        // A cheap action predicted safe but richer ones not: monotonicity caps it.
+        let mut q2 = vec![0.5f32; set.len()];
+        q2[idx(Some(288), 30)] = 0.99;
+        assert_eq!(policy.decide(&q2, &state, &set), fallback);
+        // Nothing safe: the fallback pair, not keep.
+        assert_eq!(policy.decide(&vec![0.0; set.len()], &state, &set), fallback);
+        // No compact state: the fallback too.
+        assert_eq!(policy.decide(&q, &[1.0; 3], &set), fallback);
     }
 
     #[test]

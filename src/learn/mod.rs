@@ -3,9 +3,11 @@
 
 pub mod augment;
 pub mod estimator;
+pub mod fit;
 pub mod online;
 pub mod photos_env;
 pub mod reward;
+pub mod table;
 pub mod trainer;
 pub mod tune;
 

@@ -24,14 +24,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use image::RgbImage;
 use ndarray::Array2;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::action::{Action, ActionSet};
+use crate::action::{Action, ActionSet, Source};
 use crate::agent::checkpoint::BackboneInfo;
-use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, TrainingStats};
+use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, StateError, TrainingStats};
 use crate::codec::EncoderMode;
 use crate::config::EstimatorConfig;
 use crate::learn::estimator::{Estimator, Event, Mode, Sample};
@@ -119,6 +118,8 @@ enum Job {
 /// The live agent and everything that teaches it.
 pub struct Online {
     backbone: ImageModel,
+    /// Which state the head reads (from the checkpoint).
+    state_kind: crate::agent::StateKind,
     pub actions: ActionSet,
     pub encoder: EncoderMode,
     backbone_info: BackboneInfo,
@@ -205,6 +206,7 @@ impl Online {
         };
         let online = Arc::new(Online {
             backbone,
+            state_kind: ckpt.state,
             encoder: ckpt.action_set.encoder,
             actions: ckpt.action_set.clone(),
             backbone_info: ckpt.backbone.clone(),
@@ -251,15 +253,14 @@ impl Online {
         self.backbone.side()
     }
 
-    /// Decides for an upright image whose encoded form has `encoded_bytes` bytes; explores
-    /// with the estimator's current ε. CPU-bound: call it from a blocking thread.
-    pub fn decide(&self, image: &RgbImage, encoded_bytes: usize) -> Result<Decision, ModelError> {
-        let out = self.backbone.run(image)?;
+    /// Decides for an upload; explores with the estimator's current ε. CPU-bound: call it
+    /// from a blocking thread.
+    pub fn decide(&self, source: &mut Source<'_>) -> Result<Decision, StateError> {
         let features: Arc<[f32]> =
-            crate::agent::state_vector(&out, encoded_bytes, image.width(), image.height()).into();
+            crate::agent::state::observe(&self.backbone, self.state_kind, source)?.into();
         let live = self.live();
         let q = live.head.predict(&features);
-        let greedy = live.policy.decide(&q, &self.actions);
+        let greedy = live.policy.decide(&q, &features, &self.actions);
         let action = {
             let mut inner = self.inner();
             let eps = inner.estimator.epsilon();
@@ -458,7 +459,9 @@ impl Online {
             retrains: e.retrains,
             state_seconds: inner.mode_since.elapsed().as_secs_f64(),
             threshold: match &live.policy {
-                Policy::CheapestSafe { threshold, .. } => Some(*threshold),
+                Policy::CheapestSafe { threshold, .. } | Policy::Calibrated { threshold, .. } => {
+                    Some(*threshold)
+                }
                 Policy::Greedy => None,
             },
             checkpoint: inner.last_checkpoint.clone(),
@@ -505,7 +508,9 @@ impl Online {
                 .unwrap_or(*threshold),
                 costs: costs.clone(),
             },
-            Policy::Greedy => Policy::Greedy,
+            // The calibrated threshold keeps its offline conformal setting; the head
+            // learns the new workload's probabilities under it.
+            other @ (Policy::Greedy | Policy::Calibrated { .. }) => other.clone(),
         };
         let version = current.version + 1;
         let next = LiveHead {
@@ -630,7 +635,7 @@ fn retune_threshold(
         };
         let (mut known, mut agree) = (0usize, 0usize);
         for (row, q) in rows.iter().zip(&q) {
-            let chosen = policy.decide(q, actions);
+            let chosen = policy.decide(q, &row.features, actions);
             let outcome = if chosen == row.action {
                 Some(row.agree)
             } else {

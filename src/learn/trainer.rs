@@ -318,7 +318,7 @@ pub async fn greedy_reward<E: Environment>(
     head: &QHead,
     size_weight: f32,
 ) -> Result<f32, E::Error> {
-    policy_reward(env, head, size_weight, argmax).await
+    policy_reward(env, head, size_weight, |q, _| argmax(q)).await
 }
 
 /// Mean reward over every image of `env` when `decide` turns `head`'s outputs
@@ -327,11 +327,12 @@ pub async fn policy_reward<E: Environment>(
     env: &E,
     head: &QHead,
     size_weight: f32,
-    decide: impl Fn(&[f32]) -> usize,
+    decide: impl Fn(&[f32], &[f32]) -> usize,
 ) -> Result<f32, E::Error> {
     let mut sum = 0.0;
     for i in 0..env.len() {
-        let a = decide(&head.predict(&env.features(i)));
+        let f = env.features(i);
+        let a = decide(&head.predict(&f), &f);
         sum += env.feedback(i, a).await?.reward(size_weight);
     }
     Ok(sum / env.len().max(1) as f32)

@@ -112,7 +112,7 @@ pub async fn choose_threshold<S: VisionService + ?Sized>(
         };
         let (mut agree, mut bytes, mut reference) = (0usize, 0f64, 0f64);
         for (i, q) in &predictions {
-            let a = env.actions.actions[policy.decide(q, &env.actions)];
+            let a = env.actions.actions[policy.decide(q, &env.photos[*i].features, &env.actions)];
             let obs = env.observe(*i, &a).await?;
             agree += usize::from(env.agrees(*i, &obs));
             bytes += obs.bytes as f64;

@@ -7,7 +7,8 @@ use std::time::Instant;
 use axum::body::Bytes;
 
 use super::{Metrics, ProxyState};
-use crate::action::{self, Action};
+use crate::action::{Action, Source};
+use crate::agent::StateError;
 use crate::codec::{self, CodecError, Limits};
 use crate::config::RetrainServes;
 use crate::learn::estimator::Mode;
@@ -219,8 +220,10 @@ impl Job {
             (slot, None)
         };
         let t = Instant::now();
-        let decoded = match codec::decode(bytes, &self.limits) {
-            Ok(d) => d,
+        // The header only: limits are checked before any pixel is decoded; the agent
+        // and the action then decode at the DCT scale each needs.
+        let mut source = match Source::new(bytes, &self.limits) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "image not decoded; forwarding the original");
                 let reason = match e {
@@ -252,8 +255,12 @@ impl Job {
                 return pass(slot, "no_agent");
             };
             let t = Instant::now();
-            let decision = match online.decide(&decoded.image, bytes.len()) {
+            let decision = match online.decide(&mut source) {
                 Ok(d) => d,
+                Err(StateError::Codec(e)) => {
+                    tracing::debug!(error = %e, "image not decoded; forwarding the original");
+                    return pass(slot, "decode_error");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "agent failed; forwarding the original");
                     return pass(slot, "error");
@@ -269,8 +276,12 @@ impl Job {
             (action, online.encoder, action.name())
         };
         let t = Instant::now();
-        let applied = match action::apply(&action, &decoded.image, bytes, encoder) {
+        let applied = match source.apply(&action, encoder) {
             Ok(a) => a,
+            Err(e @ (CodecError::Corrupt { .. } | CodecError::Empty)) => {
+                tracing::debug!(error = %e, "image not decoded; forwarding the original");
+                return pass(slot, "decode_error");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "encoding failed; forwarding the original");
                 return pass(slot, "error");
