@@ -131,6 +131,10 @@ def main():
                     print(f"| {s} | {photos.get(s, 0)} | {pct(ag['top1_agreement'])} | {ratio(ag['size_ratio'])} | "
                           f"{'`' + best['policy'] + '`' if best else 'none reaches the target'} | {ratio(ag.get('vs_best_fixed'))} |")
         print(f"\n![{name}](workloads/{name}.svg)\n")
+    paths = os.path.join(out, "paths.md")
+    if os.path.exists(paths):
+        print("## CPU: the agent's whole request path against the fixed-pair proxy (uploads workload)\n")
+        print(open(paths).read())
 
 
 if __name__ == "__main__":

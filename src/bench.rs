@@ -154,3 +154,98 @@ pub fn markdown(rows: &[StageTiming]) -> String {
     }
     s
 }
+
+/// One photo's CPU time on the request path: the fixed-pair proxy against the agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathTiming {
+    pub photo: String,
+    pub width: u32,
+    pub height: u32,
+    pub original_bytes: usize,
+    /// Header check + (DCT-scaled) decode + resize + encode of the fixed pair, median ms.
+    pub fixed_ms: f64,
+    /// The same for the agent's choice, plus its state (scaled decode + backbone) and head.
+    pub agent_ms: f64,
+    /// What the agent chose.
+    pub agent_action: String,
+}
+
+/// The agent's whole path against the fixed-pair proxy's, per photo, medians of `runs`
+/// after one warm-up, on the calling thread. Photos that do not decode are skipped.
+pub fn paths(
+    photos: &[PathBuf],
+    agent: &crate::agent::Agent,
+    fixed: &crate::action::Action,
+    runs: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> std::io::Result<Vec<PathTiming>> {
+    use crate::action::Source;
+    let limits = Limits::default();
+    let encoder = agent.actions.encoder;
+    let mut out = Vec::with_capacity(photos.len());
+    for (n, path) in photos.iter().enumerate() {
+        let bytes = std::fs::read(path)?;
+        let Ok(probe) = Source::new(&bytes, &limits) else {
+            continue;
+        };
+        let (width, height) = (probe.width, probe.height);
+        let fixed_run = || {
+            let mut src = Source::new(&bytes, &limits).ok()?;
+            src.apply(fixed, encoder).ok().map(|a| a.bytes.len())
+        };
+        let agent_run = || {
+            let mut src = Source::new(&bytes, &limits).ok()?;
+            let state = agent.observe(&mut src).ok()?;
+            let a = agent.actions.actions[agent.decide(&state)];
+            src.apply(&a, encoder).ok().map(|x| (x.bytes.len(), a))
+        };
+        let Some((_, chosen)) = agent_run() else {
+            continue;
+        };
+        let f = time_runs(runs, fixed_run);
+        let a = time_runs(runs, agent_run);
+        out.push(PathTiming {
+            photo: path.display().to_string(),
+            width,
+            height,
+            original_bytes: bytes.len(),
+            fixed_ms: f[f.len() / 2],
+            agent_ms: a[a.len() / 2],
+            agent_action: chosen.name(),
+        });
+        progress(n + 1, photos.len());
+    }
+    Ok(out)
+}
+
+/// Markdown summary of [`paths`]: totals, the ratio and the largest photos.
+pub fn paths_markdown(rows: &[PathTiming], fixed: &str, agent: &str, runs: usize) -> String {
+    let fixed_total: f64 = rows.iter().map(|r| r.fixed_ms).sum();
+    let agent_total: f64 = rows.iter().map(|r| r.agent_ms).sum();
+    let ratio = agent_total / fixed_total.max(1e-9);
+    let mut s = format!(
+        "CPU per image on the request path, one thread, median of {runs} runs per photo after a warm-up, {} photos.\n\n\
+         | path | total ms | mean ms/photo |\n|---|---:|---:|\n\
+         | fixed-pair proxy (`{fixed}`: header, DCT-scaled decode, resize, encode) | {fixed_total:.0} | {:.2} |\n\
+         | agent (`{agent}`: + scaled decode and backbone for its state, head, its own action) | {agent_total:.0} | {:.2} |\n\n\
+         Agent / fixed: **{ratio:.2}×** (target ≤ 1.5×: {}).\n",
+        rows.len(),
+        fixed_total / rows.len().max(1) as f64,
+        agent_total / rows.len().max(1) as f64,
+        if ratio <= 1.5 {
+            "met".to_string()
+        } else {
+            format!("missed by {:.2}×", ratio / 1.5)
+        }
+    );
+    let mut big: Vec<&PathTiming> = rows.iter().collect();
+    big.sort_by_key(|r| std::cmp::Reverse(u64::from(r.width) * u64::from(r.height)));
+    s.push_str("\nLargest photos:\n\n| photo | size | fixed ms | agent ms | agent's action |\n|---|---|---:|---:|---|\n");
+    for r in big.iter().take(5) {
+        s.push_str(&format!(
+            "| {} | {}×{} | {:.1} | {:.1} | {} |\n",
+            r.photo, r.width, r.height, r.fixed_ms, r.agent_ms, r.agent_action
+        ));
+    }
+    s
+}

@@ -401,6 +401,19 @@ pub struct EvalArgs {
     pub actions: String,
 }
 
+impl EvalArgs {
+    /// `--out-dir`, else the folder of `--json`, else `eval-out`.
+    fn out_dir(&self) -> PathBuf {
+        self.out_dir.clone().unwrap_or_else(|| {
+            self.json
+                .as_ref()
+                .and_then(|j| j.parent().map(Path::to_path_buf))
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from("eval-out"))
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CompressArgs {
     /// Input image (JPEG, PNG or WebP).
@@ -429,6 +442,13 @@ pub struct BenchArgs {
     /// Output path prefix: writes PREFIX.md, PREFIX.csv and PREFIX.json.
     #[arg(long, default_value = "docs/bench/timing")]
     pub out: PathBuf,
+    /// Instead of the stage timings: the agent's whole request path (this checkpoint)
+    /// against a fixed-pair proxy's (`--fixed`), per photo; folders are searched.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// The fixed pair the agent's path is compared with.
+    #[arg(long, default_value = "q85@768")]
+    pub fixed: String,
 }
 
 /// `adacompress bench`.
@@ -438,6 +458,9 @@ pub fn run_bench(args: BenchArgs) -> Result<(), CliError> {
             "--runs must be at least 2, not {}",
             args.runs
         )));
+    }
+    if let Some(agent_path) = &args.agent {
+        return run_bench_paths(&args, agent_path);
     }
     let mut bar = Progress::new("bench", args.photos.len() as u64);
     let rows = crate::bench::run(
@@ -476,6 +499,70 @@ pub fn run_bench(args: BenchArgs) -> Result<(), CliError> {
             "p90_ms",
             "runs",
             "bytes",
+        ],
+        &csv_rows,
+    )?;
+    std::fs::write(with_ext("md"), md)
+        .map_err(|e| CliError::Io(format!("{}: {e}", with_ext("md").display())))?;
+    Ok(())
+}
+
+/// `adacompress bench --agent`: the agent's request path against the fixed pair's.
+fn run_bench_paths(args: &BenchArgs, agent_path: &Path) -> Result<(), CliError> {
+    let agent = Agent::load(agent_path, None)?;
+    let fixed = action::Action::parse(&args.fixed).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--fixed must be an action like q85@768, not `{}`",
+            args.fixed
+        ))
+    })?;
+    let mut photos_list = Vec::new();
+    for p in &args.photos {
+        if p.is_dir() {
+            photos_list.extend(photos::list(p)?);
+        } else {
+            photos_list.push(p.clone());
+        }
+    }
+    let mut bar = Progress::new("bench paths", photos_list.len() as u64);
+    let rows = crate::bench::paths(&photos_list, &agent, &fixed, args.runs, |d, t| {
+        bar.set(d as u64, t as u64)
+    })
+    .map_err(|e| CliError::Io(e.to_string()))?;
+    bar.finish();
+    let md = crate::bench::paths_markdown(
+        &rows,
+        &args.fixed,
+        &agent_path.display().to_string(),
+        args.runs,
+    );
+    print!("{md}");
+    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", args.out.display()));
+    report::write_json(&with_ext("json"), &rows)?;
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.photo.clone(),
+                r.width.to_string(),
+                r.height.to_string(),
+                r.original_bytes.to_string(),
+                format!("{:.3}", r.fixed_ms),
+                format!("{:.3}", r.agent_ms),
+                r.agent_action.clone(),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &with_ext("csv"),
+        &[
+            "photo",
+            "width",
+            "height",
+            "original_bytes",
+            "fixed_ms",
+            "agent_ms",
+            "agent_action",
         ],
         &csv_rows,
     )?;
@@ -873,6 +960,7 @@ async fn run_train_calibrated(args: TrainArgs) -> Result<(), CliError> {
             fit,
             out: &args.out,
             seed: args.seed,
+            augment: args.augment,
         },
         &service,
     )
@@ -943,13 +1031,7 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     bar.finish();
     rep.service = service.id().to_string();
     println!("{}", rep.table());
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
-        args.json
-            .as_ref()
-            .and_then(|j| j.parent().map(Path::to_path_buf))
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("eval-out"))
-    });
+    let out_dir = args.out_dir();
     if let Some(json) = &args.json {
         report::write_json(json, &rep)?;
     }
@@ -1036,6 +1118,8 @@ async fn run_eval_workload(args: EvalArgs, agent: Option<Agent>) -> Result<(), C
         actions: &actions,
         state: agent.as_ref().map(|a| (&a.backbone, a.state)),
         limits: Limits::default(),
+        augment: 0,
+        augment_min_long: u32::MAX,
     };
     let mut bar = Progress::new("label table", paths.len() as u64);
     let table =
@@ -1051,13 +1135,7 @@ async fn run_eval_workload(args: EvalArgs, agent: Option<Agent>) -> Result<(), C
         args.target_agreement,
     );
     println!("{}", rep.table());
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
-        args.json
-            .as_ref()
-            .and_then(|j| j.parent().map(Path::to_path_buf))
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("eval-out"))
-    });
+    let out_dir = args.out_dir();
     if let Some(json) = &args.json {
         report::write_json(json, &rep)?;
     }

@@ -68,6 +68,17 @@ pub struct AgentConfig {
     pub min_quality: u8,
     /// Highest JPEG quality; a forced quality is clamped too.
     pub max_quality: u8,
+    /// A fixed action for every image instead of the agent (`"q85@768"`, `"q75"`): the
+    /// baseline to compare with, and what an operator falls back to. `adacompress eval`
+    /// names the best fixed pair of a workload.
+    pub fixed: Option<String>,
+}
+
+impl AgentConfig {
+    /// The configured fixed action, if any (validated at load).
+    pub fn fixed_action(&self) -> Option<crate::action::Action> {
+        self.fixed.as_deref().and_then(crate::action::Action::parse)
+    }
 }
 
 /// `[limits]`: decode guards.
@@ -193,6 +204,7 @@ impl Default for AgentConfig {
             checkpoint: PathBuf::from("models/agent.json"),
             min_quality: 5,
             max_quality: 95,
+            fixed: None,
         }
     }
 }
@@ -392,6 +404,15 @@ impl Config {
             if !(1..=100).contains(&q) {
                 return Err(bad(key, q.to_string(), "must be in 1..=100"));
             }
+        }
+        if let Some(f) = &a.fixed
+            && crate::action::Action::parse(f).is_none()
+        {
+            return Err(bad(
+                "agent.fixed",
+                f.clone(),
+                "must be an action like \"q85@768\" (quality 1–100 at a longest side) or \"q75\"",
+            ));
         }
         if a.min_quality > a.max_quality {
             return Err(bad(

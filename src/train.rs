@@ -38,7 +38,13 @@ pub struct TrainJob<'a> {
     pub fit: FitConfig,
     pub out: &'a Path,
     pub seed: u64,
+    /// Training variants per large photo (longest side ≥ [`AUGMENT_MIN_LONG`]).
+    pub augment: usize,
 }
+
+/// Photos at least this large get training variants: large genuine photos are the
+/// scarce ones, and a crop of one is still a phone-sized photo.
+pub const AUGMENT_MIN_LONG: u32 = 1600;
 
 /// Builds the table, fits, writes the checkpoint (`out`), the threshold curve
 /// (`out.threshold.csv`, `.svg`) and the fit summary (`out.fit.json`).
@@ -50,6 +56,8 @@ pub async fn run<S: VisionService + ?Sized>(
         actions: &job.actions,
         state: Some((job.backbone, StateKind::Compact)),
         limits: Limits::default(),
+        augment: job.augment,
+        augment_min_long: AUGMENT_MIN_LONG,
     };
     let mut bar = Progress::new("label table", job.paths.len() as u64);
     let table = Table::build(job.paths, job.root, &spec, service, |d, t| {
@@ -58,8 +66,9 @@ pub async fn run<S: VisionService + ?Sized>(
     .await?;
     bar.finish();
     eprintln!(
-        "label table: {} photos × {} actions from {} sources ({}); the service answered {} new requests",
-        table.rows.len(),
+        "label table: {} photos (+{} training variants) × {} actions from {} sources ({}); the service answered {} new requests",
+        table.rows.iter().filter(|r| !r.augmented).count(),
+        table.rows.iter().filter(|r| r.augmented).count(),
         table.actions.len(),
         table.sources().len(),
         table.sources().join(", "),
@@ -105,7 +114,7 @@ pub async fn run<S: VisionService + ?Sized>(
     eprintln!(
         "held out by {} ({} photos): threshold {:.4}, agreement {:.1}% (95% lower bound {:.1}%, conformal risk bound {:.2}%), {:.3}× the original's bytes, {:.3}× the fallback pair {} ({:.1}% agreement)",
         fitted.folds,
-        table.rows.len(),
+        table.rows.iter().filter(|r| !r.augmented).count(),
         fitted.chosen.threshold,
         fitted.chosen.agreement * 100.0,
         fitted.agreement_lower_95 * 100.0,

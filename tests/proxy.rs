@@ -254,6 +254,78 @@ async fn a_forced_quality_is_applied_and_clamped() {
     p.shutdown().await;
 }
 
+/// `agent.fixed` puts the agent aside: every image goes up as that one action, made the
+/// way training and eval make it (a DCT-scaled decode, then the resize), and the answer
+/// header says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_fixed_pair_is_applied_to_every_image() {
+    let (p, log, _stop) = stack(|c| c.agent.fixed = Some("q70@512".into())).await;
+    let original = photo("street", &first_photo("street"));
+    let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
+    assert_eq!(resp.headers()["x-adacompress-action"], "fixed:q70@512");
+    let _ = resp.bytes().await;
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    let uploaded = image_of(Protocol::GoogleVision, &seen);
+    let mut source = adacompress::action::Source::new(&original, &Limits::default()).unwrap();
+    let expected = source
+        .apply(
+            &adacompress::action::Action::parse("q70@512").unwrap(),
+            EncoderMode::FastOptimized,
+        )
+        .unwrap();
+    assert!(!expected.original);
+    assert_eq!(
+        uploaded, expected.bytes,
+        "exactly the fixed pair's upload went up"
+    );
+    let d = codec::decode(&uploaded, &Limits::default()).unwrap();
+    assert_eq!(d.image.width().max(d.image.height()), 512);
+    p.shutdown().await;
+    // A misspelt pair is refused at start-up, naming the key.
+    let err = Config::load(
+        None,
+        [("ADACOMPRESS_AGENT__FIXED".to_string(), "q70@".to_string())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("agent.fixed") && err.contains("q70@"), "{err}");
+}
+
+/// An image over the API's documented size limit (Face++: 2 MB) is not sent to be
+/// refused: the proxy makes it fit by the smallest step down that does, says so in the
+/// action header and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_apis_limit_is_made_to_fit() {
+    // "keep" as the fixed action: only the limit can change the bytes.
+    let (p, log, _stop) = stack(|c| c.agent.fixed = Some("keep".into())).await;
+    // 2400×1800 of fine noise at quality 98: far over 2 MB.
+    let mut state = 0x2545_f491_u32;
+    let img = image::RgbImage::from_fn(2400, 1800, |x, y| {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let n = (state >> 24) as u8;
+        image::Rgb([n, (x % 256) as u8 ^ n, (y % 256) as u8])
+    });
+    let original = codec::encode_jpeg(&img, 98, EncoderMode::Fastest).unwrap();
+    assert!(original.len() > 2 * 1024 * 1024, "{}", original.len());
+    let (resp, _) = send(&p, Protocol::FacePlusPlus, &original, &[]).await;
+    let action = resp.headers()["x-adacompress-action"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(action.starts_with("fixed:keep+fit:q"), "{action}");
+    let _ = resp.bytes().await;
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    let uploaded = image_of(Protocol::FacePlusPlus, &seen);
+    assert!(uploaded.len() <= 2 * 1024 * 1024, "{}", uploaded.len());
+    assert!(codec::decode(&uploaded, &Limits::default()).is_ok());
+    assert!(
+        metrics_of(&p)
+            .await
+            .contains("adacompress_fitted_to_limit_total 1")
+    );
+    p.shutdown().await;
+}
+
 fn first_photo(set: &str) -> String {
     let mut names: Vec<String> = std::fs::read_dir(photos(set))
         .unwrap()

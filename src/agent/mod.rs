@@ -233,29 +233,10 @@ pub fn state_vector(
     width: u32,
     height: u32,
 ) -> Vec<f32> {
-    let p = crate::model::softmax(&out.logits);
-    let (mut first, mut second) = (0f32, 0f32);
-    for &v in &p {
-        if v > first {
-            second = first;
-            first = v;
-        } else if v > second {
-            second = v;
-        }
-    }
-    let entropy: f32 = -p
-        .iter()
-        .filter(|&&v| v > 0.0)
-        .map(|&v| v * v.ln())
-        .sum::<f32>();
+    let (first, margin, entropy) = state::confidence(&out.logits);
     let pixels = (u64::from(width) * u64::from(height)).max(1) as f32;
     let mut s = out.features.clone();
-    s.extend([
-        first,
-        first - second,
-        entropy / (p.len().max(2) as f32).ln(),
-        encoded_bytes as f32 * 8.0 / pixels,
-    ]);
+    s.extend([first, margin, entropy, encoded_bytes as f32 * 8.0 / pixels]);
     s
 }
 

@@ -200,7 +200,10 @@ fn hash_fold(name: &str, folds: usize) -> usize {
 /// Fits the calibrated agent on every row of `table` (see the module doc).
 pub fn fit(table: &Table, cfg: &FitConfig, mut progress: impl FnMut(usize, usize)) -> Fitted {
     let actions = &table.actions;
-    let rows: Vec<&Row> = table.rows.iter().collect();
+    // Thresholds, the fallback and every reported figure come from whole photos only;
+    // training variants only teach the heads.
+    let all: Vec<&Row> = table.rows.iter().collect();
+    let rows: Vec<&Row> = table.rows.iter().filter(|r| !r.augmented).collect();
     let sources = table.sources();
     let (fold_of, folds, fold_kind): (Vec<usize>, usize, &str) = if sources.len() >= 3 {
         (
@@ -221,11 +224,17 @@ pub fn fit(table: &Table, cfg: &FitConfig, mut progress: impl FnMut(usize, usize
     // Held-out predictions, made monotone, and expected bytes, per row.
     let mut held_out: Vec<(Vec<f32>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); rows.len()];
     for fold in 0..folds {
-        let fit_rows: Vec<&Row> = rows
+        let fit_rows: Vec<&Row> = all
             .iter()
-            .zip(&fold_of)
-            .filter(|&(_, &f)| f != fold)
-            .map(|(r, _)| *r)
+            .filter(|r| {
+                let f = if fold_kind == "source" {
+                    sources.iter().position(|s| *s == r.source).unwrap_or(0)
+                } else {
+                    hash_fold(r.name.split('#').next().unwrap_or(&r.name), 4)
+                };
+                f != fold
+            })
+            .copied()
             .collect();
         if fit_rows.is_empty() {
             continue;
@@ -329,13 +338,13 @@ pub fn fit(table: &Table, cfg: &FitConfig, mut progress: impl FnMut(usize, usize
             }
         })
         .collect();
-    let head = train_head(&rows, actions, cfg, cfg.seed);
+    let head = train_head(&all, actions, cfg, cfg.seed);
     progress(folds + 1, folds + 1);
     Fitted {
         policy: Policy::Calibrated {
             threshold: chosen.threshold,
             fallback,
-            bits_per_pixel: bits_per_pixel(&rows, actions),
+            bits_per_pixel: bits_per_pixel(&all, actions),
         },
         head,
         fallback: actions.actions[fallback],
@@ -374,6 +383,7 @@ mod tests {
             bytes,
             agree_k: agree.clone(),
             agree,
+            augmented: false,
         }
     }
 

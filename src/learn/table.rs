@@ -60,6 +60,10 @@ pub struct Row {
     pub agree: Vec<bool>,
     /// Per action: the original's top-1 among the top-k labels (the paper's metric).
     pub agree_k: Vec<bool>,
+    /// A training variant made from a photo ([`super::augment`]), not a photo itself:
+    /// it teaches the head, but never counts towards a threshold or a report.
+    #[serde(default)]
+    pub augmented: bool,
 }
 
 /// Every photo × every action.
@@ -79,6 +83,10 @@ pub struct Spec<'a> {
     /// Backbone and state kind for the agent's state, if any.
     pub state: Option<(&'a ImageModel, StateKind)>,
     pub limits: Limits,
+    /// Training variants (crop, rescale, exposure, camera quality) added per photo whose
+    /// longest side is at least `augment_min_long`: large genuine photos are scarce.
+    pub augment: usize,
+    pub augment_min_long: u32,
 }
 
 /// The answer-cache key of an action as it acts on an image (see the module doc).
@@ -118,7 +126,13 @@ impl Table {
         let before = service.requests();
         let mut rows = Vec::with_capacity(paths.len());
         for (n, path) in paths.iter().enumerate() {
-            rows.push(Self::row(path, root, spec, service).await?);
+            let row = Self::row(path, root, spec, service).await?;
+            let big = row.width.max(row.height) >= spec.augment_min_long;
+            let name = row.name.clone();
+            rows.push(row);
+            if spec.augment > 0 && big {
+                rows.extend(Self::variants(path, &name, spec, service).await?);
+            }
             progress(n + 1, paths.len());
         }
         Ok(Table {
@@ -129,12 +143,13 @@ impl Table {
         })
     }
 
-    async fn row<S: VisionService + ?Sized>(
+    /// The training variants of one photo, each labelled like a photo of its own.
+    async fn variants<S: VisionService + ?Sized>(
         path: &Path,
-        root: &Path,
+        name: &str,
         spec: &Spec<'_>,
         service: &CachedService<'_, S>,
-    ) -> Result<Row, TableError> {
+    ) -> Result<Vec<Row>, TableError> {
         let codec_err = |source| TableError::Codec {
             path: path.to_path_buf(),
             source,
@@ -143,6 +158,55 @@ impl Table {
             path: path.to_path_buf(),
             source,
         })?;
+        let decoded = crate::codec::decode(&original, &spec.limits).map_err(codec_err)?;
+        let mut out = Vec::with_capacity(spec.augment);
+        for (k, (image, quality)) in
+            super::augment::variants(&decoded.image, &sha256_hex(&original), spec.augment)
+                .into_iter()
+                .enumerate()
+        {
+            let bytes = crate::codec::encode_jpeg(&image, quality.max(85), spec.actions.encoder)
+                .map_err(codec_err)?;
+            let mut row =
+                Self::row_of(path, format!("{name}#aug{k}"), bytes, spec, service).await?;
+            row.augmented = true;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    async fn row<S: VisionService + ?Sized>(
+        path: &Path,
+        root: &Path,
+        spec: &Spec<'_>,
+        service: &CachedService<'_, S>,
+    ) -> Result<Row, TableError> {
+        let original = std::fs::read(path).map_err(|source| TableError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        let mut row = Self::row_of(path, name, original, spec, service).await?;
+        row.source = source_of(path, root);
+        Ok(row)
+    }
+
+    /// Labels `original` (the bytes of `path`, or a variant of them) under `name`.
+    async fn row_of<S: VisionService + ?Sized>(
+        path: &Path,
+        name: String,
+        original: Vec<u8>,
+        spec: &Spec<'_>,
+        service: &CachedService<'_, S>,
+    ) -> Result<Row, TableError> {
+        let codec_err = |source| TableError::Codec {
+            path: path.to_path_buf(),
+            source,
+        };
         let sha = sha256_hex(&original);
         let mut src = Source::new(&original, &spec.limits).map_err(codec_err)?;
         let state_vec = match spec.state {
@@ -189,13 +253,11 @@ impl Table {
             agree_k
                 .push(sent_original || agrees(&reference.outcome, &answer.outcome, Accuracy::Topk));
         }
-        let name = path
-            .strip_prefix(root)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned();
         Ok(Row {
-            source: source_of(path, root),
+            source: path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map_or_else(String::new, |d| d.to_string_lossy().into_owned()),
             name,
             sha,
             original_bytes: original.len(),
@@ -210,6 +272,7 @@ impl Table {
             bytes,
             agree,
             agree_k,
+            augmented: false,
         })
     }
 

@@ -203,6 +203,22 @@ pub enum Protocol {
 pub const PROTOCOL_NAMES: &str = "google, rekognition, baidu, facepp, azure, kserve, torchserve";
 
 impl Protocol {
+    /// The largest image, in raw bytes, the API documents accepting inline; `None` where
+    /// no limit is documented. Rekognition: 5 MB as bytes. Baidu: 4 MB after base64
+    /// (3 MB raw). Face++: 2 MB. Google Vision: 10 MB per JSON request, base64 adding a
+    /// third (7.5 MB raw for a one-image request). Azure Image Analysis 4.0: 20 MB.
+    pub fn max_image_bytes(self) -> Option<usize> {
+        const MB: usize = 1024 * 1024;
+        match self {
+            Protocol::Rekognition => Some(5 * MB),
+            Protocol::Baidu => Some(3 * MB),
+            Protocol::FacePlusPlus => Some(2 * MB),
+            Protocol::GoogleVision => Some(15 * MB / 2),
+            Protocol::Azure => Some(20 * MB),
+            Protocol::KServe | Protocol::TorchServe => None,
+        }
+    }
+
     /// Every protocol, in a stable order.
     pub const ALL: [Protocol; 7] = [
         Protocol::GoogleVision,

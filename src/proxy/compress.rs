@@ -117,7 +117,8 @@ pub async fn compress_request(
             ..Outcome::default()
         };
     }
-    if s.online.is_none() && forced.is_none() {
+    let fixed = s.cfg.agent.fixed_action();
+    if s.online.is_none() && forced.is_none() && fixed.is_none() {
         return Outcome::passthrough(&s.metrics, "no_agent");
     }
     let (run, admit) = s.pool();
@@ -132,6 +133,8 @@ pub async fn compress_request(
         metrics: s.metrics.clone(),
         limits: s.limits,
         forced,
+        fixed,
+        max_image_bytes: protocol.max_image_bytes(),
         min_q: s.cfg.agent.min_quality,
         max_q: s.cfg.agent.max_quality,
         serve_original_in_retrain: s.cfg.estimator.retrain_serves == RetrainServes::Original,
@@ -196,6 +199,10 @@ struct Job {
     metrics: Arc<Metrics>,
     limits: Limits,
     forced: Option<u8>,
+    /// `agent.fixed`: one action for every image instead of the agent.
+    fixed: Option<Action>,
+    /// The API's documented per-image size limit ([`Protocol::max_image_bytes`]).
+    max_image_bytes: Option<usize>,
     min_q: u8,
     max_q: u8,
     serve_original_in_retrain: bool,
@@ -250,6 +257,15 @@ impl Job {
                 encoder,
                 format!("forced:q{q}"),
             )
+        } else if let Some(mut action) = self.fixed {
+            if let Some(q) = action.quality {
+                action.quality = Some(q.clamp(self.min_q, self.max_q));
+            }
+            let encoder = self
+                .online
+                .as_ref()
+                .map_or(codec::EncoderMode::default(), |o| o.encoder);
+            (action, encoder, format!("fixed:{action}"))
         } else {
             let Some(online) = &self.online else {
                 return pass(slot, "no_agent");
@@ -276,6 +292,8 @@ impl Job {
             (action, online.encoder, action.name())
         };
         let t = Instant::now();
+        let mut label = label;
+        let mut action = action;
         let applied = match source.apply(&action, encoder) {
             Ok(a) => a,
             Err(e @ (CodecError::Corrupt { .. } | CodecError::Empty)) => {
@@ -287,10 +305,32 @@ impl Job {
                 return pass(slot, "error");
             }
         };
+        // Over the API's documented size limit the cloud would refuse the image: make it
+        // fit by the smallest step down that does, rather than send it to be refused.
+        let mut applied = applied;
+        let mut fitted = false;
+        if let Some(limit) = self.max_image_bytes
+            && applied.bytes.len() > limit
+        {
+            match fit_to_limit(&mut source, encoder, limit) {
+                Some((step, bytes)) => {
+                    self.metrics.fitted_to_limit.inc();
+                    label = format!("{label}+fit:{step}");
+                    action = step;
+                    applied = crate::action::Applied {
+                        bytes,
+                        original: false,
+                    };
+                    fitted = true;
+                }
+                None => tracing::debug!(limit, "no step fits the API's size limit"),
+            }
+        }
         if action.quality.is_some() {
             self.metrics.stage("encode", t.elapsed().as_secs_f64());
         }
-        let retrain_original = self.serve_original_in_retrain
+        let retrain_original = !fitted
+            && self.serve_original_in_retrain
             && self.forced.is_none()
             && self
                 .online
@@ -322,4 +362,40 @@ impl Job {
         slot.compressed = true;
         (slot, Some(applied.bytes))
     }
+}
+
+/// The steps tried, most faithful first, when an upload is over its API's size limit.
+const FIT_LADDER: [(Option<u32>, u8); 12] = [
+    (None, 95),
+    (None, 85),
+    (Some(4096), 85),
+    (Some(3072), 85),
+    (Some(2048), 85),
+    (Some(2048), 75),
+    (Some(1600), 75),
+    (Some(1280), 75),
+    (Some(1024), 75),
+    (Some(768), 75),
+    (Some(512), 70),
+    (Some(384), 60),
+];
+
+/// The first step of [`FIT_LADDER`] whose upload is at most `limit` bytes.
+fn fit_to_limit(
+    source: &mut Source<'_>,
+    encoder: codec::EncoderMode,
+    limit: usize,
+) -> Option<(Action, Vec<u8>)> {
+    FIT_LADDER.iter().find_map(|&(max_side, q)| {
+        let step = Action {
+            max_side,
+            quality: Some(q),
+        };
+        match source.apply(&step, encoder) {
+            Ok(a) if !a.original && a.bytes.len() <= limit => {
+                Some((step.effective(source.long_side()), a.bytes))
+            }
+            _ => None,
+        }
+    })
 }

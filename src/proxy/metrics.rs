@@ -67,6 +67,7 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     pub estimation_uploads: Counter,
     pub estimation_bytes: Counter,
+    pub fitted_to_limit: Counter,
     pub estimation_skipped: Family<ReasonLabel, Counter>,
     pub estimated_accuracy: FloatGauge,
     pub p_est: FloatGauge,
@@ -101,6 +102,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             estimation_uploads: Counter::default(),
             estimation_bytes: Counter::default(),
+            fitted_to_limit: Counter::default(),
             estimation_skipped: Family::default(),
             estimated_accuracy: FloatGauge::default(),
             p_est: FloatGauge::default(),
@@ -151,6 +153,11 @@ impl Metrics {
             "adacompress_upstream_errors",
             "Upstream exchanges that failed: timeout (504), connect (502), other (502).",
             m.upstream_errors.clone(),
+        );
+        registry.register(
+            "adacompress_fitted_to_limit",
+            "Images made smaller than chosen because they exceeded the API's documented size limit.",
+            m.fitted_to_limit.clone(),
         );
         registry.register(
             "adacompress_estimation_uploads",
