@@ -11,6 +11,24 @@ use crate::action::PAPER_QUALITIES;
 use crate::agent::{AdamConfig, PAPER_HIDDEN, QHead};
 use crate::codec::{self, EncoderMode, Limits};
 use crate::model::ImageModel;
+use crate::report::ReportError;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Codec {
+        path: PathBuf,
+        source: codec::CodecError,
+    },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
 
 /// One measured stage.
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +77,7 @@ pub fn run(
     sides: &[u32],
     runs: usize,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<StageTiming>, crate::cli::CliError> {
+) -> Result<Vec<StageTiming>, BenchError> {
     let mut out = Vec::new();
     let models: Vec<ImageModel> = sides
         .iter()
@@ -74,9 +92,11 @@ pub fn run(
         let name = path
             .file_name()
             .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        let bytes = std::fs::read(path)
-            .map_err(|e| crate::cli::CliError::Io(format!("{}: {e}", path.display())))?;
-        let codec_err = |source| crate::cli::CliError::Codec {
+        let bytes = std::fs::read(path).map_err(|source| BenchError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let codec_err = |source| BenchError::Codec {
             path: path.clone(),
             source,
         };
@@ -178,13 +198,16 @@ pub fn paths(
     fixed: &crate::action::Action,
     runs: usize,
     mut progress: impl FnMut(usize, usize),
-) -> std::io::Result<Vec<PathTiming>> {
+) -> Result<Vec<PathTiming>, BenchError> {
     use crate::action::Source;
     let limits = Limits::default();
     let encoder = agent.actions.encoder;
     let mut out = Vec::with_capacity(photos.len());
     for (n, path) in photos.iter().enumerate() {
-        let bytes = std::fs::read(path)?;
+        let bytes = std::fs::read(path).map_err(|source| BenchError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let Ok(probe) = Source::new(&bytes, &limits) else {
             continue;
         };
@@ -248,4 +271,80 @@ pub fn paths_markdown(rows: &[PathTiming], fixed: &str, agent: &str, runs: usize
         ));
     }
     s
+}
+
+/// Writes `PREFIX.json`, `PREFIX.csv` and `PREFIX.md` for the stage timings.
+pub fn write_stages(prefix: &Path, rows: &[StageTiming], md: &str) -> Result<(), ReportError> {
+    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    crate::report::write_json(&with_ext("json"), &rows)?;
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.photo.clone(),
+                r.stage.clone(),
+                format!("{:.3}", r.median_ms),
+                format!("{:.3}", r.p10_ms),
+                format!("{:.3}", r.p90_ms),
+                r.runs.to_string(),
+                r.bytes.map_or(String::new(), |b| b.to_string()),
+            ]
+        })
+        .collect();
+    crate::report::write_csv(
+        &with_ext("csv"),
+        &[
+            "photo",
+            "stage",
+            "median_ms",
+            "p10_ms",
+            "p90_ms",
+            "runs",
+            "bytes",
+        ],
+        &csv_rows,
+    )?;
+    std::fs::write(with_ext("md"), md).map_err(|e| ReportError::Write {
+        path: with_ext("md"),
+        reason: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Writes `PREFIX.json`, `PREFIX.csv` and `PREFIX.md` for the path comparison.
+pub fn write_paths(prefix: &Path, rows: &[PathTiming], md: &str) -> Result<(), ReportError> {
+    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    crate::report::write_json(&with_ext("json"), &rows)?;
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.photo.clone(),
+                r.width.to_string(),
+                r.height.to_string(),
+                r.original_bytes.to_string(),
+                format!("{:.3}", r.fixed_ms),
+                format!("{:.3}", r.agent_ms),
+                r.agent_action.clone(),
+            ]
+        })
+        .collect();
+    crate::report::write_csv(
+        &with_ext("csv"),
+        &[
+            "photo",
+            "width",
+            "height",
+            "original_bytes",
+            "fixed_ms",
+            "agent_ms",
+            "agent_action",
+        ],
+        &csv_rows,
+    )?;
+    std::fs::write(with_ext("md"), md).map_err(|e| ReportError::Write {
+        path: with_ext("md"),
+        reason: e.to_string(),
+    })?;
+    Ok(())
 }

@@ -218,6 +218,8 @@ pub enum CliError {
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
     Table(#[from] crate::learn::table::TableError),
     #[error("{path}: {source}")]
     Codec { path: PathBuf, source: CodecError },
@@ -473,37 +475,7 @@ pub fn run_bench(args: BenchArgs) -> Result<(), CliError> {
     bar.finish();
     let md = crate::bench::markdown(&rows);
     print!("{md}");
-    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", args.out.display()));
-    report::write_json(&with_ext("json"), &rows)?;
-    let csv_rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.photo.clone(),
-                r.stage.clone(),
-                format!("{:.3}", r.median_ms),
-                format!("{:.3}", r.p10_ms),
-                format!("{:.3}", r.p90_ms),
-                r.runs.to_string(),
-                r.bytes.map_or(String::new(), |b| b.to_string()),
-            ]
-        })
-        .collect();
-    report::write_csv(
-        &with_ext("csv"),
-        &[
-            "photo",
-            "stage",
-            "median_ms",
-            "p10_ms",
-            "p90_ms",
-            "runs",
-            "bytes",
-        ],
-        &csv_rows,
-    )?;
-    std::fs::write(with_ext("md"), md)
-        .map_err(|e| CliError::Io(format!("{}: {e}", with_ext("md").display())))?;
+    crate::bench::write_stages(&args.out, &rows, &md)?;
     Ok(())
 }
 
@@ -527,8 +499,7 @@ fn run_bench_paths(args: &BenchArgs, agent_path: &Path) -> Result<(), CliError> 
     let mut bar = Progress::new("bench paths", photos_list.len() as u64);
     let rows = crate::bench::paths(&photos_list, &agent, &fixed, args.runs, |d, t| {
         bar.set(d as u64, t as u64)
-    })
-    .map_err(|e| CliError::Io(e.to_string()))?;
+    })?;
     bar.finish();
     let md = crate::bench::paths_markdown(
         &rows,
@@ -537,81 +508,35 @@ fn run_bench_paths(args: &BenchArgs, agent_path: &Path) -> Result<(), CliError> 
         args.runs,
     );
     print!("{md}");
-    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", args.out.display()));
-    report::write_json(&with_ext("json"), &rows)?;
-    let csv_rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.photo.clone(),
-                r.width.to_string(),
-                r.height.to_string(),
-                r.original_bytes.to_string(),
-                format!("{:.3}", r.fixed_ms),
-                format!("{:.3}", r.agent_ms),
-                r.agent_action.clone(),
-            ]
-        })
-        .collect();
-    report::write_csv(
-        &with_ext("csv"),
-        &[
-            "photo",
-            "width",
-            "height",
-            "original_bytes",
-            "fixed_ms",
-            "agent_ms",
-            "agent_action",
-        ],
-        &csv_rows,
-    )?;
-    std::fs::write(with_ext("md"), md)
-        .map_err(|e| CliError::Io(format!("{}: {e}", with_ext("md").display())))?;
+    crate::bench::write_paths(&args.out, &rows, &md)?;
     Ok(())
 }
 
-/// A running in-process backend; it stops when this is dropped.
-pub struct LocalBackend {
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Starts the built-in backend for `--upstream local[:MODEL]` on a free loopback
-/// port; returns its URL and a stable service id (model file + hash, not the port,
-/// so cached answers survive restarts).
-async fn start_local(spec: &str) -> Result<(String, String, LocalBackend), CliError> {
-    let model = spec.strip_prefix("local:").map_or_else(
-        || PathBuf::from("models/efficientnet-lite0.onnx"),
-        PathBuf::from,
-    );
-    let state = Arc::new(Backend::load(&BackendConfig::new(model.clone()))?);
-    let id = format!(
-        "local:{}#{}",
-        model
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
-        &state.classifier().model.sha256()[..12]
-    );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, _handle) = backend::spawn_local(state, async move {
-        let _ = rx.await;
-    })
-    .await
-    .map_err(|e| CliError::Io(format!("cannot start the local backend: {e}")))?;
-    eprintln!(
-        "started the local vision backend ({}) on {addr}",
-        model.display()
-    );
-    Ok((format!("http://{addr}"), id, LocalBackend { _stop: tx }))
-}
-
+/// The service `--upstream` names; `local[:MODEL]` starts the built-in backend in this
+/// process (stopped when the returned guard is dropped), identified in the answer cache
+/// by its model's file name and hash.
 async fn open_service(
     args: &ServiceArgs,
-) -> Result<(HttpService, Store, Option<LocalBackend>), CliError> {
+) -> Result<(HttpService, Store, Option<backend::LocalBackend>), CliError> {
     let (url, default_id, local) =
         if args.upstream == "local" || args.upstream.starts_with("local:") {
-            let (url, id, guard) = start_local(&args.upstream).await?;
-            (url, Some(format!("{}@{id}", args.protocol)), Some(guard))
+            let model = args.upstream.strip_prefix("local:").map_or_else(
+                || PathBuf::from("models/efficientnet-lite0.onnx"),
+                PathBuf::from,
+            );
+            let local = backend::start_local(&model).await.map_err(|e| match e {
+                backend::LocalError::Model { source, .. } => CliError::Model(source),
+                backend::LocalError::Io(e) => {
+                    CliError::Io(format!("cannot start the local backend: {e}"))
+                }
+            })?;
+            eprintln!(
+                "started the local vision backend ({}) on {}",
+                model.display(),
+                local.addr
+            );
+            let id = format!("{}@{}", args.protocol, local.id);
+            (local.url(), Some(id), Some(local))
         } else {
             (args.upstream.clone(), None, None)
         };
@@ -1032,57 +957,7 @@ pub async fn run_eval(args: EvalArgs) -> Result<(), CliError> {
     rep.service = service.id().to_string();
     println!("{}", rep.table());
     let out_dir = args.out_dir();
-    if let Some(json) = &args.json {
-        report::write_json(json, &rep)?;
-    }
-    report::write_csv(
-        &out_dir.join("eval-summary.csv"),
-        &[
-            "policy",
-            "bytes_mean",
-            "size_ratio_original",
-            "size_ratio_q75",
-            "top1_agreement",
-            "topk_agreement",
-        ],
-        &rep.csv_rows(),
-    )?;
-    let photo_rows: Vec<Vec<String>> = rep
-        .per_photo
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.original_bytes.to_string(),
-                p.q75_bytes.to_string(),
-                p.reference_top1.clone().unwrap_or_default(),
-                p.oracle_action.clone(),
-                p.oracle_bytes.to_string(),
-                p.agent_action.clone().unwrap_or_default(),
-                p.agent_bytes.map(|b| b.to_string()).unwrap_or_default(),
-                p.agent_top1_agrees
-                    .map(|b| b.to_string())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    report::write_csv(
-        &out_dir.join("eval-photos.csv"),
-        &[
-            "photo",
-            "original_bytes",
-            "q75_bytes",
-            "reference_top1",
-            "oracle_action",
-            "oracle_bytes",
-            "agent_action",
-            "agent_bytes",
-            "agent_top1_agrees",
-        ],
-        &photo_rows,
-    )?;
-    let plot = out_dir.join("eval.svg");
-    report::plot_svg(&plot, &rep.chart())?;
+    rep.write(&out_dir, args.json.as_deref())?;
     eprintln!(
         "wrote {}eval-summary.csv, eval-photos.csv and eval.svg in {}; the service answered {} requests",
         args.json
@@ -1136,105 +1011,7 @@ async fn run_eval_workload(args: EvalArgs, agent: Option<Agent>) -> Result<(), C
     );
     println!("{}", rep.table());
     let out_dir = args.out_dir();
-    if let Some(json) = &args.json {
-        report::write_json(json, &rep)?;
-    }
-    report::write_csv(
-        &out_dir.join(format!("{workload}-summary.csv")),
-        &[
-            "workload",
-            "kind",
-            "policy",
-            "bytes_mean",
-            "size_ratio",
-            "vs_best_fixed",
-            "top1_agreement",
-            "topk_agreement",
-        ],
-        &rep.csv_rows(),
-    )?;
-    let photo_rows: Vec<Vec<String>> = rep
-        .per_photo
-        .iter()
-        .map(|p| {
-            let opt = |v: Option<String>| v.unwrap_or_default();
-            vec![
-                p.name.clone(),
-                p.source.clone(),
-                p.width.to_string(),
-                p.height.to_string(),
-                p.original_bytes.to_string(),
-                opt(p.reference_top1.clone()),
-                p.oracle_action.clone(),
-                p.oracle_bytes.to_string(),
-                opt(p.best_fixed_bytes.map(|b| b.to_string())),
-                opt(p.best_fixed_agrees.map(|b| b.to_string())),
-                opt(p.agent_action.clone()),
-                opt(p.agent_bytes.map(|b| b.to_string())),
-                opt(p.agent_agrees.map(|b| b.to_string())),
-            ]
-        })
-        .collect();
-    report::write_csv(
-        &out_dir.join(format!("{workload}-photos.csv")),
-        &[
-            "photo",
-            "source",
-            "width",
-            "height",
-            "original_bytes",
-            "reference_top1",
-            "oracle_action",
-            "oracle_bytes",
-            "best_fixed_bytes",
-            "best_fixed_agrees",
-            "agent_action",
-            "agent_bytes",
-            "agent_agrees",
-        ],
-        &photo_rows,
-    )?;
-    report::plot_svg(
-        &out_dir.join(format!("{workload}.svg")),
-        &rep.chart(&actions),
-    )?;
-    report::write_json(&out_dir.join(format!("{workload}-table.json")), &table.rows)?;
-    // Every photo × action, for anyone who wants to try another policy on the same answers.
-    let cells: Vec<Vec<String>> = table
-        .rows
-        .iter()
-        .flat_map(|r| {
-            table
-                .actions
-                .actions
-                .iter()
-                .enumerate()
-                .map(move |(a, action)| {
-                    vec![
-                        r.name.clone(),
-                        r.source.clone(),
-                        action.name(),
-                        r.bytes[a].to_string(),
-                        r.original_bytes.to_string(),
-                        u8::from(r.agree[a]).to_string(),
-                        u8::from(r.agree_k[a]).to_string(),
-                    ]
-                })
-        })
-        .collect();
-    report::write_csv(
-        &out_dir.join(format!("{workload}-table.csv")),
-        &[
-            "photo",
-            "source",
-            "action",
-            "bytes",
-            "original_bytes",
-            "top1_agrees",
-            "topk_agrees",
-        ],
-        &cells,
-    )?;
+    rep.write(&out_dir, args.json.as_deref(), &table)?;
     eprintln!(
         "wrote {workload}-summary.csv, {workload}-photos.csv and {workload}.svg in {}; the service answered {} new requests",
         out_dir.display(),

@@ -1,35 +1,36 @@
 //! adacompress: an edge upload proxy that re-encodes every image a client sends to
-//! a cloud vision API at the JPEG quality a small learned agent picks.
+//! a cloud vision API the way a small learned agent picks.
 //!
-//! # Layout
+//! # One request, through the real modules
 //!
-//! One upload, from client to upstream and back (the proxy itself lands in `serve`):
+//! 1. [`proxy`] accepts it (`proxy::handle`), checks the body against
+//!    `proxy.max_body_bytes`, and [`protocol`] recognises the API (Google Vision,
+//!    Rekognition, Baidu, Face++, Azure, KServe, TorchServe) and finds the images in it.
+//! 2. `proxy::compress` takes each inline image on the bounded CPU pool:
+//!    [`action::Source`] reads its header only — limits from [`codec::Limits`], EXIF
+//!    orientation, the JPEG quality and subsampling it was saved with
+//!    ([`codec::inspect`]) — and decodes later at the DCT scale each step needs.
+//! 3. The agent ([`learn::online::Online::decide`], the live copy of an [`agent::Agent`])
+//!    computes its state ([`agent::state`]: the compact state from a scaled decode and the
+//!    backbone in [`model`], or the paper's embedding), the head predicts each
+//!    [`action`]'s value or probability of agreeing, and the [`agent::Policy`] picks one
+//!    (for the calibrated agent: the action with the fewest expected bytes whose
+//!    probability clears a conformal threshold, else the fallback pair). `agent.fixed`
+//!    replaces all this with one fixed pair.
+//! 4. [`action::Source::apply`] downscales and re-encodes with libjpeg (mozjpeg); the
+//!    original goes up when the result is not smaller, and an upload over the API's
+//!    documented size limit is made to fit. Any failure forwards the original.
+//! 5. The adapter puts the image back (Rekognition is re-signed, [`sigv4`]) and the
+//!    upstream's answer returns to the client unchanged. Off the request path,
+//!    `proxy::estimate` sometimes uploads the original too, compares the answers
+//!    ([`mod@learn::reward`]) and feeds [`learn::estimator`] and [`learn::online`], which retrain
+//!    the head and persist it in [`store`] and checkpoint files.
 //!
-//! 1. [`protocol`] finds the image in the cloud API's request (Google Vision,
-//!    Rekognition, …) and later puts the re-encoded one back.
-//! 2. [`codec`] decodes it with limits checked from the header, applies EXIF
-//!    orientation, and encodes JPEG with libjpeg (mozjpeg).
-//! 3. [`agent`] runs the backbone ([`model`], EfficientNet-Lite0 in tract) for
-//!    features and the Q-head for one value per [`action`]; its policy picks one
-//!    (the best value, or the cheapest action predicted to keep the answer).
-//! 4. [`action`] applies it: downscale and/or re-encode, or keep the original when
-//!    the result would not be smaller.
-//! 5. [`client`] sends the bytes to the vision service and parses the answer;
-//!    answers are cached in the embedded SQLite [`store`]. Rekognition signs the
-//!    body, so the proxy re-signs the request with its own key ([`sigv4`]).
-//!
-//! The learning loop beside it:
-//!
-//! * [`learn`] turns answers into rewards (`acc − w·size/size_ref`, accuracy
-//!   against the reference answer), keeps a replay memory and trains the Q-head
-//!   (the paper's DQN, or a contextual bandit); `learn::tune` turns a target
-//!   agreement into a decision threshold by cross-validation.
-//! * [`eval`] compares the agent with every fixed quality and the per-image oracle
-//!   on held-out photos ([`photos`] splits them by a hash of the file name).
-//! * [`backend`] is the local vision service: a real ONNX classifier behind the
-//!   cloud wire formats, so nothing here needs a cloud account.
-//! * [`report`] writes the CSV files and SVG plots people look at; [`mod@bench`] times
-//!   each stage; [`cli`] is the command line behind `main.rs`.
+//! Offline: [`learn::table`] labels every photo × action against a service ([`client`],
+//! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent; [`train`],
+//! [`eval`] and [`mod@bench`] own those commands and their reports ([`report`]);
+//! [`backend`] is the local vision service (real ONNX models behind every wire
+//! format), [`demo`] the whole loop live, [`cli`] only parses the command line.
 
 pub mod action;
 pub mod agent;

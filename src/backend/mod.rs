@@ -308,6 +308,78 @@ pub async fn spawn_local(
     Ok((addr, handle))
 }
 
+/// The built-in backend running in this process: what `--upstream local[:MODEL]`
+/// (train, eval) and `upstreams.X = "local"` (serve, demo) start. It stops when dropped.
+pub struct LocalBackend {
+    pub addr: SocketAddr,
+    pub state: Arc<Backend>,
+    /// A stable id for answer caches: the model's file name and hash (not the port, so
+    /// cached answers survive restarts).
+    pub id: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LocalBackend {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Why the built-in backend did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot load the built-in backend's model {path}: {source}")]
+    Model {
+        path: std::path::PathBuf,
+        source: crate::model::ModelError,
+    },
+    #[error("cannot start the built-in backend: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Loads `model` (and BlazeFace for Face++ detect when `blazeface-front-128.onnx` sits
+/// beside it) off the async threads and serves every API on a free loopback port.
+pub async fn start_local(model: &std::path::Path) -> Result<LocalBackend, LocalError> {
+    let mut cfg = BackendConfig::new(model.to_path_buf());
+    let faces = model.with_file_name("blazeface-front-128.onnx");
+    let path = model.to_path_buf();
+    let state = tokio::task::spawn_blocking(move || {
+        if faces.exists() {
+            match faces::FaceDetector::load(&faces) {
+                Ok(d) => cfg.faces = Some(Arc::new(d)),
+                Err(e) => tracing::warn!(error = %e, "no face detector for Face++ detect"),
+            }
+        }
+        Backend::load(&cfg)
+    })
+    .await
+    .map_err(|e| LocalError::Io(std::io::Error::other(e.to_string())))?
+    .map_err(|source| LocalError::Model {
+        path: path.clone(),
+        source,
+    })?;
+    let state = Arc::new(state);
+    let id = format!(
+        "local:{}#{}",
+        path.file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+        &state.classifier().model.sha256()[..12]
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, _) = spawn_local(state.clone(), async move {
+        let _ = rx.await;
+    })
+    .await?;
+    tracing::info!(%addr, model = %path.display(), "built-in vision backend started");
+    Ok(LocalBackend {
+        addr,
+        state,
+        id,
+        _stop: tx,
+    })
+}
+
 /// The `POST` route of one API.
 fn serve_as(protocol: Protocol) -> MethodRouter<Arc<Backend>> {
     post(

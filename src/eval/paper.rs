@@ -9,7 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use std::path::Path;
+
 use serde::Serialize;
+
+use crate::report::{self, ReportError};
 
 use crate::action::{Action, PAPER_QUALITIES};
 use crate::agent::Agent;
@@ -264,6 +268,62 @@ pub async fn evaluate<S: VisionService + ?Sized>(
 }
 
 impl EvalReport {
+    /// Writes the JSON report (when `json` is given) and, in `out_dir`, the summary and
+    /// per-photo CSV files and the plot.
+    pub fn write(&self, out_dir: &Path, json: Option<&Path>) -> Result<(), ReportError> {
+        if let Some(json) = json {
+            report::write_json(json, self)?;
+        }
+        report::write_csv(
+            &out_dir.join("eval-summary.csv"),
+            &[
+                "policy",
+                "bytes_mean",
+                "size_ratio_original",
+                "size_ratio_q75",
+                "top1_agreement",
+                "topk_agreement",
+            ],
+            &self.csv_rows(),
+        )?;
+        let photo_rows: Vec<Vec<String>> = self
+            .per_photo
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.original_bytes.to_string(),
+                    p.q75_bytes.to_string(),
+                    p.reference_top1.clone().unwrap_or_default(),
+                    p.oracle_action.clone(),
+                    p.oracle_bytes.to_string(),
+                    p.agent_action.clone().unwrap_or_default(),
+                    p.agent_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                    p.agent_top1_agrees
+                        .map(|b| b.to_string())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        report::write_csv(
+            &out_dir.join("eval-photos.csv"),
+            &[
+                "photo",
+                "original_bytes",
+                "q75_bytes",
+                "reference_top1",
+                "oracle_action",
+                "oracle_bytes",
+                "agent_action",
+                "agent_bytes",
+                "agent_top1_agrees",
+            ],
+            &photo_rows,
+        )?;
+        let plot = out_dir.join("eval.svg");
+        report::plot_svg(&plot, &self.chart())?;
+        Ok(())
+    }
     /// Every policy's metrics in display order: fixed, extra fixed, oracle(s), agent.
     pub fn policies(&self) -> Vec<(String, &Metrics)> {
         let mut out: Vec<(String, &Metrics)> = self

@@ -18,7 +18,9 @@ use serde::Serialize;
 use crate::action::ActionSet;
 use crate::agent::{Policy, QHead};
 use crate::learn::table::{Row, Table};
-use crate::report::{Chart, PALETTE, Series};
+use std::path::Path;
+
+use crate::report::{self, Chart, PALETTE, ReportError, Series};
 
 /// One policy's totals.
 #[derive(Debug, Clone, Serialize)]
@@ -256,6 +258,116 @@ pub fn evaluate(
 }
 
 impl WorkloadReport {
+    /// Writes the JSON report (when `json` is given) and, in `out_dir`, the summary,
+    /// per-photo and every-photo×action CSV files, the table as JSON and the plot.
+    pub fn write(
+        &self,
+        out_dir: &Path,
+        json: Option<&Path>,
+        table: &Table,
+    ) -> Result<(), ReportError> {
+        let w = &self.workload;
+        if let Some(json) = json {
+            report::write_json(json, self)?;
+        }
+        report::write_csv(
+            &out_dir.join(format!("{w}-summary.csv")),
+            &[
+                "workload",
+                "kind",
+                "policy",
+                "bytes_mean",
+                "size_ratio",
+                "vs_best_fixed",
+                "top1_agreement",
+                "topk_agreement",
+            ],
+            &self.csv_rows(),
+        )?;
+        let photo_rows: Vec<Vec<String>> = self
+            .per_photo
+            .iter()
+            .map(|p| {
+                let opt = |v: Option<String>| v.unwrap_or_default();
+                vec![
+                    p.name.clone(),
+                    p.source.clone(),
+                    p.width.to_string(),
+                    p.height.to_string(),
+                    p.original_bytes.to_string(),
+                    opt(p.reference_top1.clone()),
+                    p.oracle_action.clone(),
+                    p.oracle_bytes.to_string(),
+                    opt(p.best_fixed_bytes.map(|b| b.to_string())),
+                    opt(p.best_fixed_agrees.map(|b| b.to_string())),
+                    opt(p.agent_action.clone()),
+                    opt(p.agent_bytes.map(|b| b.to_string())),
+                    opt(p.agent_agrees.map(|b| b.to_string())),
+                ]
+            })
+            .collect();
+        report::write_csv(
+            &out_dir.join(format!("{w}-photos.csv")),
+            &[
+                "photo",
+                "source",
+                "width",
+                "height",
+                "original_bytes",
+                "reference_top1",
+                "oracle_action",
+                "oracle_bytes",
+                "best_fixed_bytes",
+                "best_fixed_agrees",
+                "agent_action",
+                "agent_bytes",
+                "agent_agrees",
+            ],
+            &photo_rows,
+        )?;
+        report::plot_svg(
+            &out_dir.join(format!("{w}.svg")),
+            &self.chart(&table.actions),
+        )?;
+        report::write_json(&out_dir.join(format!("{w}-table.json")), &table.rows)?;
+        // Every photo × action, for anyone who wants to try another policy on the same answers.
+        let cells: Vec<Vec<String>> = table
+            .rows
+            .iter()
+            .flat_map(|r| {
+                table
+                    .actions
+                    .actions
+                    .iter()
+                    .enumerate()
+                    .map(move |(a, action)| {
+                        vec![
+                            r.name.clone(),
+                            r.source.clone(),
+                            action.name(),
+                            r.bytes[a].to_string(),
+                            r.original_bytes.to_string(),
+                            u8::from(r.agree[a]).to_string(),
+                            u8::from(r.agree_k[a]).to_string(),
+                        ]
+                    })
+            })
+            .collect();
+        report::write_csv(
+            &out_dir.join(format!("{w}-table.csv")),
+            &[
+                "photo",
+                "source",
+                "action",
+                "bytes",
+                "original_bytes",
+                "top1_agrees",
+                "topk_agrees",
+            ],
+            &cells,
+        )?;
+        Ok(())
+    }
     /// A plain-text summary for the terminal.
     pub fn table(&self) -> String {
         let mut s = format!(

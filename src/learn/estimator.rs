@@ -22,7 +22,85 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::EstimatorConfig;
+use crate::learn::Accuracy;
+
+/// `[estimator]`: the inference–estimate–retrain loop (DESIGN §2 with the paper's values
+/// where they fit; deviations are commented in `config/adacompress.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimatorConfig {
+    pub enabled: bool,
+    pub p_est_initial: f64,
+    pub p_est_min: f64,
+    pub p_est_max: f64,
+    /// Estimates averaged for the accuracy that moves the state machine (paper: n = 10).
+    pub window: usize,
+    /// Enter retraining below this mean agreement (paper: A₀ = 0.8).
+    pub accuracy_threshold: f64,
+    /// Leave retraining only when the agent's own choices agree at least this often.
+    pub recovered_accuracy: f64,
+    /// Paper's exit condition on mean reward `acc − size_weight·size/size_ref`; `None` skips it.
+    pub reward_threshold: Option<f64>,
+    pub size_weight: f64,
+    /// `p_est −= slope_gain × slope of recent accuracy` (paper: 3).
+    pub slope_gain: f64,
+    pub accuracy: Accuracy,
+    /// Cap on bytes uploaded for estimation per minute (0 = no cap).
+    pub budget_bytes_per_minute: u64,
+    /// Images explored at ε = 1 after entering retraining (paper: 128).
+    pub explore_images: usize,
+    /// Learn every this many estimates while retraining (paper: 5).
+    pub learn_every: usize,
+    /// Replay memory size (paper: 2000).
+    pub memory: usize,
+    /// Training batch (paper: 256).
+    pub batch: usize,
+    /// Adam steps per learning call.
+    pub steps_per_learn: usize,
+    /// Agreement the re-tuned cheapest-safe threshold aims for on the memory.
+    pub target_agreement: f64,
+    /// Uploads per image while retraining: the explored re-encode, then bisection probes
+    /// over the quality ladder (1 = the paper: one upload).
+    pub retrain_probes: usize,
+    /// What clients get while retraining: `original` (the answer for their own bytes; the
+    /// explored re-encode is uploaded beside it) or `explore` (the paper: the explored one).
+    pub retrain_serves: RetrainServes,
+}
+
+/// What the client's request carries while the agent retrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainServes {
+    Original,
+    Explore,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            enabled: true,
+            p_est_initial: 0.2,
+            p_est_min: 0.04,
+            p_est_max: 0.95,
+            window: 10,
+            accuracy_threshold: 0.8,
+            recovered_accuracy: 0.9,
+            reward_threshold: None,
+            size_weight: 1.0,
+            slope_gain: 3.0,
+            accuracy: Accuracy::Top1,
+            budget_bytes_per_minute: 0,
+            explore_images: 32,
+            learn_every: 5,
+            memory: 2000,
+            batch: 256,
+            steps_per_learn: 20,
+            target_agreement: 0.95,
+            retrain_probes: 1,
+            retrain_serves: RetrainServes::Original,
+        }
+    }
+}
 
 /// The long-lived mode. "Estimate" is per image: see [`Estimator::reported_state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,7 +32,7 @@ use crate::action::{Action, ActionSet, Source};
 use crate::agent::checkpoint::BackboneInfo;
 use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, StateError, TrainingStats};
 use crate::codec::EncoderMode;
-use crate::config::EstimatorConfig;
+use crate::learn::estimator::EstimatorConfig;
 use crate::learn::estimator::{Estimator, Event, Mode, Sample};
 use crate::model::{ImageModel, ModelError};
 use crate::store::{MemoryRow, Store, StoreError};

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{ProxyState, Resigner, Route};
-use crate::backend::{self, Backend, BackendConfig};
+use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::learn::online::{Online, OnlineError};
 use crate::model::ModelError;
@@ -49,7 +49,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     proxy_task: JoinHandle<std::io::Result<()>>,
     admin_task: JoinHandle<std::io::Result<()>>,
-    backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the in-process backend when dropped.
+    local: Option<backend::LocalBackend>,
 }
 
 /// The EfficientNet-Lite0 model next to the agent checkpoint (`models/`).
@@ -67,47 +68,20 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
     if upstreams.is_empty() {
         return Err(ServeError::NoUpstream);
     }
-    let mut local_backend = None;
-    let mut backend_stop = None;
+    let mut local: Option<backend::LocalBackend> = None;
     let mut routes = Vec::new();
     for up in upstreams {
         let base = if up.url == "local" {
-            let (addr, state) = match &local_backend {
-                Some((addr, state)) => (*addr, Arc::clone(state)),
-                None => {
-                    let model = local_model(&cfg);
-                    let mut bcfg = BackendConfig::new(model.clone());
-                    // Face++ detect needs a face detector: BlazeFace, committed beside it.
-                    let faces = model.with_file_name("blazeface-front-128.onnx");
-                    if faces.exists() {
-                        match crate::backend::faces::FaceDetector::load(&faces) {
-                            Ok(d) => bcfg.faces = Some(Arc::new(d)),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "no face detector for Face++ detect")
-                            }
-                        }
+            if local.is_none() {
+                let model = local_model(&cfg);
+                local = Some(backend::start_local(&model).await.map_err(|e| match e {
+                    backend::LocalError::Model { path, source } => {
+                        ServeError::Backend { path, source }
                     }
-                    let state = tokio::task::spawn_blocking(move || Backend::load(&bcfg))
-                        .await
-                        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
-                        .map_err(|source| ServeError::Backend {
-                            path: model.clone(),
-                            source,
-                        })?;
-                    let state = Arc::new(state);
-                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                    let (addr, _) = backend::spawn_local(state.clone(), async move {
-                        let _ = rx.await;
-                    })
-                    .await?;
-                    backend_stop = Some(tx);
-                    tracing::info!(%addr, model = %model.display(), "built-in vision backend started");
-                    local_backend = Some((addr, state.clone()));
-                    (addr, state)
-                }
-            };
-            drop(state);
-            format!("http://{addr}")
+                    backend::LocalError::Io(e) => ServeError::Io(e),
+                })?);
+            }
+            local.as_ref().map_or_else(String::new, |l| l.url())
         } else {
             up.url.clone()
         };
@@ -169,11 +143,11 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         proxy_addr,
         admin_addr,
         state,
-        local_backend: local_backend.map(|(_, s)| s),
+        local_backend: local.as_ref().map(|l| l.state.clone()),
         stop,
         proxy_task,
         admin_task,
-        backend_stop,
+        local,
     })
 }
 
@@ -196,9 +170,7 @@ impl Server {
         if let Some(online) = self.state.online.clone() {
             let _ = tokio::task::spawn_blocking(move || online.shutdown()).await;
         }
-        if let Some(tx) = self.backend_stop {
-            let _ = tx.send(());
-        }
+        drop(self.local);
         tracing::info!(drained, "adacompress proxy stopped");
         drained
     }
