@@ -177,6 +177,32 @@ def main():
             else:
                 w(line.replace("](load.svg)", "](bench/load.svg)"))
         w("")
+    # ---- (d) workloads: the calibrated agent against the best fixed pair ----
+    wl_dir = os.path.join(BENCH, "workloads")
+    rows = []
+    for name in ["samples", "uploads", "cross-source"]:
+        path = os.path.join(wl_dir, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
+    if rows:
+        w("## (d) Workloads: the calibrated agent against the best fixed (max side, quality) pair\n")
+        w("From `scripts/workload_bench.sh` (details, per source, plots and the CPU comparison: "
+          "[bench/workloads.md](bench/workloads.md)). Cloud = the local backend running Lite2; the best "
+          "fixed pair is the one with the fewest bytes reaching the target top-1 agreement on the "
+          "evaluated photos themselves (hindsight). One deterministic run.\n")
+        w("| workload | photos | best fixed pair | its bytes vs original | its top-1 | agent bytes vs original | "
+          "agent vs best fixed | agent top-1 | oracle vs original | target ≤ 0.7× at ≥ 97 % |")
+        w("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            b, a, o = r.get("best_fixed"), r.get("agent"), r["oracle"]
+            v = r.get("verdict") or {}
+            met = v.get("agreement_met") and v.get("bytes_target_met")
+            w(f"| {r['workload']} | {r['photos']} | `{b['policy'] if b else 'none'}` | "
+              f"{b['size_ratio']:.3f}× | {100 * b['top1_agreement']:.1f} % | "
+              f"{a['size_ratio']:.3f}× | {a['vs_best_fixed']:.3f}× | {100 * a['top1_agreement']:.1f} % | "
+              f"{o['size_ratio']:.3f}× | {'met' if met else 'missed'} |")
+        w("")
     notes = os.path.join(BENCH, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:

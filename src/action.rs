@@ -285,18 +285,12 @@ impl<'a> Source<'a> {
     }
 
     /// The upright image decoded at the smallest DCT scale whose longest side is at
-    /// least `min_long` (full size for `u32::MAX`). A decode already made at a larger
-    /// scale is reused rather than paying the entropy decoding twice (callers resize).
+    /// least `min_long` (full size for `u32::MAX`). Always exactly that scale, never a
+    /// larger decode made earlier: the bytes of an action must not depend on what else
+    /// was asked of the same image (training, eval and the proxy ask in other orders).
     pub fn pixels(&mut self, min_long: u32) -> Result<&RgbImage, CodecError> {
         let scale = codec::dct_scale_for(self.long_side(), min_long);
-        let at = match self
-            .decodes
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, _))| *s >= scale)
-            .min_by_key(|(_, (s, _))| *s)
-            .map(|(i, _)| i)
-        {
+        let at = match self.decodes.iter().position(|(s, _)| *s == scale) {
             Some(i) => i,
             None => {
                 let d = codec::decode_scaled(self.original, &self.limits, min_long)?;

@@ -273,10 +273,25 @@ pub fn paths_markdown(rows: &[PathTiming], fixed: &str, agent: &str, runs: usize
     s
 }
 
-/// Writes `PREFIX.json`, `PREFIX.csv` and `PREFIX.md` for the stage timings.
-pub fn write_stages(prefix: &Path, rows: &[StageTiming], md: &str) -> Result<(), ReportError> {
+/// Writes `PREFIX.json` (the rows), `PREFIX.csv` and `PREFIX.md`.
+fn write_report<T: Serialize>(
+    prefix: &Path,
+    rows: &[T],
+    header: &[&str],
+    csv_rows: &[Vec<String>],
+    md: &str,
+) -> Result<(), ReportError> {
     let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
     crate::report::write_json(&with_ext("json"), &rows)?;
+    crate::report::write_csv(&with_ext("csv"), header, csv_rows)?;
+    std::fs::write(with_ext("md"), md).map_err(|e| ReportError::Write {
+        path: with_ext("md"),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `PREFIX.json`, `PREFIX.csv` and `PREFIX.md` for the stage timings.
+pub fn write_stages(prefix: &Path, rows: &[StageTiming], md: &str) -> Result<(), ReportError> {
     let csv_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -291,30 +306,20 @@ pub fn write_stages(prefix: &Path, rows: &[StageTiming], md: &str) -> Result<(),
             ]
         })
         .collect();
-    crate::report::write_csv(
-        &with_ext("csv"),
-        &[
-            "photo",
-            "stage",
-            "median_ms",
-            "p10_ms",
-            "p90_ms",
-            "runs",
-            "bytes",
-        ],
-        &csv_rows,
-    )?;
-    std::fs::write(with_ext("md"), md).map_err(|e| ReportError::Write {
-        path: with_ext("md"),
-        reason: e.to_string(),
-    })?;
-    Ok(())
+    let header = [
+        "photo",
+        "stage",
+        "median_ms",
+        "p10_ms",
+        "p90_ms",
+        "runs",
+        "bytes",
+    ];
+    write_report(prefix, rows, &header, &csv_rows, md)
 }
 
 /// Writes `PREFIX.json`, `PREFIX.csv` and `PREFIX.md` for the path comparison.
 pub fn write_paths(prefix: &Path, rows: &[PathTiming], md: &str) -> Result<(), ReportError> {
-    let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
-    crate::report::write_json(&with_ext("json"), &rows)?;
     let csv_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -329,22 +334,14 @@ pub fn write_paths(prefix: &Path, rows: &[PathTiming], md: &str) -> Result<(), R
             ]
         })
         .collect();
-    crate::report::write_csv(
-        &with_ext("csv"),
-        &[
-            "photo",
-            "width",
-            "height",
-            "original_bytes",
-            "fixed_ms",
-            "agent_ms",
-            "agent_action",
-        ],
-        &csv_rows,
-    )?;
-    std::fs::write(with_ext("md"), md).map_err(|e| ReportError::Write {
-        path: with_ext("md"),
-        reason: e.to_string(),
-    })?;
-    Ok(())
+    let header = [
+        "photo",
+        "width",
+        "height",
+        "original_bytes",
+        "fixed_ms",
+        "agent_ms",
+        "agent_action",
+    ];
+    write_report(prefix, rows, &header, &csv_rows, md)
 }

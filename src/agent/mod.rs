@@ -10,11 +10,10 @@ pub mod state;
 
 use std::path::Path;
 
-use image::RgbImage;
 use rand::{Rng, RngExt};
 
 use crate::action::{Action, ActionSet};
-use crate::model::{ImageModel, ModelError};
+use crate::model::ImageModel;
 pub use checkpoint::{Checkpoint, CheckpointError, TrainingStats};
 pub use qhead::{AdamConfig, PAPER_HIDDEN, QHead};
 pub use state::{StateError, StateKind};
@@ -74,28 +73,43 @@ pub enum Policy {
 impl Policy {
     /// The chosen action index for head outputs `q` on an image with state `features`.
     pub fn decide(&self, q: &[f32], features: &[f32], actions: &ActionSet) -> usize {
+        self.decide_explained(q, features, actions).0
+    }
+
+    /// [`Policy::decide`], and whether the choice is the calibrated policy's fallback
+    /// because no action was predicted safe enough.
+    pub fn decide_explained(
+        &self,
+        q: &[f32],
+        features: &[f32],
+        actions: &ActionSet,
+    ) -> (usize, bool) {
         match self {
-            Policy::Greedy => argmax(q),
+            Policy::Greedy => (argmax(q), false),
             Policy::Calibrated {
                 threshold,
                 fallback,
                 bits_per_pixel,
             } => {
                 let Some(g) = state::geometry(features) else {
-                    return *fallback;
+                    return (*fallback, true);
                 };
                 let p = monotone(q, actions, g.long);
                 let expected = expected_bytes(actions, bits_per_pixel, &g);
-                cheapest_above(&p, &expected, *threshold, actions).unwrap_or(*fallback)
+                match cheapest_above(&p, &expected, *threshold, actions) {
+                    Some(a) => (a, false),
+                    None => (*fallback, true),
+                }
             }
             Policy::CheapestSafe { threshold, costs } => {
                 let mut order: Vec<usize> = (0..q.len().min(costs.len())).collect();
                 order.sort_by(|&a, &b| costs[a].total_cmp(&costs[b]));
-                order
+                let a = order
                     .into_iter()
                     .find(|&a| q[a] >= *threshold || actions.actions.get(a) == Some(&Action::KEEP))
                     .or_else(|| actions.index_of(&Action::KEEP))
-                    .unwrap_or_else(|| argmax(q))
+                    .unwrap_or_else(|| argmax(q));
+                (a, false)
             }
         }
     }
@@ -194,18 +208,6 @@ impl Agent {
     /// The state of an upload given as a [`crate::action::Source`] ([`state::observe`]).
     pub fn observe(&self, source: &mut crate::action::Source<'_>) -> Result<Vec<f32>, StateError> {
         state::observe(&self.backbone, self.state, source)
-    }
-
-    /// The agent's state for an upright image whose encoded form has
-    /// `encoded_bytes` bytes (see [`state_vector`]).
-    pub fn state(&self, image: &RgbImage, encoded_bytes: usize) -> Result<Vec<f32>, ModelError> {
-        let out = self.backbone.run(image)?;
-        Ok(state_vector(
-            &out,
-            encoded_bytes,
-            image.width(),
-            image.height(),
-        ))
     }
 
     /// The action index the policy picks for `features` (no exploration).

@@ -92,33 +92,10 @@ pub struct WorkloadReport {
 
 /// The agent's choice for every row (index into the action set) and whether it fell back.
 pub fn agent_choices(table: &Table, head: &QHead, policy: &Policy) -> Vec<(usize, bool)> {
-    let fallback = match policy {
-        Policy::Calibrated { fallback, .. } => Some(*fallback),
-        _ => None,
-    };
     table
         .rows
         .iter()
-        .map(|r| {
-            let q = head.predict(&r.state);
-            let a = policy.decide(&q, &r.state, &table.actions);
-            // A fall-back is the fallback chosen although it was not the cheapest safe.
-            let fell_back = fallback == Some(a) && {
-                let probe = Policy::Calibrated {
-                    threshold: match policy {
-                        Policy::Calibrated { threshold, .. } => *threshold,
-                        _ => 0.0,
-                    },
-                    fallback: usize::MAX,
-                    bits_per_pixel: match policy {
-                        Policy::Calibrated { bits_per_pixel, .. } => bits_per_pixel.clone(),
-                        _ => Vec::new(),
-                    },
-                };
-                probe.decide(&q, &r.state, &table.actions) == usize::MAX
-            };
-            (a, fell_back)
-        })
+        .map(|r| policy.decide_explained(&head.predict(&r.state), &r.state, &table.actions))
         .collect()
 }
 

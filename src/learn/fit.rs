@@ -205,35 +205,28 @@ pub fn fit(table: &Table, cfg: &FitConfig, mut progress: impl FnMut(usize, usize
     let all: Vec<&Row> = table.rows.iter().collect();
     let rows: Vec<&Row> = table.rows.iter().filter(|r| !r.augmented).collect();
     let sources = table.sources();
-    let (fold_of, folds, fold_kind): (Vec<usize>, usize, &str) = if sources.len() >= 3 {
-        (
-            rows.iter()
-                .map(|r| sources.iter().position(|s| *s == r.source).unwrap_or(0))
-                .collect(),
-            sources.len(),
-            "source",
-        )
+    let by_source = sources.len() >= 3;
+    let (folds, fold_kind) = if by_source {
+        (sources.len(), "source")
     } else {
-        (
-            rows.iter().map(|r| hash_fold(&r.name, 4)).collect(),
-            4,
-            "hash",
-        )
+        (4, "hash")
     };
+    // A variant (`name#augK`) always shares its photo's fold.
+    let fold_of_row = |r: &Row| {
+        if by_source {
+            sources.iter().position(|s| *s == r.source).unwrap_or(0)
+        } else {
+            hash_fold(r.name.split('#').next().unwrap_or(&r.name), folds)
+        }
+    };
+    let fold_of: Vec<usize> = rows.iter().map(|r| fold_of_row(r)).collect();
     let (fallback, fallback_agreement) = best_fixed(&rows, actions, cfg.target);
     // Held-out predictions, made monotone, and expected bytes, per row.
     let mut held_out: Vec<(Vec<f32>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); rows.len()];
     for fold in 0..folds {
         let fit_rows: Vec<&Row> = all
             .iter()
-            .filter(|r| {
-                let f = if fold_kind == "source" {
-                    sources.iter().position(|s| *s == r.source).unwrap_or(0)
-                } else {
-                    hash_fold(r.name.split('#').next().unwrap_or(&r.name), 4)
-                };
-                f != fold
-            })
+            .filter(|r| fold_of_row(r) != fold)
             .copied()
             .collect();
         if fit_rows.is_empty() {

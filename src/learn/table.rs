@@ -126,12 +126,21 @@ impl Table {
         let before = service.requests();
         let mut rows = Vec::with_capacity(paths.len());
         for (n, path) in paths.iter().enumerate() {
-            let row = Self::row(path, root, spec, service).await?;
+            let original = std::fs::read(path).map_err(|source| TableError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned();
+            let source = source_of(path, root);
+            let row = Self::row_of(path, &name, &source, &original, spec, service).await?;
             let big = row.width.max(row.height) >= spec.augment_min_long;
-            let name = row.name.clone();
             rows.push(row);
             if spec.augment > 0 && big {
-                rows.extend(Self::variants(path, &name, spec, service).await?);
+                rows.extend(Self::variants(path, &name, &source, &original, spec, service).await?);
             }
             progress(n + 1, paths.len());
         }
@@ -143,10 +152,13 @@ impl Table {
         })
     }
 
-    /// The training variants of one photo, each labelled like a photo of its own.
+    /// The training variants of one photo (`original`, the bytes of `path`), each
+    /// labelled like a photo of its own.
     async fn variants<S: VisionService + ?Sized>(
         path: &Path,
         name: &str,
+        source: &str,
+        original: &[u8],
         spec: &Spec<'_>,
         service: &CachedService<'_, S>,
     ) -> Result<Vec<Row>, TableError> {
@@ -154,52 +166,29 @@ impl Table {
             path: path.to_path_buf(),
             source,
         };
-        let original = std::fs::read(path).map_err(|source| TableError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let decoded = crate::codec::decode(&original, &spec.limits).map_err(codec_err)?;
+        let decoded = crate::codec::decode(original, &spec.limits).map_err(codec_err)?;
         let mut out = Vec::with_capacity(spec.augment);
         for (k, (image, quality)) in
-            super::augment::variants(&decoded.image, &sha256_hex(&original), spec.augment)
+            super::augment::variants(&decoded.image, &sha256_hex(original), spec.augment)
                 .into_iter()
                 .enumerate()
         {
             let bytes = crate::codec::encode_jpeg(&image, quality.max(85), spec.actions.encoder)
                 .map_err(codec_err)?;
-            let mut row =
-                Self::row_of(path, format!("{name}#aug{k}"), bytes, spec, service).await?;
+            let variant = format!("{name}#aug{k}");
+            let mut row = Self::row_of(path, &variant, source, &bytes, spec, service).await?;
             row.augmented = true;
             out.push(row);
         }
         Ok(out)
     }
 
-    async fn row<S: VisionService + ?Sized>(
-        path: &Path,
-        root: &Path,
-        spec: &Spec<'_>,
-        service: &CachedService<'_, S>,
-    ) -> Result<Row, TableError> {
-        let original = std::fs::read(path).map_err(|source| TableError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let name = path
-            .strip_prefix(root)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned();
-        let mut row = Self::row_of(path, name, original, spec, service).await?;
-        row.source = source_of(path, root);
-        Ok(row)
-    }
-
     /// Labels `original` (the bytes of `path`, or a variant of them) under `name`.
     async fn row_of<S: VisionService + ?Sized>(
         path: &Path,
-        name: String,
-        original: Vec<u8>,
+        name: &str,
+        source: &str,
+        original: &[u8],
         spec: &Spec<'_>,
         service: &CachedService<'_, S>,
     ) -> Result<Row, TableError> {
@@ -207,8 +196,8 @@ impl Table {
             path: path.to_path_buf(),
             source,
         };
-        let sha = sha256_hex(&original);
-        let mut src = Source::new(&original, &spec.limits).map_err(codec_err)?;
+        let sha = sha256_hex(original);
+        let mut src = Source::new(original, &spec.limits).map_err(codec_err)?;
         let state_vec = match spec.state {
             Some((backbone, kind)) => {
                 state::observe(backbone, kind, &mut src).map_err(|source| TableError::State {
@@ -218,7 +207,7 @@ impl Table {
             }
             None => Vec::new(),
         };
-        let reference = service.answer(&sha, "keep", &original).await?;
+        let reference = service.answer(&sha, "keep", original).await?;
         let encoder = spec.actions.encoder;
         let n = spec.actions.len();
         let (mut bytes, mut agree, mut agree_k) = (
@@ -254,11 +243,8 @@ impl Table {
                 .push(sent_original || agrees(&reference.outcome, &answer.outcome, Accuracy::Topk));
         }
         Ok(Row {
-            source: path
-                .parent()
-                .and_then(|p| p.file_name())
-                .map_or_else(String::new, |d| d.to_string_lossy().into_owned()),
-            name,
+            source: source.to_string(),
+            name: name.to_string(),
             sha,
             original_bytes: original.len(),
             width: src.width,

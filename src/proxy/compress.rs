@@ -209,6 +209,13 @@ struct Job {
 }
 
 impl Job {
+    /// The encoder mode the agent's action set was trained with (the default without one).
+    fn encoder(&self) -> codec::EncoderMode {
+        self.online
+            .as_ref()
+            .map_or(codec::EncoderMode::default(), |o| o.encoder)
+    }
+
     /// One image: the slot's record and the bytes to upload instead (None = original).
     fn one(&self, index: usize, bytes: &[u8]) -> (SlotResult, Option<Vec<u8>>) {
         let mut slot = SlotResult {
@@ -243,29 +250,21 @@ impl Job {
             }
         };
         self.metrics.stage("decode", t.elapsed().as_secs_f64());
-        let (action, encoder, label) = if let Some(q) = self.forced {
+        let (mut action, encoder, mut label) = if let Some(q) = self.forced {
             let q = q.clamp(self.min_q, self.max_q);
-            let encoder = self
-                .online
-                .as_ref()
-                .map_or(codec::EncoderMode::default(), |o| o.encoder);
             (
                 Action {
                     max_side: None,
                     quality: Some(q),
                 },
-                encoder,
+                self.encoder(),
                 format!("forced:q{q}"),
             )
         } else if let Some(mut action) = self.fixed {
             if let Some(q) = action.quality {
                 action.quality = Some(q.clamp(self.min_q, self.max_q));
             }
-            let encoder = self
-                .online
-                .as_ref()
-                .map_or(codec::EncoderMode::default(), |o| o.encoder);
-            (action, encoder, format!("fixed:{action}"))
+            (action, self.encoder(), format!("fixed:{action}"))
         } else {
             let Some(online) = &self.online else {
                 return pass(slot, "no_agent");
@@ -292,9 +291,7 @@ impl Job {
             (action, online.encoder, action.name())
         };
         let t = Instant::now();
-        let mut label = label;
-        let mut action = action;
-        let applied = match source.apply(&action, encoder) {
+        let mut applied = match source.apply(&action, encoder) {
             Ok(a) => a,
             Err(e @ (CodecError::Corrupt { .. } | CodecError::Empty)) => {
                 tracing::debug!(error = %e, "image not decoded; forwarding the original");
@@ -307,7 +304,6 @@ impl Job {
         };
         // Over the API's documented size limit the cloud would refuse the image: make it
         // fit by the smallest step down that does, rather than send it to be refused.
-        let mut applied = applied;
         let mut fitted = false;
         if let Some(limit) = self.max_image_bytes
             && applied.bytes.len() > limit
