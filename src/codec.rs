@@ -22,15 +22,35 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Largest decoded image accepted, in pixels (width × height), read from the header.
     pub max_pixels: u64,
+    /// Largest ratio of the long side to the short side: a 1×1,000,000 strip has few
+    /// pixels but asks every resize to a fixed short side for a huge intermediate.
+    #[serde(default = "default_max_aspect")]
+    pub max_aspect: u32,
+    /// Most scans (SOS segments) a JPEG may have: each progressive scan re-reads the whole
+    /// coefficient buffer, so a 200 KB file with thousands of scans costs minutes of CPU.
+    #[serde(default = "default_max_scans")]
+    pub max_scans: u32,
+}
+
+fn default_max_aspect() -> u32 {
+    Limits::default().max_aspect
+}
+
+fn default_max_scans() -> u32 {
+    Limits::default().max_scans
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // 20 MB is Azure's limit, the largest of the supported clouds; 50 MP covers
-        // every phone camera while refusing the classic 64k×64k bombs.
+        // every phone camera while refusing the classic 64k×64k bombs. 32:1 passes every
+        // panorama a phone makes; encoders write ≤ 12 scans (mozjpeg's progressive script
+        // has 10), libjpeg-turbo's own tools suggest 500 as a hard ceiling.
         Limits {
             max_bytes: 20 * 1024 * 1024,
             max_pixels: 50_000_000,
+            max_aspect: 32,
+            max_scans: 100,
         }
     }
 }
@@ -71,6 +91,10 @@ pub enum CodecError {
         width: u32,
         height: u32,
     },
+    #[error("image is {width}×{height}, an aspect ratio over the limit of {limit}:1")]
+    TooThin { limit: u32, width: u32, height: u32 },
+    #[error("JPEG has {value} scans, over the limit of {limit} scans")]
+    TooManyScans { limit: u32, value: u32 },
     #[error("image format not recognised (expected JPEG, PNG or WebP; first bytes {0})")]
     UnknownFormat(String),
     #[error("image has zero width or height")]
@@ -135,7 +159,53 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(Format, u32, u32), CodecE
             height,
         });
     }
+    if u64::from(width.max(height)) > u64::from(width.min(height)) * u64::from(limits.max_aspect) {
+        return Err(CodecError::TooThin {
+            limit: limits.max_aspect,
+            width,
+            height,
+        });
+    }
+    if format == Format::Jpeg {
+        let scans = jpeg_scan_count(bytes);
+        if scans > limits.max_scans {
+            return Err(CodecError::TooManyScans {
+                limit: limits.max_scans,
+                value: scans,
+            });
+        }
+    }
     Ok((format, width, height))
+}
+
+/// Counts a JPEG's scans (SOS markers) by walking its markers and skipping the
+/// entropy-coded data after each SOS: linear in the file size, nothing decoded.
+pub fn jpeg_scan_count(bytes: &[u8]) -> u32 {
+    let mut scans = 0u32;
+    let mut i = 2usize;
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            // Entropy data (or garbage): find the next marker that is not a stuffed
+            // zero, a fill byte or a restart marker.
+            i += 1;
+            continue;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            0x00 | 0xFF | 0xD0..=0xD7 | 0x01 | 0xD8 => i += if marker == 0xFF { 1 } else { 2 },
+            0xD9 => break,
+            _ => {
+                if marker == 0xDA {
+                    scans = scans.saturating_add(1);
+                }
+                let Some(len) = bytes.get(i + 2..i + 4) else {
+                    break;
+                };
+                i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+        }
+    }
+    scans
 }
 
 /// What the header alone says about an image: nothing is decoded.
@@ -332,8 +402,19 @@ pub fn fit_longest_side(image: &RgbImage, max_side: u32) -> Option<RgbImage> {
 
 /// Resizes the shorter side to `side` and centre-crops to `side × side`: the usual
 /// ImageNet evaluation transform, used for the backbone and the local backend.
+///
+/// The intermediate is bounded for every input: beyond 4:1 the centre square is cut
+/// from the source first (a 1×1,000,000 strip would otherwise ask for a
+/// 160×160,000,000 intermediate). Up to 4:1 the whole image is resized, then cropped.
 pub fn square_crop(image: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
+    if w.max(h) > w.min(h).saturating_mul(4) {
+        let short = w.min(h);
+        let x = (w - short) / 2;
+        let y = (h - short) / 2;
+        let centre = image::imageops::crop_imm(image, x, y, short, short).to_image();
+        return image::imageops::resize(&centre, side, side, FilterType::Triangle);
+    }
     let scale = f64::from(side) / f64::from(w.min(h));
     let nw = ((f64::from(w) * scale).round() as u32).max(side);
     let nh = ((f64::from(h) * scale).round() as u32).max(side);
@@ -531,6 +612,7 @@ mod tests {
         let limits = Limits {
             max_bytes: 100,
             max_pixels: 1 << 30,
+            ..Limits::default()
         };
         let err = decode(&jpeg, &limits).unwrap_err();
         assert_eq!(
@@ -553,6 +635,7 @@ mod tests {
         let limits = Limits {
             max_bytes: usize::MAX,
             max_pixels: 3000,
+            ..Limits::default()
         };
         let err = decode(&jpeg, &limits).unwrap_err();
         assert!(matches!(

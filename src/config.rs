@@ -56,6 +56,22 @@ pub struct ProxyConfig {
     pub cpu_workers: usize,
     /// Images allowed to wait for a worker; beyond that the original goes through.
     pub cpu_queue: usize,
+    /// A client must send a request's whole header within this time (also the idle time
+    /// allowed between requests on a keep-alive connection); then the connection is closed.
+    pub header_read_timeout_secs: f64,
+    /// A client must send the whole body within this time; beyond it, 408.
+    pub body_read_timeout_secs: f64,
+    /// Open client connections on the proxy listener; beyond it a new connection gets
+    /// 503 and is closed (the admin listener has its own, separate allowance).
+    pub max_connections: usize,
+    /// Request bodies held in memory at once, summed over all requests (each counted at its
+    /// declared length, or at `max_body_bytes` when it declares none); a request that does
+    /// not fit within a second gets 503. Bounds memory under many large concurrent uploads.
+    pub max_inflight_body_bytes: usize,
+    /// A file holding the bearer token the admin listener's mutating endpoints require
+    /// (`ADACOMPRESS_ADMIN_TOKEN` in the environment wins). Without one, they are allowed
+    /// only while `admin_listen` is a loopback address.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `[agent]`: which learned agent decides, and clamps on what it may pick.
@@ -87,6 +103,19 @@ impl AgentConfig {
 pub struct LimitsConfig {
     /// Largest image (width × height) decoded, checked from the header.
     pub max_pixels: u64,
+    /// Largest long side : short side ratio of an image the proxy decodes.
+    pub max_aspect: u32,
+    /// Most scans a JPEG may have (progressive scan bombs), counted before decoding.
+    pub max_scans: u32,
+    /// Images compressed per request, besides each API's own documented maximum; a request
+    /// with more goes up as sent (the cloud answers it), counted as `too_many_images`.
+    pub max_images_per_request: usize,
+    /// How long an image may wait for a CPU worker before it goes up as sent.
+    pub worker_wait_secs: f64,
+    /// Largest upstream answer relayed; a larger one gets 502 in the API's error shape.
+    pub max_answer_bytes: usize,
+    /// `X-AdaCompress-Action` lists at most this many images, then summarises.
+    pub max_header_images: usize,
 }
 
 /// `[state]`: where learned state lives.
@@ -143,6 +172,11 @@ impl Default for ProxyConfig {
             drain_secs: 20.0,
             cpu_workers: 0,
             cpu_queue: 16,
+            header_read_timeout_secs: 10.0,
+            body_read_timeout_secs: 30.0,
+            max_connections: 512,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
+            admin_token_file: None,
         }
     }
 }
@@ -160,8 +194,15 @@ impl Default for AgentConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let codec = crate::codec::Limits::default();
         LimitsConfig {
-            max_pixels: crate::codec::Limits::default().max_pixels,
+            max_pixels: codec.max_pixels,
+            max_aspect: codec.max_aspect,
+            max_scans: codec.max_scans,
+            max_images_per_request: 16,
+            worker_wait_secs: 1.0,
+            max_answer_bytes: 32 * 1024 * 1024,
+            max_header_images: 32,
         }
     }
 }
@@ -351,6 +392,9 @@ impl Config {
             ("proxy.upstream_timeout_secs", p.upstream_timeout_secs),
             ("proxy.connect_timeout_secs", p.connect_timeout_secs),
             ("proxy.drain_secs", p.drain_secs),
+            ("proxy.header_read_timeout_secs", p.header_read_timeout_secs),
+            ("proxy.body_read_timeout_secs", p.body_read_timeout_secs),
+            ("limits.worker_wait_secs", self.limits.worker_wait_secs),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(
@@ -360,8 +404,32 @@ impl Config {
                 ));
             }
         }
-        if self.limits.max_pixels == 0 {
-            return Err(bad("limits.max_pixels", "0".into(), "must be positive"));
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_pixels", l.max_pixels),
+            ("limits.max_aspect", u64::from(l.max_aspect)),
+            ("limits.max_scans", u64::from(l.max_scans)),
+            (
+                "limits.max_images_per_request",
+                l.max_images_per_request as u64,
+            ),
+            ("limits.max_answer_bytes", l.max_answer_bytes as u64),
+            ("limits.max_header_images", l.max_header_images as u64),
+            ("proxy.max_connections", p.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "0".into(), "must be positive"));
+            }
+        }
+        if p.max_inflight_body_bytes < p.max_body_bytes {
+            return Err(bad(
+                "proxy.max_inflight_body_bytes",
+                p.max_inflight_body_bytes.to_string(),
+                &format!(
+                    "must be at least proxy.max_body_bytes = {}",
+                    p.max_body_bytes
+                ),
+            ));
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(bad(
@@ -430,6 +498,8 @@ impl Config {
         crate::codec::Limits {
             max_bytes: self.proxy.max_body_bytes,
             max_pixels: self.limits.max_pixels,
+            max_aspect: self.limits.max_aspect,
+            max_scans: self.limits.max_scans,
         }
     }
 }

@@ -19,6 +19,9 @@ pub const FORMAT: &str = "adacompress-agent/1";
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// The file was read but is not a checkpoint: truncated, not JSON, or missing fields.
+    #[error("checkpoint {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("cannot write checkpoint {path}: {reason}")]
     Write { path: PathBuf, reason: String },
     #[error("checkpoint {path} has format `{found}`, expected `{FORMAT}`")]
@@ -36,6 +39,19 @@ pub enum CheckpointError {
     },
     #[error(transparent)]
     Model(#[from] ModelError),
+}
+
+impl CheckpointError {
+    /// Whether the file itself is bad (truncated, not JSON, wrong format or shape), as
+    /// opposed to unreadable (permissions, I/O) or used with the wrong backbone.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::Corrupt { .. }
+                | CheckpointError::Format { .. }
+                | CheckpointError::Shape { .. }
+        )
+    }
 }
 
 /// Which backbone produced the head's input features.
@@ -141,8 +157,13 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
-        let ckpt: Checkpoint = serde_json::from_str(&text).map_err(|e| read_err(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
+        // Bytes, not a string: invalid UTF-8 is corruption, like any other bad JSON.
+        let ckpt: Checkpoint =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         if ckpt.format != FORMAT {
             return Err(CheckpointError::Format {
                 path: path.to_path_buf(),
@@ -153,19 +174,36 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
-    /// Writes atomically (temp file + rename), so a crash never leaves half a file.
+    /// Writes atomically and durably: a temp file in the same folder, flushed to disk
+    /// (`fsync`), renamed over `path`, then the folder itself flushed so the rename survives a
+    /// power loss. A crash at any point leaves either the old file or the complete new one.
     pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
         let write_err = |reason: String| CheckpointError::Write {
             path: path.to_path_buf(),
             reason,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        if !dir.is_dir() {
             std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
+            // The new folder's own entry must be durable too.
+            if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|e| write_err(e.to_string()))?;
+            }
         }
         let text = serde_json::to_string_pretty(self).map_err(|e| write_err(e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| write_err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| write_err(e.to_string()))
+        let written = write_synced(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = written {
+            // Best effort: the temp file is garbage now (if the rename happened, it is gone).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(write_err(e.to_string()));
+        }
+        Ok(())
     }
 
     /// The head these parameters describe.
@@ -201,6 +239,62 @@ impl Checkpoint {
                 .join(&self.backbone.file)
         }
     }
+}
+
+/// Creates `path` with `bytes` and flushes it to disk before returning.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Flushes a folder's entries (renames, new and removed files) to disk.
+///
+/// On Unix a folder opens like a file and `fsync` on it is what makes a rename durable. Other
+/// platforms cannot open a folder this way (Windows needs backup semantics), and there the
+/// error is ignored: the file's own flush is all that can be done portably.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Moves a bad checkpoint aside for an operator to inspect: `agent-v7.json` becomes
+/// `agent-v7.json.corrupt` (or `….corrupt.1`, `….corrupt.2`, … when that name is taken), a
+/// name no checkpoint scan picks up. Returns the new path.
+pub fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut target = path.with_file_name(format!("{name}.corrupt"));
+    let mut n = 0u32;
+    while target.exists() {
+        n += 1;
+        if n > 10_000 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "too many corrupt copies already",
+            ));
+        }
+        target = path.with_file_name(format!("{name}.corrupt.{n}"));
+    }
+    std::fs::rename(path, &target)?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    sync_dir(dir)?;
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -249,6 +343,117 @@ mod tests {
             Checkpoint::read(&path),
             Err(CheckpointError::Shape { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh folder for one test.
+    fn test_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("adacompress-ckpt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn small_checkpoint(version: u64) -> Checkpoint {
+        let set = ActionSet::paper();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(version);
+        let head = QHead::new(&[8, 4, 3, 3, set.len()], AdamConfig::default(), &mut rng);
+        let info = BackboneInfo {
+            file: "efficientnet-lite0.onnx".into(),
+            sha256: "ab".repeat(32),
+            side: 160,
+        };
+        Checkpoint::new(
+            version,
+            &head,
+            AdamConfig::default(),
+            set,
+            info,
+            TrainingStats::default(),
+        )
+    }
+
+    #[test]
+    fn durable_write_is_complete_json_that_reads_back_identically() {
+        let dir = test_dir("durable");
+        // A folder that does not exist yet is created (and flushed) on the way.
+        let path = dir.join("nested").join("agent-v7.json");
+        let ckpt = small_checkpoint(7);
+        ckpt.write(&path).unwrap();
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(on_disk, serde_json::to_string_pretty(&ckpt).unwrap());
+        let back = Checkpoint::read(&path).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), on_disk);
+        assert_eq!(
+            back.head().unwrap().parameters(),
+            ckpt.head().unwrap().parameters()
+        );
+        // No temp file is left behind, and overwriting works the same way.
+        assert!(!path.with_extension("json.tmp").exists());
+        small_checkpoint(8).write(&path).unwrap();
+        assert_eq!(Checkpoint::read(&path).unwrap().version, 8);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("agent-v7.json")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn truncated_garbage_and_missing_files_are_told_apart() {
+        let dir = test_dir("corrupt");
+        let path = dir.join("agent-v3.json");
+        small_checkpoint(3).write(&path).unwrap();
+        let full = std::fs::read(&path).unwrap();
+
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("truncated", full[..full.len() / 2].to_vec()),
+            ("empty", Vec::new()),
+            ("garbage", vec![0xff, 0xfe, 0x00, 0x13, 0x37, 0xc3]),
+            ("not a checkpoint", b"{\"hello\": 1}".to_vec()),
+        ];
+        for (what, bytes) in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let err = Checkpoint::read(&path).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::Corrupt { .. }),
+                "{what}: {err}"
+            );
+            assert!(err.is_corrupt(), "{what}");
+        }
+
+        // Wrong format and wrong shape are corrupt too.
+        let mut other = small_checkpoint(3);
+        other.format = "adacompress-agent/0".into();
+        other.write(&path).unwrap();
+        assert!(Checkpoint::read(&path).unwrap_err().is_corrupt());
+        let mut other = small_checkpoint(3);
+        other.dims = vec![9, 4, 3, 3, 11];
+        other.write(&path).unwrap();
+        assert!(Checkpoint::read(&path).unwrap_err().is_corrupt());
+
+        // A missing file is unreadable, not corrupt.
+        let err = Checkpoint::read(&dir.join("agent-v4.json")).unwrap_err();
+        assert!(matches!(err, CheckpointError::Read { .. }), "{err}");
+        assert!(!err.is_corrupt());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn move_aside_keeps_every_copy() {
+        let dir = test_dir("aside");
+        let path = dir.join("agent-v5.json");
+        std::fs::write(&path, b"first").unwrap();
+        let a = move_aside(&path).unwrap();
+        assert_eq!(a, dir.join("agent-v5.json.corrupt"));
+        std::fs::write(&path, b"second").unwrap();
+        let b = move_aside(&path).unwrap();
+        assert_eq!(b, dir.join("agent-v5.json.corrupt.1"));
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&a).unwrap(), b"first");
+        assert_eq!(std::fs::read(&b).unwrap(), b"second");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

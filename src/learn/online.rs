@@ -18,7 +18,14 @@
 //! State survives restarts: the memory rows and the estimator (as JSON) live in
 //! `state.sqlite`; each new head is written as `checkpoints/agent-v{N}.json` (the newest
 //! one is loaded at start-up, the shipped checkpoint otherwise).
+//!
+//! Checkpoints are written durably (temp file, `fsync`, rename, `fsync` of the folder). A
+//! learned checkpoint that does not load (truncated by a power loss, not JSON, wrong shape)
+//! is skipped with a warning and moved aside as `agent-v{N}.json.corrupt`; the newest one that
+//! loads is used, and the shipped checkpoint only when none does. Pruning deletes only
+//! checkpoints superseded by [`KEEP_CHECKPOINTS`] newer valid ones, and never the live one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak, mpsc};
@@ -39,8 +46,8 @@ use crate::store::{MemoryRow, Store, StoreError};
 
 /// Key of the estimator's JSON in the `kv` table.
 const KV_ESTIMATOR: &str = "estimator";
-/// Checkpoints kept in `checkpoints/` (older ones are deleted).
-const KEEP_CHECKPOINTS: usize = 5;
+/// Valid checkpoints kept in `checkpoints/` (older ones are deleted).
+pub const KEEP_CHECKPOINTS: usize = 5;
 
 /// Errors opening the learner.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +105,34 @@ pub struct Status {
     pub retrains: u64,
     pub state_seconds: f64,
     pub threshold: Option<f32>,
+    /// The checkpoint file the live head was loaded from or last saved to (the shipped one
+    /// until the first learned head is saved). Always names a file that existed when it
+    /// was loaded or written: pruning never deletes it.
     pub checkpoint: Option<PathBuf>,
+    /// Learned checkpoints found unusable (corrupt or unreadable) since start-up; see
+    /// [`Online::skipped_checkpoints`].
+    pub skipped_checkpoints: usize,
+}
+
+/// A learned checkpoint that was passed over, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedCheckpoint {
+    /// Where it was found.
+    pub path: PathBuf,
+    /// Why it could not be used.
+    pub reason: String,
+    /// Where it was moved for inspection; `None` when left in place (not corrupt but
+    /// unreadable, e.g. permissions, or the move failed).
+    pub moved_to: Option<PathBuf>,
+}
+
+/// Size and modification time of a checkpoint file once validated, so pruning does not
+/// re-read files that have not changed.
+type FileStamp = (u64, Option<SystemTime>);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }
 
 struct Inner {
@@ -108,7 +142,8 @@ struct Inner {
     mode_since: Instant,
     budget_window: Instant,
     budget_spent: u64,
-    last_checkpoint: Option<PathBuf>,
+    /// The file the live head came from (see [`Status::checkpoint`]).
+    last_checkpoint: PathBuf,
 }
 
 enum Job {
@@ -133,6 +168,11 @@ pub struct Online {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     learning: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Learned checkpoint files known to load, by path (touched at open and by the
+    /// learning thread only).
+    validated: Mutex<HashMap<PathBuf, FileStamp>>,
+    /// Learned checkpoints passed over since start-up.
+    skipped: Mutex<Vec<SkippedCheckpoint>>,
 }
 
 impl std::fmt::Debug for Online {
@@ -155,20 +195,25 @@ impl Online {
         seed: u64,
     ) -> Result<Arc<Online>, OnlineError> {
         let checkpoint_dir = state_dir.join("checkpoints");
-        let newest = newest_checkpoint(&checkpoint_dir);
-        let (path, ckpt) = match newest {
-            Some(p) => match Checkpoint::read(&p) {
-                Ok(c) => (p, c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "newest learned checkpoint unreadable; using the shipped one");
-                    (shipped.to_path_buf(), Checkpoint::read(shipped)?)
+        remove_stale_temp_files(&checkpoint_dir);
+        let shipped_ckpt = Checkpoint::read(shipped)?;
+        let mut validated = HashMap::new();
+        let (found, skipped) = newest_valid_checkpoint(&checkpoint_dir, &mut validated);
+        let (path, ckpt) = match found {
+            Some(found) => found,
+            None => {
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        skipped = skipped.len(),
+                        shipped = %shipped.display(),
+                        "no learned checkpoint loads; using the shipped one"
+                    );
                 }
-            },
-            None => (shipped.to_path_buf(), Checkpoint::read(shipped)?),
+                (shipped.to_path_buf(), shipped_ckpt.clone())
+            }
         };
         // The backbone always comes from the shipped checkpoint's folder (models/), checked
         // against the hash the loaded checkpoint names.
-        let shipped_ckpt = Checkpoint::read(shipped)?;
         let backbone_path = shipped_ckpt.resolve_backbone(shipped);
         let backbone = ImageModel::load(&backbone_path, ckpt.backbone.side)?;
         if backbone.sha256() != ckpt.backbone.sha256 {
@@ -195,6 +240,7 @@ impl Online {
         tracing::info!(
             checkpoint = %path.display(),
             version = ckpt.version,
+            skipped = skipped.len(),
             memory = memory.len(),
             state = ?estimator.mode,
             "agent loaded"
@@ -220,7 +266,7 @@ impl Online {
                 mode_since: Instant::now(),
                 budget_window: Instant::now(),
                 budget_spent: 0,
-                last_checkpoint: (path != shipped).then_some(path),
+                last_checkpoint: path,
             }),
             store,
             cfg,
@@ -228,6 +274,8 @@ impl Online {
             jobs: Mutex::new(None),
             learning: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            validated: Mutex::new(validated),
+            skipped: Mutex::new(skipped),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let weak = Arc::downgrade(&online);
@@ -241,6 +289,16 @@ impl Online {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn skipped(&self) -> std::sync::MutexGuard<'_, Vec<SkippedCheckpoint>> {
+        self.skipped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Learned checkpoints passed over since start-up (corrupt ones moved aside), oldest
+    /// first.
+    pub fn skipped_checkpoints(&self) -> Vec<SkippedCheckpoint> {
+        self.skipped().clone()
     }
 
     /// The live head (an `Arc` clone; never blocks on training).
@@ -402,18 +460,27 @@ impl Online {
         inner.memory.drain(..excess);
     }
 
-    /// Forces retraining now (admin `POST /agent/retrain`).
+    /// Forces retraining now (admin `POST /agent/retrain`). The replay memory is kept:
+    /// forgetting it is a separate, explicit act ([`Online::clear_memory`]).
     pub fn force_retrain(&self) -> bool {
         let mut inner = self.inner();
         let entered = !inner.estimator.force_retrain().is_empty();
         if entered {
-            inner.memory.clear();
             inner.mode_since = Instant::now();
-            if let Err(e) = self.store.clear_memory() {
-                tracing::error!(error = %e, "cannot clear the stored memory");
-            }
         }
         entered
+    }
+
+    /// Forgets the replay memory, in RAM and in the store (admin `DELETE /agent/memory`);
+    /// returns how many rows were dropped.
+    pub fn clear_memory(&self) -> usize {
+        let mut inner = self.inner();
+        let dropped = inner.memory.len();
+        inner.memory.clear();
+        if let Err(e) = self.store.clear_memory() {
+            tracing::error!(error = %e, "cannot clear the stored memory");
+        }
+        dropped
     }
 
     fn schedule(&self, rows: Vec<MemoryRow>) {
@@ -464,7 +531,8 @@ impl Online {
                 }
                 Policy::Greedy => None,
             },
-            checkpoint: inner.last_checkpoint.clone(),
+            checkpoint: Some(inner.last_checkpoint.clone()),
+            skipped_checkpoints: self.skipped().len(),
         }
     }
 
@@ -521,7 +589,7 @@ impl Online {
         let path = self.write_checkpoint(&next);
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         if let Some(p) = path {
-            self.inner().last_checkpoint = Some(p);
+            self.inner().last_checkpoint = p;
         }
         tracing::info!(version, memory = rows.len(), "new head swapped in");
     }
@@ -546,7 +614,21 @@ impl Online {
             tracing::error!(error = %e, "cannot write a checkpoint");
             return None;
         }
-        prune_checkpoints(&self.checkpoint_dir);
+        // Neither the file just written (about to go live) nor the one live now is deleted.
+        let live_now = self.inner().last_checkpoint.clone();
+        let skipped = {
+            let mut validated = self.validated.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(stamp) = file_stamp(&path) {
+                validated.insert(path.clone(), stamp);
+            }
+            prune_checkpoints(
+                &self.checkpoint_dir,
+                KEEP_CHECKPOINTS,
+                &[&path, &live_now],
+                &mut validated,
+            )
+        };
+        self.skipped().extend(skipped);
         Some(path)
     }
 }
@@ -657,11 +739,89 @@ fn retune_threshold(
     None
 }
 
-fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    checkpoints(dir)
-        .into_iter()
-        .max_by_key(|(v, _)| *v)
-        .map(|(_, p)| p)
+/// Why a learned checkpoint file cannot be used.
+enum Unusable {
+    /// The content is bad: it is moved aside.
+    Corrupt(String),
+    /// It could not be read, or does not match its name: it is left in place.
+    Other(String),
+}
+
+/// Reads a learned checkpoint and checks that it holds the version its name says.
+fn read_learned(version: u64, path: &Path) -> Result<Checkpoint, Unusable> {
+    let ckpt = Checkpoint::read(path).map_err(|e| {
+        if e.is_corrupt() {
+            Unusable::Corrupt(e.to_string())
+        } else {
+            Unusable::Other(e.to_string())
+        }
+    })?;
+    if ckpt.version != version {
+        return Err(Unusable::Other(format!(
+            "the file name says version {version} but it holds version {}",
+            ckpt.version
+        )));
+    }
+    Ok(ckpt)
+}
+
+/// Logs a skipped checkpoint and, when corrupt, moves it aside.
+fn skip_checkpoint(path: &Path, why: Unusable) -> SkippedCheckpoint {
+    let (reason, moved_to) = match why {
+        Unusable::Corrupt(reason) => match crate::agent::checkpoint::move_aside(path) {
+            Ok(to) => (reason, Some(to)),
+            Err(e) => {
+                tracing::error!(
+                    file = %path.display(),
+                    error = %e,
+                    "cannot move a corrupt checkpoint aside; leaving it in place"
+                );
+                (reason, None)
+            }
+        },
+        Unusable::Other(reason) => (reason, None),
+    };
+    match &moved_to {
+        Some(to) => tracing::warn!(
+            file = %path.display(),
+            moved_to = %to.display(),
+            %reason,
+            "skipping a corrupt checkpoint"
+        ),
+        None => tracing::warn!(
+            file = %path.display(),
+            %reason,
+            "skipping an unusable checkpoint"
+        ),
+    }
+    SkippedCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+        moved_to,
+    }
+}
+
+/// The newest learned checkpoint in `dir` that loads, and the newer ones passed over
+/// (corrupt ones are moved aside). Records the loaded file in `validated`.
+fn newest_valid_checkpoint(
+    dir: &Path,
+    validated: &mut HashMap<PathBuf, FileStamp>,
+) -> (Option<(PathBuf, Checkpoint)>, Vec<SkippedCheckpoint>) {
+    let mut all = checkpoints(dir);
+    all.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+    let mut skipped = Vec::new();
+    for (version, path) in all {
+        match read_learned(version, &path) {
+            Ok(ckpt) => {
+                if let Some(stamp) = file_stamp(&path) {
+                    validated.insert(path.clone(), stamp);
+                }
+                return (Some((path, ckpt)), skipped);
+            }
+            Err(why) => skipped.push(skip_checkpoint(&path, why)),
+        }
+    }
+    (None, skipped)
 }
 
 fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
@@ -682,12 +842,85 @@ fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect()
 }
 
-fn prune_checkpoints(dir: &Path) {
+/// Removes `agent-v*.json.tmp` files a crash left mid-write (never renamed, so never a
+/// checkpoint).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("agent-v") && name.ends_with(".json.tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a half-written checkpoint")
+                }
+                Err(e) => tracing::warn!(
+                    file = %entry.path().display(),
+                    error = %e,
+                    "cannot remove a half-written checkpoint"
+                ),
+            }
+        }
+    }
+}
+
+/// Deletes the checkpoints in `dir` superseded by `keep` newer *valid* ones. Newer files that
+/// do not load are never counted as superseding anything: corrupt ones are moved aside,
+/// unreadable ones left in place. Files in `protect` are never touched. `validated` caches
+/// which files were found to load (keyed by size and modification time). Returns the files
+/// passed over.
+fn prune_checkpoints(
+    dir: &Path,
+    keep: usize,
+    protect: &[&Path],
+    validated: &mut HashMap<PathBuf, FileStamp>,
+) -> Vec<SkippedCheckpoint> {
     let mut all = checkpoints(dir);
     all.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
-    for (_, p) in all.into_iter().skip(KEEP_CHECKPOINTS) {
-        let _ = std::fs::remove_file(p);
+    let mut valid = 0usize;
+    let mut skipped = Vec::new();
+    for (version, path) in all {
+        let protected = protect.contains(&path.as_path());
+        if valid >= keep {
+            if protected {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    validated.remove(&path);
+                }
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "cannot delete an old checkpoint"
+                ),
+            }
+            continue;
+        }
+        let stamp = file_stamp(&path);
+        let known = stamp.is_some() && validated.get(&path) == stamp.as_ref();
+        let check = if known {
+            Ok(())
+        } else {
+            read_learned(version, &path).map(|_| ())
+        };
+        match check {
+            Ok(()) => {
+                if let Some(stamp) = stamp {
+                    validated.insert(path, stamp);
+                }
+                valid += 1;
+            }
+            Err(why) => {
+                validated.remove(&path);
+                if !protected {
+                    skipped.push(skip_checkpoint(&path, why));
+                }
+            }
+        }
     }
+    skipped
 }
 
 /// Seconds since the Unix epoch.
@@ -727,5 +960,126 @@ mod tests {
         for (_, a, t) in failed {
             assert_eq!(t == 1.0, a == keep);
         }
+    }
+
+    /// A fresh folder for one test.
+    fn test_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("adacompress-online-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Writes a small valid learned checkpoint `agent-v{version}.json` into `dir`.
+    fn write_small(dir: &Path, version: u64) -> PathBuf {
+        let set = ActionSet::paper();
+        let mut rng = StdRng::seed_from_u64(version);
+        let adam = crate::agent::AdamConfig::default();
+        let head = QHead::new(&[8, 4, set.len()], adam, &mut rng);
+        let info = BackboneInfo {
+            file: "efficientnet-lite0.onnx".into(),
+            sha256: "ab".repeat(32),
+            side: 160,
+        };
+        let ckpt = Checkpoint::new(version, &head, adam, set, info, TrainingStats::default());
+        let path = dir.join(format!("agent-v{version}.json"));
+        ckpt.write(&path).unwrap();
+        path
+    }
+
+    fn versions(dir: &Path) -> Vec<u64> {
+        let mut v: Vec<u64> = checkpoints(dir).into_iter().map(|(v, _)| v).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn pruning_keeps_what_no_newer_valid_checkpoint_superseded() {
+        let dir = test_dir("prune");
+        for v in 1..=8 {
+            write_small(&dir, v);
+        }
+        // A corrupt file newer than every valid one (a torn write) supersedes nothing.
+        std::fs::write(dir.join("agent-v9.json"), b"{\"format\": \"adacom").unwrap();
+        let live = dir.join("agent-v1.json");
+        let mut validated = HashMap::new();
+        let skipped = prune_checkpoints(&dir, 5, &[&live], &mut validated);
+        // v4..v8 are the five newest valid; v1 is live; v2 and v3 were superseded.
+        assert_eq!(versions(&dir), vec![1, 4, 5, 6, 7, 8]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].path, dir.join("agent-v9.json"));
+        assert_eq!(
+            skipped[0].moved_to.as_deref(),
+            Some(dir.join("agent-v9.json.corrupt").as_path())
+        );
+        assert!(dir.join("agent-v9.json.corrupt").is_file());
+
+        // A valid file that goes bad later is noticed despite the cache, moved aside, and
+        // no longer counts: the older ones it would have superseded stay.
+        let v8 = dir.join("agent-v8.json");
+        let bytes = std::fs::read(&v8).unwrap();
+        std::fs::write(&v8, &bytes[..bytes.len() / 2]).unwrap();
+        let skipped = prune_checkpoints(&dir, 3, &[&live], &mut validated);
+        assert_eq!(skipped.len(), 1);
+        assert!(dir.join("agent-v8.json.corrupt").is_file());
+        assert_eq!(versions(&dir), vec![1, 5, 6, 7]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pruning_with_fewer_valid_than_kept_deletes_nothing() {
+        let dir = test_dir("prune-few");
+        for v in 1..=3 {
+            write_small(&dir, v);
+        }
+        for v in 4..=30 {
+            std::fs::write(dir.join(format!("agent-v{v}.json")), b"").unwrap();
+        }
+        let mut validated = HashMap::new();
+        let skipped = prune_checkpoints(&dir, 5, &[], &mut validated);
+        assert_eq!(versions(&dir), vec![1, 2, 3]);
+        assert_eq!(skipped.len(), 27);
+        assert!(
+            skipped
+                .iter()
+                .all(|s| s.moved_to.as_ref().is_some_and(|p| p.is_file()))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn newest_valid_checkpoint_skips_corrupt_and_misnamed_files() {
+        let dir = test_dir("newest");
+        for v in 1..=2 {
+            write_small(&dir, v);
+        }
+        // v3 is corrupt: moved aside. v4 holds version 1: skipped but left in place.
+        std::fs::write(dir.join("agent-v3.json"), [0xffu8, 0x00, 0x7b]).unwrap();
+        std::fs::copy(dir.join("agent-v1.json"), dir.join("agent-v4.json")).unwrap();
+        let mut validated = HashMap::new();
+        let (found, skipped) = newest_valid_checkpoint(&dir, &mut validated);
+        let (path, ckpt) = found.unwrap();
+        assert_eq!((path.clone(), ckpt.version), (dir.join("agent-v2.json"), 2));
+        assert!(validated.contains_key(&path));
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(skipped[0].path, dir.join("agent-v4.json"));
+        assert!(skipped[0].moved_to.is_none());
+        assert!(dir.join("agent-v4.json").is_file());
+        assert_eq!(skipped[1].path, dir.join("agent-v3.json"));
+        assert!(dir.join("agent-v3.json.corrupt").is_file());
+
+        // Nothing loads: nothing found, every corrupt file kept aside.
+        let empty = test_dir("newest-none");
+        std::fs::write(empty.join("agent-v7.json"), b"").unwrap();
+        let (found, skipped) = newest_valid_checkpoint(&empty, &mut HashMap::new());
+        assert!(found.is_none());
+        assert_eq!(skipped.len(), 1);
+        assert!(empty.join("agent-v7.json.corrupt").is_file());
+        // A missing folder is no learned state at all.
+        let (found, skipped) = newest_valid_checkpoint(&empty.join("missing"), &mut HashMap::new());
+        assert!(found.is_none() && skipped.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&empty);
     }
 }

@@ -100,7 +100,7 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let doc = serde_json::from_slice::<Value>(body).ok();
+    let doc = super::parse_json(body, "answer body").ok();
     let error = doc.as_ref().and_then(|doc| doc.get("error"));
     let text = |value: Option<&Value>, key: &str| {
         value
@@ -191,6 +191,8 @@ pub fn parse_backend_request(
     let limits = crate::codec::Limits {
         max_bytes: MAX_IMAGE_BYTES,
         max_pixels: u64::MAX,
+        max_aspect: u32::MAX,
+        max_scans: u32::MAX,
     };
     let size = crate::codec::probe(bytes, &limits).map_or((0, 0), |(_, w, h)| (w, h));
     Ok(BackendRequest {
@@ -275,7 +277,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::Malformed { .. }
         | ProtocolError::MissingField { .. }
         | ProtocolError::InvalidValue { .. }
-        | ProtocolError::TooManyImages { .. } => (StatusCode::BAD_REQUEST, Some("BadArgument")),
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => (StatusCode::BAD_REQUEST, Some("BadArgument")),
         ProtocolError::NoImage { .. } | ProtocolError::InvalidBase64 { .. } => {
             (StatusCode::BAD_REQUEST, Some("InvalidImageFormat"))
         }

@@ -159,7 +159,7 @@ pub fn parse_backend_request(
             expected: "`POST /rest/2.0/image-classify/v2/advanced_general`",
         });
     }
-    let fields = form_fields(body);
+    let fields = form_fields(body)?;
     let baike_num = match fields.iter().find(|f| f.name == "baike_num") {
         None => 0,
         Some(field) => {
@@ -273,7 +273,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::Malformed { .. }
         | ProtocolError::InvalidValue { .. }
         | ProtocolError::RemoteImage { .. }
-        | ProtocolError::TooManyImages { .. } => (code::INVALID_PARAM, err.to_string()),
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => (code::INVALID_PARAM, err.to_string()),
         ProtocolError::InvalidBase64 { .. } => (code::IMAGE_FORMAT, err.to_string()),
         ProtocolError::ImageTooLarge { limit, actual } => (
             code::IMAGE_SIZE,
@@ -320,9 +321,9 @@ fn fresh_log_id() -> u64 {
 
 /// The request's single image slot (index 0): `image`, else `url`, else unusable.
 ///
-/// Never fails: any body reads as a form.
+/// Any body reads as a form, unless it has more than [`super::MAX_FORM_FIELDS`] fields.
 pub fn extract_images(body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
-    let fields = form_fields(body);
+    let fields = form_fields(body)?;
     let (path, image) = match find_image(&fields) {
         Found::Image(text) => (
             "image",
@@ -359,7 +360,7 @@ pub fn replace_images(
         path: slot.path.clone(),
         reason,
     };
-    let fields = form_fields(body);
+    let fields = form_fields(body)?;
     let field = fields
         .iter()
         .find(|f| f.name == "image" && !f.value.is_empty())

@@ -162,7 +162,7 @@ fn form_request(
 /// the colon as kind; a non-2xx answer in no known shape [`ProtocolError::Upstream`] (Face++
 /// answers 413 in plain text).
 pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    let doc = serde_json::from_slice::<Value>(body).ok();
+    let doc = super::parse_json(body, "answer body").ok();
     if let Some(message) = doc
         .as_ref()
         .and_then(|doc| doc.get("error_message"))
@@ -410,7 +410,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         ProtocolError::NotJson { .. }
         | ProtocolError::Malformed { .. }
         | ProtocolError::InvalidValue { .. }
-        | ProtocolError::TooManyImages { .. } => {
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => {
             (StatusCode::BAD_REQUEST, format!("BAD_ARGUMENTS: {err}"))
         }
         ProtocolError::InvalidBase64 { .. } => (
@@ -594,7 +595,9 @@ impl<'a> Form<'a> {
                 let boundary = multipart::boundary(&content_type_text(headers))?;
                 Ok(Form::Multipart(multipart::parse(body, &boundary)?))
             }
-            Some(super::baidu::FORM_CONTENT_TYPE) | None => Ok(Form::Urlencoded(form_fields(body))),
+            Some(super::baidu::FORM_CONTENT_TYPE) | None => {
+                Ok(Form::Urlencoded(form_fields(body)?))
+            }
             Some(_) => Err(ProtocolError::InvalidValue {
                 path: "Content-Type header".to_owned(),
                 expected: "multipart/form-data or application/x-www-form-urlencoded",

@@ -161,7 +161,7 @@ fn parse_one_response(i: usize, response: &Value) -> Result<Answer, ProtocolErro
 /// The error of a non-2xx answer: `{"error": {...}}` (sometimes wrapped in a one-element array)
 /// becomes [`ProtocolError::Service`], anything else [`ProtocolError::Upstream`].
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let doc = serde_json::from_slice::<Value>(body).ok();
+    let doc = super::parse_json(body, "answer body").ok();
     let error = doc.as_ref().and_then(|doc| match doc {
         Value::Array(items) => items.first().and_then(|item| item.get("error")),
         _ => doc.get("error"),
@@ -306,7 +306,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::InvalidBase64 { .. }
         | ProtocolError::RemoteImage { .. }
         | ProtocolError::ImageTooLarge { .. }
-        | ProtocolError::TooManyImages { .. } => {
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => {
             (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", err.to_string())
         }
         ProtocolError::Unavailable { .. } => (

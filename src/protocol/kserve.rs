@@ -246,7 +246,7 @@ pub fn parse_answers(
 
 /// The error of a non-2xx answer: `{"error": "…"}` or, in no known shape, the body's start.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let message = serde_json::from_slice::<Value>(body)
+    let message = super::parse_json(body, "answer body")
         .ok()
         .and_then(|doc| doc.get("error").and_then(Value::as_str).map(str::to_owned));
     match message {
@@ -442,10 +442,7 @@ fn frame<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Framed<'a>, Protocol
         }
     };
     let split = length.unwrap_or(body.len());
-    let header = serde_json::from_slice(&body[..split]).map_err(|err| ProtocolError::NotJson {
-        what: "inference request header",
-        detail: err.to_string(),
-    })?;
+    let header = super::parse_json(&body[..split], "inference request header")?;
     Ok(Framed {
         header,
         binary: &body[split..],
@@ -935,7 +932,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::InvalidBase64 { .. }
         | ProtocolError::RemoteImage { .. }
         | ProtocolError::ImageTooLarge { .. }
-        | ProtocolError::TooManyImages { .. } => StatusCode::BAD_REQUEST,
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => StatusCode::BAD_REQUEST,
         ProtocolError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ProtocolError::UnknownProtocol { .. }
         | ProtocolError::Service { .. }

@@ -219,6 +219,20 @@ impl Protocol {
         }
     }
 
+    /// The most images one request may carry, where the API documents it: Google Vision's
+    /// `images:annotate` takes 16; Rekognition, Baidu, Face++ and Azure take one. KServe
+    /// and TorchServe batches are the deployment's own ([`None`]: only
+    /// `limits.max_images_per_request` applies).
+    pub fn max_images(self) -> Option<usize> {
+        match self {
+            Protocol::GoogleVision => Some(16),
+            Protocol::Rekognition | Protocol::Baidu | Protocol::FacePlusPlus | Protocol::Azure => {
+                Some(1)
+            }
+            Protocol::KServe | Protocol::TorchServe => None,
+        }
+    }
+
     /// Every protocol, in a stable order.
     pub const ALL: [Protocol; 7] = [
         Protocol::GoogleVision,
@@ -749,6 +763,17 @@ pub enum ProtocolError {
         /// What is wrong, naming the part or offset.
         detail: String,
     },
+    /// A body with more values than the proxy will build a structure for: parsing it
+    /// would cost many times the body's size in memory.
+    #[error("{what} has over {count} {unit}, over the limit of {limit}")]
+    TooComplex {
+        /// `request body` or `answer body`.
+        what: &'static str,
+        /// `JSON values` or `form fields`.
+        unit: &'static str,
+        count: usize,
+        limit: usize,
+    },
     /// A required field is absent.
     #[error("missing field {path}")]
     MissingField {
@@ -928,8 +953,53 @@ fn decode_base64(text: &str, path: impl FnOnce() -> String) -> Result<Vec<u8>, P
         })
 }
 
+/// Most JSON values in one parsed body. A parsed value costs ~32–64 bytes while `[]` costs
+/// 2 bytes of input: without a bound a 20 MB body of empty arrays becomes gigabytes. One
+/// million covers a 512×512×3 tensor sent as JSON numbers and every API's real requests.
+pub const MAX_JSON_VALUES: usize = 1_000_000;
+
+/// Most fields in one form body (real forms have a handful).
+pub const MAX_FORM_FIELDS: usize = 10_000;
+
+/// Refuses JSON with more than [`MAX_JSON_VALUES`] values, counted in one pass over the
+/// bytes (commas and openings outside strings), before anything is allocated.
+fn check_json_size(body: &[u8], what: &'static str) -> Result<(), ProtocolError> {
+    let mut values = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' => {
+                values += 1;
+                if values > MAX_JSON_VALUES {
+                    return Err(ProtocolError::TooComplex {
+                        what,
+                        unit: "JSON values",
+                        count: MAX_JSON_VALUES,
+                        limit: MAX_JSON_VALUES,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a body as JSON; `what` names it in the error (`request body`, `answer body`).
+/// Bodies with more than [`MAX_JSON_VALUES`] values are refused unparsed.
 fn parse_json(body: &[u8], what: &'static str) -> Result<Value, ProtocolError> {
+    check_json_size(body, what)?;
     serde_json::from_slice(body).map_err(|err| ProtocolError::NotJson {
         what,
         detail: err.to_string(),
@@ -1079,7 +1149,17 @@ struct FormField {
 
 /// The fields of a form body, in order, each with the span of its raw value so a rewrite can
 /// change one value and keep every other byte. Empty segments (`a=1&&b=2`) are skipped.
-fn form_fields(body: &[u8]) -> Vec<FormField> {
+/// More than [`MAX_FORM_FIELDS`] separators are refused before anything is built.
+fn form_fields(body: &[u8]) -> Result<Vec<FormField>, ProtocolError> {
+    let separators = body.iter().filter(|&&b| b == b'&').count();
+    if separators >= MAX_FORM_FIELDS {
+        return Err(ProtocolError::TooComplex {
+            what: "request body",
+            unit: "form fields",
+            count: separators + 1,
+            limit: MAX_FORM_FIELDS,
+        });
+    }
     let mut fields = Vec::new();
     let mut start = 0;
     for segment in body.split(|&b| b == b'&') {
@@ -1097,7 +1177,7 @@ fn form_fields(body: &[u8]) -> Vec<FormField> {
         }
         start = end + 1;
     }
-    fields
+    Ok(fields)
 }
 
 /// Decodes one form component: `+` is a space, `%XX` a byte; a `%` not followed by two hex

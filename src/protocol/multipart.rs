@@ -43,6 +43,12 @@ pub enum MultipartError {
         /// The boundary given.
         boundary: String,
     },
+    /// More parts than [`MAX_PARTS`]: parsing them would cost far more than the body.
+    #[error("body has over {limit} parts, over the limit of {limit}")]
+    TooManyParts {
+        /// [`MAX_PARTS`].
+        limit: usize,
+    },
     /// No delimiter line at all.
     #[error("no `--{boundary}` delimiter line")]
     NoDelimiter {
@@ -205,6 +211,9 @@ pub fn boundary(content_type: &str) -> Result<String, MultipartError> {
     Ok(boundary)
 }
 
+/// Most parts in one body (real API forms have a handful).
+pub const MAX_PARTS: usize = 1_000;
+
 /// Parses a multipart body with the given boundary: see the module doc for what is accepted.
 pub fn parse<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'a>, MultipartError> {
     let dash: Vec<u8> = [b"--", boundary.as_bytes()].concat();
@@ -239,6 +248,9 @@ pub fn parse<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'a>, Multip
             });
         };
         let index = parts.len();
+        if index >= MAX_PARTS {
+            return Err(MultipartError::TooManyParts { limit: MAX_PARTS });
+        }
         let Some(end) = find_delimiter(body, &dash, start) else {
             return Err(MultipartError::Unterminated {
                 part: index,

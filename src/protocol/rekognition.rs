@@ -99,7 +99,7 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let doc = serde_json::from_slice::<Value>(body).ok();
+    let doc = super::parse_json(body, "answer body").ok();
     let field = |name: &str| {
         doc.as_ref()
             .and_then(|doc| doc.get(name))
@@ -270,7 +270,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         ProtocolError::MissingField { .. }
         | ProtocolError::InvalidValue { .. }
         | ProtocolError::NoImage { .. }
-        | ProtocolError::TooManyImages { .. } => "InvalidParameterException",
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => "InvalidParameterException",
         ProtocolError::InvalidBase64 { .. } => "InvalidImageFormatException",
         ProtocolError::RemoteImage { .. } => "InvalidS3ObjectException",
         ProtocolError::ImageTooLarge { .. } => "ImageTooLargeException",

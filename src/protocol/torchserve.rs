@@ -120,7 +120,7 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let doc = serde_json::from_slice::<Value>(body).ok();
+    let doc = super::parse_json(body, "answer body").ok();
     let field = |name: &str| {
         doc.as_ref()
             .and_then(|doc| doc.get(name))
@@ -242,7 +242,8 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         | ProtocolError::NoImage { .. }
         | ProtocolError::InvalidBase64 { .. }
         | ProtocolError::RemoteImage { .. }
-        | ProtocolError::TooManyImages { .. } => (StatusCode::BAD_REQUEST, "BadRequestException"),
+        | ProtocolError::TooManyImages { .. }
+        | ProtocolError::TooComplex { .. } => (StatusCode::BAD_REQUEST, "BadRequestException"),
         ProtocolError::ImageTooLarge { .. } => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLargeException",

@@ -6,17 +6,92 @@
 //! | `GET /healthz` | 200 while the process serves (liveness; checks no upstream) |
 //! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503 |
 //! | `GET /agent` | JSON: state, version, p_est, recent agreement, memory, threshold |
-//! | `POST /agent/retrain` | enters retraining now; 202 with the new state |
+//! | `POST /agent/retrain` | enters retraining now (the replay memory is kept); 202 with the new state |
+//! | `DELETE /agent/memory` | forgets the replay memory; 200 with how many rows went |
+//!
+//! The mutating endpoints (`POST`, `DELETE`) need `Authorization: Bearer TOKEN` when a
+//! token is configured (`ADACOMPRESS_ADMIN_TOKEN`, or the file `proxy.admin_token_file`);
+//! without one they are refused unless `proxy.admin_listen` is a loopback address.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use subtle::ConstantTimeEq;
 
 use super::ProxyState;
+
+/// The environment variable holding the admin token (wins over `proxy.admin_token_file`).
+pub const ADMIN_TOKEN_ENV: &str = "ADACOMPRESS_ADMIN_TOKEN";
+
+/// The admin bearer token: compared in constant time, never printed.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl AdminToken {
+    /// A token from the environment value or the file's first line; `Ok(None)` when
+    /// neither is set. An empty token is an error (it would let anyone in).
+    pub fn load(env: Option<String>, file: Option<&Path>) -> Result<Option<AdminToken>, String> {
+        let (raw, from) = match (env, file) {
+            (Some(v), _) => (v, ADMIN_TOKEN_ENV.to_owned()),
+            (None, Some(path)) => (
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("proxy.admin_token_file = {}: {e}", path.display()))?,
+                format!("proxy.admin_token_file = {}", path.display()),
+            ),
+            (None, None) => return Ok(None),
+        };
+        let token = raw.lines().next().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            return Err(format!("the admin token from {from} is empty"));
+        }
+        Ok(Some(AdminToken(token)))
+    }
+
+    /// Whether `presented` is this token (constant time in the token's content).
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+/// Why a mutating request may not go through (`None`: it may).
+fn refusal(s: &ProxyState, headers: &HeaderMap) -> Option<Response> {
+    let refuse = |status: StatusCode, message: &str| {
+        Some((status, Json(serde_json::json!({ "error": message }))).into_response())
+    };
+    match &s.admin_token {
+        Some(token) => {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if token.matches(presented.trim()) {
+                None
+            } else {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "send Authorization: Bearer <the admin token> (ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)",
+                )
+            }
+        }
+        None if s.cfg.proxy.admin_listen.ip().is_loopback() => None,
+        None => refuse(
+            StatusCode::FORBIDDEN,
+            "the admin listener is not on loopback and no admin token is configured: set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file",
+        ),
+    }
+}
 
 /// The admin router.
 pub fn app(state: Arc<ProxyState>) -> axum::Router {
@@ -26,6 +101,7 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/agent", get(agent))
         .route("/agent/retrain", post(retrain))
+        .route("/agent/memory", delete(clear_memory))
         .with_state(state)
 }
 
@@ -83,7 +159,10 @@ async fn agent(State(s): State<Arc<ProxyState>>) -> Response {
     }
 }
 
-async fn retrain(State(s): State<Arc<ProxyState>>) -> Response {
+async fn retrain(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&s, &headers) {
+        return refused;
+    }
     match &s.online {
         Some(online) => {
             let entered = online.force_retrain();
@@ -95,5 +174,50 @@ async fn retrain(State(s): State<Arc<ProxyState>>) -> Response {
             Json(serde_json::json!({"error": "no agent is loaded"})),
         )
             .into_response(),
+    }
+}
+
+async fn clear_memory(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&s, &headers) {
+        return refused;
+    }
+    match &s.online {
+        Some(online) => {
+            let dropped = online.clear_memory();
+            tracing::info!(dropped, "replay memory cleared on the admin port");
+            Json(serde_json::json!({ "dropped": dropped })).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no agent is loaded"})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_environment_first_and_is_never_printed() {
+        let dir = std::env::temp_dir().join(format!("adacompress-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let t = AdminToken::load(Some("from-env".into()), Some(&file))
+            .unwrap()
+            .unwrap();
+        assert!(t.matches("from-env") && !t.matches("from-file"));
+        let t = AdminToken::load(None, Some(&file)).unwrap().unwrap();
+        assert!(t.matches("from-file") && !t.matches("from-fil") && !t.matches(""));
+        assert_eq!(format!("{t:?}"), "AdminToken(***)");
+        assert!(AdminToken::load(None, None).unwrap().is_none());
+        std::fs::write(&file, "  \n").unwrap();
+        let err = AdminToken::load(None, Some(&file)).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        let err = AdminToken::load(None, Some(&dir.join("missing"))).unwrap_err();
+        assert!(err.contains("proxy.admin_token_file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

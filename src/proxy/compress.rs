@@ -2,11 +2,12 @@
 //! blocking pool, failing open to the original bytes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 
-use super::{Metrics, ProxyState};
+use super::{Metrics, Passthrough, ProxyState};
 use crate::action::{Action, Source};
 use crate::agent::StateError;
 use crate::codec::{self, CodecError, Limits};
@@ -48,12 +49,12 @@ pub struct Outcome {
     pub slots: Vec<SlotResult>,
     pub bytes_saved: usize,
     /// Why the whole request went as sent, if it did before any image was looked at.
-    pub reason: Option<&'static str>,
+    pub reason: Option<Passthrough>,
 }
 
 impl Outcome {
     /// The whole request goes as sent, for `reason` (counted).
-    pub fn passthrough(metrics: &Metrics, reason: &'static str) -> Outcome {
+    pub fn passthrough(metrics: &Metrics, reason: Passthrough) -> Outcome {
         metrics.passthrough(reason);
         Outcome {
             reason: Some(reason),
@@ -61,16 +62,24 @@ impl Outcome {
         }
     }
 
-    /// `X-AdaCompress-Action`: one entry per image, or `original:REASON`.
-    pub fn action_header(&self) -> String {
+    /// `X-AdaCompress-Action`: one entry per image, or `original:REASON`; beyond
+    /// `max_images` entries, the first `max_images` and then `+N more` (plain ASCII, as
+    /// header values must be), so the header stays readable whatever a request carries.
+    pub fn action_header(&self, max_images: usize) -> String {
         if let Some(r) = self.reason {
-            return format!("original:{r}");
+            return format!("original:{}", r.as_str());
         }
-        self.slots
+        let mut out = self
+            .slots
             .iter()
+            .take(max_images)
             .map(|s| s.action.as_str())
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        if self.slots.len() > max_images {
+            out.push_str(&format!(",+{} more", self.slots.len() - max_images));
+        }
+        out
     }
 
     /// Whether the agent decided anything (only then is there something to estimate).
@@ -90,7 +99,7 @@ pub async fn compress_request(
         Ok(slots) => slots,
         Err(e) => {
             tracing::debug!(error = %e, "request not understood; forwarding as sent");
-            return Outcome::passthrough(&s.metrics, "unparsable");
+            return Outcome::passthrough(&s.metrics, Passthrough::Unparsable);
         }
     };
     let inline: Vec<(usize, Vec<u8>)> = slots
@@ -105,29 +114,49 @@ pub async fn compress_request(
         .filter(|slot| matches!(slot.image, SlotImage::Remote(_)))
         .count();
     for _ in 0..remote {
-        s.metrics.passthrough("remote_image");
+        s.metrics.passthrough(Passthrough::RemoteImage);
     }
     if inline.is_empty() {
-        return Outcome {
-            reason: Some(if remote > 0 {
-                "remote_image"
-            } else {
-                "no_image"
-            }),
-            ..Outcome::default()
-        };
+        if remote > 0 {
+            return Outcome {
+                reason: Some(Passthrough::RemoteImage),
+                ..Outcome::default()
+            };
+        }
+        return Outcome::passthrough(&s.metrics, Passthrough::NoImage);
+    }
+    let max_images = protocol
+        .max_images()
+        .map_or(s.cfg.limits.max_images_per_request, |m| {
+            m.min(s.cfg.limits.max_images_per_request)
+        });
+    if inline.len() > max_images {
+        tracing::debug!(
+            images = inline.len(),
+            max_images,
+            "more images than allowed per request; forwarding as sent"
+        );
+        return Outcome::passthrough(&s.metrics, Passthrough::TooManyImages);
     }
     let fixed = s.cfg.agent.fixed_action();
     if s.online.is_none() && forced.is_none() && fixed.is_none() {
-        return Outcome::passthrough(&s.metrics, "no_agent");
+        return Outcome::passthrough(&s.metrics, Passthrough::NoAgent);
     }
+    // The permits travel into the blocking job and are released when *it* ends, not when
+    // the request future is dropped: a client that hangs up cannot free a worker whose
+    // thread is still busy, so at most `cpu_workers` jobs ever run.
     let (run, admit) = s.pool();
-    let Ok(_admitted) = admit.try_acquire_owned() else {
-        return Outcome::passthrough(&s.metrics, "saturated");
+    let Ok(admitted) = admit.try_acquire_owned() else {
+        return Outcome::passthrough(&s.metrics, Passthrough::Saturated);
     };
-    let Ok(_slot) = run.acquire_owned().await else {
-        return Outcome::passthrough(&s.metrics, "saturated");
+    let wait = Duration::from_secs_f64(s.cfg.limits.worker_wait_secs);
+    let slot_permit = match tokio::time::timeout(wait, run.acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) => return Outcome::passthrough(&s.metrics, Passthrough::Saturated),
+        Err(_) => return Outcome::passthrough(&s.metrics, Passthrough::WorkerWait),
     };
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let _hang_up = HangUp(abandoned.clone());
     let job = Job {
         online: s.online.clone(),
         metrics: s.metrics.clone(),
@@ -138,19 +167,24 @@ pub async fn compress_request(
         min_q: s.cfg.agent.min_quality,
         max_q: s.cfg.agent.max_quality,
         serve_original_in_retrain: s.cfg.estimator.retrain_serves == RetrainServes::Original,
+        abandoned,
     };
     let results = tokio::task::spawn_blocking(move || {
-        inline
+        let _permits = (admitted, slot_permit);
+        job.metrics.busy_workers.inc();
+        let out = inline
             .into_iter()
             .map(|(index, bytes)| job.one(index, &bytes))
-            .collect::<Vec<(SlotResult, Option<Vec<u8>>)>>()
+            .collect::<Vec<(SlotResult, Option<Vec<u8>>)>>();
+        job.metrics.busy_workers.dec();
+        out
     })
     .await;
     let results = match results {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "compression task failed; forwarding the original");
-            return Outcome::passthrough(&s.metrics, "error");
+            return Outcome::passthrough(&s.metrics, Passthrough::Error);
         }
     };
     let mut replacements = Vec::new();
@@ -179,7 +213,7 @@ pub async fn compress_request(
         },
         Err(e) => {
             tracing::warn!(error = %e, "could not put the images back; forwarding the original");
-            s.metrics.passthrough("error");
+            s.metrics.passthrough(Passthrough::Error);
             for slot in &mut out_slots {
                 slot.uploaded_len = slot.original_len;
                 slot.compressed = false;
@@ -190,6 +224,16 @@ pub async fn compress_request(
                 ..Outcome::default()
             }
         }
+    }
+}
+
+/// Marks a request's compression job abandoned when the request future is dropped
+/// (the client hung up): the job skips the images it has not started.
+struct HangUp(Arc<AtomicBool>);
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -206,6 +250,8 @@ struct Job {
     min_q: u8,
     max_q: u8,
     serve_original_in_retrain: bool,
+    /// Set when the request is gone (see [`HangUp`]); read between images.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Job {
@@ -228,11 +274,14 @@ impl Job {
             alt: None,
             compressed: false,
         };
-        let pass = |mut slot: SlotResult, reason: &'static str| {
+        let pass = |mut slot: SlotResult, reason: Passthrough| {
             self.metrics.passthrough(reason);
-            slot.action = format!("original:{reason}");
+            slot.action = format!("original:{}", reason.as_str());
             (slot, None)
         };
+        if self.abandoned.load(Ordering::Relaxed) {
+            return pass(slot, Passthrough::Abandoned);
+        }
         let t = Instant::now();
         // The header only: limits are checked before any pixel is decoded; the agent
         // and the action then decode at the DCT scale each needs.
@@ -240,13 +289,7 @@ impl Job {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "image not decoded; forwarding the original");
-                let reason = match e {
-                    CodecError::TooManyBytes { .. } | CodecError::TooManyPixels { .. } => {
-                        "too_large"
-                    }
-                    _ => "decode_error",
-                };
-                return pass(slot, reason);
+                return pass(slot, Passthrough::of_codec(&e));
             }
         };
         self.metrics.stage("decode", t.elapsed().as_secs_f64());
@@ -267,18 +310,18 @@ impl Job {
             (action, self.encoder(), format!("fixed:{action}"))
         } else {
             let Some(online) = &self.online else {
-                return pass(slot, "no_agent");
+                return pass(slot, Passthrough::NoAgent);
             };
             let t = Instant::now();
             let decision = match online.decide(&mut source) {
                 Ok(d) => d,
                 Err(StateError::Codec(e)) => {
                     tracing::debug!(error = %e, "image not decoded; forwarding the original");
-                    return pass(slot, "decode_error");
+                    return pass(slot, Passthrough::of_codec(&e));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "agent failed; forwarding the original");
-                    return pass(slot, "error");
+                    return pass(slot, Passthrough::Error);
                 }
             };
             self.metrics.stage("infer", t.elapsed().as_secs_f64());
@@ -293,13 +336,13 @@ impl Job {
         let t = Instant::now();
         let mut applied = match source.apply(&action, encoder) {
             Ok(a) => a,
-            Err(e @ (CodecError::Corrupt { .. } | CodecError::Empty)) => {
-                tracing::debug!(error = %e, "image not decoded; forwarding the original");
-                return pass(slot, "decode_error");
+            Err(e @ CodecError::Encode(_)) => {
+                tracing::warn!(error = %e, "encoding failed; forwarding the original");
+                return pass(slot, Passthrough::Error);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "encoding failed; forwarding the original");
-                return pass(slot, "error");
+                tracing::debug!(error = %e, "image not decoded; forwarding the original");
+                return pass(slot, Passthrough::of_codec(&e));
             }
         };
         // Over the API's documented size limit the cloud would refuse the image: make it
@@ -335,7 +378,7 @@ impl Job {
         if applied.original {
             self.metrics.chosen_quality.observe(100.0);
             if action.quality.is_some() {
-                self.metrics.passthrough("not_smaller");
+                self.metrics.passthrough(Passthrough::NotSmaller);
                 slot.action = format!("{label}:original:not_smaller");
             } else {
                 slot.action = label;

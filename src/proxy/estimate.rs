@@ -149,7 +149,8 @@ async fn upload(
     }
     s.metrics.estimation_uploads.inc();
     s.metrics.estimation_bytes.inc_by(image_bytes as u64);
-    match send_upstream(&s.http, p.method.clone(), &p.url, headers, body).await {
+    let max_answer = s.cfg.limits.max_answer_bytes;
+    match send_upstream(&s.http, p.method.clone(), &p.url, headers, body, max_answer).await {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(id = %p.request_id, error = ?e, "estimate: upstream failed");
@@ -217,9 +218,17 @@ async fn probe(
         let action = actions.actions[index];
         let encoder = online.encoder;
         let bytes = original.clone();
+        // A probe is compression work like any other: the configured limits, and a
+        // worker of the same pool (none free: the probe waits for a later image).
+        let Ok(worker) = s.pool().0.try_acquire_owned() else {
+            skipped(s, "busy");
+            return;
+        };
+        let limits = s.limits;
         let encoded = tokio::task::spawn_blocking(move || {
-            let decoded = crate::codec::decode(&bytes, &crate::codec::Limits::default()).ok()?;
-            crate::action::apply(&action, &decoded.image, &bytes, encoder).ok()
+            let _worker = worker;
+            let mut source = crate::action::Source::new(&bytes, &limits).ok()?;
+            source.apply(&action, encoder).ok()
         })
         .await
         .ok()

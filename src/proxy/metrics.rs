@@ -76,12 +76,94 @@ pub struct Metrics {
     pub agent_version: Gauge,
     pub retrains: Counter,
     pub inflight: Gauge,
+    pub busy_workers: Gauge,
+    pub connections: Gauge,
+    pub refused_connections: Counter,
+    pub slow_clients: Family<KindLabel, Counter>,
     pub ready: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Why an image, or a whole request, went up as the client sent it: the one list of
+/// reasons, each counted in `adacompress_passthrough_total{reason}` and named in
+/// `X-AdaCompress-Action` as `original:REASON`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// The path matches no API the proxy knows.
+    UnknownPath,
+    /// `X-AdaCompress-Bypass: 1`.
+    Bypass,
+    /// A signed Rekognition body, and no credentials to re-sign a changed one.
+    NoCredentials,
+    /// The body does not parse as the API it claims to speak.
+    Unparsable,
+    /// The image is a URL the cloud fetches itself.
+    RemoteImage,
+    /// The request carries no image.
+    NoImage,
+    /// No agent is loaded and nothing is forced or fixed.
+    NoAgent,
+    /// Every worker busy and the queue (`proxy.cpu_queue`) full.
+    Saturated,
+    /// No worker within `limits.worker_wait_secs`.
+    WorkerWait,
+    /// More images than the API's maximum or `limits.max_images_per_request`.
+    TooManyImages,
+    /// Over `proxy.max_body_bytes` or `limits.max_pixels`.
+    TooLarge,
+    /// Long side over `limits.max_aspect` × short side.
+    TooThin,
+    /// More JPEG scans than `limits.max_scans`.
+    TooManyScans,
+    /// The image does not decode.
+    DecodeError,
+    /// The re-encode was not smaller than the original.
+    NotSmaller,
+    /// The client hung up before its images were compressed.
+    Abandoned,
+    /// Anything else that went wrong (logged with details).
+    Error,
+}
+
+impl Passthrough {
+    /// The label value and the header word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Passthrough::UnknownPath => "unknown_path",
+            Passthrough::Bypass => "bypass",
+            Passthrough::NoCredentials => "no_credentials",
+            Passthrough::Unparsable => "unparsable",
+            Passthrough::RemoteImage => "remote_image",
+            Passthrough::NoImage => "no_image",
+            Passthrough::NoAgent => "no_agent",
+            Passthrough::Saturated => "saturated",
+            Passthrough::WorkerWait => "worker_wait",
+            Passthrough::TooManyImages => "too_many_images",
+            Passthrough::TooLarge => "too_large",
+            Passthrough::TooThin => "too_thin",
+            Passthrough::TooManyScans => "too_many_scans",
+            Passthrough::DecodeError => "decode_error",
+            Passthrough::NotSmaller => "not_smaller",
+            Passthrough::Abandoned => "abandoned",
+            Passthrough::Error => "error",
+        }
+    }
+
+    /// Why an image that did not decode went up as sent.
+    pub fn of_codec(e: &crate::codec::CodecError) -> Passthrough {
+        use crate::codec::CodecError as E;
+        match e {
+            E::TooManyBytes { .. } | E::TooManyPixels { .. } => Passthrough::TooLarge,
+            E::TooThin { .. } => Passthrough::TooThin,
+            E::TooManyScans { .. } => Passthrough::TooManyScans,
+            E::UnknownFormat(_) | E::Empty | E::Corrupt { .. } => Passthrough::DecodeError,
+            E::Encode(_) => Passthrough::Error,
+        }
     }
 }
 
@@ -111,6 +193,10 @@ impl Metrics {
             agent_version: Gauge::default(),
             retrains: Counter::default(),
             inflight: Gauge::default(),
+            busy_workers: Gauge::default(),
+            connections: Gauge::default(),
+            refused_connections: Counter::default(),
+            slow_clients: Family::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -210,6 +296,26 @@ impl Metrics {
             m.inflight.clone(),
         );
         registry.register(
+            "adacompress_busy_workers",
+            "Compression jobs running on the CPU pool (including ones whose client hung up).",
+            m.busy_workers.clone(),
+        );
+        registry.register(
+            "adacompress_client_connections",
+            "Open client connections on the proxy listener.",
+            m.connections.clone(),
+        );
+        registry.register(
+            "adacompress_refused_connections",
+            "Client connections refused with 503 because proxy.max_connections were open.",
+            m.refused_connections.clone(),
+        );
+        registry.register(
+            "adacompress_slow_clients",
+            "Clients cut off: header (proxy.header_read_timeout_secs) or body (proxy.body_read_timeout_secs).",
+            m.slow_clients.clone(),
+        );
+        registry.register(
             "adacompress_ready",
             "1 when the agent is loaded and the proxy is not draining.",
             m.ready.clone(),
@@ -229,10 +335,12 @@ impl Metrics {
         out
     }
 
-    /// Counts an image that went up as sent.
-    pub fn passthrough(&self, reason: &'static str) {
+    /// Counts an image (or a whole request) that went up as sent.
+    pub fn passthrough(&self, reason: Passthrough) {
         self.passthrough
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
             .inc();
     }
 
@@ -257,7 +365,7 @@ mod tests {
                 status: 200,
             })
             .inc();
-        m.passthrough("bypass");
+        m.passthrough(Passthrough::Bypass);
         m.stage("decode", 0.003);
         m.chosen_quality.observe(35.0);
         m.p_est.set(0.2);

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod compress;
 pub mod estimate;
+pub mod listener;
 pub mod metrics;
 pub mod server;
 
@@ -37,7 +38,7 @@ use crate::codec::Limits;
 use crate::config::Config;
 use crate::learn::online::Online;
 use crate::protocol::{Protocol, ProxyRequest};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Passthrough};
 
 /// Header forcing a JPEG quality (clamped to the configured range).
 pub const QUALITY_HEADER: &str = "x-adacompress-quality";
@@ -54,10 +55,43 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_ESTIMATES_IN_FLIGHT: usize = 32;
 
 /// An upstream with its resolved base URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Route {
     pub protocol: Protocol,
     pub base: String,
+}
+
+impl Route {
+    /// The base URL as it may be logged or told to a client: a password (or token) in
+    /// its userinfo is replaced by `***`.
+    pub fn shown(&self) -> String {
+        redact_userinfo(&self.base)
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("protocol", &self.protocol)
+            .field("base", &self.shown())
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…` (and a lone user name, which
+/// is often a token, → `***`); anything else unchanged.
+pub fn redact_userinfo(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            } else {
+                let _ = u.set_username("***");
+            }
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Re-signs a request whose body changed (Rekognition's SigV4); `None` where the API signs
@@ -104,6 +138,10 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Re-signing for Rekognition, when the proxy has AWS credentials.
     pub resign: Option<Resigner>,
+    /// What the admin listener's mutating endpoints require ([`admin`]).
+    pub admin_token: Option<admin::AdminToken>,
+    /// `proxy.max_inflight_body_bytes`, in KiB permits.
+    bodies: Arc<Semaphore>,
     run: Arc<Semaphore>,
     admit: Arc<Semaphore>,
     estimates: Arc<Semaphore>,
@@ -138,6 +176,11 @@ impl ProxyState {
             n => n,
         };
         let limits = cfg.codec_limits();
+        let body_budget_kib = cfg
+            .proxy
+            .max_inflight_body_bytes
+            .div_ceil(1024)
+            .min(Semaphore::MAX_PERMITS);
         Ok(ProxyState {
             run: Arc::new(Semaphore::new(workers)),
             admit: Arc::new(Semaphore::new(workers + cfg.proxy.cpu_queue)),
@@ -149,6 +192,8 @@ impl ProxyState {
             limits,
             metrics: Arc::new(Metrics::new()),
             resign,
+            admin_token: None,
+            bodies: Arc::new(Semaphore::new(body_budget_kib)),
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
         })
@@ -195,27 +240,161 @@ impl Drop for InflightGuard {
     }
 }
 
-/// A proxy-made error answer (413, 502, 504): JSON naming the cause.
-fn proxy_error(status: StatusCode, message: String, request_id: &str) -> Response {
-    let body = serde_json::json!({
-        "error": {
-            "code": status.as_u16(),
-            "status": status.canonical_reason().unwrap_or("error"),
-            "message": message,
-            "source": "adacompress-proxy",
-            "request_id": request_id,
+/// Every answer the proxy makes itself, instead of relaying the upstream's: one place
+/// decides the status, the stable `code` clients and dashboards can match on, the log
+/// level and the counter.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No upstream at all is configured.
+    NoUpstream,
+    /// The body is (or declares itself) over `proxy.max_body_bytes`.
+    BodyTooLarge { declared: Option<u64>, limit: usize },
+    /// The body did not arrive within `proxy.body_read_timeout_secs`.
+    BodyTimeout { secs: f64 },
+    /// Bodies in memory already fill `proxy.max_inflight_body_bytes`.
+    BodiesInFlight { limit: usize },
+    /// The body could not be read (client reset, bad chunking, …).
+    BodyUnreadable(String),
+    /// The upstream exchange failed; `upstream` is the base URL, password redacted.
+    Upstream {
+        error: UpstreamError,
+        upstream: String,
+        timeout_secs: f64,
+    },
+}
+
+impl ProxyError {
+    /// Status, stable code and message.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ProxyError::NoUpstream => (
+                StatusCode::BAD_GATEWAY,
+                "no_upstream",
+                "no upstream is configured (set [upstreams] or --upstream PROTOCOL=URL)".into(),
+            ),
+            ProxyError::BodyTooLarge {
+                declared: Some(len),
+                limit,
+            } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is {len} bytes, over proxy.max_body_bytes = {limit}"),
+            ),
+            ProxyError::BodyTooLarge {
+                declared: None,
+                limit,
+            } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is over proxy.max_body_bytes = {limit}"),
+            ),
+            ProxyError::BodyTimeout { secs } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("request body not received within proxy.body_read_timeout_secs = {secs} s"),
+            ),
+            ProxyError::BodiesInFlight { limit } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "request bodies in memory are at proxy.max_inflight_body_bytes = {limit}; retry shortly"
+                ),
+            ),
+            ProxyError::BodyUnreadable(e) => (
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                format!("could not read the request body: {e}"),
+            ),
+            ProxyError::Upstream {
+                error,
+                upstream,
+                timeout_secs,
+            } => match error {
+                UpstreamError::Timeout(m) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!(
+                        "upstream {upstream} did not answer within proxy.upstream_timeout_secs = {timeout_secs} s ({m})"
+                    ),
+                ),
+                UpstreamError::Connect(m) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("upstream {upstream} is unreachable ({m})"),
+                ),
+                UpstreamError::Other(m) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    format!("upstream {upstream} failed ({m})"),
+                ),
+                UpstreamError::TooLarge(read, limit) => (
+                    StatusCode::BAD_GATEWAY,
+                    "answer_too_large",
+                    format!(
+                        "upstream {upstream} answered with over {read} bytes, over limits.max_answer_bytes = {limit}"
+                    ),
+                ),
+            },
         }
-    });
-    let mut resp = (
-        status,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    resp
+
+    /// Counts, logs and renders the error as the client gets it: JSON naming the cause.
+    pub fn respond(self, metrics: &Metrics, request_id: &str) -> Response {
+        let (status, code, message) = self.parts();
+        match &self {
+            ProxyError::Upstream { error, .. } => {
+                let kind = match error {
+                    UpstreamError::Timeout(_) => "timeout",
+                    UpstreamError::Connect(_) => "connect",
+                    UpstreamError::Other(_) => "other",
+                    UpstreamError::TooLarge(..) => "answer_too_large",
+                };
+                metrics
+                    .upstream_errors
+                    .get_or_create(&metrics::KindLabel { kind })
+                    .inc();
+                tracing::warn!(id = %request_id, code, %status, %message, "upstream error");
+            }
+            ProxyError::BodyTimeout { .. } => {
+                metrics
+                    .slow_clients
+                    .get_or_create(&metrics::KindLabel { kind: "body" })
+                    .inc();
+                tracing::info!(id = %request_id, code, "request body not received in time");
+            }
+            ProxyError::NoUpstream => tracing::error!(id = %request_id, code, "{message}"),
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyUnreadable(_)
+            | ProxyError::BodiesInFlight { .. } => {
+                tracing::info!(id = %request_id, code, "{message}");
+            }
+        }
+        let body = serde_json::json!({
+            "error": {
+                "code": status.as_u16(),
+                "status": status.canonical_reason().unwrap_or("error"),
+                "reason": code,
+                "message": message,
+                "source": "adacompress-proxy",
+                "request_id": request_id,
+            }
+        });
+        let mut resp = (
+            status,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        if matches!(self, ProxyError::BodyTimeout { .. }) {
+            // The rest of the body may still be on its way: this connection is done.
+            resp.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 /// Headers that describe one hop, not the message: never forwarded either way.
@@ -235,12 +414,28 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// The client's headers as they go upstream: hop-by-hop dropped, `accept-encoding` dropped
-/// (so answers come back readable for estimation), our control headers dropped.
+/// Header names a `Connection:` header lists: hop-by-hop for this message (RFC 9110
+/// §7.6.1), never forwarded.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The client's headers as they go upstream: hop-by-hop dropped (including those the
+/// client's `Connection:` names), `accept-encoding` dropped (so answers come back readable
+/// for estimation), our control headers dropped.
 pub fn upstream_headers(client: &HeaderMap, set: &[(String, String)]) -> HeaderMap {
     let mut out = HeaderMap::new();
+    let listed = connection_listed(client);
     for (name, value) in client {
         if is_hop_by_hop(name)
+            || listed.iter().any(|l| l == name.as_str())
             || name == "accept-encoding"
             || name.as_str() == QUALITY_HEADER
             || name.as_str() == BYPASS_HEADER
@@ -266,6 +461,8 @@ pub enum UpstreamError {
     Timeout(String),
     Connect(String),
     Other(String),
+    /// The answer grew past the limit (bytes read so far, the limit).
+    TooLarge(usize, usize),
 }
 
 /// An upstream's answer, whole.
@@ -276,13 +473,16 @@ pub struct UpstreamAnswer {
     pub body: Bytes,
 }
 
-/// Sends one request upstream and reads the whole answer.
+/// Sends one request upstream and reads the whole answer, at most `max_answer` bytes
+/// (read chunk by chunk: an oversized answer is dropped as soon as it crosses the limit,
+/// whatever its `Content-Length` claimed).
 pub async fn send_upstream(
     http: &reqwest::Client,
     method: Method,
     url: &str,
     headers: HeaderMap,
     body: Bytes,
+    max_answer: usize,
 ) -> Result<UpstreamAnswer, UpstreamError> {
     let classify = |e: reqwest::Error| {
         // Without the URL: its query may hold a client's API key (`?key=…`). Callers name
@@ -306,7 +506,21 @@ pub async fn send_upstream(
         .map_err(classify)?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(classify)?;
+    if let Some(len) = resp.content_length().filter(|&l| l > max_answer as u64) {
+        return Err(UpstreamError::TooLarge(
+            usize::try_from(len).unwrap_or(usize::MAX),
+            max_answer,
+        ));
+    }
+    let mut resp = resp;
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+        if buf.len() + chunk.len() > max_answer {
+            return Err(UpstreamError::TooLarge(buf.len() + chunk.len(), max_answer));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let body = Bytes::from(buf);
     Ok(UpstreamAnswer {
         status,
         headers,
@@ -345,11 +559,7 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
     let recognized = Protocol::recognize(&parts.method, &path_q, &parts.headers);
     let Some((route, protocol)) = s.route_for(recognized) else {
-        return proxy_error(
-            StatusCode::BAD_GATEWAY,
-            "no upstream is configured (set [upstreams] or --upstream PROTOCOL=URL)".into(),
-            &request_id,
-        );
+        return ProxyError::NoUpstream.respond(&s.metrics, &request_id);
     };
     let route = route.clone();
     let label = protocol.map_or("other", Protocol::name);
@@ -378,31 +588,47 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&l| l > max as u64) {
-        tracing::info!(id = %request_id, len, max, "request body over the limit");
-        return finish(proxy_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is {len} bytes, over proxy.max_body_bytes = {max}"),
-            &request_id,
-        ));
+        let e = ProxyError::BodyTooLarge {
+            declared: Some(len),
+            limit: max,
+        };
+        return finish(e.respond(&s.metrics, &request_id));
     }
-    let body = match axum::body::to_bytes(Body::new(body), max).await {
-        Ok(b) => b,
-        Err(e) => {
+    // The body's share of the in-memory budget, held until the answer is sent.
+    let kib = declared.map_or(max, |l| l as usize).div_ceil(1024).max(1) as u32;
+    let Ok(Ok(_body_permit)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        s.bodies.clone().acquire_many_owned(kib),
+    )
+    .await
+    else {
+        let e = ProxyError::BodiesInFlight {
+            limit: s.cfg.proxy.max_inflight_body_bytes,
+        };
+        return finish(e.respond(&s.metrics, &request_id));
+    };
+    let body_timeout = Duration::from_secs_f64(s.cfg.proxy.body_read_timeout_secs);
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(Body::new(body), max)).await;
+    let body = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             let too_big = std::error::Error::source(&e)
                 .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
-            return finish(if too_big {
-                proxy_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is over proxy.max_body_bytes = {max}"),
-                    &request_id,
-                )
+            let e = if too_big {
+                ProxyError::BodyTooLarge {
+                    declared: None,
+                    limit: max,
+                }
             } else {
-                proxy_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}"),
-                    &request_id,
-                )
-            });
+                ProxyError::BodyUnreadable(e.to_string())
+            };
+            return finish(e.respond(&s.metrics, &request_id));
+        }
+        Err(_) => {
+            let e = ProxyError::BodyTimeout {
+                secs: s.cfg.proxy.body_read_timeout_secs,
+            };
+            return finish(e.respond(&s.metrics, &request_id));
         }
     };
 
@@ -418,13 +644,13 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok());
     let outcome = match protocol {
-        None => compress::Outcome::passthrough(&s.metrics, "unknown_path"),
-        Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, "bypass"),
+        None => compress::Outcome::passthrough(&s.metrics, Passthrough::UnknownPath),
+        Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass),
         // A signed body cannot change without the proxy's own credentials to re-sign it.
         Some(Protocol::Rekognition)
             if s.resign.is_none() && parts.headers.contains_key("authorization") =>
         {
-            compress::Outcome::passthrough(&s.metrics, "no_credentials")
+            compress::Outcome::passthrough(&s.metrics, Passthrough::NoCredentials)
         }
         Some(p) => {
             let view = ProxyRequest {
@@ -446,7 +672,7 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         && let Err(e) = resign(&url, &mut headers, &send_body)
     {
         tracing::warn!(id = %request_id, error = %e, "re-signing failed; forwarding the original");
-        s.metrics.passthrough("error");
+        s.metrics.passthrough(Passthrough::Error);
         headers = upstream_headers(&parts.headers, &[]);
         send_body = body.clone();
         uploaded_all_original = true;
@@ -459,37 +685,25 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
 
     // 5. Forward and answer.
     let t_up = Instant::now();
-    let answer = send_upstream(&s.http, parts.method.clone(), &url, headers, send_body).await;
+    let answer = send_upstream(
+        &s.http,
+        parts.method.clone(),
+        &url,
+        headers,
+        send_body,
+        s.cfg.limits.max_answer_bytes,
+    )
+    .await;
     s.metrics.stage("upstream", t_up.elapsed().as_secs_f64());
     let answer = match answer {
         Ok(a) => a,
-        Err(e) => {
-            let (status, kind, message) = match e {
-                UpstreamError::Timeout(m) => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!(
-                        "upstream {} did not answer within proxy.upstream_timeout_secs = {} s ({m})",
-                        route.base, s.cfg.proxy.upstream_timeout_secs
-                    ),
-                ),
-                UpstreamError::Connect(m) => (
-                    StatusCode::BAD_GATEWAY,
-                    "connect",
-                    format!("upstream {} is unreachable ({m})", route.base),
-                ),
-                UpstreamError::Other(m) => (
-                    StatusCode::BAD_GATEWAY,
-                    "other",
-                    format!("upstream {} failed ({m})", route.base),
-                ),
+        Err(error) => {
+            let e = ProxyError::Upstream {
+                error,
+                upstream: route.shown(),
+                timeout_secs: s.cfg.proxy.upstream_timeout_secs,
             };
-            s.metrics
-                .upstream_errors
-                .get_or_create(&metrics::KindLabel { kind })
-                .inc();
-            tracing::warn!(id = %request_id, kind, %status, "upstream error");
-            return finish(proxy_error(status, message, &request_id));
+            return finish(e.respond(&s.metrics, &request_id));
         }
     };
     if let Some(p) = protocol {
@@ -510,15 +724,16 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
     }
     let mut resp = Response::builder().status(answer.status);
     if let Some(h) = resp.headers_mut() {
+        let listed = connection_listed(&answer.headers);
         for (name, value) in &answer.headers {
-            if !is_hop_by_hop(name) {
+            if !is_hop_by_hop(name) && !listed.iter().any(|l| l == name.as_str()) {
                 h.append(name.clone(), value.clone());
             }
         }
         let actions = if uploaded_all_original && outcome.body.is_some() {
             "original".to_owned()
         } else {
-            outcome.action_header()
+            outcome.action_header(s.cfg.limits.max_header_images)
         };
         if let Ok(v) = HeaderValue::from_str(&actions) {
             h.insert(ACTION_HEADER, v);
@@ -532,7 +747,7 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
         id = %request_id,
         protocol = label,
         status = answer.status.as_u16(),
-        actions = %outcome.action_header(),
+        actions = %outcome.action_header(s.cfg.limits.max_header_images),
         bytes_saved,
         ms = started.elapsed().as_millis() as u64,
         "proxied"

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ProxyState, Resigner, Route};
+use super::{ProxyState, Resigner, Route, listener};
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::learn::online::{Online, OnlineError};
@@ -33,11 +33,16 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    AdminToken(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Open connections allowed on the admin listener (probes and scrapers need few).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// A running proxy.
 pub struct Server {
@@ -100,10 +105,23 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
             .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
             .map_err(|source| ServeError::Agent { path, source })?
     };
-    let state = Arc::new(
-        ProxyState::new(cfg.clone(), routes, Some(online), resign)
-            .map_err(|e| ServeError::Http(e.to_string()))?,
-    );
+    let admin_token = super::admin::AdminToken::load(
+        std::env::var(super::admin::ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|v| !v.is_empty()),
+        cfg.proxy.admin_token_file.as_deref(),
+    )
+    .map_err(ServeError::AdminToken)?;
+    if admin_token.is_none() && !cfg.proxy.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            admin_listen = %cfg.proxy.admin_listen,
+            "no admin token: POST /agent/retrain and DELETE /agent/memory are refused on a non-loopback admin listener (set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)"
+        );
+    }
+    let mut state = ProxyState::new(cfg.clone(), routes, Some(online), resign)
+        .map_err(|e| ServeError::Http(e.to_string()))?;
+    state.admin_token = admin_token;
+    let state = Arc::new(state);
     let proxy_listener = TcpListener::bind(cfg.proxy.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -120,23 +138,42 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         })?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let fd_limit = listener::raise_fd_limit();
+    // Each proxied request holds a client and an upstream connection; leave room for the
+    // admin listener, the store and the models.
+    let needed = cfg.proxy.max_connections as u64 * 2 + 128;
+    if let Some(fds) = fd_limit.filter(|&f| f < needed) {
+        tracing::warn!(
+            open_files = fds,
+            needed,
+            max_connections = cfg.proxy.max_connections,
+            "the open-file limit is below what proxy.max_connections needs; lower it or raise `ulimit -n`"
+        );
+    }
+    let header_read_timeout = Duration::from_secs_f64(cfg.proxy.header_read_timeout_secs);
     let (stop, _) = watch::channel(false);
-    let mut rx = stop.subscribe();
-    let proxy_task = tokio::spawn(
-        axum::serve(proxy_listener, super::app(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
-    let mut rx = stop.subscribe();
-    let admin_task = tokio::spawn(
-        axum::serve(admin_listener, super::admin::app(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+    let proxy_task = tokio::spawn(listener::serve(
+        proxy_listener,
+        super::app(state.clone()),
+        listener::ConnPolicy {
+            max_connections: cfg.proxy.max_connections,
+            header_read_timeout,
+        },
+        Some(state.metrics.clone()),
+        stop.subscribe(),
+    ));
+    // The admin listener has its own allowance: a flood on the proxy port cannot take
+    // /healthz or /metrics with it.
+    let admin_task = tokio::spawn(listener::serve(
+        admin_listener,
+        super::admin::app(state.clone()),
+        listener::ConnPolicy {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            header_read_timeout,
+        },
+        None,
+        stop.subscribe(),
+    ));
     state.set_ready(true);
     tracing::info!(%proxy_addr, %admin_addr, routes = ?state.routes, "adacompress proxy ready");
     Ok(Server {

@@ -1,0 +1,226 @@
+//! Accepting client connections with bounds that hold against slow and numerous clients:
+//! a cap on open connections (beyond it a new one gets `503` and is closed), a deadline
+//! on each request's header (which also bounds how long a keep-alive connection may sit
+//! idle), and a graceful drain on shutdown. The body deadline lives in the handler
+//! (`proxy.body_read_timeout_secs`), where a `408` can name it.
+//!
+//! `axum::serve` has none of these knobs, so connections are served with hyper's own
+//! HTTP/1 connection builder, as axum's `serve-with-hyper` example does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::Metrics;
+
+/// The bounds one listener enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnPolicy {
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Whole request header, and idle time between keep-alive requests.
+    pub header_read_timeout: Duration,
+}
+
+/// Refusals being written at once; beyond this a surplus connection is simply closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// The answer a connection over the cap gets before it is closed: a 503 naming the limit and
+/// its value, in the same JSON shape as the proxy's other errors.
+fn refusal(max_connections: usize) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "code": 503,
+            "status": "Service Unavailable",
+            "reason": "too_many_connections",
+            "message": format!(
+                "too many open connections: proxy.max_connections is {max_connections}"
+            ),
+            "source": "adacompress-proxy",
+        }
+    })
+    .to_string();
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body.as_bytes());
+    answer
+}
+
+/// Decrements the open-connection gauge however a connection ends.
+struct Open(Option<Arc<Metrics>>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.connections.dec();
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets open connections finish
+/// their current request (the caller bounds how long it waits). `metrics`, when given,
+/// counts open, refused and timed-out connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    policy: ConnPolicy,
+    metrics: Option<Arc<Metrics>>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(policy.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let refusal: Arc<[u8]> = refusal(policy.max_connections).into();
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) or a connection reset before accept:
+                // back off briefly instead of spinning, and keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if let Some(m) = &metrics {
+                m.refused_connections.inc();
+            }
+            if let Ok(writing) = refusing.clone().try_acquire_owned() {
+                let refusal = refusal.clone();
+                tasks.spawn(async move {
+                    let _writing = writing;
+                    refuse(stream, refusal).await;
+                });
+            }
+            continue;
+        };
+        let app = app.clone();
+        let metrics = metrics.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            if let Some(m) = &metrics {
+                m.connections.inc();
+            }
+            let _open = Open(metrics.clone());
+            let _ = stream.set_nodelay(true);
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(policy.header_read_timeout)
+                .keep_alive(true);
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            let mut conn = std::pin::pin!(conn);
+            let finished = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let result = match finished {
+                Some(result) => result,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    if let Some(m) = &metrics {
+                        m.slow_clients
+                            .get_or_create(&super::metrics::KindLabel { kind: "header" })
+                            .inc();
+                    }
+                    tracing::debug!("client did not send a request header in time; closed");
+                } else {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            }
+        });
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Tells a connection over the cap why it is closed (within a second), then closes it.
+async fn refuse(mut stream: TcpStream, answer: Arc<[u8]>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Raises this process's open-file limit to its hard limit (Linux starts many services at
+/// 1,024), so that `proxy.max_connections` plus the upstream connections fit; returns the
+/// limit now in force, if it can be read.
+pub fn raise_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        Some(lim.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_one_well_formed_answer() {
+        let answer = refusal(512);
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], 503);
+        assert_eq!(json["error"]["reason"], "too_many_connections");
+        assert!(body.contains("proxy.max_connections is 512"), "{body}");
+    }
+}
