@@ -30,6 +30,15 @@ pub struct Limits {
     /// coefficient buffer, so a 200 KB file with thousands of scans costs minutes of CPU.
     #[serde(default = "default_max_scans")]
     pub max_scans: u32,
+    /// Wall-clock budget of one JPEG decode, in milliseconds, checked at every marker,
+    /// scan and restart interval libjpeg reads: a file that stays under `max_scans` but
+    /// still decodes slowly (huge scans, many restart intervals) is cut off here.
+    #[serde(default = "default_max_decode_ms")]
+    pub max_decode_ms: u32,
+}
+
+fn default_max_decode_ms() -> u32 {
+    Limits::default().max_decode_ms
 }
 
 fn default_max_aspect() -> u32 {
@@ -51,6 +60,8 @@ impl Default for Limits {
             max_pixels: 50_000_000,
             max_aspect: 32,
             max_scans: 100,
+            // A 50 MP baseline JPEG decodes in ~0.6 s on one core of the 2-core EPYC VM.
+            max_decode_ms: 2000,
         }
     }
 }
@@ -95,6 +106,8 @@ pub enum CodecError {
     TooThin { limit: u32, width: u32, height: u32 },
     #[error("JPEG has {value} scans, over the limit of {limit} scans")]
     TooManyScans { limit: u32, value: u32 },
+    #[error("JPEG decode took over the limit of {limit_ms} ms (limits.max_decode_ms)")]
+    DecodeTimeout { limit_ms: u32 },
     #[error("image format not recognised (expected JPEG, PNG or WebP; first bytes {0})")]
     UnknownFormat(String),
     #[error("image has zero width or height")]
@@ -277,7 +290,7 @@ pub fn decode_scaled(
     let (format, width, height) = probe(bytes, limits)?;
     let scale = dct_scale_for(width.max(height), min_long_side);
     let (image, orientation) = match format {
-        Format::Jpeg => decode_jpeg(bytes, scale)?,
+        Format::Jpeg => decode_jpeg(bytes, scale, limits.max_decode_ms)?,
         Format::Png | Format::Webp => {
             let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
             let mut image_limits = image::Limits::default();
@@ -324,10 +337,15 @@ fn libjpeg<T>(format: Format, f: impl FnOnce() -> std::io::Result<T>) -> Result<
             format,
             reason: e.to_string(),
         }),
-        Err(payload) => Err(CodecError::Corrupt {
-            format,
-            reason: panic_message(payload),
-        }),
+        Err(payload) => match payload.downcast::<DeadlinePassed>() {
+            Ok(late) => Err(CodecError::DecodeTimeout {
+                limit_ms: late.limit_ms,
+            }),
+            Err(payload) => Err(CodecError::Corrupt {
+                format,
+                reason: panic_message(payload),
+            }),
+        },
     }
 }
 
@@ -341,10 +359,88 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn decode_jpeg(bytes: &[u8], scale: u8) -> Result<(RgbImage, u8), CodecError> {
+// The decode budget. The `mozjpeg` crate does not expose libjpeg's progress monitor, but
+// libjpeg reports every marker it reads (each scan's SOS, each restart marker, …) to the
+// error manager's `emit_message`, which the crate lets us replace: that hook checks the
+// deadline of the decode running on this thread and unwinds out of libjpeg once it has
+// passed (libjpeg's own errors unwind the same way). Within one scan there is no hook, so
+// a single scan's cost is bounded by `max_pixels` instead.
+
+/// The unwinding payload of a decode that ran out of time.
+struct DeadlinePassed {
+    limit_ms: u32,
+}
+
+thread_local! {
+    /// (deadline, budget in ms) of the JPEG decode running on this thread, if any.
+    static DECODE_DEADLINE: std::cell::Cell<Option<(std::time::Instant, u32)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Sets this thread's decode deadline for as long as it lives.
+struct DeadlineGuard;
+
+impl DeadlineGuard {
+    fn set(limit_ms: u32) -> DeadlineGuard {
+        let at = std::time::Instant::now() + std::time::Duration::from_millis(limit_ms.into());
+        DECODE_DEADLINE.with(|d| d.set(Some((at, limit_ms))));
+        DeadlineGuard
+    }
+}
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DECODE_DEADLINE.with(|d| d.set(None));
+    }
+}
+
+extern "C-unwind" fn check_decode_deadline(
+    _cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+    _level: std::os::raw::c_int,
+) {
+    let late = DECODE_DEADLINE.with(|d| match d.get() {
+        Some((at, limit_ms)) if std::time::Instant::now() >= at => Some(limit_ms),
+        _ => None,
+    });
+    if let Some(limit_ms) = late {
+        std::panic::resume_unwind(Box::new(DeadlinePassed { limit_ms }));
+    }
+}
+
+extern "C-unwind" fn unwind_on_error(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    // JMSG_LENGTH_MAX is 200 bytes.
+    let mut buffer = [0u8; 200];
+    let message = match unsafe { cinfo.err.as_ref() }.and_then(|e| e.format_message) {
+        Some(format) => {
+            // SAFETY: libjpeg writes at most JMSG_LENGTH_MAX bytes, NUL-terminated, into
+            // the buffer it is given; the binding declares the buffer shared, so the
+            // pointer is passed as libjpeg expects it (a writable char array).
+            unsafe { format(cinfo, &*std::ptr::addr_of_mut!(buffer).cast::<[u8; 80]>()) };
+            let text = buffer.split(|&c| c == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(text).into_owned()
+        }
+        None => "unknown error".to_owned(),
+    };
+    std::panic::resume_unwind(Box::new(format!("libjpeg: {message}")));
+}
+
+/// libjpeg's standard error manager with fatal errors unwinding (as the crate's own
+/// does) and every message checking the decode deadline.
+fn deadline_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: jpeg_std_error fills in every field of a zeroed manager.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(unwind_on_error);
+    err.emit_message = Some(check_decode_deadline);
+    err
+}
+
+fn decode_jpeg(bytes: &[u8], scale: u8, max_decode_ms: u32) -> Result<(RgbImage, u8), CodecError> {
+    let _deadline = DeadlineGuard::set(max_decode_ms);
     let (w, h, pixels, exif) = libjpeg(Format::Jpeg, || {
-        let mut d =
-            mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)]).from_mem(bytes)?;
+        let mut d = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
+            .with_err(deadline_error_mgr())
+            .from_mem(bytes)?;
         if scale < 8 {
             d.scale(scale.max(1));
         }
@@ -596,6 +692,47 @@ mod tests {
                 ((x + y) % 256) as u8,
             ])
         })
+    }
+
+    /// A progressive JPEG whose last scan is repeated `extra` times (each repeat is a
+    /// valid refinement scan libjpeg decodes again).
+    fn repeated_scans(side: u32, extra: usize) -> Vec<u8> {
+        let jpeg = encode_jpeg(&gradient(side, side), 75, EncoderMode::Mozjpeg).unwrap();
+        let last = jpeg
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .expect("a progressive JPEG has scans");
+        let end = jpeg.len() - 2; // EOI
+        let mut out = jpeg[..end].to_vec();
+        for _ in 0..extra {
+            out.extend_from_slice(&jpeg[last..end]);
+        }
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    #[test]
+    fn decode_budget_cuts_off_a_slow_jpeg_and_names_the_limit() {
+        let bomb = repeated_scans(1024, 80);
+        let scans = jpeg_scan_count(&bomb);
+        assert!(
+            scans > 80 && scans <= Limits::default().max_scans,
+            "{scans}"
+        );
+        let tight = Limits {
+            max_decode_ms: 1,
+            ..Limits::default()
+        };
+        let err = decode(&bomb, &tight).unwrap_err();
+        assert_eq!(err, CodecError::DecodeTimeout { limit_ms: 1 });
+        assert!(
+            err.to_string().contains("1 ms (limits.max_decode_ms)"),
+            "{err}"
+        );
+        // The deadline was this decode's only: the next one on the same thread, with the
+        // default budget, decodes the same file completely.
+        let decoded = decode(&bomb, &Limits::default()).unwrap();
+        assert_eq!(decoded.image.dimensions(), (1024, 1024));
     }
 
     #[test]

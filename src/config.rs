@@ -107,6 +107,9 @@ pub struct LimitsConfig {
     pub max_aspect: u32,
     /// Most scans a JPEG may have (progressive scan bombs), counted before decoding.
     pub max_scans: u32,
+    /// Wall-clock budget of one JPEG decode in ms; a slower decode is cut off and the
+    /// image goes up as sent, counted as `decode_timeout`.
+    pub max_decode_ms: u32,
     /// Images compressed per request, besides each API's own documented maximum; a request
     /// with more goes up as sent (the cloud answers it), counted as `too_many_images`.
     pub max_images_per_request: usize,
@@ -199,6 +202,7 @@ impl Default for LimitsConfig {
             max_pixels: codec.max_pixels,
             max_aspect: codec.max_aspect,
             max_scans: codec.max_scans,
+            max_decode_ms: codec.max_decode_ms,
             max_images_per_request: 16,
             worker_wait_secs: 1.0,
             max_answer_bytes: 32 * 1024 * 1024,
@@ -409,6 +413,7 @@ impl Config {
             ("limits.max_pixels", l.max_pixels),
             ("limits.max_aspect", u64::from(l.max_aspect)),
             ("limits.max_scans", u64::from(l.max_scans)),
+            ("limits.max_decode_ms", u64::from(l.max_decode_ms)),
             (
                 "limits.max_images_per_request",
                 l.max_images_per_request as u64,
@@ -500,6 +505,7 @@ impl Config {
             max_pixels: self.limits.max_pixels,
             max_aspect: self.limits.max_aspect,
             max_scans: self.limits.max_scans,
+            max_decode_ms: self.limits.max_decode_ms,
         }
     }
 }

@@ -193,6 +193,7 @@ pub fn parse_backend_request(
         max_pixels: u64::MAX,
         max_aspect: u32::MAX,
         max_scans: u32::MAX,
+        max_decode_ms: u32::MAX,
     };
     let size = crate::codec::probe(bytes, &limits).map_or((0, 0), |(_, w, h)| (w, h));
     Ok(BackendRequest {

@@ -120,6 +120,8 @@ pub enum Passthrough {
     TooThin,
     /// More JPEG scans than `limits.max_scans`.
     TooManyScans,
+    /// The JPEG decode ran past `limits.max_decode_ms`.
+    DecodeTimeout,
     /// The image does not decode.
     DecodeError,
     /// The re-encode was not smaller than the original.
@@ -147,6 +149,7 @@ impl Passthrough {
             Passthrough::TooLarge => "too_large",
             Passthrough::TooThin => "too_thin",
             Passthrough::TooManyScans => "too_many_scans",
+            Passthrough::DecodeTimeout => "decode_timeout",
             Passthrough::DecodeError => "decode_error",
             Passthrough::NotSmaller => "not_smaller",
             Passthrough::Abandoned => "abandoned",
@@ -161,6 +164,7 @@ impl Passthrough {
             E::TooManyBytes { .. } | E::TooManyPixels { .. } => Passthrough::TooLarge,
             E::TooThin { .. } => Passthrough::TooThin,
             E::TooManyScans { .. } => Passthrough::TooManyScans,
+            E::DecodeTimeout { .. } => Passthrough::DecodeTimeout,
             E::UnknownFormat(_) | E::Empty | E::Corrupt { .. } => Passthrough::DecodeError,
             E::Encode(_) => Passthrough::Error,
         }
