@@ -608,3 +608,68 @@ async fn a_saturated_cpu_pool_forwards_originals_instead_of_queueing() {
     );
     p.shutdown().await;
 }
+
+/// An estimate still uploading when shutdown starts is waited for only until
+/// `proxy.drain_secs`, then aborted: shutdown returns in time and leaves no estimate behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_an_estimate_in_flight_returns_within_drain_secs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    // Answers the client's request at once and hangs on every later one (the estimate).
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let upstream = axum::Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    let p = proxy(&format!("http://{addr}"), |c| {
+        c.proxy.drain_secs = 1.0;
+        c.proxy.upstream_timeout_secs = 300.0;
+    })
+    .await;
+    // Retraining: every request is estimated, and the explored re-encode goes up beside the
+    // client's original.
+    assert!(p.state.online.as_ref().unwrap().force_retrain());
+    let mut seed = 0x9e37_79b9_u32;
+    let img = image::RgbImage::from_fn(512, 512, |x, y| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let n = (seed >> 28) as u8;
+        image::Rgb([(x / 2) as u8 ^ n, (y / 2) as u8, ((x + y) / 4) as u8])
+    });
+    let original = codec::encode_jpeg(&img, 95, EncoderMode::Fastest).unwrap();
+    let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let action = resp.headers()["x-adacompress-action"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.bytes().await;
+    // The estimate's upload reaches the upstream and hangs there.
+    let wait = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::SeqCst) < 2 && Instant::now() < wait {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "an estimate went up ({action})"
+    );
+    let state = p.state.clone();
+    assert_eq!(state.estimates_running(), 1);
+    let started = Instant::now();
+    let drained = p.shutdown().await;
+    let took = started.elapsed();
+    assert!(!drained, "the estimate could not have finished");
+    // drain_secs, plus the bounded reap of the aborted task and the store's flush.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(state.estimates_running(), 0, "the estimate was aborted");
+}

@@ -24,11 +24,21 @@
 //! is skipped with a warning and moved aside as `agent-v{N}.json.corrupt`; the newest one that
 //! loads is used, and the shipped checkpoint only when none does. Pruning deletes only
 //! checkpoints superseded by [`KEEP_CHECKPOINTS`] newer valid ones, and never the live one.
+//!
+//! Owned background work. The learning thread is fed by a bounded queue of
+//! [`LEARN_QUEUE`] jobs; when it is full, [`Online::record`] does not wait: the learning call
+//! is dropped and counted ([`Status::learn_jobs_dropped`], `adacompress_learn_jobs_dropped_total`).
+//! A dropped call loses nothing for good: the rows are in the memory, and the next learning
+//! call trains on the whole memory again. The thread's handle is kept; [`Online::shutdown`]
+//! closes the queue, waits up to [`LEARNER_JOIN_WAIT`] for the thread to finish the queued
+//! calls and end, and logs and leaves it behind if it does not (a learner stuck in training
+//! does not hang shutdown), then flushes the store.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ndarray::Array2;
@@ -48,6 +58,13 @@ use crate::store::{MemoryRow, Store, StoreError};
 const KV_ESTIMATOR: &str = "estimator";
 /// Valid checkpoints kept in `checkpoints/` (older ones are deleted).
 pub const KEEP_CHECKPOINTS: usize = 5;
+/// Learning calls that may wait for the learning thread. One call trains on the whole
+/// memory, so a few queued ones are plenty; when the queue is full a new call is dropped
+/// (counted in [`Status::learn_jobs_dropped`]) rather than making a request wait.
+pub const LEARN_QUEUE: usize = 4;
+/// How long [`Online::shutdown`] waits for the learning thread to finish its queued calls
+/// and end before leaving it behind.
+pub const LEARNER_JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Errors opening the learner.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +129,9 @@ pub struct Status {
     /// Learned checkpoints found unusable (corrupt or unreadable) since start-up; see
     /// [`Online::skipped_checkpoints`].
     pub skipped_checkpoints: usize,
+    /// Learning calls dropped since start-up because [`LEARN_QUEUE`] calls were already
+    /// waiting.
+    pub learn_jobs_dropped: u64,
 }
 
 /// A learned checkpoint that was passed over, and why.
@@ -165,8 +185,13 @@ pub struct Online {
     store: Store,
     cfg: EstimatorConfig,
     checkpoint_dir: PathBuf,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The learning thread's queue ([`LEARN_QUEUE`] long); `None` once shut down.
+    jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
+    /// The learning thread; taken when it is joined at shutdown.
+    learner: Mutex<Option<JoinHandle<()>>>,
     learning: AtomicUsize,
+    /// Learning calls dropped because the queue was full.
+    jobs_dropped: AtomicU64,
     in_flight: AtomicUsize,
     /// Learned checkpoint files known to load, by path (touched at open and by the
     /// learning thread only).
@@ -272,17 +297,20 @@ impl Online {
             cfg,
             checkpoint_dir,
             jobs: Mutex::new(None),
+            learner: Mutex::new(None),
             learning: AtomicUsize::new(0),
+            jobs_dropped: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             validated: Mutex::new(validated),
             skipped: Mutex::new(skipped),
         });
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(LEARN_QUEUE);
         let weak = Arc::downgrade(&online);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("adacompress-learner".into())
             .spawn(move || learner_loop(weak, rx))
             .map_err(OnlineError::Thread)?;
+        *online.learner.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         *online.jobs.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         Ok(online)
     }
@@ -483,11 +511,27 @@ impl Online {
         dropped
     }
 
+    /// Queues a learning call without waiting: when [`LEARN_QUEUE`] calls are already
+    /// waiting, this one is dropped and counted.
     fn schedule(&self, rows: Vec<MemoryRow>) {
         if let Some(tx) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             self.learning.fetch_add(1, Ordering::SeqCst);
-            if tx.send(Job::Learn(rows)).is_err() {
-                self.learning.fetch_sub(1, Ordering::SeqCst);
+            match tx.try_send(Job::Learn(rows)) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(_)) => {
+                    self.learning.fetch_sub(1, Ordering::SeqCst);
+                    let dropped = self.jobs_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Counted in the status and the metrics; one log line per drop would
+                    // flood the log exactly when the learner is behind.
+                    tracing::debug!(
+                        queue = LEARN_QUEUE,
+                        dropped,
+                        "the learning queue is full; dropping a learning call"
+                    );
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    self.learning.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         }
     }
@@ -497,16 +541,52 @@ impl Online {
         self.learning.load(Ordering::SeqCst)
     }
 
-    /// Stops the learning thread after the queued calls and flushes the store.
+    /// Learning calls dropped since start-up because the queue was full.
+    pub fn learn_jobs_dropped(&self) -> u64 {
+        self.jobs_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops the learning thread after the queued calls (waiting at most
+    /// [`LEARNER_JOIN_WAIT`]) and flushes the store.
     pub fn shutdown(&self) {
+        self.shutdown_within(LEARNER_JOIN_WAIT);
+    }
+
+    /// [`Online::shutdown`] with a given wait; returns whether the learning thread ended.
+    fn shutdown_within(&self, wait: Duration) -> bool {
+        // Closing the queue ends the thread once it has run what was queued.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.learning() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let handle = self
+            .learner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let ended = match handle {
+            None => true,
+            Some(handle) => {
+                let deadline = Instant::now() + wait;
+                while !handle.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if handle.is_finished() {
+                    if handle.join().is_err() {
+                        tracing::error!("the learning thread panicked");
+                    }
+                    true
+                } else {
+                    tracing::warn!(
+                        wait_secs = wait.as_secs_f64(),
+                        queued_or_running = self.learning(),
+                        "the learning thread did not finish in time; leaving it behind"
+                    );
+                    false
+                }
+            }
+        };
         if let Err(e) = self.store.checkpoint_wal() {
             tracing::error!(error = %e, "cannot flush the state database");
         }
+        ended
     }
 
     /// A snapshot of the state.
@@ -533,6 +613,7 @@ impl Online {
             },
             checkpoint: Some(inner.last_checkpoint.clone()),
             skipped_checkpoints: self.skipped().len(),
+            learn_jobs_dropped: self.learn_jobs_dropped(),
         }
     }
 
@@ -1081,5 +1162,99 @@ mod tests {
         assert!(found.is_none() && skipped.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&empty);
+    }
+
+    /// A learner on the shipped checkpoint, state in `dir`, learning cheaply.
+    fn open_in(dir: &Path) -> Arc<Online> {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/agent.json");
+        let cfg = EstimatorConfig {
+            batch: 8,
+            steps_per_learn: 2,
+            ..EstimatorConfig::default()
+        };
+        Online::open(&shipped, dir, cfg, 7).unwrap()
+    }
+
+    /// Memory rows the live head can learn on.
+    fn rows_for(online: &Online) -> Vec<MemoryRow> {
+        let dim = online.live().head.dims()[0];
+        (0..8)
+            .map(|i| MemoryRow {
+                features: (0..dim).map(|j| ((i + j) % 7) as f32 * 0.1).collect(),
+                action: 3,
+                agree: i % 2 == 0,
+                size_ratio: 0.3,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_learning_queue_drops_and_counts_instead_of_blocking() {
+        let dir = test_dir("queue");
+        let online = open_in(&dir);
+        let rows = rows_for(&online);
+        let before = online.live().version;
+        // While the live head is write-locked, a learning call blocks at its first read:
+        // at most one call leaves the queue.
+        let hold = online.live.write().unwrap();
+        let calls = LEARN_QUEUE + 3;
+        let (done_tx, done_rx) = mpsc::channel();
+        let (o, r) = (online.clone(), rows.clone());
+        std::thread::spawn(move || {
+            for _ in 0..calls {
+                o.schedule(r.clone());
+            }
+            let _ = done_tx.send(());
+        });
+        let returned = done_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        let dropped = online.learn_jobs_dropped();
+        let queued = online.learning();
+        drop(hold);
+        assert!(returned, "schedule blocked on a full queue");
+        let (least, most) = (
+            (calls - LEARN_QUEUE - 1) as u64,
+            (calls - LEARN_QUEUE) as u64,
+        );
+        assert!((least..=most).contains(&dropped), "dropped {dropped}");
+        assert_eq!(queued as u64 + dropped, calls as u64);
+        assert_eq!(online.status().learn_jobs_dropped, dropped);
+        // The queued calls (and the one taken, if any) still run before the thread ends.
+        assert!(online.shutdown_within(Duration::from_secs(120)));
+        assert_eq!(online.learning(), 0);
+        assert_eq!(online.live().version, before + queued as u64);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shutdown_joins_the_learner_and_a_stuck_one_does_not_hang_it() {
+        let dir = test_dir("join");
+        let online = open_in(&dir);
+        online.schedule(rows_for(&online));
+        assert!(online.shutdown_within(Duration::from_secs(120)));
+        assert!(
+            online.learner.lock().unwrap().is_none(),
+            "the thread was joined"
+        );
+        assert!(online.jobs.lock().unwrap().is_none());
+        assert_eq!(online.learning(), 0);
+        // After shutdown nothing is queued any more.
+        online.schedule(rows_for(&online));
+        assert_eq!((online.learning(), online.learn_jobs_dropped()), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // A learner that cannot finish (blocked on the live head) is left behind after the
+        // wait, not waited for.
+        let dir = test_dir("join-stuck");
+        let online = open_in(&dir);
+        let rows = rows_for(&online);
+        let hold = online.live.write().unwrap();
+        online.schedule(rows);
+        let started = Instant::now();
+        let ended = online.shutdown_within(Duration::from_millis(300));
+        let waited = started.elapsed();
+        drop(hold);
+        assert!(!ended);
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

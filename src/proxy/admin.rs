@@ -129,6 +129,11 @@ pub fn refresh(s: &ProxyState) {
     if done > seen {
         m.retrains.inc_by(done - seen);
     }
+    let dropped = st.learn_jobs_dropped;
+    let counted = m.learn_jobs_dropped.get();
+    if dropped > counted {
+        m.learn_jobs_dropped.inc_by(dropped - counted);
+    }
 }
 
 async fn metrics(State(s): State<Arc<ProxyState>>) -> Response {

@@ -9,7 +9,9 @@
 //!
 //! Each image with an agent decision becomes one [`Observed`] for the learner. Extra uploads
 //! are bounded: at most [`super::MAX_ESTIMATES_IN_FLIGHT`] at once and
-//! `estimator.budget_bytes_per_minute`; skipped ones are counted, never queued.
+//! `estimator.budget_bytes_per_minute`; skipped ones are counted, never queued. The tasks
+//! live in a `JoinSet` owned by [`ProxyState`]: shutdown waits for them within
+//! `proxy.drain_secs` (the same deadline as the requests) and aborts what is left.
 
 use std::sync::Arc;
 
@@ -85,7 +87,8 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
         return;
     }
     let guard = online.estimate_guard();
-    tokio::spawn(async move {
+    let state = s.clone();
+    state.spawn_estimate(async move {
         let _permit = permit;
         let _guard = guard;
         let replacements = match &other {

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub agent_state_seconds: FloatGauge,
     pub agent_version: Gauge,
     pub retrains: Counter,
+    pub learn_jobs_dropped: Counter,
     pub inflight: Gauge,
     pub busy_workers: Gauge,
     pub connections: Gauge,
@@ -196,6 +197,7 @@ impl Metrics {
             agent_state_seconds: FloatGauge::default(),
             agent_version: Gauge::default(),
             retrains: Counter::default(),
+            learn_jobs_dropped: Counter::default(),
             inflight: Gauge::default(),
             busy_workers: Gauge::default(),
             connections: Gauge::default(),
@@ -293,6 +295,11 @@ impl Metrics {
             "adacompress_retrains",
             "Completed retraining rounds (the agent recovered and went back to inference).",
             m.retrains.clone(),
+        );
+        registry.register(
+            "adacompress_learn_jobs_dropped",
+            "Learning calls dropped because the learner's queue was full (the memory keeps their rows).",
+            m.learn_jobs_dropped.clone(),
         );
         registry.register(
             "adacompress_inflight_requests",

@@ -24,8 +24,8 @@ pub mod listener;
 pub mod metrics;
 pub mod server;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -33,6 +33,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::codec::Limits;
 use crate::config::Config;
@@ -145,6 +146,9 @@ pub struct ProxyState {
     run: Arc<Semaphore>,
     admit: Arc<Semaphore>,
     estimates: Arc<Semaphore>,
+    /// The estimate tasks running off the request path, drained at shutdown
+    /// ([`ProxyState::drain_estimates`]).
+    estimate_tasks: Mutex<JoinSet<()>>,
     draining: AtomicBool,
     ready: AtomicBool,
 }
@@ -185,6 +189,7 @@ impl ProxyState {
             run: Arc::new(Semaphore::new(workers)),
             admit: Arc::new(Semaphore::new(workers + cfg.proxy.cpu_queue)),
             estimates: Arc::new(Semaphore::new(MAX_ESTIMATES_IN_FLIGHT)),
+            estimate_tasks: Mutex::new(JoinSet::new()),
             cfg,
             routes,
             http,
@@ -789,5 +794,66 @@ impl ProxyState {
     /// Slots for estimation uploads.
     pub(crate) fn estimation_slots(&self) -> Arc<Semaphore> {
         self.estimates.clone()
+    }
+
+    fn estimate_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.estimate_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs an estimate task in the set shutdown drains; reaps the finished ones first so
+    /// the set holds only what is running.
+    pub(crate) fn spawn_estimate<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.estimate_tasks();
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "an estimate task panicked");
+            }
+        }
+        tasks.spawn(task);
+    }
+
+    /// Estimate tasks running.
+    pub fn estimates_running(&self) -> usize {
+        let mut tasks = self.estimate_tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.len()
+    }
+
+    /// Waits for the estimate tasks until `deadline`, then aborts the rest (an aborted
+    /// estimate just teaches nothing). Returns whether all finished in time.
+    pub async fn drain_estimates(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            // Taken out of the lock to be awaited; tasks spawned meanwhile (by requests still
+            // finishing) land in the fresh set and are picked up by the next round.
+            let mut tasks = std::mem::take(&mut *self.estimate_tasks());
+            if tasks.is_empty() {
+                return true;
+            }
+            let all = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout_at(deadline, all).await.is_err() {
+                let mut late = std::mem::take(&mut *self.estimate_tasks());
+                let aborted = tasks.len() + late.len();
+                tasks.abort_all();
+                late.abort_all();
+                // Aborted tasks end at their next await point.
+                let reap = async {
+                    while tasks.join_next().await.is_some() {}
+                    while late.join_next().await.is_some() {}
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), reap).await;
+                tracing::warn!(
+                    aborted,
+                    "estimates did not finish within proxy.drain_secs; aborted"
+                );
+                return false;
+            }
+        }
     }
 }

@@ -189,20 +189,27 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
 }
 
 impl Server {
-    /// Stops accepting, lets in-flight requests finish within `proxy.drain_secs`, stops the
-    /// learner after its queued work, flushes the store. Returns whether the drain finished
-    /// in time.
+    /// Stops accepting, lets in-flight requests and then the estimates they started finish
+    /// within `proxy.drain_secs` (one deadline for both; estimates still running after it
+    /// are aborted), stops the learner after its queued work (waiting a bounded time),
+    /// flushes the store. Returns whether the drain (requests and estimates) finished in
+    /// time.
     pub async fn shutdown(self) -> bool {
         self.state.start_draining();
         let drain = Duration::from_secs_f64(self.state.cfg.proxy.drain_secs);
+        let deadline = tokio::time::Instant::now() + drain;
         let _ = self.stop.send(true);
-        let drained = tokio::time::timeout(drain, self.proxy_task).await.is_ok();
-        if !drained {
+        let requests = tokio::time::timeout_at(deadline, self.proxy_task)
+            .await
+            .is_ok();
+        if !requests {
             tracing::warn!(
                 drain_secs = drain.as_secs_f64(),
                 "in-flight requests did not finish within proxy.drain_secs"
             );
         }
+        let estimates = self.state.drain_estimates(deadline).await;
+        let drained = requests && estimates;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
         if let Some(online) = self.state.online.clone() {
             let _ = tokio::task::spawn_blocking(move || online.shutdown()).await;
