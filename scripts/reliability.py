@@ -238,7 +238,7 @@ class Proxy:
         }
         proxy.update(self.extra_proxy)
         lines = ["[proxy]"] + [f"{k} = {v}" for k, v in proxy.items()]
-        lines += ["", "[upstreams]", 'google = "local"', "",
+        lines += ["", "[upstreams]", 'google = "local"', 'baidu = "local"', 'kserve = "local"', "",
                   "[agent]", f'checkpoint = "{os.path.join(ROOT, "models", "agent.json")}"', "",
                   "[estimator]", "explore_images = 4", "learn_every = 2", "batch = 16", "",
                   "[state]", f'dir = "{self.state}"', "",
@@ -431,7 +431,7 @@ class Runner:
         return row
 
 
-def single_post(body, timeout=60.0, duration=3.0, clients=2, max_sends=3000):
+def single_post(body, timeout=60.0, duration=3.0, clients=2, max_sends=3000, poster=None):
     """`clients` threads send `body` back to back for `duration` s (at most `max_sends` in all),
     so that the ordinary request meets bombs in flight."""
     def attack():
@@ -446,7 +446,7 @@ def single_post(body, timeout=60.0, duration=3.0, clients=2, max_sends=3000):
                         return
                     results.append(None)
                     i = len(results) - 1
-                st, dt, data = post_google_any(body, timeout)
+                st, dt, data = (poster or post_google_any)(body, timeout)
                 with lock:
                     results[i] = (st, dt, data, getattr(LAST_ACTION, "v", None))
         ths = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
@@ -478,6 +478,21 @@ POST_PORT = [0]
 
 def post_google_any(body, timeout):
     return post_google(POST_PORT[0], body, timeout)
+
+
+def post_baidu_any(body, timeout):
+    return http_req(POST_PORT[0], "POST", "/rest/2.0/image-classify/v2/advanced_general?access_token=x",
+                    body=body, headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    timeout=timeout)
+
+
+def kserve_poster(header_len):
+    def post(body, timeout):
+        return http_req(POST_PORT[0], "POST", "/v2/models/classifier/infer", body=body,
+                        headers={"Content-Type": "application/octet-stream",
+                                 "Inference-Header-Content-Length": str(header_len)},
+                        timeout=timeout)
+    return post
 
 
 # ---------------------------------------------------------------------------------------
@@ -669,6 +684,21 @@ def main():
     body = b'{"requests":[' + b"{}," * (n - 1) + b"{}]}"
     R.run(6, "20 MB of {}", f'{{"requests":[{{}},...]}} with {n:,} empty objects (just under max_body_bytes)',
           len(body), single_post(body, timeout=120, clients=2), ordinary_delay=1.0)
+
+    # 13: ~20 MB of `a&` as a Baidu form (10M empty fields).
+    n = (MAX_BODY - 64) // 2
+    body = b"a&" * n
+    R.run(13, "20 MB of a& (Baidu form)", f"Baidu form body with {n:,} empty fields (just under max_body_bytes)",
+          len(body), single_post(body, timeout=120, clients=2, poster=post_baidu_any), ordinary_delay=1.0)
+
+    # 14: KServe v2 binary data with 5M zero-length BYTES elements.
+    n = 5_000_000
+    header = json.dumps({"inputs": [{"name": "image", "shape": [n], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4 * n}}]}).encode()
+    body = header + b"\0\0\0\0" * n
+    R.run(14, "5M empty KServe elements", f"KServe binary-data request, {n:,} zero-length BYTES elements",
+          len(body), single_post(body, timeout=120, clients=2, poster=kserve_poster(len(header))),
+          ordinary_delay=1.0)
 
     # 7: slow headers.
     def a7():
