@@ -3,9 +3,11 @@
 //!
 //! # One request, through the real modules
 //!
-//! 1. [`proxy`] accepts it (`proxy::handle`), checks the body against
-//!    `proxy.max_body_bytes`, and [`protocol`] recognises the API (Google Vision,
-//!    Rekognition, Baidu, Face++, Azure, KServe, TorchServe) and finds the images in it.
+//! 1. [`proxy`] accepts it (`proxy::handle`, which runs the stages `route`, `read_body`,
+//!    `compress`, `forward` and `answer_client`): [`protocol`] recognises the API (Google
+//!    Vision, Rekognition, Baidu, Face++, Azure, KServe, TorchServe) and picks its upstream,
+//!    the body is checked against `proxy.max_body_bytes`, and the adapter finds the images
+//!    in it. A request the proxy refuses itself gets one [`proxy::ProxyError`] answer.
 //! 2. `proxy::compress` takes each inline image on the bounded CPU pool:
 //!    [`action::Source`] reads its header only — limits from [`codec::Limits`], EXIF
 //!    orientation, the JPEG quality and subsampling it was saved with

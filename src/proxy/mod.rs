@@ -1,21 +1,29 @@
 //! The upload proxy: `adacompress serve`.
 //!
-//! One request, as [`handle`] sees it:
+//! One request, as [`handle`] runs it: a `RequestCtx` (request id, start time, the client's
+//! method, URI and headers) passed through five stages. Each stage that can refuse the
+//! request returns a [`ProxyError`], and `RequestCtx::finish` is the one place that turns it
+//! into the client's answer and counts the request.
 //!
-//! 1. Read the body (over `proxy.max_body_bytes` → 413 naming the key).
-//! 2. [`Protocol::recognize`] says which API it speaks; the upstream configured for that API
-//!    gets it. Paths no adapter knows go to the first upstream untouched.
-//! 3. Unless `X-AdaCompress-Bypass: 1`, each inline image is decoded with limits, the agent
-//!    picks an action (or `X-AdaCompress-Quality: N` forces one), and the image is
-//!    re-encoded — on the blocking pool, at most `cpu_workers` at a time and `cpu_queue`
-//!    waiting; beyond that the original goes up ([`compress`]).
-//! 4. Anything that fails before forwarding leaves the original bytes in place (fail-open,
-//!    counted in `adacompress_passthrough_total{reason}`).
-//! 5. The upstream's status, headers and body come back unchanged, plus
-//!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. Unreachable
-//!    upstream → 502, too slow → 504, each with a JSON body saying which and why.
-//! 6. With probability `p_est` (always while retraining) the other version of the request
-//!    goes up too, off the request path, and the answers are compared ([`estimate`]).
+//! 1. `route`: [`Protocol::recognize`] says which API it speaks; the upstream configured for
+//!    that API gets it. Paths no adapter knows go to the first upstream untouched. No
+//!    upstream at all → 502 `no_upstream`.
+//! 2. `read_body`: over `proxy.max_body_bytes` (declared or as it arrives) → 413 naming the
+//!    key; bodies in memory at `proxy.max_inflight_body_bytes` → 503; not received within
+//!    `proxy.body_read_timeout_secs` → 408.
+//! 3. `compress`: unless `X-AdaCompress-Bypass: 1`, each inline image is decoded with
+//!    limits, the agent picks an action (or `X-AdaCompress-Quality: N` forces one), and the
+//!    image is re-encoded — on the blocking pool, at most `cpu_workers` at a time and
+//!    `cpu_queue` waiting; beyond that the original goes up ([`mod@compress`]). A changed
+//!    Rekognition body is re-signed. Anything that fails here leaves the original bytes in
+//!    place (fail-open, counted in `adacompress_passthrough_total{reason}`), never an error.
+//! 4. `forward`: the upload goes to the upstream ([`send_upstream`]). Unreachable upstream →
+//!    502, too slow → 504, answer over `limits.max_answer_bytes` → 502, each with a JSON
+//!    body saying which and why.
+//! 5. `answer_client`: the upstream's status, headers and body come back unchanged, plus
+//!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. With
+//!    probability `p_est` (always while retraining) the other version of the request goes up
+//!    too, off the request path, and the answers are compared ([`estimate`]).
 
 pub mod admin;
 pub mod compress;
@@ -545,172 +553,270 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The whole request path (see the module doc).
+/// One request as the stages pass it along: who asked, when, and what they sent.
+struct RequestCtx {
+    /// `X-Request-Id` as the client sent it (≤ 128 bytes), else a fresh UUID.
+    request_id: String,
+    started: Instant,
+    /// Method, URI and headers as the client sent them.
+    parts: axum::http::request::Parts,
+    /// Path and query as the client sent them (`/` when absent).
+    path_q: String,
+    /// The protocol label of `adacompress_requests_total`, once `route` picked one; until
+    /// then (no upstream at all) the request is not counted there.
+    label: Option<&'static str>,
+    /// The body's share of `proxy.max_inflight_body_bytes`, held until the answer is sent.
+    body_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl RequestCtx {
+    fn new(parts: axum::http::request::Parts, started: Instant) -> RequestCtx {
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let path_q = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        RequestCtx {
+            request_id,
+            started,
+            parts,
+            path_q,
+            label: None,
+            body_permit: None,
+        }
+    }
+
+    /// The one place a request ends: an error becomes its JSON answer
+    /// ([`ProxyError::respond`]), and once routed the request is counted and timed.
+    fn finish(&self, s: &ProxyState, result: Result<Response, ProxyError>) -> Response {
+        let resp = result.unwrap_or_else(|e| e.respond(&s.metrics, &self.request_id));
+        if let Some(label) = self.label {
+            s.metrics
+                .requests
+                .get_or_create(&metrics::ProtocolStatus {
+                    protocol: label.to_owned(),
+                    status: resp.status().as_u16(),
+                })
+                .inc();
+            s.metrics
+                .request_duration
+                .get_or_create(&metrics::ProtocolLabel {
+                    protocol: label.to_owned(),
+                })
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+        resp
+    }
+}
+
+/// Where a request goes: the API it speaks (`None`: a path no adapter knows) and the
+/// upstream configured for it.
+struct Routed {
+    protocol: Option<Protocol>,
+    route: Route,
+}
+
+/// What goes upstream, as `compress` left it.
+struct Upload {
+    outcome: compress::Outcome,
+    url: String,
+    headers: HeaderMap,
+    body: Bytes,
+    /// Whether the client's request goes up as sent (no new body, or re-signing failed).
+    original: bool,
+    bytes_saved: usize,
+}
+
+/// The whole request path (see the module doc): the stages in order; whichever fails,
+/// `RequestCtx::finish` renders it.
 pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
     let started = Instant::now();
     s.metrics.inflight.inc();
     let _inflight = InflightGuard(s.metrics.clone());
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (parts, body) = req.into_parts();
-    let path_q = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let recognized = Protocol::recognize(&parts.method, &path_q, &parts.headers);
-    let Some((route, protocol)) = s.route_for(recognized) else {
-        return ProxyError::NoUpstream.respond(&s.metrics, &request_id);
-    };
-    let route = route.clone();
-    let label = protocol.map_or("other", Protocol::name);
-    let finish = |resp: Response| {
-        s.metrics
-            .requests
-            .get_or_create(&metrics::ProtocolStatus {
-                protocol: label.to_owned(),
-                status: resp.status().as_u16(),
-            })
-            .inc();
-        s.metrics
-            .request_duration
-            .get_or_create(&metrics::ProtocolLabel {
-                protocol: label.to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        resp
-    };
+    let mut ctx = RequestCtx::new(parts, started);
+    let result = stages(&s, &mut ctx, body).await;
+    ctx.finish(&s, result)
+}
 
-    // 1. The body, within the limit.
+async fn stages(
+    s: &Arc<ProxyState>,
+    ctx: &mut RequestCtx,
+    body: Body,
+) -> Result<Response, ProxyError> {
+    let routed = route(s, ctx)?;
+    let body = read_body(s, ctx, body).await?;
+    let upload = compress(s, ctx, &routed, &body).await;
+    let answer = forward(s, &routed, &upload, ctx.parts.method.clone()).await?;
+    Ok(answer_client(s, ctx, &routed, body, upload, answer))
+}
+
+/// Stage 1: recognise the API and pick its upstream (the first one for unknown paths).
+fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
+    let recognized = Protocol::recognize(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers);
+    let (route, protocol) = s.route_for(recognized).ok_or(ProxyError::NoUpstream)?;
+    ctx.label = Some(protocol.map_or("other", Protocol::name));
+    Ok(Routed {
+        protocol,
+        route: route.clone(),
+    })
+}
+
+/// Stage 2: the body, within `proxy.max_body_bytes` (declared or not), the in-memory
+/// budget (its permit kept in `ctx`) and `proxy.body_read_timeout_secs`.
+async fn read_body(s: &ProxyState, ctx: &mut RequestCtx, body: Body) -> Result<Bytes, ProxyError> {
     let max = s.cfg.proxy.max_body_bytes;
-    let declared = parts
+    let declared = ctx
+        .parts
         .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&l| l > max as u64) {
-        let e = ProxyError::BodyTooLarge {
+        return Err(ProxyError::BodyTooLarge {
             declared: Some(len),
             limit: max,
-        };
-        return finish(e.respond(&s.metrics, &request_id));
+        });
     }
-    // The body's share of the in-memory budget, held until the answer is sent.
     let kib = declared.map_or(max, |l| l as usize).div_ceil(1024).max(1) as u32;
-    let Ok(Ok(_body_permit)) = tokio::time::timeout(
+    let Ok(Ok(permit)) = tokio::time::timeout(
         Duration::from_secs(1),
         s.bodies.clone().acquire_many_owned(kib),
     )
     .await
     else {
-        let e = ProxyError::BodiesInFlight {
+        return Err(ProxyError::BodiesInFlight {
             limit: s.cfg.proxy.max_inflight_body_bytes,
-        };
-        return finish(e.respond(&s.metrics, &request_id));
+        });
     };
+    ctx.body_permit = Some(permit);
     let body_timeout = Duration::from_secs_f64(s.cfg.proxy.body_read_timeout_secs);
-    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(Body::new(body), max)).await;
-    let body = match read {
-        Ok(Ok(b)) => b,
+    match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => {
             let too_big = std::error::Error::source(&e)
                 .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
-            let e = if too_big {
+            Err(if too_big {
                 ProxyError::BodyTooLarge {
                     declared: None,
                     limit: max,
                 }
             } else {
                 ProxyError::BodyUnreadable(e.to_string())
-            };
-            return finish(e.respond(&s.metrics, &request_id));
+            })
         }
-        Err(_) => {
-            let e = ProxyError::BodyTimeout {
-                secs: s.cfg.proxy.body_read_timeout_secs,
-            };
-            return finish(e.respond(&s.metrics, &request_id));
-        }
-    };
+        Err(_) => Err(ProxyError::BodyTimeout {
+            secs: s.cfg.proxy.body_read_timeout_secs,
+        }),
+    }
+}
 
-    // 2–4. Compress what can be compressed; the original otherwise.
-    let bypass = parts
-        .headers
+/// Stage 3: compress what can be compressed, re-sign what must be. Fail-open, so never an
+/// error: whatever goes wrong leaves the original in place, counted as a [`Passthrough`].
+async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: &Bytes) -> Upload {
+    let headers = &ctx.parts.headers;
+    let bypass = headers
         .get(BYPASS_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let forced = parts
-        .headers
+    let forced = headers
         .get(QUALITY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok());
-    let outcome = match protocol {
+    let outcome = match routed.protocol {
         None => compress::Outcome::passthrough(&s.metrics, Passthrough::UnknownPath),
         Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass),
         // A signed body cannot change without the proxy's own credentials to re-sign it.
         Some(Protocol::Rekognition)
-            if s.resign.is_none() && parts.headers.contains_key("authorization") =>
+            if s.resign.is_none() && headers.contains_key("authorization") =>
         {
             compress::Outcome::passthrough(&s.metrics, Passthrough::NoCredentials)
         }
         Some(p) => {
             let view = ProxyRequest {
-                path_and_query: &path_q,
-                headers: &parts.headers,
-                body: &body,
+                path_and_query: &ctx.path_q,
+                headers,
+                body,
             };
-            compress::compress_request(&s, p, &view, forced).await
+            compress::compress_request(s, p, &view, forced).await
         }
     };
-    let url = format!("{}{}", route.base, path_q);
-    let mut headers = upstream_headers(&parts.headers, &outcome.set_headers);
+    let url = format!("{}{}", routed.route.base, ctx.path_q);
+    let mut up_headers = upstream_headers(headers, &outcome.set_headers);
     let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
-    // Whether the client's request goes up as sent (no new body, or re-signing failed).
-    let mut uploaded_all_original = outcome.body.is_none();
+    let mut original = outcome.body.is_none();
     if outcome.body.is_some()
-        && protocol == Some(Protocol::Rekognition)
+        && routed.protocol == Some(Protocol::Rekognition)
         && let Some(resign) = &s.resign
-        && let Err(e) = resign(&url, &mut headers, &send_body)
+        && let Err(e) = resign(&url, &mut up_headers, &send_body)
     {
-        tracing::warn!(id = %request_id, error = %e, "re-signing failed; forwarding the original");
+        tracing::warn!(id = %ctx.request_id, error = %e, "re-signing failed; forwarding the original");
         s.metrics.passthrough(Passthrough::Error);
-        headers = upstream_headers(&parts.headers, &[]);
+        up_headers = upstream_headers(headers, &[]);
         send_body = body.clone();
-        uploaded_all_original = true;
+        original = true;
     }
-    let bytes_saved = if uploaded_all_original {
-        0
-    } else {
-        outcome.bytes_saved
-    };
+    let bytes_saved = if original { 0 } else { outcome.bytes_saved };
+    Upload {
+        outcome,
+        url,
+        headers: up_headers,
+        body: send_body,
+        original,
+        bytes_saved,
+    }
+}
 
-    // 5. Forward and answer.
+/// Stage 4: the exchange with the upstream, timed (`stage="upstream"`).
+async fn forward(
+    s: &ProxyState,
+    routed: &Routed,
+    upload: &Upload,
+    method: Method,
+) -> Result<UpstreamAnswer, ProxyError> {
     let t_up = Instant::now();
     let answer = send_upstream(
         &s.http,
-        parts.method.clone(),
-        &url,
-        headers,
-        send_body,
+        method,
+        &upload.url,
+        upload.headers.clone(),
+        upload.body.clone(),
         s.cfg.limits.max_answer_bytes,
     )
     .await;
     s.metrics.stage("upstream", t_up.elapsed().as_secs_f64());
-    let answer = match answer {
-        Ok(a) => a,
-        Err(error) => {
-            let e = ProxyError::Upstream {
-                error,
-                upstream: route.shown(),
-                timeout_secs: s.cfg.proxy.upstream_timeout_secs,
-            };
-            return finish(e.respond(&s.metrics, &request_id));
-        }
-    };
+    answer.map_err(|error| ProxyError::Upstream {
+        error,
+        upstream: routed.route.shown(),
+        timeout_secs: s.cfg.proxy.upstream_timeout_secs,
+    })
+}
+
+/// Stage 5: the upstream's answer with our headers, the byte counters, the log line, and
+/// (off the request path) now and then an estimate.
+fn answer_client(
+    s: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    routed: &Routed,
+    body: Bytes,
+    upload: Upload,
+    answer: UpstreamAnswer,
+) -> Response {
+    let Upload {
+        outcome,
+        url,
+        original: uploaded_all_original,
+        bytes_saved,
+        ..
+    } = upload;
+    let protocol = routed.protocol;
+    let request_id = &ctx.request_id;
     if let Some(p) = protocol {
         let in_bytes: usize = outcome.slots.iter().map(|x| x.original_len).sum();
         let out_bytes: usize = if uploaded_all_original {
@@ -744,21 +850,21 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
             h.insert(ACTION_HEADER, v);
         }
         h.insert(SAVED_HEADER, HeaderValue::from(bytes_saved as u64));
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert(REQUEST_ID_HEADER, v);
         }
     }
     tracing::info!(
         id = %request_id,
-        protocol = label,
+        protocol = ctx.label.unwrap_or("other"),
         status = answer.status.as_u16(),
         actions = %outcome.action_header(s.cfg.limits.max_header_images),
         bytes_saved,
-        ms = started.elapsed().as_millis() as u64,
+        ms = ctx.started.elapsed().as_millis() as u64,
         "proxied"
     );
 
-    // 6. Off the request path: compare with the other version now and then.
+    // Off the request path: compare with the other version now and then.
     if let (Some(p), Some(online)) = (protocol, s.online.clone())
         && outcome.has_decisions()
     {
@@ -767,10 +873,10 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
             online,
             estimate::Pending {
                 protocol: p,
-                method: parts.method.clone(),
+                method: ctx.parts.method.clone(),
                 url,
-                client_headers: parts.headers.clone(),
-                path_and_query: path_q.clone(),
+                client_headers: ctx.parts.headers.clone(),
+                path_and_query: ctx.path_q.clone(),
                 original_body: body,
                 served: answer.clone(),
                 served_original: uploaded_all_original,
@@ -779,10 +885,8 @@ pub async fn handle(State(s): State<Arc<ProxyState>>, req: Request) -> Response 
             },
         );
     }
-    let resp = resp
-        .body(Body::from(answer.body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    finish(resp)
+    resp.body(Body::from(answer.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 impl ProxyState {
