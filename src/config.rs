@@ -3,14 +3,25 @@
 //! is a valid configuration once an upstream is named.
 //!
 //! Errors name the key, the value and what was expected, and say where the value came from
-//! (the file or the environment variable), e.g.
-//! `estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN): must be in 0..=1`.
+//! (the file, the environment variable, the flag or the default), e.g.
+//! `estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN): must be in 0..=1`; a
+//! check between two keys names both origins (`agent.min_quality = 5 (the default;
+//! agent.max_quality from ADACOMPRESS_AGENT__MAX_QUALITY)`). A variable naming an unknown
+//! section or key is refused like an unknown key in the file (`ADACOMPRESS_*` names without
+//! `__`, such as `ADACOMPRESS_ADMIN_TOKEN`, are not config keys and are left alone).
+//!
+//! The overlay is hand-written rather than `figment`'s because what it must do is small
+//! and specific: every error, including the checks between keys made after deserializing
+//! and the `--upstream` flag, says where its value came from (`Origins`, one map filled
+//! while layering); the merged document goes through serde once with
+//! `deny_unknown_fields`, so unknown keys are refused wherever they came from; and the
+//! layering is one short loop in [`Config::load`].
 //!
 //! Upstreams are a table of protocol → URL (`[upstreams] google = "https://…"`), so the
 //! environment can set them like any other key (`ADACOMPRESS_UPSTREAMS__GOOGLE=…`). The URL
 //! `local` starts the built-in vision backend in the process, on loopback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,6 +142,10 @@ pub struct StateConfig {
 
 /// `[aws]`: the proxy's own credentials for re-signing Rekognition requests. Prefer the
 /// standard `AWS_*` environment variables or a mounted secret; never commit keys.
+///
+/// Plain strings here, hidden by hand in `Debug`: the credential setup
+/// (`proxy::resign_from_config`) reads them as `Option<String>`; from there on they are
+/// `secrecy::SecretString`s ([`crate::sigv4::AwsCredentials`]).
 #[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
@@ -247,16 +262,62 @@ pub enum ConfigError {
     },
 }
 
-/// Where each overridden key came from, for error messages.
+/// Where each key's value came from, for error messages: an environment variable (or a
+/// flag), the file, or the default.
 #[derive(Debug, Default, Clone)]
-struct Origins(BTreeMap<String, String>);
+struct Origins {
+    /// `section.key` → `from ADACOMPRESS_SECTION__KEY` (or `from --upstream`).
+    set: BTreeMap<String, String>,
+    /// The file's name and the `section.key`s it sets (a section that is not a table
+    /// counts as its own key), when there is a file.
+    file: Option<(String, BTreeSet<String>)>,
+}
 
 impl Origins {
-    fn of(&self, key: &str, file: &str) -> String {
-        self.0
+    fn in_file(&self, key: &str) -> Option<String> {
+        let (name, keys) = self.file.as_ref()?;
+        let section = key.split('.').next().unwrap_or(key);
+        (keys.contains(key) || keys.contains(section)).then(|| format!("from {name}"))
+    }
+
+    /// Where `key`'s value came from.
+    fn of(&self, key: &str) -> String {
+        self.set
             .get(key)
             .cloned()
-            .unwrap_or_else(|| format!("from {file}"))
+            .or_else(|| self.in_file(key))
+            .unwrap_or_else(|| "the default".to_owned())
+    }
+
+    /// Where `key`'s value came from, and `other`'s when it differs: for checks between
+    /// two keys (`p_est_min` ≤ `p_est_max`), which either of them may have broken.
+    fn of_pair(&self, key: &str, other: &str) -> String {
+        let (a, b) = (self.of(key), self.of(other));
+        if a == b {
+            a
+        } else {
+            format!("{a}; {other} {b}")
+        }
+    }
+
+    /// Where a value that failed to deserialize at `path` came from. Never the default
+    /// (defaults deserialize): the variable or the file that set the key, else every
+    /// variable under `path` (an error about a whole section), else the file.
+    fn of_parse(&self, path: &str) -> String {
+        if let Some(o) = self.set.get(path).cloned().or_else(|| self.in_file(path)) {
+            return o;
+        }
+        let under: Vec<&str> = self
+            .set
+            .iter()
+            .filter(|(k, _)| path == "." || k.starts_with(&format!("{path}.")))
+            .map(|(_, o)| o.as_str())
+            .collect();
+        match (&self.file, under.is_empty()) {
+            (_, false) => under.join(", "),
+            (Some((name, _)), true) => format!("from {name}"),
+            (None, true) => "from the environment".to_owned(),
+        }
     }
 }
 
@@ -289,7 +350,18 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let mut origins = Origins::default();
+        let mut origins = Origins {
+            set: BTreeMap::new(),
+            file: path.map(|_| {
+                let keys = doc
+                    .iter()
+                    .flat_map(|(section, value)| match value.as_table() {
+                        Some(t) => t.keys().map(|k| format!("{section}.{k}")).collect(),
+                        None => vec![section.clone()],
+                    });
+                (file_name.clone(), keys.collect())
+            }),
+        };
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -309,30 +381,38 @@ impl Config {
             };
             table.insert(key.clone(), env_value(&value));
             origins
-                .0
+                .set
                 .insert(format!("{section}.{key}"), format!("from {name}"));
         }
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(
             |e: serde_path_to_error::Error<toml::de::Error>| {
                 let key = e.path().to_string();
-                let origin = origins.of(&key, &file_name);
+                let origin = origins.of_parse(&key);
                 ConfigError::Parse {
                     origin,
                     message: format!("{key}: {}", e.inner().message()),
                 }
             },
         )?;
-        config.validate(&origins, &file_name)?;
+        config.validate(&origins)?;
         Ok(config)
     }
 
-    fn validate(&self, origins: &Origins, file: &str) -> Result<(), ConfigError> {
+    fn validate(&self, origins: &Origins) -> Result<(), ConfigError> {
         let bad = |key: &str, value: String, message: &str| ConfigError::Invalid {
             key: key.to_owned(),
             value,
-            origin: origins.of(key, file),
+            origin: origins.of(key),
             message: message.to_owned(),
         };
+        // A check between two keys: either may be the one that was set.
+        let bad_pair =
+            |key: &str, value: String, other: &str, message: &str| ConfigError::Invalid {
+                key: key.to_owned(),
+                value,
+                origin: origins.of_pair(key, other),
+                message: message.to_owned(),
+            };
         let e = &self.estimator;
         for (key, v) in [
             ("estimator.p_est_initial", e.p_est_initial),
@@ -347,9 +427,10 @@ impl Config {
             }
         }
         if e.p_est_min > e.p_est_max {
-            return Err(bad(
+            return Err(bad_pair(
                 "estimator.p_est_min",
                 e.p_est_min.to_string(),
+                "estimator.p_est_max",
                 &format!("must not exceed estimator.p_est_max = {}", e.p_est_max),
             ));
         }
@@ -382,9 +463,10 @@ impl Config {
             ));
         }
         if a.min_quality > a.max_quality {
-            return Err(bad(
+            return Err(bad_pair(
                 "agent.min_quality",
                 a.min_quality.to_string(),
+                "agent.max_quality",
                 &format!("must not exceed agent.max_quality = {}", a.max_quality),
             ));
         }
@@ -427,9 +509,10 @@ impl Config {
             }
         }
         if p.max_inflight_body_bytes < p.max_body_bytes {
-            return Err(bad(
+            return Err(bad_pair(
                 "proxy.max_inflight_body_bytes",
                 p.max_inflight_body_bytes.to_string(),
+                "proxy.max_body_bytes",
                 &format!(
                     "must be at least proxy.max_body_bytes = {}",
                     p.max_body_bytes
@@ -443,15 +526,11 @@ impl Config {
                 "must be json or text",
             ));
         }
-        self.upstream_list_checked(origins, file)?;
+        self.upstream_list_checked(origins)?;
         Ok(())
     }
 
-    fn upstream_list_checked(
-        &self,
-        origins: &Origins,
-        file: &str,
-    ) -> Result<Vec<Upstream>, ConfigError> {
+    fn upstream_list_checked(&self, origins: &Origins) -> Result<Vec<Upstream>, ConfigError> {
         self.upstreams
             .iter()
             .map(|(name, url)| {
@@ -459,7 +538,7 @@ impl Config {
                 let bad = |message: String| ConfigError::Invalid {
                     key: key.clone(),
                     value: url.clone(),
-                    origin: origins.of(&key, file),
+                    origin: origins.of(&key),
                     message,
                 };
                 let protocol: Protocol = name.parse().map_err(|e| bad(format!("{e}")))?;
@@ -476,7 +555,7 @@ impl Config {
 
     /// The upstreams in a stable order (by protocol name).
     pub fn upstream_list(&self) -> Vec<Upstream> {
-        self.upstream_list_checked(&Origins::default(), "config")
+        self.upstream_list_checked(&Origins::default())
             .unwrap_or_default()
     }
 
@@ -491,11 +570,11 @@ impl Config {
             });
         };
         self.upstreams.insert(name.to_owned(), url.to_owned());
-        let origins = Origins(BTreeMap::from([(
-            format!("upstreams.{name}"),
-            "from --upstream".to_owned(),
-        )]));
-        self.upstream_list_checked(&origins, "config").map(|_| ())
+        let origins = Origins {
+            set: BTreeMap::from([(format!("upstreams.{name}"), "from --upstream".to_owned())]),
+            file: None,
+        };
+        self.upstream_list_checked(&origins).map(|_| ())
     }
 
     /// The decode limits.
@@ -612,18 +691,227 @@ mod tests {
         assert_eq!(c.upstream_list()[0].protocol, Protocol::Rekognition);
     }
 
+    /// Issue 8: "an environment error is reported as coming from defaults". Every way a
+    /// value can be wrong, with and without a file: the error must name the variable (or
+    /// flag, or file) that set it, and never call a value that was set "the default".
+    #[test]
+    fn every_error_names_where_its_value_came_from() {
+        let dir = std::env::temp_dir().join(format!("adacompress-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("o.toml");
+        std::fs::write(
+            &file,
+            "[proxy]\nmax_body_bytes = 1000\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        let not_table = dir.join("flat.toml");
+        std::fs::write(&not_table, "upstreams = \"http://x\"\n").unwrap();
+        let err = |path: Option<&Path>, pairs: &[(&str, &str)]| {
+            Config::load(path, env(pairs)).unwrap_err().to_string()
+        };
+        /// The file, the variables, what the message must contain, what it must not.
+        type Case<'a> = (
+            Option<&'a Path>,
+            Vec<(&'a str, &'a str)>,
+            Vec<&'a str>,
+            Vec<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            // A bad value, no file: a type error, a range error, a bad upstream.
+            (
+                None,
+                vec![("ADACOMPRESS_PROXY__LISTEN", "nowhere")],
+                vec!["proxy.listen", "from ADACOMPRESS_PROXY__LISTEN"],
+                vec!["default"],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")],
+                vec!["estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN)"],
+                vec!["default"],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_UPSTREAMS__GOOGLE", "ftp://x")],
+                vec!["upstreams.google = ftp://x (from ADACOMPRESS_UPSTREAMS__GOOGLE)"],
+                vec!["default"],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_UPSTREAMS__NOPE", "http://x")],
+                vec!["upstreams.nope", "from ADACOMPRESS_UPSTREAMS__NOPE"],
+                vec!["default"],
+            ),
+            // The same with a file that sets other keys: the variable, not the file.
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_PROXY__LISTEN", "nowhere")],
+                vec!["from ADACOMPRESS_PROXY__LISTEN"],
+                vec!["o.toml", "default"],
+            ),
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")],
+                vec!["from ADACOMPRESS_ESTIMATOR__P_EST_MIN"],
+                vec!["o.toml", "default"],
+            ),
+            // A variable overriding a key the file sets.
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_PROXY__MAX_BODY_BYTES", "0")],
+                vec!["proxy.max_body_bytes = 0 (from ADACOMPRESS_PROXY__MAX_BODY_BYTES)"],
+                vec!["o.toml"],
+            ),
+            // A variable for an unknown key, in a known section and in an unknown one.
+            (
+                None,
+                vec![("ADACOMPRESS_PROXY__LISTEN_PORT", "1")],
+                vec!["listen_port", "from ADACOMPRESS_PROXY__LISTEN_PORT"],
+                vec!["default"],
+            ),
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_PROXY__LISTEN_PORT", "1")],
+                vec!["listen_port", "from ADACOMPRESS_PROXY__LISTEN_PORT"],
+                vec!["o.toml", "default"],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_PROXYY__LISTEN", "x")],
+                vec!["proxyy", "from ADACOMPRESS_PROXYY__LISTEN"],
+                vec!["default"],
+            ),
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_PROXYY__LISTEN", "x")],
+                vec!["proxyy", "from ADACOMPRESS_PROXYY__LISTEN"],
+                vec!["o.toml", "default"],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS___LISTEN", "x")],
+                vec!["from ADACOMPRESS___LISTEN"],
+                vec!["default"],
+            ),
+            // A variable whose section the file sets to something that is not a table.
+            (
+                Some(&not_table),
+                vec![("ADACOMPRESS_UPSTREAMS__GOOGLE", "local")],
+                vec![
+                    "from ADACOMPRESS_UPSTREAMS__GOOGLE",
+                    "`upstreams` is not a table in",
+                    "flat.toml",
+                ],
+                vec!["default"],
+            ),
+            // …and the file alone with that section: the file.
+            (
+                Some(&not_table),
+                vec![],
+                vec!["upstreams", "from", "flat.toml"],
+                vec!["default"],
+            ),
+            // Checks between two keys: the one a variable set is named, whichever it is.
+            (
+                None,
+                vec![("ADACOMPRESS_PROXY__MAX_BODY_BYTES", "300000000")],
+                vec![
+                    "proxy.max_inflight_body_bytes = 268435456 (the default; proxy.max_body_bytes from ADACOMPRESS_PROXY__MAX_BODY_BYTES)",
+                ],
+                vec![],
+            ),
+            (
+                Some(&file),
+                vec![("ADACOMPRESS_PROXY__MAX_INFLIGHT_BODY_BYTES", "10")],
+                vec![
+                    "proxy.max_inflight_body_bytes = 10 (from ADACOMPRESS_PROXY__MAX_INFLIGHT_BODY_BYTES; proxy.max_body_bytes from",
+                    "o.toml",
+                ],
+                vec![],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MAX", "0.01")],
+                vec!["estimator.p_est_max from ADACOMPRESS_ESTIMATOR__P_EST_MAX"],
+                vec![],
+            ),
+            (
+                None,
+                vec![("ADACOMPRESS_AGENT__MAX_QUALITY", "3")],
+                vec![
+                    "agent.min_quality = 5 (the default; agent.max_quality from ADACOMPRESS_AGENT__MAX_QUALITY)",
+                ],
+                vec![],
+            ),
+            (
+                None,
+                vec![
+                    ("ADACOMPRESS_AGENT__MAX_QUALITY", "3"),
+                    ("ADACOMPRESS_AGENT__MIN_QUALITY", "4"),
+                ],
+                vec![
+                    "agent.min_quality = 4 (from ADACOMPRESS_AGENT__MIN_QUALITY; agent.max_quality from ADACOMPRESS_AGENT__MAX_QUALITY)",
+                ],
+                vec!["default"],
+            ),
+        ];
+        for (path, pairs, wanted, unwanted) in cases {
+            let e = err(path, &pairs);
+            for w in wanted {
+                assert!(e.contains(w), "{pairs:?} {path:?}: want {w:?} in {e}");
+            }
+            for u in unwanted {
+                assert!(!e.contains(u), "{pairs:?} {path:?}: {u:?} in {e}");
+            }
+        }
+        // A file's own bad value is the file's.
+        std::fs::write(&file, "[proxy]\nmax_body_bytes = 0\n").unwrap();
+        let e = err(Some(&file), &[]);
+        assert!(
+            e.contains("proxy.max_body_bytes = 0 (from") && e.contains("o.toml"),
+            "{e}"
+        );
+
+        // Flags: `--upstream` with a bad value, a bad protocol, no `=`.
+        let mut c = Config::load(Some(&file), Vec::new()).unwrap_or_default();
+        for (flag, wanted) in [
+            (
+                "google=ftp://x",
+                "upstreams.google = ftp://x (from --upstream)",
+            ),
+            (
+                "nope=http://x",
+                "upstreams.nope = http://x (from --upstream)",
+            ),
+            ("google", "--upstream = google (from the command line)"),
+        ] {
+            let e = c.add_upstream_flag(flag).unwrap_err().to_string();
+            assert!(e.contains(wanted), "{flag}: {e}");
+            c.upstreams.clear();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn secrets_do_not_show_in_debug() {
         let c = Config {
             aws: AwsConfig {
                 access_key_id: Some("AKIDEXAMPLE".into()),
                 secret_access_key: Some("wJalrXUtnFEMI/K7MDENG".into()),
-                ..AwsConfig::default()
+                session_token: Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN".into()),
+                region: Some("eu-west-1".into()),
             },
             ..Config::default()
         };
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("wJalrXUtnFEMI"));
-        assert!(!shown.contains("AKIDEXAMPLE"));
+        for shown in [
+            format!("{c:?}"),
+            format!("{:?}", c.aws),
+            format!("{:#?}", c),
+        ] {
+            assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+            assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
+            assert!(!shown.contains("IQoJb3JpZ2luX2Vj"), "{shown}");
+            assert!(shown.contains("eu-west-1"), "{shown}");
+        }
     }
 }

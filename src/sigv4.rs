@@ -12,8 +12,10 @@
 //! exactly the headers the client listed in `SignedHeaders`, at the client's
 //! `x-amz-date`, and compares.
 //!
-//! Secrets stay secret: [`Secret`] prints `***` in `Debug` and `Display`, and no
-//! error of this module quotes a header value, a secret or a session token.
+//! Secrets stay secret: the secret access key and the session token are
+//! [`SecretString`]s (the `secrecy` crate), reached only through `expose_secret()` where
+//! a signature is computed, printed as `[REDACTED]` by `Debug` and zeroed on drop; and
+//! no error of this module quotes a header value, a secret or a session token.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +25,9 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+pub use secrecy::{ExposeSecret, SecretString};
+use time::PrimitiveDateTime;
+use time::macros::format_description;
 
 /// The signing name of Amazon Rekognition.
 pub const REKOGNITION: &str = "rekognition";
@@ -61,44 +66,51 @@ const UNSIGNED_HEADERS: [&str; 13] = [
     "x-amzn-trace-id",
 ];
 
-/// A secret string: usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the code that has to use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// An AWS access key: the id is public, the secret and the session token are not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AwsCredentials {
     /// `AKIA…` (long-term) or `ASIA…` (temporary) key id; names the key, proves nothing.
     pub access_key_id: String,
     /// The key that signs.
-    pub secret_access_key: Secret,
+    pub secret_access_key: SecretString,
     /// Temporary credentials come with a token sent as `x-amz-security-token`.
-    pub session_token: Option<Secret>,
+    pub session_token: Option<SecretString>,
 }
+
+impl fmt::Debug for AwsCredentials {
+    /// The key id as it is (it names the key, proves nothing); the secrets as
+    /// `secrecy` prints them, `[REDACTED]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .field("session_token", &self.session_token)
+            .finish()
+    }
+}
+
+impl PartialEq for AwsCredentials {
+    /// Same key id, secret and token (the secrets compared in constant time).
+    fn eq(&self, other: &AwsCredentials) -> bool {
+        let token = |c: &AwsCredentials| {
+            c.session_token
+                .as_ref()
+                .map(|t| t.expose_secret().as_bytes().to_vec())
+        };
+        self.access_key_id == other.access_key_id
+            && constant_time_eq(
+                self.secret_access_key.expose_secret().as_bytes(),
+                other.secret_access_key.expose_secret().as_bytes(),
+            )
+            && match (token(self), token(other)) {
+                (Some(a), Some(b)) => constant_time_eq(&a, &b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for AwsCredentials {}
 
 /// The standard environment variables the credentials and region come from.
 pub const ENV_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -123,8 +135,8 @@ impl AwsCredentials {
     ) -> AwsCredentials {
         AwsCredentials {
             access_key_id: access_key_id.into(),
-            secret_access_key: Secret::new(secret_access_key),
-            session_token: session_token.map(Secret::new),
+            secret_access_key: SecretString::from(secret_access_key.into()),
+            session_token: session_token.map(SecretString::from),
         }
     }
 
@@ -146,13 +158,15 @@ impl AwsCredentials {
     /// The `aws-sigv4` identity of these credentials, with or without the token.
     fn identity(&self, with_token: bool) -> Identity {
         let token = if with_token {
-            self.session_token.as_ref().map(|t| t.expose().to_owned())
+            self.session_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned())
         } else {
             None
         };
         Credentials::new(
             self.access_key_id.clone(),
-            self.secret_access_key.expose(),
+            self.secret_access_key.expose_secret(),
             token,
             None,
             "adacompress",
@@ -406,37 +420,18 @@ fn parse_authorization(value: &str) -> Result<Authorization, VerifyError> {
     })
 }
 
-/// Parses SigV4's `YYYYMMDD'T'HHMMSS'Z'` timestamp.
+/// Parses SigV4's `YYYYMMDD'T'HHMMSS'Z'` timestamp (UTC): exactly 16 characters, a real
+/// calendar date and time of day (no month 13, no 30 February, no leap second), no
+/// earlier than 1970.
 fn parse_amz_date(value: &str) -> Option<SystemTime> {
-    let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    let format = format_description!("[year][month][day]T[hour][minute][second]Z");
+    // `[year]` would also take a sign (`+2015…`); SigV4 dates are plain digits.
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = value.get(range)?;
-        if !s.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = PrimitiveDateTime::parse(value, format).ok()?.assume_utc();
+    let secs = u64::try_from(at.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Equality that takes as long whatever the first differing byte.
@@ -514,7 +509,7 @@ pub fn verify(
             .get("x-amz-security-token")
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
-        if !token_signed || !constant_time_eq(sent, expected.expose().as_bytes()) {
+        if !token_signed || !constant_time_eq(sent, expected.expose_secret().as_bytes()) {
             return Err(VerifyError::Token);
         }
     }
@@ -887,7 +882,7 @@ mod tests {
             format!("{temp:?}"),
             format!("{signer:?}"),
             format!("{verifier:?}"),
-            format!("{}", temp.secret_access_key),
+            format!("{:?}", temp.secret_access_key),
             format!("{:?}", temp.session_token),
         ];
         for p in &printed {
@@ -895,7 +890,9 @@ mod tests {
             assert!(!p.contains("tok-SECRET-123"), "{p}");
         }
         assert!(printed[0].contains("ASIAEXAMPLE"), "{}", printed[0]);
-        assert!(printed[0].contains("***"), "{}", printed[0]);
+        assert!(printed[0].contains("[REDACTED]"), "{}", printed[0]);
+        // Reachable where a signature is computed, and only through `expose_secret`.
+        assert_eq!(temp.secret_access_key.expose_secret(), SECRET);
 
         // Every error a verification can end in, Display and Debug.
         let now = at(SUITE_TIME);
@@ -957,6 +954,8 @@ mod tests {
         assert_eq!(parse_amz_date("20150830T123600Z"), Some(at(SUITE_TIME)));
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(UNIX_EPOCH));
         assert_eq!(parse_amz_date("20240229T235959Z"), Some(at(1_709_251_199)));
+        assert_eq!(parse_amz_date("20000229T120000Z"), Some(at(951_825_600)));
+        assert_eq!(parse_amz_date("20151231T235959Z"), Some(at(1_451_606_399)));
         for bad in [
             "",
             "20150830",
@@ -964,6 +963,33 @@ mod tests {
             "2015083XT123600Z",
             "20150830 123600Z",
             "+0150830T123600Z",
+            // Month 13, day 0, 30 February, 29 February of a common year, day 32.
+            "20151301T000000Z",
+            "20150800T000000Z",
+            "20150230T000000Z",
+            "20230229T000000Z",
+            "20150132T000000Z",
+            // Hour 24, minute 60, second 60 (no leap seconds).
+            "20150830T240000Z",
+            "20150830T126000Z",
+            "20150830T123660Z",
+            // Wrong length: short, long, a 2-digit year.
+            "2015083T123600Z",
+            "20150830T1236000Z",
+            "20150830T123600Z0",
+            "150830T123600Z",
+            // Not digits, signs, spaces, lowercase letters, no Z.
+            "2015O830T123600Z",
+            "20150830T12360xZ",
+            "+2015083T123600Z",
+            "-2015083T123600Z",
+            "20150830T 12360Z",
+            "20150830t123600Z",
+            "20150830T123600z",
+            "20150830T1236001",
+            "2015-08-30T12:36:00Z",
+            // Before the epoch.
+            "19691231T235959Z",
         ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }

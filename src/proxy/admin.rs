@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ProxyState;
@@ -28,9 +29,10 @@ use super::ProxyState;
 /// The environment variable holding the admin token (wins over `proxy.admin_token_file`).
 pub const ADMIN_TOKEN_ENV: &str = "ADACOMPRESS_ADMIN_TOKEN";
 
-/// The admin bearer token: compared in constant time, never printed.
+/// The admin bearer token: a [`SecretString`] (never printed, zeroed on drop), exposed
+/// only to be compared, in constant time.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct AdminToken(SecretString);
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,16 +53,22 @@ impl AdminToken {
             ),
             (None, None) => return Ok(None),
         };
-        let token = raw.lines().next().unwrap_or("").trim().to_owned();
+        // The whole value (a file may hold more than the token) is zeroed when dropped.
+        let raw = SecretString::from(raw);
+        let token = raw.expose_secret().lines().next().unwrap_or("").trim();
         if token.is_empty() {
             return Err(format!("the admin token from {from} is empty"));
         }
-        Ok(Some(AdminToken(token)))
+        Ok(Some(AdminToken(SecretString::from(token))))
     }
 
     /// Whether `presented` is this token (constant time in the token's content).
     pub fn matches(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        self.0
+            .expose_secret()
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into()
     }
 }
 
