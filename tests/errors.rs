@@ -572,6 +572,34 @@ async fn every_passthrough_reason_is_named_and_counted_once() {
     }
     .forced(50);
     expect_passthrough(&s, &backend, garbage, "original:unparsable", "unparsable").await;
+    // 5,000 zero-length KServe elements: refused by the parser before a slot is built.
+    let n = 5_000;
+    let header = serde_json::json!({"inputs": [{
+        "name": "image", "shape": [n], "datatype": "BYTES",
+        "parameters": {"binary_data_size": 4 * n},
+    }]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.resize(body.len() + 4 * n, 0);
+    let elements = Req {
+        path: "/v2/models/classifier/infer".into(),
+        headers: vec![
+            ("content-type".into(), "application/octet-stream".into()),
+            (
+                "inference-header-content-length".into(),
+                header.len().to_string(),
+            ),
+        ],
+        body,
+    };
+    expect_passthrough(
+        &s,
+        &backend,
+        elements,
+        "original:too_complex",
+        "too_complex",
+    )
+    .await;
     let remote = Req::google_json(serde_json::json!([{
         "image": {"source": {"imageUri": "https://example.com/a.jpg"}},
         "features": [{"type": "LABEL_DETECTION", "maxResults": 5}],

@@ -273,9 +273,16 @@ fn read_labels(
     binary: Option<&[u8]>,
 ) -> Result<(Vec<String>, usize), ProtocolError> {
     let values: Vec<String> = match binary {
-        Some(blob) => split_elements(blob)
-            .map_err(|detail| ProtocolError::UnexpectedAnswer {
-                detail: format!("outputs[{j}] binary data: {detail}"),
+        Some(blob) => split_elements(blob, MAX_ANSWER_ELEMENTS)
+            .map_err(|e| ProtocolError::UnexpectedAnswer {
+                detail: match e {
+                    SplitError::Malformed(detail) => {
+                        format!("outputs[{j}] binary data: {detail}")
+                    }
+                    SplitError::TooMany => {
+                        format!("outputs[{j}] binary data has over {MAX_ANSWER_ELEMENTS} elements")
+                    }
+                },
             })?
             .into_iter()
             .map(|range| String::from_utf8_lossy(&blob[range]).into_owned())
@@ -384,28 +391,58 @@ fn take(data: &[u8], cursor: &mut usize, size: usize) -> Option<Range<usize>> {
     Some(range)
 }
 
+/// Most `BYTES` elements read from one request, over all its inputs. Each element becomes
+/// a slot (a path, a range, a copy), so without a cap a 20 MB body of 5 million zero-length
+/// elements costs gigabytes; Triton's and KServe's batch sizes are far below this, and the
+/// proxy compresses at most `limits.max_images_per_request` images anyway. A request with
+/// more is refused by the parsers (the proxy forwards it as sent, counted `too_complex`).
+pub const MAX_ELEMENTS: usize = 1024;
+
+/// Most label strings read from one answer (top-k labels of a batch are far fewer).
+const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
+
+fn too_many_elements() -> ProtocolError {
+    ProtocolError::TooComplex {
+        what: "request body",
+        unit: "BYTES elements",
+        count: MAX_ELEMENTS,
+        limit: MAX_ELEMENTS,
+    }
+}
+
+/// Why the elements of a binary tensor could not be read.
+enum SplitError {
+    /// The framing does not add up (the message says where).
+    Malformed(String),
+    /// More than [`MAX_ELEMENTS`] elements.
+    TooMany,
+}
+
 /// The elements of a binary `BYTES` tensor: the range of each element's bytes (after its
-/// length prefix). The message says what is wrong.
-fn split_elements(blob: &[u8]) -> Result<Vec<Range<usize>>, String> {
+/// length prefix), at most `room` of them.
+fn split_elements(blob: &[u8], room: usize) -> Result<Vec<Range<usize>>, SplitError> {
     let mut elements = Vec::new();
     let mut cursor = 0;
     while cursor < blob.len() {
+        if elements.len() >= room {
+            return Err(SplitError::TooMany);
+        }
         let prefix = take(blob, &mut cursor, 4).ok_or_else(|| {
-            format!(
+            SplitError::Malformed(format!(
                 "element {} has a truncated length prefix ({} bytes)",
                 elements.len(),
                 blob.len() - (cursor.min(blob.len()))
-            )
+            ))
         })?;
         let p = &blob[prefix];
         let length = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
         let size = usize::try_from(length).unwrap_or(usize::MAX);
         let remaining = blob.len() - cursor;
         let range = take(blob, &mut cursor, size).ok_or_else(|| {
-            format!(
+            SplitError::Malformed(format!(
                 "element {} claims {length} bytes, only {remaining} remain",
                 elements.len()
-            )
+            ))
         })?;
         elements.push(range);
     }
@@ -494,6 +531,7 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
     };
     let mut cursor = 0;
     let mut read = Vec::with_capacity(inputs.len());
+    let mut elements_read = 0usize;
     for (i, input) in inputs.iter().enumerate() {
         if !input.is_object() {
             return Err(ProtocolError::InvalidValue {
@@ -516,15 +554,20 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
             })?),
             None => None,
         };
-        let elements = match (&binary, datatype.as_str()) {
-            (Some(range), BYTES) => split_elements(&framed.binary[range.clone()])
-                .map_err(|detail| malformed(format!("inputs[{i}]: {detail}")))?
+        let room = MAX_ELEMENTS - elements_read;
+        let elements: Vec<Element> = match (&binary, datatype.as_str()) {
+            (Some(range), BYTES) => split_elements(&framed.binary[range.clone()], room)
+                .map_err(|e| match e {
+                    SplitError::Malformed(detail) => malformed(format!("inputs[{i}]: {detail}")),
+                    SplitError::TooMany => too_many_elements(),
+                })?
                 .into_iter()
                 .map(|e| Element::Binary(range.start + e.start..range.start + e.end))
                 .collect(),
-            (None, BYTES) => json_elements(i, input),
+            (None, BYTES) => json_elements(i, input, room).ok_or_else(too_many_elements)?,
             _ => Vec::new(),
         };
+        elements_read += elements.len();
         read.push(Input {
             datatype,
             binary,
@@ -540,13 +583,17 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
     Ok(read)
 }
 
-/// The elements of a JSON `BYTES` input's `data`, nested arrays flattened.
-fn json_elements(i: usize, input: &Value) -> Vec<Element> {
-    fn walk(value: &Value, pointer: String, out: &mut Vec<Element>) {
+/// The elements of a JSON `BYTES` input's `data`, nested arrays flattened; `None` when
+/// there are more than `room`.
+fn json_elements(i: usize, input: &Value, room: usize) -> Option<Vec<Element>> {
+    fn walk(value: &Value, pointer: String, out: &mut Vec<Element>, room: usize) -> Option<()> {
+        if out.len() >= room && !value.is_array() {
+            return None;
+        }
         match value {
             Value::Array(items) => {
                 for (k, item) in items.iter().enumerate() {
-                    walk(item, format!("{pointer}/{k}"), out);
+                    walk(item, format!("{pointer}/{k}"), out, room)?;
                 }
             }
             Value::String(_) => out.push(Element::JsonString(pointer)),
@@ -555,12 +602,13 @@ fn json_elements(i: usize, input: &Value) -> Vec<Element> {
             }
             _ => out.push(Element::Other(pointer)),
         }
+        Some(())
     }
     let mut out = Vec::new();
     if let Some(data) = input.get("data") {
-        walk(data, format!("/inputs/{i}/data"), &mut out);
+        walk(data, format!("/inputs/{i}/data"), &mut out, room)?;
     }
-    out
+    Some(out)
 }
 
 /// An image element of the request: where it is, how it is encoded, what it holds.
@@ -1505,6 +1553,51 @@ mod tests {
                 .unwrap_err()
                 .is_throttling()
         );
+    }
+
+    /// A binary request of `n` zero-length `BYTES` elements (4 bytes each on the wire).
+    fn empty_elements(n: usize) -> (HeaderMap, Vec<u8>) {
+        let header = json!({"inputs": [{
+            "name": IMAGE_INPUT, "shape": [n], "datatype": BYTES,
+            "parameters": {"binary_data_size": 4 * n},
+        }]})
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        body.resize(body.len() + 4 * n, 0);
+        (length_header(header.len()), body)
+    }
+
+    #[test]
+    fn element_count_is_capped_before_any_slot_is_built() {
+        let (headers, body) = empty_elements(MAX_ELEMENTS);
+        assert_eq!(extract_images(&headers, &body).unwrap().len(), MAX_ELEMENTS);
+        // 5 million elements is a 20 MB body; it is refused after MAX_ELEMENTS + 1.
+        for n in [MAX_ELEMENTS + 1, 5_000_000] {
+            let (headers, body) = empty_elements(n);
+            let err = extract_images(&headers, &body).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProtocolError::TooComplex {
+                        limit: MAX_ELEMENTS,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("BYTES elements"), "{err}");
+            let err = parse_backend_request("/v2/models/m/infer", &headers, &body).unwrap_err();
+            assert!(matches!(err, ProtocolError::TooComplex { .. }), "{err}");
+        }
+        // The cap counts every input, JSON elements too.
+        let strings: Vec<Value> = (0..=MAX_ELEMENTS).map(|_| json!("aGk=")).collect();
+        let body = json!({"inputs": [
+            {"name": "a", "shape": [2], "datatype": BYTES, "data": ["aGk=", "aGk="]},
+            {"name": "b", "shape": [strings.len()], "datatype": BYTES, "data": strings},
+        ]})
+        .to_string();
+        let err = extract_images(&HeaderMap::new(), body.as_bytes()).unwrap_err();
+        assert!(matches!(err, ProtocolError::TooComplex { .. }), "{err}");
     }
 
     #[test]

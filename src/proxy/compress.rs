@@ -97,6 +97,10 @@ pub async fn compress_request(
 ) -> Outcome {
     let slots = match protocol.extract_images(req) {
         Ok(slots) => slots,
+        Err(e @ crate::protocol::ProtocolError::TooComplex { .. }) => {
+            tracing::debug!(error = %e, "request too complex to parse; forwarding as sent");
+            return Outcome::passthrough(&s.metrics, Passthrough::TooComplex);
+        }
         Err(e) => {
             tracing::debug!(error = %e, "request not understood; forwarding as sent");
             return Outcome::passthrough(&s.metrics, Passthrough::Unparsable);

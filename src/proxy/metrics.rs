@@ -115,6 +115,9 @@ pub enum Passthrough {
     WorkerWait,
     /// More images than the API's maximum or `limits.max_images_per_request`.
     TooManyImages,
+    /// More values (JSON values, form fields, KServe elements) than the parsers build a
+    /// structure for (the body would cost many times its size in memory).
+    TooComplex,
     /// Over `proxy.max_body_bytes` or `limits.max_pixels`.
     TooLarge,
     /// Long side over `limits.max_aspect` × short side.
@@ -147,6 +150,7 @@ impl Passthrough {
             Passthrough::Saturated => "saturated",
             Passthrough::WorkerWait => "worker_wait",
             Passthrough::TooManyImages => "too_many_images",
+            Passthrough::TooComplex => "too_complex",
             Passthrough::TooLarge => "too_large",
             Passthrough::TooThin => "too_thin",
             Passthrough::TooManyScans => "too_many_scans",
