@@ -720,3 +720,42 @@ async fn a_full_pool_is_saturated_and_a_slow_worker_is_worker_wait() {
     assert_eq!(got.action(), Some("original:decode_timeout"));
     assert_eq!(passthroughs(&s, "decode_timeout"), 1.0);
 }
+
+// Request ids (tower-http's layers in `proxy::app`).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_the_clients_when_usable_else_new_and_match_the_error_body() {
+    let s = state("", |_| {});
+    let id_of = |got: &Answer| {
+        let header = got.headers[proxy::REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let json: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(json["error"]["request_id"], header.as_str(), "{json}");
+        header
+    };
+    let with_id = |id: &str| {
+        Req::google(&[compressible()])
+            .header(proxy::REQUEST_ID_HEADER, id)
+            .to_request()
+    };
+    assert_eq!(
+        id_of(&call(&s, with_id("trace-42.a_b")).await),
+        "trace-42.a_b"
+    );
+    let kept = "k".repeat(proxy::MAX_REQUEST_ID_CHARS);
+    assert_eq!(id_of(&call(&s, with_id(&kept)).await), kept);
+    // Absent, too long, or with spaces: a fresh UUID, never the client's text.
+    let long = "x".repeat(proxy::MAX_REQUEST_ID_CHARS + 1);
+    let mut seen = std::collections::HashSet::new();
+    for req in [
+        Req::google(&[compressible()]).to_request(),
+        with_id(&long),
+        with_id("two words"),
+    ] {
+        let id = id_of(&call(&s, req).await);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert!(seen.insert(id), "each request gets its own id");
+    }
+}

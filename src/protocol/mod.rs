@@ -1150,6 +1150,10 @@ struct FormField {
 /// The fields of a form body, in order, each with the span of its raw value so a rewrite can
 /// change one value and keep every other byte. Empty segments (`a=1&&b=2`) are skipped.
 /// More than [`MAX_FORM_FIELDS`] separators are refused before anything is built.
+///
+/// Hand-written rather than `form_urlencoded::parse` (which decodes values but gives no
+/// spans) or `serde_urlencoded` (which builds a map): the Baidu rewrite must replace one
+/// value and keep every other byte, including the client's own percent-encoding.
 fn form_fields(body: &[u8]) -> Result<Vec<FormField>, ProtocolError> {
     let separators = body.iter().filter(|&&b| b == b'&').count();
     if separators >= MAX_FORM_FIELDS {

@@ -17,6 +17,14 @@
 //!   case-insensitive; `Content-Disposition` parameters may be quoted with backslash escapes.
 //! - A replaced body must not contain a delimiter: [`Multipart::replace`] re-parses its output
 //!   and fails rather than produce a body that reads differently.
+//!
+//! Why not a crate: `multer` (what axum's `Multipart` uses) and `multipart` stream the parts
+//! out and drop the framing, so a rewrite would have to re-serialise the whole body (new
+//! delimiter spacing, re-ordered or re-cased headers, a lost preamble). A signing or
+//! deduplicating client sees that as a different request, and Face++ and TorchServe
+//! clients send fields the proxy must not touch. The byte ranges this parser keeps are
+//! what makes a one-body change possible. Its input is bounded by `proxy.max_body_bytes`
+//! and it is fuzzed (`tests/fuzz.rs`).
 
 use std::ops::Range;
 

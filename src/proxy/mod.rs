@@ -240,8 +240,42 @@ impl ProxyState {
 }
 
 /// The proxy's router: every path goes to [`handle`].
+///
+/// Every request carries an `X-Request-Id`: the client's own when it is usable (visible
+/// ASCII, at most [`MAX_REQUEST_ID_CHARS`]), else a new UUID (tower-http's request-id
+/// layers; an unusable one is dropped first, so it never reaches a log or an answer). The
+/// answer carries the same id.
 pub fn app(state: Arc<ProxyState>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(state)
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// Longest client request id kept (longer ones are replaced).
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Removes a client `X-Request-Id` that is empty, too long, repeated or not visible ASCII,
+/// so that [`SetRequestIdLayer`](tower_http::request_id::SetRequestIdLayer) makes a new one.
+async fn drop_unusable_request_id(mut req: Request) -> Request {
+    let headers = req.headers_mut();
+    let values: Vec<&HeaderValue> = headers.get_all(REQUEST_ID_HEADER).iter().collect();
+    let usable = match values.as_slice() {
+        [v] => {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= MAX_REQUEST_ID_CHARS
+                && b.iter().all(|c| c.is_ascii_graphic())
+        }
+        _ => false,
+    };
+    if !usable {
+        headers.remove(REQUEST_ID_HEADER);
+    }
+    req
 }
 
 /// Decrements the in-flight gauge when a request ends, however it ends.
@@ -571,11 +605,13 @@ struct RequestCtx {
 
 impl RequestCtx {
     fn new(parts: axum::http::request::Parts, started: Instant) -> RequestCtx {
+        // Set (and checked) by the request-id layers of [`app`]; the fallback is for a
+        // handler mounted without them.
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_CHARS)
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let path_q = parts
