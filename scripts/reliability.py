@@ -941,7 +941,7 @@ def main():
         "attacks": R.rows,
     }
     fuzz = []
-    for p in sorted(glob.glob(os.path.join(ROOT, "docs", "fuzz*.json"))):
+    for p in sorted(glob.glob(os.path.join(ROOT, "docs", "fuzz.json"))):
         try:
             fuzz.append({"file": os.path.relpath(p, ROOT), "summary": json.load(open(p))})
         except Exception:  # noqa: BLE001
@@ -1013,7 +1013,16 @@ def render(r):
     out += ["", "## Fuzz", ""]
     if r["fuzz"]:
         for fz in r["fuzz"]:
-            out.append(f"- `{fz['file']}`: `{json.dumps(fz['summary'])[:400]}`")
+            f = fz["summary"]
+            out.append(f"From `{fz['file']}` (written by `scripts/fuzz.sh`; full page `docs/fuzz.md`): "
+                       f"{f.get('inputs', 0):,} inputs, seed `{f.get('seed')}`, {f.get('profile')} build, "
+                       f"{f.get('wall_secs')} s on {f.get('threads')} threads, commit `{f.get('git_commit')}`: "
+                       f"**{f.get('failures', 0)} failures**.")
+            out += ["", "| target | inputs | failures | findings |", "|---|---:|---:|---|"]
+            for t in f.get("targets", []):
+                finds = "; ".join(f"{x.get('kind')}: {str(x.get('message'))[:80]} ({x.get('count')}x)"
+                                  for x in t.get("findings", [])) or "none"
+                out.append(f"| {t.get('target')} | {t.get('inputs', 0):,} | {t.get('failures', 0)} | {finds} |")
     else:
         out.append("fuzz: see docs/fuzz.md (no fuzz summary JSON was found in docs/ when this page was "
                    "generated; `ADACOMPRESS_FUZZ_SUMMARY=docs/fuzz cargo test --release --test fuzz` writes one, "

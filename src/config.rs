@@ -130,6 +130,12 @@ pub struct LimitsConfig {
     pub max_answer_bytes: usize,
     /// `X-AdaCompress-Action` lists at most this many images, then summarises.
     pub max_header_images: usize,
+    /// Most JSON values parsed from one body (request or answer); more: `too_complex`.
+    pub max_json_values: usize,
+    /// Most fields parsed from one form body (Baidu); more: `too_complex`.
+    pub max_form_fields: usize,
+    /// Most KServe `BYTES` elements parsed from one request; more: `too_complex`.
+    pub max_tensor_elements: usize,
 }
 
 /// `[state]`: where learned state lives.
@@ -222,6 +228,9 @@ impl Default for LimitsConfig {
             worker_wait_secs: 1.0,
             max_answer_bytes: 32 * 1024 * 1024,
             max_header_images: 32,
+            max_json_values: crate::protocol::MAX_JSON_VALUES,
+            max_form_fields: crate::protocol::MAX_FORM_FIELDS,
+            max_tensor_elements: crate::protocol::kserve::MAX_ELEMENTS,
         }
     }
 }
@@ -502,6 +511,9 @@ impl Config {
             ),
             ("limits.max_answer_bytes", l.max_answer_bytes as u64),
             ("limits.max_header_images", l.max_header_images as u64),
+            ("limits.max_json_values", l.max_json_values as u64),
+            ("limits.max_form_fields", l.max_form_fields as u64),
+            ("limits.max_tensor_elements", l.max_tensor_elements as u64),
             ("proxy.max_connections", p.max_connections as u64),
         ] {
             if v == 0 {
@@ -585,6 +597,15 @@ impl Config {
             max_aspect: self.limits.max_aspect,
             max_scans: self.limits.max_scans,
             max_decode_ms: self.limits.max_decode_ms,
+        }
+    }
+
+    /// The parsers' limits ([`crate::protocol::set_parse_limits`]).
+    pub fn parse_limits(&self) -> crate::protocol::ParseLimits {
+        crate::protocol::ParseLimits {
+            max_json_values: self.limits.max_json_values,
+            max_form_fields: self.limits.max_form_fields,
+            max_tensor_elements: self.limits.max_tensor_elements,
         }
     }
 }

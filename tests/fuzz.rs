@@ -440,13 +440,17 @@ fn inflate_length(rng: &mut Rng, data: &mut [u8]) {
                 return;
             }
             let (start, chunk_len) = *rng.pick(&chunks);
-            let is_ihdr = &data[start + 4..start + 8] == b"IHDR" && chunk_len >= 8;
+            // A chunk list read from a mutated file may end past the data.
+            let is_ihdr = data.get(start + 4..start + 8) == Some(&b"IHDR"[..]) && chunk_len >= 8;
             let field = if is_ihdr && rng.one_in(2) {
                 start + 8 + 4 * rng.below(2) // width or height
             } else {
                 start
             };
-            let old = u32::from_be_bytes(data[field..field + 4].try_into().expect("4 bytes"));
+            let Some(bytes) = data.get(field..field + 4) else {
+                return;
+            };
+            let old = u32::from_be_bytes(bytes.try_into().expect("4 bytes"));
             let new = match rng.below(3) {
                 0 => *rng.pick(&sizes) as u32,
                 1 => old.saturating_mul(2).max(1),

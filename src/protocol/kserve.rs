@@ -391,7 +391,8 @@ fn take(data: &[u8], cursor: &mut usize, size: usize) -> Option<Range<usize>> {
     Some(range)
 }
 
-/// Most `BYTES` elements read from one request, over all its inputs. Each element becomes
+/// Default of `limits.max_tensor_elements`: most `BYTES` elements read from one request,
+/// over all its inputs ([`super::parse_limits`]). Each element becomes
 /// a slot (a path, a range, a copy), so without a cap a 20 MB body of 5 million zero-length
 /// elements costs gigabytes; Triton's and KServe's batch sizes are far below this, and the
 /// proxy compresses at most `limits.max_images_per_request` images anyway. A request with
@@ -401,12 +402,12 @@ pub const MAX_ELEMENTS: usize = 1024;
 /// Most label strings read from one answer (top-k labels of a batch are far fewer).
 const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
 
-fn too_many_elements() -> ProtocolError {
+fn too_many_elements(limit: usize) -> ProtocolError {
     ProtocolError::TooComplex {
         what: "request body",
         unit: "BYTES elements",
-        count: MAX_ELEMENTS,
-        limit: MAX_ELEMENTS,
+        count: limit,
+        limit,
     }
 }
 
@@ -414,7 +415,7 @@ fn too_many_elements() -> ProtocolError {
 enum SplitError {
     /// The framing does not add up (the message says where).
     Malformed(String),
-    /// More than [`MAX_ELEMENTS`] elements.
+    /// More elements than there is room for.
     TooMany,
 }
 
@@ -532,6 +533,7 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
     let mut cursor = 0;
     let mut read = Vec::with_capacity(inputs.len());
     let mut elements_read = 0usize;
+    let max_elements = super::parse_limits().max_tensor_elements;
     for (i, input) in inputs.iter().enumerate() {
         if !input.is_object() {
             return Err(ProtocolError::InvalidValue {
@@ -554,17 +556,19 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
             })?),
             None => None,
         };
-        let room = MAX_ELEMENTS - elements_read;
+        let room = max_elements.saturating_sub(elements_read);
         let elements: Vec<Element> = match (&binary, datatype.as_str()) {
             (Some(range), BYTES) => split_elements(&framed.binary[range.clone()], room)
                 .map_err(|e| match e {
                     SplitError::Malformed(detail) => malformed(format!("inputs[{i}]: {detail}")),
-                    SplitError::TooMany => too_many_elements(),
+                    SplitError::TooMany => too_many_elements(max_elements),
                 })?
                 .into_iter()
                 .map(|e| Element::Binary(range.start + e.start..range.start + e.end))
                 .collect(),
-            (None, BYTES) => json_elements(i, input, room).ok_or_else(too_many_elements)?,
+            (None, BYTES) => {
+                json_elements(i, input, room).ok_or_else(|| too_many_elements(max_elements))?
+            }
             _ => Vec::new(),
         };
         elements_read += elements.len();

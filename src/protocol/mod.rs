@@ -37,6 +37,7 @@ pub mod torchserve;
 use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -953,17 +954,63 @@ fn decode_base64(text: &str, path: impl FnOnce() -> String) -> Result<Vec<u8>, P
         })
 }
 
-/// Most JSON values in one parsed body. A parsed value costs ~32–64 bytes while `[]` costs
-/// 2 bytes of input: without a bound a 20 MB body of empty arrays becomes gigabytes. One
-/// million covers a 512×512×3 tensor sent as JSON numbers and every API's real requests.
+/// Default of `limits.max_json_values`: most JSON values in one parsed body. A parsed value
+/// costs ~32–64 bytes while `[]` costs 2 bytes of input: without a bound a 20 MB body of
+/// empty arrays becomes gigabytes. One million covers a 512×512×3 tensor sent as JSON
+/// numbers and every API's real requests.
 pub const MAX_JSON_VALUES: usize = 1_000_000;
 
-/// Most fields in one form body (real forms have a handful).
+/// Default of `limits.max_form_fields`: most fields in one form body (real forms have a
+/// handful).
 pub const MAX_FORM_FIELDS: usize = 10_000;
 
-/// Refuses JSON with more than [`MAX_JSON_VALUES`] values, counted in one pass over the
-/// bytes (commas and openings outside strings), before anything is allocated.
+/// How much structure the parsers build from one body: every adapter, the answer parsers
+/// and the local backend read these, so they are process-wide, set once from `[limits]`
+/// when the proxy starts ([`set_parse_limits`]) and at their defaults until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// `limits.max_json_values`.
+    pub max_json_values: usize,
+    /// `limits.max_form_fields`.
+    pub max_form_fields: usize,
+    /// `limits.max_tensor_elements`: KServe `BYTES` elements per request.
+    pub max_tensor_elements: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_json_values: MAX_JSON_VALUES,
+            max_form_fields: MAX_FORM_FIELDS,
+            max_tensor_elements: kserve::MAX_ELEMENTS,
+        }
+    }
+}
+
+static JSON_VALUES: AtomicUsize = AtomicUsize::new(MAX_JSON_VALUES);
+static FORM_FIELDS: AtomicUsize = AtomicUsize::new(MAX_FORM_FIELDS);
+static TENSOR_ELEMENTS: AtomicUsize = AtomicUsize::new(kserve::MAX_ELEMENTS);
+
+/// Sets the parsers' limits for the whole process (zero is taken as one).
+pub fn set_parse_limits(limits: ParseLimits) {
+    JSON_VALUES.store(limits.max_json_values.max(1), Ordering::Relaxed);
+    FORM_FIELDS.store(limits.max_form_fields.max(1), Ordering::Relaxed);
+    TENSOR_ELEMENTS.store(limits.max_tensor_elements.max(1), Ordering::Relaxed);
+}
+
+/// The parsers' limits now in force.
+pub fn parse_limits() -> ParseLimits {
+    ParseLimits {
+        max_json_values: JSON_VALUES.load(Ordering::Relaxed),
+        max_form_fields: FORM_FIELDS.load(Ordering::Relaxed),
+        max_tensor_elements: TENSOR_ELEMENTS.load(Ordering::Relaxed),
+    }
+}
+
+/// Refuses JSON with more than `limits.max_json_values` values, counted in one pass over
+/// the bytes (commas and openings outside strings), before anything is allocated.
 fn check_json_size(body: &[u8], what: &'static str) -> Result<(), ProtocolError> {
+    let max = parse_limits().max_json_values;
     let mut values = 1usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -981,12 +1028,12 @@ fn check_json_size(body: &[u8], what: &'static str) -> Result<(), ProtocolError>
             b'"' => in_string = true,
             b',' | b'[' | b'{' => {
                 values += 1;
-                if values > MAX_JSON_VALUES {
+                if values > max {
                     return Err(ProtocolError::TooComplex {
                         what,
                         unit: "JSON values",
-                        count: MAX_JSON_VALUES,
-                        limit: MAX_JSON_VALUES,
+                        count: max,
+                        limit: max,
                     });
                 }
             }
@@ -997,7 +1044,7 @@ fn check_json_size(body: &[u8], what: &'static str) -> Result<(), ProtocolError>
 }
 
 /// Parses a body as JSON; `what` names it in the error (`request body`, `answer body`).
-/// Bodies with more than [`MAX_JSON_VALUES`] values are refused unparsed.
+/// Bodies with more than `limits.max_json_values` values are refused unparsed.
 fn parse_json(body: &[u8], what: &'static str) -> Result<Value, ProtocolError> {
     check_json_size(body, what)?;
     serde_json::from_slice(body).map_err(|err| ProtocolError::NotJson {
@@ -1049,7 +1096,6 @@ fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
-/// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
 /// Labels from an answer's array of `{name_key: "…", score_key: number}` objects, e.g.
 /// Rekognition's `Labels[].Name/.Confidence`. `path` names the array in errors; `score`
 /// reads the number (plain JSON numbers, or Baidu's quoted ones); `scale` is the score's
@@ -1109,9 +1155,16 @@ fn slot_not_replaceable(slot: &ImageSlot) -> Option<ProtocolError> {
     })
 }
 
+/// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
+/// A score that is not a number (NaN, as KServe's binary FP32 data can carry) counts as 0:
+/// it must neither pass the range nor break the ordering of labels.
 fn normalise_score(value: f64, scale: f64) -> f32 {
+    let unit = value / scale;
+    if unit.is_nan() {
+        return 0.0;
+    }
     // Narrowing to f32 is the point: scores are compared, never accumulated.
-    ((value / scale).clamp(0.0, 1.0)) as f32
+    (unit.clamp(0.0, 1.0)) as f32
 }
 
 /// The media type of a `Content-Type` header, lower-cased, without parameters
@@ -1149,19 +1202,20 @@ struct FormField {
 
 /// The fields of a form body, in order, each with the span of its raw value so a rewrite can
 /// change one value and keep every other byte. Empty segments (`a=1&&b=2`) are skipped.
-/// More than [`MAX_FORM_FIELDS`] separators are refused before anything is built.
+/// More than `limits.max_form_fields` separators are refused before anything is built.
 ///
 /// Hand-written rather than `form_urlencoded::parse` (which decodes values but gives no
 /// spans) or `serde_urlencoded` (which builds a map): the Baidu rewrite must replace one
 /// value and keep every other byte, including the client's own percent-encoding.
 fn form_fields(body: &[u8]) -> Result<Vec<FormField>, ProtocolError> {
+    let max = parse_limits().max_form_fields;
     let separators = body.iter().filter(|&&b| b == b'&').count();
-    if separators >= MAX_FORM_FIELDS {
+    if separators >= max {
         return Err(ProtocolError::TooComplex {
             what: "request body",
             unit: "form fields",
             count: separators + 1,
-            limit: MAX_FORM_FIELDS,
+            limit: max,
         });
     }
     let mut fields = Vec::new();
@@ -1614,6 +1668,14 @@ mod tests {
                 .starts_with("image is not valid base64 at requests[0].image.content: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_score_that_is_not_a_number_is_zero() {
+        assert_eq!(normalise_score(f64::NAN, 1.0), 0.0);
+        assert_eq!(normalise_score(f64::INFINITY, 100.0), 1.0);
+        assert_eq!(normalise_score(f64::NEG_INFINITY, 1.0), 0.0);
+        assert_eq!(normalise_score(0.0, 0.0), 0.0, "0/0 is NaN");
     }
 
     #[test]

@@ -69,6 +69,8 @@ fn local_model(cfg: &Config) -> PathBuf {
 
 /// Starts the proxy on the configured listeners (port 0 picks a free port).
 pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, ServeError> {
+    // Process-wide: the adapters and the in-process backend parse with the same limits.
+    crate::protocol::set_parse_limits(cfg.parse_limits());
     let upstreams = cfg.upstream_list();
     if upstreams.is_empty() {
         return Err(ServeError::NoUpstream);
