@@ -28,6 +28,8 @@
 //! - `ADACOMPRESS_FUZZ_SUMMARY`: path stem; writes `<stem>.json` and `<stem>.md`.
 //! - `ADACOMPRESS_HOSTILE_HEAVY`: also run the full-strength bombs in the corpus test.
 //! - `ADACOMPRESS_HOSTILE_REPORT`: path stem; the corpus test writes `<stem>.json`/`.md`.
+//! - `ADACOMPRESS_HOSTILE_WRITE`: a folder; the corpus test writes every image there
+//!   (`scripts/hostile_corpus.sh`).
 
 #[path = "common/hostile.rs"]
 mod hostile;
@@ -2307,7 +2309,8 @@ fn fuzz_every_target() {
     let work: Vec<(usize, u64)> = targets
         .iter()
         .enumerate()
-        .map(|(i, t)| (i, (cfg.iters * t.weight / weights).max(1)))
+        // Rounded up, so that the total is at least the inputs asked for.
+        .map(|(i, t)| (i, (cfg.iters * t.weight).div_ceil(weights).max(1)))
         .collect();
     let queue = Mutex::new(work);
     let results: Mutex<Vec<Stats>> = Mutex::new(Vec::new());
@@ -2405,6 +2408,14 @@ fn hostile_corpus_through_the_codec() {
         corpus.len(),
         built.elapsed().as_secs_f64()
     );
+    if let Some(dir) = std::env::var_os("ADACOMPRESS_HOSTILE_WRITE").map(PathBuf::from) {
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for (name, bytes) in &corpus {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        println!("[hostile] wrote {} images to {}", corpus.len(), dir.display());
+    }
     let limits = Limits::default();
     let mut rows = Vec::new();
     let mut problems = Vec::new();

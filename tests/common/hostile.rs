@@ -3,10 +3,9 @@
 //! grayscale+alpha PNGs, EXIF-rotated JPEGs, truncated JPEGs, a JPEG with 1000 APP markers.
 //!
 //! Used by `tests/fuzz.rs` (every image through `codec::inspect` and `codec::decode_scaled`,
-//! outcome and time recorded) and by `examples/hostile_corpus.rs` / `scripts/hostile_corpus.sh`
-//! (written to a directory for curl). Include it with
-//! `#[path = "common/hostile.rs"] mod hostile;` (tests) or
-//! `#[path = "../tests/common/hostile.rs"] mod hostile;` (examples).
+//! outcome and time recorded), which also writes it to a folder for curl or another
+//! proxy (`scripts/hostile_corpus.sh`). Include it with `#[path = "common/hostile.rs"] mod
+//! hostile;`.
 //!
 //! [`corpus`] is cheap enough for every CI run; [`heavy_corpus`] holds the full-strength bombs
 //! (tens of seconds of CPU each, as found in issue 8) for the long run and for curl.
