@@ -2414,7 +2414,11 @@ fn hostile_corpus_through_the_codec() {
             let path = dir.join(name);
             std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
-        println!("[hostile] wrote {} images to {}", corpus.len(), dir.display());
+        println!(
+            "[hostile] wrote {} images to {}",
+            corpus.len(),
+            dir.display()
+        );
     }
     let limits = Limits::default();
     let mut rows = Vec::new();
