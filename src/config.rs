@@ -26,6 +26,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use crate::learn::estimator::{EstimatorConfig, RetrainServes};
@@ -35,7 +36,7 @@ use crate::protocol::Protocol;
 pub const ENV_PREFIX: &str = "ADACOMPRESS_";
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -149,16 +150,31 @@ pub struct StateConfig {
 /// `[aws]`: the proxy's own credentials for re-signing Rekognition requests. Prefer the
 /// standard `AWS_*` environment variables or a mounted secret; never commit keys.
 ///
-/// Plain strings here, hidden by hand in `Debug`: the credential setup
-/// (`proxy::resign_from_config`) reads them as `Option<String>`; from there on they are
-/// `secrecy::SecretString`s ([`crate::sigv4::AwsCredentials`]).
-#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+/// The secret key and session token are `secrecy::SecretString`s from the moment they are
+/// read (exposed only where the signing identity is built, `proxy::resign_from_config`);
+/// the key id is not secret but is hidden in `Debug` all the same. Not `Serialize`: a
+/// config is never written back out with its secrets.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub session_token: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+}
+
+impl PartialEq for AwsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Option<SecretString>, b: &Option<SecretString>| match (a, b) {
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            (None, None) => true,
+            _ => false,
+        };
+        self.region == other.region
+            && self.access_key_id == other.access_key_id
+            && same(&self.secret_access_key, &other.secret_access_key)
+            && same(&self.session_token, &other.session_token)
+    }
 }
 
 impl fmt::Debug for AwsConfig {

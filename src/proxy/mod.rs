@@ -40,6 +40,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -114,8 +115,16 @@ pub fn resign_from_config(cfg: &Config) -> Result<Option<Resigner>, String> {
     let aws = &cfg.aws;
     let lookup = |name: &str| match name {
         crate::sigv4::ENV_ACCESS_KEY_ID => aws.access_key_id.clone().or_else(|| env(name)),
-        crate::sigv4::ENV_SECRET_ACCESS_KEY => aws.secret_access_key.clone().or_else(|| env(name)),
-        crate::sigv4::ENV_SESSION_TOKEN => aws.session_token.clone().or_else(|| env(name)),
+        crate::sigv4::ENV_SECRET_ACCESS_KEY => aws
+            .secret_access_key
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .or_else(|| env(name)),
+        crate::sigv4::ENV_SESSION_TOKEN => aws
+            .session_token
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .or_else(|| env(name)),
         crate::sigv4::ENV_REGION => aws.region.clone().or_else(|| env(name)),
         other => env(other),
     };
