@@ -573,23 +573,10 @@ async fn every_passthrough_reason_is_named_and_counted_once() {
     .forced(50);
     expect_passthrough(&s, &backend, garbage, "original:unparsable", "unparsable").await;
     // 5,000 zero-length KServe elements: refused by the parser before a slot is built.
-    let n = 5_000;
-    let header = serde_json::json!({"inputs": [{
-        "name": "image", "shape": [n], "datatype": "BYTES",
-        "parameters": {"binary_data_size": 4 * n},
-    }]})
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.resize(body.len() + 4 * n, 0);
+    let (headers, body) = kserve_empty_elements(5_000);
     let elements = Req {
         path: "/v2/models/classifier/infer".into(),
-        headers: vec![
-            ("content-type".into(), "application/octet-stream".into()),
-            (
-                "inference-header-content-length".into(),
-                header.len().to_string(),
-            ),
-        ],
+        headers,
         body,
     };
     expect_passthrough(

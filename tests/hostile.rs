@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use adacompress::config::Config;
 use adacompress::protocol::Protocol;
-use adacompress::proxy::server::{self, Server};
+use adacompress::proxy::server::Server;
 use axum::http::StatusCode;
 use base64::Engine;
 
@@ -22,17 +22,7 @@ use common::*;
 
 /// A proxy with every protocol routed to `upstream`, state in a fresh folder.
 async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut cfg = Config::default();
-    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = root().join("models/agent.json");
-    cfg.state.dir = temp_dir("hostile-state");
-    for p in Protocol::ALL {
-        cfg.upstreams
-            .insert(p.name().to_owned(), upstream.to_owned());
-    }
-    tweak(&mut cfg);
-    server::start(cfg, None).await.expect("proxy starts")
+    proxy_to(upstream, "hostile-state", tweak).await
 }
 
 async fn metrics_of(p: &Server) -> String {

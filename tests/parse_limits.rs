@@ -4,26 +4,17 @@
 
 mod common;
 
-use adacompress::config::Config;
-use adacompress::protocol::Protocol;
-use adacompress::proxy::server;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_parse_limits_hold_for_requests() {
     let (backend, _b, _stop) = spawn_backend().await;
-    let mut cfg = Config::default();
-    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = root().join("models/agent.json");
-    cfg.state.dir = temp_dir("parse-limits-state");
-    for p in Protocol::ALL {
-        cfg.upstreams.insert(p.name().to_owned(), backend.clone());
-    }
-    cfg.limits.max_tensor_elements = 8;
-    cfg.limits.max_json_values = 200;
-    cfg.limits.max_form_fields = 20;
-    let p = server::start(cfg, None).await.expect("proxy starts");
+    let p = proxy_to(&backend, "parse-limits-state", |cfg| {
+        cfg.limits.max_tensor_elements = 8;
+        cfg.limits.max_json_values = 200;
+        cfg.limits.max_form_fields = 20;
+    })
+    .await;
     let base = format!("http://{}", p.proxy_addr);
     let http = reqwest::Client::new();
     let action = |r: &reqwest::Response| {
@@ -34,21 +25,12 @@ async fn configured_parse_limits_hold_for_requests() {
 
     // KServe: 8 empty elements are read (and are no images), 9 are too many.
     for (n, too_complex) in [(8usize, false), (9, true)] {
-        let header = serde_json::json!({"inputs": [{
-            "name": "image", "shape": [n], "datatype": "BYTES",
-            "parameters": {"binary_data_size": 4 * n},
-        }]})
-        .to_string();
-        let mut body = header.clone().into_bytes();
-        body.resize(body.len() + 4 * n, 0);
-        let r = http
-            .post(format!("{base}/v2/models/classifier/infer"))
-            .header("content-type", "application/octet-stream")
-            .header("inference-header-content-length", header.len())
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let (headers, body) = kserve_empty_elements(n);
+        let mut req = http.post(format!("{base}/v2/models/classifier/infer"));
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let r = req.body(body).send().await.unwrap();
         let got = action(&r);
         assert_eq!(
             got.as_deref() == Some("original:too_complex"),

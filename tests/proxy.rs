@@ -73,17 +73,7 @@ async fn recorder(target: String) -> (String, Log) {
 
 /// A proxy with every protocol routed to `upstream`, state in a fresh folder.
 async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut cfg = Config::default();
-    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = root().join("models/agent.json");
-    cfg.state.dir = temp_dir("proxy-state");
-    for p in Protocol::ALL {
-        cfg.upstreams
-            .insert(p.name().to_owned(), upstream.to_owned());
-    }
-    tweak(&mut cfg);
-    server::start(cfg, None).await.expect("proxy starts")
+    proxy_to(upstream, "proxy-state", tweak).await
 }
 
 /// Backend, recording hop and proxy, wired; keep the sender alive for the backend to live.

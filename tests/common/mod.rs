@@ -69,3 +69,45 @@ fn rand_suffix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64)
 }
+
+/// A proxy on loopback ports with every protocol routed to `upstream`, the shipped agent,
+/// state in a fresh folder named by `tag`; `tweak` adjusts the config before it starts.
+pub async fn proxy_to(
+    upstream: &str,
+    tag: &str,
+    tweak: impl FnOnce(&mut adacompress::config::Config),
+) -> adacompress::proxy::server::Server {
+    let mut cfg = adacompress::config::Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.state.dir = temp_dir(tag);
+    for p in adacompress::protocol::Protocol::ALL {
+        cfg.upstreams
+            .insert(p.name().to_owned(), upstream.to_owned());
+    }
+    tweak(&mut cfg);
+    adacompress::proxy::server::start(cfg, None)
+        .await
+        .expect("proxy starts")
+}
+
+/// A KServe v2 binary-data `infer` request of `n` zero-length `BYTES` elements: the
+/// headers it needs and its body (4 bytes an element after the JSON header).
+pub fn kserve_empty_elements(n: usize) -> (Vec<(String, String)>, Vec<u8>) {
+    let header = serde_json::json!({"inputs": [{
+        "name": "image", "shape": [n], "datatype": "BYTES",
+        "parameters": {"binary_data_size": 4 * n},
+    }]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.resize(body.len() + 4 * n, 0);
+    let headers = vec![
+        ("content-type".into(), "application/octet-stream".into()),
+        (
+            "inference-header-content-length".into(),
+            header.len().to_string(),
+        ),
+    ];
+    (headers, body)
+}
