@@ -75,17 +75,10 @@ fn save(online: &Online) -> u64 {
 
 /// Versions of the checkpoints in the folder that load, ascending.
 fn valid_versions(state: &Path) -> Vec<u64> {
-    let mut out: Vec<u64> = std::fs::read_dir(ckpt_dir(state))
-        .expect("checkpoint folder")
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let v = name
-                .strip_prefix("agent-v")?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()?;
-            Checkpoint::read(&e.path()).ok().map(|c| {
+    let mut out: Vec<u64> = adacompress::learn::online::checkpoints(&ckpt_dir(state))
+        .into_iter()
+        .filter_map(|(v, path)| {
+            Checkpoint::read(&path).ok().map(|c| {
                 assert_eq!(c.version, v);
                 v
             })

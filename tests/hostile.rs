@@ -25,15 +25,6 @@ async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
     proxy_to(upstream, "hostile-state", tweak).await
 }
 
-async fn metrics_of(p: &Server) -> String {
-    reqwest::get(format!("http://{}/metrics", p.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of one un-labelled or labelled sample in the exposition (0 when absent).
 fn sample(metrics: &str, name: &str) -> f64 {
     metrics

@@ -70,12 +70,7 @@ async fn configured_parse_limits_hold_for_requests() {
             "{n} fields: {got:?}"
         );
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&p).await;
     assert!(
         metrics.contains("adacompress_passthrough_total{reason=\"too_complex\"} 3"),
         "{metrics}"

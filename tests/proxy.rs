@@ -83,16 +83,6 @@ async fn stack(tweak: impl FnOnce(&mut Config)) -> (Server, Log, tokio::sync::on
     (proxy(&hop, tweak).await, log, stop)
 }
 
-/// The proxy's `/metrics` text.
-async fn metrics_of(p: &Server) -> String {
-    reqwest::get(format!("http://{}/metrics", p.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Sends `protocol`'s one-image request through the proxy.
 async fn send(
     proxy: &Server,

@@ -905,7 +905,8 @@ fn newest_valid_checkpoint(
     (None, skipped)
 }
 
-fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+/// The `agent-v{N}.json` files in `dir` with their versions, in no order.
+pub fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -271,9 +271,9 @@ pub const MAX_REQUEST_ID_CHARS: usize = 128;
 /// so that [`SetRequestIdLayer`](tower_http::request_id::SetRequestIdLayer) makes a new one.
 async fn drop_unusable_request_id(mut req: Request) -> Request {
     let headers = req.headers_mut();
-    let values: Vec<&HeaderValue> = headers.get_all(REQUEST_ID_HEADER).iter().collect();
-    let usable = match values.as_slice() {
-        [v] => {
+    let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
+    let usable = match (values.next(), values.next()) {
+        (Some(v), None) => {
             let b = v.as_bytes();
             !b.is_empty()
                 && b.len() <= MAX_REQUEST_ID_CHARS

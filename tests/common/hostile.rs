@@ -399,18 +399,7 @@ pub fn with_exif_blocks(jpeg: &[u8], count: usize, size: usize) -> Vec<u8> {
 
 /// CRC-32 (IEEE) as PNG uses it.
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    crc32fast::hash(data)
 }
 
 /// One PNG chunk: length, type, data, CRC.

@@ -111,3 +111,13 @@ pub fn kserve_empty_elements(n: usize) -> (Vec<(String, String)>, Vec<u8>) {
     ];
     (headers, body)
 }
+
+/// A running proxy's `/metrics` text (its admin listener).
+pub async fn metrics_of(p: &adacompress::proxy::server::Server) -> String {
+    reqwest::get(format!("http://{}/metrics", p.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
