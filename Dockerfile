@@ -50,7 +50,7 @@ RUN apt-get update \
  && chown 10001:10001 /var/lib/adacompress
 
 COPY --from=builder /adacompress /usr/local/bin/adacompress
-# agent.json, efficientnet-lite0.onnx, imagenet_classes.txt and their licences.
+# agent-calibrated.json (and the paper agent agent.json), efficientnet-lite0.onnx, imagenet_classes.txt and their licences.
 COPY models/ /usr/share/adacompress/models/
 COPY config/adacompress.toml /etc/adacompress/adacompress.toml
 
@@ -65,7 +65,7 @@ VOLUME /var/lib/adacompress
 ENV ADACOMPRESS_PROXY__LISTEN=0.0.0.0:8080 \
     ADACOMPRESS_PROXY__ADMIN_LISTEN=0.0.0.0:9090 \
     ADACOMPRESS_STATE__DIR=/var/lib/adacompress \
-    ADACOMPRESS_AGENT__CHECKPOINT=/usr/share/adacompress/models/agent.json
+    ADACOMPRESS_AGENT__CHECKPOINT=/usr/share/adacompress/models/agent-calibrated.json
 
 # 8080: the proxy (point the cloud SDK's base URL here). 9090: admin (/metrics, /healthz,
 # /readyz, /agent); do not expose it publicly.

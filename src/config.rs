@@ -45,6 +45,8 @@ pub struct Config {
     pub agent: AgentConfig,
     pub limits: LimitsConfig,
     pub estimator: EstimatorConfig,
+    /// `[pair]`: how the live pair is learned (calibrated checkpoints).
+    pub pair: crate::learn::pair::PairConfig,
     pub state: StateConfig,
     pub aws: AwsConfig,
     pub log: LogConfig,
@@ -224,7 +226,7 @@ impl Default for ProxyConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            checkpoint: PathBuf::from("models/agent.json"),
+            checkpoint: PathBuf::from("models/agent-calibrated.json"),
             min_quality: 5,
             max_quality: 95,
             fixed: None,
@@ -464,6 +466,46 @@ impl Config {
             ("estimator.learn_every", e.learn_every),
             ("estimator.memory", e.memory),
             ("estimator.batch", e.batch),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "0".into(), "must be at least 1"));
+            }
+        }
+        let pc = &self.pair;
+        for (key, v) in [
+            ("pair.target_agreement", pc.target_agreement),
+            ("pair.max_audit_rate", pc.max_audit_rate),
+            ("pair.budget_share", pc.budget_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, v.to_string(), "must be in 0..=1"));
+            }
+        }
+        if !(0.0..=10.0).contains(&pc.learn_share) {
+            return Err(bad(
+                "pair.learn_share",
+                pc.learn_share.to_string(),
+                "must be in 0..=10",
+            ));
+        }
+        if !(0.0..=100.0).contains(&pc.margin_alarm_sigmas) {
+            return Err(bad(
+                "pair.margin_alarm_sigmas",
+                pc.margin_alarm_sigmas.to_string(),
+                "must be in 0..=100 (0 = off)",
+            ));
+        }
+        if !(0.0..=5.0).contains(&pc.confidence_z) {
+            return Err(bad(
+                "pair.confidence_z",
+                pc.confidence_z.to_string(),
+                "must be in 0..=5",
+            ));
+        }
+        for (key, v) in [
+            ("pair.window", pc.window),
+            ("pair.drift_window", pc.drift_window),
+            ("pair.drift_failures", pc.drift_failures),
         ] {
             if v == 0 {
                 return Err(bad(key, "0".into(), "must be at least 1"));

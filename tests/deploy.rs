@@ -443,7 +443,7 @@ fn configmap_toml_has_the_plan_sections_and_no_secrets() {
     );
     assert_eq!(
         cfg["agent"]["checkpoint"].as_str(),
-        Some("/usr/share/adacompress/models/agent.json")
+        Some("/usr/share/adacompress/models/agent-calibrated.json")
     );
 }
 
@@ -730,7 +730,7 @@ fn dockerfile_builds_like_the_readme_and_runs_unprivileged() {
         "ADACOMPRESS_PROXY__LISTEN=0.0.0.0:8080",
         "ADACOMPRESS_PROXY__ADMIN_LISTEN=0.0.0.0:9090",
         "ADACOMPRESS_STATE__DIR=/var/lib/adacompress",
-        "ADACOMPRESS_AGENT__CHECKPOINT=/usr/share/adacompress/models/agent.json",
+        "ADACOMPRESS_AGENT__CHECKPOINT=/usr/share/adacompress/models/agent-calibrated.json",
     ] {
         assert!(dockerfile.contains(needle), "Dockerfile lacks `{needle}`");
     }

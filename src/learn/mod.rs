@@ -5,6 +5,7 @@ pub mod augment;
 pub mod estimator;
 pub mod fit;
 pub mod online;
+pub mod pair;
 pub mod photos_env;
 pub mod reward;
 pub mod table;

@@ -51,11 +51,14 @@ use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, StateError, Train
 use crate::codec::EncoderMode;
 use crate::learn::estimator::EstimatorConfig;
 use crate::learn::estimator::{Estimator, Event, Mode, Sample};
+use crate::learn::pair::{AuditPlan, AuditResult, LivePair, PairConfig, PairStatus, Served};
 use crate::model::{ImageModel, ModelError};
 use crate::store::{MemoryRow, Store, StoreError};
 
 /// Key of the estimator's JSON in the `kv` table.
 const KV_ESTIMATOR: &str = "estimator";
+/// Key of the live pair's JSON in the `kv` table.
+const KV_LIVE_PAIR: &str = "live_pair";
 /// Valid checkpoints kept in `checkpoints/` (older ones are deleted).
 pub const KEEP_CHECKPOINTS: usize = 5;
 /// Learning calls that may wait for the learning thread. One call trains on the whole
@@ -132,6 +135,9 @@ pub struct Status {
     /// Learning calls dropped since start-up because [`LEARN_QUEUE`] calls were already
     /// waiting.
     pub learn_jobs_dropped: u64,
+    /// The live pair (calibrated checkpoints): what is served, each pair's bounds, and the
+    /// estimation bytes.
+    pub pair: Option<PairStatus>,
 }
 
 /// A learned checkpoint that was passed over, and why.
@@ -198,6 +204,10 @@ pub struct Online {
     validated: Mutex<HashMap<PathBuf, FileStamp>>,
     /// Learned checkpoints passed over since start-up.
     skipped: Mutex<Vec<SkippedCheckpoint>>,
+    /// The live pair learner: present for a calibrated checkpoint, whose images go up at
+    /// the pair learned live ([`crate::learn::pair`]) instead of the Q-head's estimate →
+    /// retrain loop.
+    pair: Option<Mutex<LivePair>>,
 }
 
 impl std::fmt::Debug for Online {
@@ -217,6 +227,17 @@ impl Online {
         shipped: &Path,
         state_dir: &Path,
         cfg: EstimatorConfig,
+        seed: u64,
+    ) -> Result<Arc<Online>, OnlineError> {
+        Online::open_with(shipped, state_dir, cfg, PairConfig::default(), seed)
+    }
+
+    /// [`Online::open`] with the live pair's settings.
+    pub fn open_with(
+        shipped: &Path,
+        state_dir: &Path,
+        cfg: EstimatorConfig,
+        pair_cfg: PairConfig,
         seed: u64,
     ) -> Result<Arc<Online>, OnlineError> {
         let checkpoint_dir = state_dir.join("checkpoints");
@@ -262,6 +283,42 @@ impl Online {
             None => Estimator::new(cfg.clone()),
         };
         let memory = store.load_memory()?;
+        let pair = match &ckpt.policy {
+            Policy::Calibrated {
+                fallback,
+                bits_per_pixel,
+                ..
+            } => {
+                let actions = &ckpt.action_set.actions;
+                let fresh = || {
+                    LivePair::new(
+                        pair_cfg.clone(),
+                        actions.clone(),
+                        bits_per_pixel.clone(),
+                        *fallback,
+                    )
+                };
+                let live = match store.get_kv(KV_LIVE_PAIR)? {
+                    Some(json) => match serde_json::from_str::<LivePair>(&json) {
+                        Ok(saved) => LivePair::restore(saved, pair_cfg.clone(), actions)
+                            .unwrap_or_else(|| {
+                                tracing::warn!(
+                                    "stored live pair is for other actions; starting fresh"
+                                );
+                                fresh()
+                            }),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stored live pair unreadable; starting fresh");
+                            fresh()
+                        }
+                    },
+                    None => fresh(),
+                };
+                tracing::info!(served = %actions[live.served()], "live pair");
+                Some(Mutex::new(live))
+            }
+            Policy::Greedy | Policy::CheapestSafe { .. } => None,
+        };
         tracing::info!(
             checkpoint = %path.display(),
             version = ckpt.version,
@@ -303,6 +360,7 @@ impl Online {
             in_flight: AtomicUsize::new(0),
             validated: Mutex::new(validated),
             skipped: Mutex::new(skipped),
+            pair,
         });
         let (tx, rx) = mpsc::sync_channel::<Job>(LEARN_QUEUE);
         let weak = Arc::downgrade(&online);
@@ -342,6 +400,9 @@ impl Online {
     /// Decides for an upload; explores with the estimator's current ε. CPU-bound: call it
     /// from a blocking thread.
     pub fn decide(&self, source: &mut Source<'_>) -> Result<Decision, StateError> {
+        if let Some(pair) = &self.pair {
+            return self.decide_pair(pair, source);
+        }
         let features: Arc<[f32]> =
             crate::agent::state::observe(&self.backbone, self.state_kind, source)?.into();
         let live = self.live();
@@ -362,6 +423,127 @@ impl Online {
             action,
             version: live.version,
         })
+    }
+
+    /// The live pair's decision. Where the calibrated policy can never deviate from its
+    /// fallback (threshold above 1), the backbone is not run at all; otherwise the policy's
+    /// own choice is taken only when it is cheaper than the live pair.
+    fn decide_pair(
+        &self,
+        pair: &Mutex<LivePair>,
+        source: &mut Source<'_>,
+    ) -> Result<Decision, StateError> {
+        let live = self.live();
+        let (served, cost_of) = {
+            let p = pair.lock().unwrap_or_else(|e| e.into_inner());
+            let costs: Vec<f64> = (0..self.actions.len()).map(|a| p.cost(a)).collect();
+            (p.served(), costs)
+        };
+        let deviates =
+            matches!(live.policy, Policy::Calibrated { threshold, .. } if threshold <= 1.0);
+        if !deviates {
+            return Ok(Decision {
+                features: Arc::from(Vec::new()),
+                greedy: served,
+                action: served,
+                version: live.version,
+            });
+        }
+        let features: Arc<[f32]> =
+            crate::agent::state::observe(&self.backbone, self.state_kind, source)?.into();
+        let q = live.head.predict(&features);
+        let (choice, fallback) = live.policy.decide_explained(&q, &features, &self.actions);
+        let cheaper = cost_of.get(choice).copied().unwrap_or(1.0)
+            < cost_of.get(served).copied().unwrap_or(1.0);
+        let action = if !fallback && cheaper { choice } else { served };
+        Ok(Decision {
+            features,
+            greedy: action,
+            action,
+            version: live.version,
+        })
+    }
+
+    /// Whether images go up at the live pair (a calibrated checkpoint).
+    pub fn pair_mode(&self) -> bool {
+        self.pair.is_some()
+    }
+
+    /// Counts one image served by the live pair and decides whether to audit it (a
+    /// uniform draw against the audit rate, paid from the estimation credit).
+    pub fn plan_audit(&self, served: Served) -> Option<AuditPlan> {
+        let pair = self.pair.as_ref()?;
+        let xi = self.inner().rng.random::<f64>();
+        pair.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .plan_audit(served, xi)
+    }
+
+    /// Records an audit's outcome and persists the live pair.
+    pub fn record_audit(
+        &self,
+        plan: &AuditPlan,
+        results: &[AuditResult],
+        estimation_bytes: u64,
+        image: (u32, u32, usize),
+    ) {
+        let Some(pair) = &self.pair else {
+            return;
+        };
+        let json = {
+            let mut p = pair.lock().unwrap_or_else(|e| e.into_inner());
+            let before = p.served();
+            p.record_audit(plan, results, estimation_bytes, image.0, image.1, image.2);
+            if p.served() != before {
+                tracing::info!(
+                    from = %self.actions.actions[before],
+                    to = %self.actions.actions[p.served()],
+                    "the live pair changed"
+                );
+            }
+            serde_json::to_string(&*p)
+        };
+        match json {
+            Ok(json) => {
+                if let Err(e) = self.store.put_kv(KV_LIVE_PAIR, &json) {
+                    tracing::error!(error = %e, "cannot persist the live pair");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialise the live pair"),
+        }
+    }
+
+    /// Counts the top-1 margin of the cloud's answer to an image served at the live pair
+    /// (free drift detection; see [`crate::learn::pair`]).
+    pub fn observe_margin(&self, margin: f64) {
+        if let Some(pair) = &self.pair {
+            let json = {
+                let mut p = pair.lock().unwrap_or_else(|e| e.into_inner());
+                if !p.observe_margin(margin) {
+                    return;
+                }
+                serde_json::to_string(&*p)
+            };
+            if let Ok(json) = json
+                && let Err(e) = self.store.put_kv(KV_LIVE_PAIR, &json)
+            {
+                tracing::error!(error = %e, "cannot persist the live pair");
+            }
+        }
+    }
+
+    /// Gives back estimation credit an audit reserved but could not spend.
+    pub fn refund_audit(&self, bytes: f64) {
+        if let Some(pair) = &self.pair {
+            pair.lock().unwrap_or_else(|e| e.into_inner()).refund(bytes);
+        }
+    }
+
+    /// The live pair's snapshot (calibrated checkpoints only).
+    pub fn pair_status(&self) -> Option<PairStatus> {
+        self.pair
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).status())
     }
 
     /// How answers are compared (`estimator.accuracy`).
@@ -614,6 +796,7 @@ impl Online {
             checkpoint: Some(inner.last_checkpoint.clone()),
             skipped_checkpoints: self.skipped().len(),
             learn_jobs_dropped: self.learn_jobs_dropped(),
+            pair: self.pair_status(),
         }
     }
 

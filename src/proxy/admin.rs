@@ -5,7 +5,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process serves (liveness; checks no upstream) |
 //! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503 |
-//! | `GET /agent` | JSON: state, version, p_est, recent agreement, memory, threshold |
+//! | `GET /agent` | JSON: state, version, p_est, recent agreement, memory, threshold; `pair`: the live pair served, whether it is certified, every audited pair's bounds and cost, audits, drifts and the estimation bytes |
 //! | `POST /agent/retrain` | enters retraining now (the replay memory is kept); 202 with the new state |
 //! | `DELETE /agent/memory` | forgets the replay memory; 200 with how many rows went |
 //!
@@ -136,6 +136,33 @@ pub fn refresh(s: &ProxyState) {
     let seen = m.retrains.get();
     if done > seen {
         m.retrains.inc_by(done - seen);
+    }
+    if let Some(pair) = &st.pair {
+        use super::metrics::ActionLabel;
+        let label = |a: &str| ActionLabel {
+            action: a.to_owned(),
+        };
+        for a in &online.actions.actions {
+            let name = a.name();
+            m.pair_served
+                .get_or_create(&label(&name))
+                .set(i64::from(name == pair.served));
+        }
+        for b in &pair.pairs {
+            m.pair_lower.get_or_create(&label(&b.action)).set(b.lower);
+            m.pair_upper.get_or_create(&label(&b.action)).set(b.upper);
+            m.pair_audited
+                .get_or_create(&label(&b.action))
+                .set(b.audits as i64);
+        }
+        m.pair_certified.set(i64::from(pair.certified));
+        m.pair_estimation_share.set(pair.estimation_share);
+        for (counter, total) in [(&m.pair_audits, pair.audits), (&m.pair_drifts, pair.drifts)] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
     }
     let dropped = st.learn_jobs_dropped;
     let counted = m.learn_jobs_dropped.get();

@@ -14,6 +14,7 @@ use crate::codec::{self, CodecError, Limits};
 use crate::config::RetrainServes;
 use crate::learn::estimator::Mode;
 use crate::learn::online::{Decision, Online};
+use crate::learn::pair::{AuditPlan, Served};
 use crate::protocol::{Protocol, ProxyRequest, SlotImage};
 
 /// What happened to one image of a request.
@@ -37,6 +38,16 @@ pub struct SlotResult {
     pub alt: Option<Vec<u8>>,
     /// The bytes uploaded for this slot are a re-encode (not the original).
     pub compressed: bool,
+    /// The live pair chose to audit this image (see [`crate::learn::pair`]).
+    pub audit: Option<Audit>,
+}
+
+/// An audit the live pair planned for one image, with the image's size.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub plan: AuditPlan,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// What step 3 produced for a request.
@@ -277,6 +288,7 @@ impl Job {
             applied: None,
             alt: None,
             compressed: false,
+            audit: None,
         };
         let pass = |mut slot: SlotResult, reason: Passthrough| {
             self.metrics.passthrough(reason);
@@ -379,6 +391,26 @@ impl Job {
                 .online
                 .as_ref()
                 .is_some_and(|o| o.mode() == Mode::Retrain);
+        let uploaded_len = if applied.original || retrain_original {
+            slot.original_len
+        } else {
+            applied.bytes.len()
+        };
+        if !fitted && let (Some(online), Some(_)) = (&self.online, &slot.decision) {
+            slot.audit = online
+                .plan_audit(Served {
+                    width: source.width,
+                    height: source.height,
+                    original_bytes: slot.original_len,
+                    uploaded_bytes: uploaded_len,
+                    action: slot.applied,
+                })
+                .map(|plan| Audit {
+                    plan,
+                    width: source.width,
+                    height: source.height,
+                });
+        }
         if applied.original {
             self.metrics.chosen_quality.observe(100.0);
             if action.quality.is_some() {

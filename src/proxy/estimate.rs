@@ -51,8 +51,15 @@ enum Other {
     Nothing,
 }
 
-/// Draws whether to estimate `p` and, if so, spawns the estimate.
+/// Draws whether to estimate `p` and, if so, spawns the estimate. With a live pair the
+/// decision was already taken on the request path ([`Online::plan_audit`]): an audited
+/// image is audited here.
 pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
+    if online.pair_mode() {
+        watch_margin(&online, &p);
+        audit(s, online, p);
+        return;
+    }
     if !s.cfg.estimator.enabled || !online.draw_estimate() {
         return;
     }
@@ -110,6 +117,152 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
         if explored {
             probe(&s, &online, &p, &reference, observed).await;
         }
+    });
+}
+
+/// Hands the top-1 margin of the served answer, for each image that went up at the live
+/// pair, to the learner (the answer is already here: no upload).
+fn watch_margin(online: &Online, p: &Pending) {
+    let Ok(answers) = parse(p.protocol, &p.served) else {
+        return;
+    };
+    for slot in &p.outcome.slots {
+        let at_pair = slot
+            .decision
+            .as_ref()
+            .is_some_and(|d| slot.applied == Some(d.action));
+        if !at_pair {
+            continue;
+        }
+        if let Some(Ok(answer)) = answers.get(slot.index) {
+            let score = |i: usize| answer.labels.get(i).map_or(0.0, |l| f64::from(l.score));
+            if !answer.labels.is_empty() {
+                online.observe_margin(score(0) - score(1));
+            }
+        }
+    }
+}
+
+/// A live-pair audit of the first audited image of `p`: upload the original request (the
+/// reference) and each candidate pair in place of that image, and compare every answer,
+/// the served one included, with the reference's. Runs off the request path within the
+/// same bounds as estimates (in-flight cap; the byte credit was reserved when planned).
+fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
+    let Some((slot_index, original_len, plan)) = p.outcome.slots.iter().find_map(|x| {
+        x.audit
+            .as_ref()
+            .map(|a| (x.index, x.original_len, a.clone()))
+    }) else {
+        return;
+    };
+    let reserved = original_len as f64;
+    if !s.cfg.estimator.enabled {
+        online.refund_audit(reserved);
+        return;
+    }
+    let Ok(permit) = s.estimation_slots().try_acquire_owned() else {
+        online.refund_audit(reserved);
+        skipped(&s, "busy");
+        return;
+    };
+    let guard = online.estimate_guard();
+    let state = s.clone();
+    state.spawn_estimate(async move {
+        let _permit = permit;
+        let _guard = guard;
+        let Some(original) = slot_bytes(&p, slot_index) else {
+            return;
+        };
+        // Encode the candidates on a worker of the compression pool (none free: no audit).
+        let Ok(worker) = s.pool().0.try_acquire_owned() else {
+            online.refund_audit(reserved);
+            skipped(&s, "busy");
+            return;
+        };
+        let limits = s.limits;
+        let encoder = online.encoder;
+        let actions: Vec<(usize, crate::action::Action)> = plan
+            .plan
+            .candidates
+            .iter()
+            .filter_map(|&a| online.actions.actions.get(a).map(|x| (a, *x)))
+            .collect();
+        let bytes = original.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let _worker = worker;
+            let mut source = crate::action::Source::new(&bytes, &limits).ok()?;
+            Some(
+                actions
+                    .into_iter()
+                    .filter_map(|(a, action)| source.apply(&action, encoder).ok().map(|x| (a, x)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        // The request went up as sent: the client's answer is the reference, no upload.
+        let (reference, mut spent) = if p.served_original {
+            (p.served.clone(), 0u64)
+        } else {
+            match upload(&s, &p, &[], original.len()).await {
+                Some(a) => (a, original.len() as u64),
+                None => return,
+            }
+        };
+        let reference = match parse(p.protocol, &reference) {
+            Ok(list) => match list.into_iter().nth(slot_index) {
+                Some(Ok(a)) => a,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let accuracy = online.accuracy();
+        let served_agrees = match parse(p.protocol, &p.served) {
+            Ok(list) => match list.get(slot_index) {
+                Some(Ok(c)) => answers_agree(&reference, c, accuracy),
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        let mut results = vec![crate::learn::pair::AuditResult {
+            action: plan.plan.served,
+            agree: served_agrees,
+            size_ratio: None,
+        }];
+        for (a, applied) in encoded {
+            let ratio = applied.bytes.len() as f64 / original.len().max(1) as f64;
+            let agree = if applied.original {
+                // The pair leaves this image as sent: its answer is the reference's.
+                true
+            } else {
+                let len = applied.bytes.len();
+                spent += len as u64;
+                let Some(answer) = upload(&s, &p, &[(slot_index, applied.bytes)], len).await else {
+                    continue;
+                };
+                match parse(p.protocol, &answer) {
+                    Ok(list) => match list.get(slot_index) {
+                        Some(Ok(c)) => answers_agree(&reference, c, accuracy),
+                        _ => false,
+                    },
+                    Err(_) => false,
+                }
+            };
+            results.push(crate::learn::pair::AuditResult {
+                action: a,
+                agree,
+                size_ratio: Some(ratio),
+            });
+        }
+        online.record_audit(
+            &plan.plan,
+            &results,
+            spent,
+            (plan.width, plan.height, original.len()),
+        );
+        tracing::debug!(id = %p.request_id, audited = results.len(), "audited");
     });
 }
 

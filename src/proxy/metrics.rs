@@ -44,6 +44,12 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// An action of the agent's action set (`q85@768`, `keep`): a bounded set from the checkpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +82,14 @@ pub struct Metrics {
     pub agent_version: Gauge,
     pub retrains: Counter,
     pub learn_jobs_dropped: Counter,
+    pub pair_served: Family<ActionLabel, Gauge>,
+    pub pair_lower: Family<ActionLabel, FloatGauge>,
+    pub pair_upper: Family<ActionLabel, FloatGauge>,
+    pub pair_audited: Family<ActionLabel, Gauge>,
+    pub pair_certified: Gauge,
+    pub pair_audits: Counter,
+    pub pair_drifts: Counter,
+    pub pair_estimation_share: FloatGauge,
     pub inflight: Gauge,
     pub busy_workers: Gauge,
     pub connections: Gauge,
@@ -202,6 +216,14 @@ impl Metrics {
             agent_version: Gauge::default(),
             retrains: Counter::default(),
             learn_jobs_dropped: Counter::default(),
+            pair_served: Family::default(),
+            pair_lower: Family::default(),
+            pair_upper: Family::default(),
+            pair_audited: Family::default(),
+            pair_certified: Gauge::default(),
+            pair_audits: Counter::default(),
+            pair_drifts: Counter::default(),
+            pair_estimation_share: FloatGauge::default(),
             inflight: Gauge::default(),
             busy_workers: Gauge::default(),
             connections: Gauge::default(),
@@ -304,6 +326,46 @@ impl Metrics {
             "adacompress_learn_jobs_dropped",
             "Learning calls dropped because the learner's queue was full (the memory keeps their rows).",
             m.learn_jobs_dropped.clone(),
+        );
+        registry.register(
+            "adacompress_pair_served",
+            "1 for the (max side, quality) pair every image goes up at now (the live pair).",
+            m.pair_served.clone(),
+        );
+        registry.register(
+            "adacompress_pair_lower_bound",
+            "One-sided lower confidence bound on each audited pair's top-1 agreement with the original.",
+            m.pair_lower.clone(),
+        );
+        registry.register(
+            "adacompress_pair_upper_bound",
+            "One-sided upper confidence bound on each audited pair's top-1 agreement (below the target: ruled out).",
+            m.pair_upper.clone(),
+        );
+        registry.register(
+            "adacompress_pair_window_audits",
+            "Audits of each pair in the current window.",
+            m.pair_audited.clone(),
+        );
+        registry.register(
+            "adacompress_pair_certified",
+            "1 when the served pair's lower bound clears pair.target_agreement (0: the default is served).",
+            m.pair_certified.clone(),
+        );
+        registry.register(
+            "adacompress_pair_audits",
+            "Audits made (the original and candidate pairs uploaded beside an image).",
+            m.pair_audits.clone(),
+        );
+        registry.register(
+            "adacompress_pair_drifts",
+            "Times the served pair's agreement dropped and the learner stepped up and re-learned.",
+            m.pair_drifts.clone(),
+        );
+        registry.register(
+            "adacompress_pair_estimation_share",
+            "Estimation bytes over the bytes served since start-up.",
+            m.pair_estimation_share.clone(),
         );
         registry.register(
             "adacompress_inflight_requests",

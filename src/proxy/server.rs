@@ -101,8 +101,9 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         let path = cfg.agent.checkpoint.clone();
         let state_dir = cfg.state.dir.clone();
         let ecfg = cfg.estimator.clone();
+        let pcfg = cfg.pair.clone();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || Online::open(&p, &state_dir, ecfg, 0x5eed))
+        tokio::task::spawn_blocking(move || Online::open_with(&p, &state_dir, ecfg, pcfg, 0x5eed))
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
             .map_err(|source| ServeError::Agent { path, source })?

@@ -1,0 +1,812 @@
+//! The live pair: which (max side, quality) pair suits the traffic the proxy actually sees,
+//! learned from the cloud's own answers and certified by a confidence bound.
+//!
+//! No pair picked offline is right for every deployment (the best pair of the sample photos,
+//! of phone uploads and of an unseen source differ), so `serve` learns it live:
+//!
+//! 1. **Serve.** Every image goes up at the *served* pair: the cheapest pair whose one-sided
+//!    Wilson lower bound on top-1 agreement (over this deployment's audits) clears
+//!    `target_agreement`; while none does, the *default* pair. A fresh proxy's default is the
+//!    shipped prior (the calibrated checkpoint's fallback, the best pair of its training
+//!    photos), so it is useful from its first photo.
+//! 2. **Audit**, off the request path, for a sample of images: upload the original (the
+//!    reference) and a few *candidate* pairs: the cheapest pairs below the served one that
+//!    audits have not ruled out. The served pair's own answer is free (the client got it), so
+//!    every audit also counts for the served pair. [`LivePair::plan_audit`] decides.
+//! 3. **Spend by budget.** Audits are paid from a byte credit that grows with what is served:
+//!    `learn_share` of the served bytes for the first `learn_images` images after a start or
+//!    a drift (the learning phase), `budget_share` after. So estimation is at most that share
+//!    of the compressed stream, by construction.
+//! 4. **Step up at once on drift.** When the served pair fails `drift_failures` of its last
+//!    `drift_window` audits, the evidence of the old scenery is dropped, the default steps up
+//!    to the next more faithful pair (larger or equal side *and* quality, or the original),
+//!    and a new learning phase starts.
+//!
+//! Costs. A pair's cost is its expected size ratio (upload / original) on this traffic:
+//! the prior's bits per pixel times the output pixels of each image served, corrected by
+//! the ratio actually measured whenever the pair was encoded (every served image, every
+//! audited candidate).
+//!
+//! 5. **Watch the free signal.** The cloud's answer to every served image is free; its
+//!    top-1 margin (top-1 score minus top-2) moves when the scenery does (night photos are
+//!    answered with less confidence). A fast moving average of the margin is compared with
+//!    a slow one; when they part by more than `margin_alarm_sigmas` standard errors, the
+//!    learner treats it as drift at once (step up if the margin fell, forget, re-learn),
+//!    without waiting for audits to fail.
+//!
+//! What is *not* used yet (see `docs/bench/notes.md`): monotonicity in side and quality as
+//! a prior on unaudited pairs, the margin to choose *which* images to audit,
+//! prediction-powered bounds and reference-grade references.
+//!
+//! The state is plain data ([`LivePair`] is `Serialize`), persisted by [`crate::learn::online`]
+//! so it survives restarts.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Action;
+
+/// How the live pair learns (`[pair]` in the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PairConfig {
+    /// Top-1 agreement with the original that the served pair must be certified for.
+    pub target_agreement: f64,
+    /// z of the one-sided bound (1.645 = 95 %).
+    pub confidence_z: f64,
+    /// Audits kept per pair (the oldest are dropped).
+    pub window: usize,
+    /// Audits older than this many images are dropped too (stale scenery).
+    pub max_age_images: u64,
+    /// Estimation credit, as a share of the served bytes, during a learning phase.
+    pub learn_share: f64,
+    /// Images in a learning phase (after start-up and after each drift).
+    pub learn_images: u64,
+    /// Estimation credit, as a share of the served bytes, outside learning phases.
+    pub budget_share: f64,
+    /// At most this share of images is audited, whatever the credit.
+    pub max_audit_rate: f64,
+    /// Candidate pairs uploaded per audit besides the reference.
+    pub candidates: usize,
+    /// The served pair's recent audits looked at for drift.
+    pub drift_window: usize,
+    /// Failures among them that mean drift.
+    pub drift_failures: usize,
+    /// Standard errors between the fast and slow moving averages of the served answers'
+    /// top-1 margin that mean the scenery changed (0 = off).
+    pub margin_alarm_sigmas: f64,
+}
+
+impl Default for PairConfig {
+    fn default() -> Self {
+        PairConfig {
+            target_agreement: 0.97,
+            confidence_z: 1.645,
+            window: 400,
+            max_age_images: 6000,
+            learn_share: 1.0,
+            learn_images: 600,
+            budget_share: 0.08,
+            max_audit_rate: 0.5,
+            candidates: 2,
+            drift_window: 20,
+            drift_failures: 3,
+            margin_alarm_sigmas: 5.0,
+        }
+    }
+}
+
+/// One-sided Wilson bounds `(lower, upper)` of `successes` out of `n` at `z`.
+pub fn wilson(successes: usize, n: usize, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (p, n) = (successes as f64 / n as f64, n as f64);
+    let denom = 1.0 + z * z / n;
+    let centre = p + z * z / (2.0 * n);
+    let margin = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    (
+        ((centre - margin) / denom).max(0.0),
+        ((centre + margin) / denom).min(1.0),
+    )
+}
+
+/// What the learner knows of one action.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PairStats {
+    /// Audit outcomes: (image number, agreed), oldest first.
+    outcomes: VecDeque<(u64, bool)>,
+    /// Moving average of the prior's predicted size ratio on the images served.
+    predicted_ratio: f64,
+    /// Moving average of measured / predicted size ratio (1 until measured).
+    correction: f64,
+    /// Measured size ratios seen.
+    measured: u64,
+}
+
+impl PairStats {
+    fn agreed(&self) -> (usize, usize) {
+        let ok = self.outcomes.iter().filter(|(_, a)| *a).count();
+        (ok, self.outcomes.len())
+    }
+}
+
+/// Moving averages of the served answers' top-1 margin (see the module doc, step 5).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct MarginWatch {
+    fast: f64,
+    slow: f64,
+    /// Moving variance around `slow`.
+    var: f64,
+    /// Margins seen since the last change (the slow average needs a baseline).
+    n: u64,
+}
+
+/// Weight of the newest margin in the fast average (~25 images).
+const FAST: f64 = 0.04;
+/// Weight of the newest margin in the slow average (~400 images).
+const SLOW: f64 = 0.0025;
+/// Margins needed after a change before an alarm can be raised.
+const MARGIN_BASELINE: u64 = 300;
+
+impl MarginWatch {
+    /// Adds a margin; `Some(fell)` when the fast average left the slow one's band.
+    fn observe(&mut self, margin: f64, sigmas: f64) -> Option<bool> {
+        if !margin.is_finite() {
+            return None;
+        }
+        let margin = margin.clamp(0.0, 1.0);
+        if self.n == 0 {
+            self.fast = margin;
+            self.slow = margin;
+            self.var = 0.0;
+        }
+        self.n += 1;
+        self.fast += FAST * (margin - self.fast);
+        if self.n < MARGIN_BASELINE {
+            // The baseline learns quickly at first: a plain mean over the first images.
+            let w = 1.0 / self.n as f64;
+            let d = margin - self.slow;
+            self.slow += w * d;
+            self.var += w * (d * d * (1.0 - w) - self.var);
+            return None;
+        }
+        // The standard deviation of an exponential average with weight a of independent
+        // values is sigma * sqrt(a / (2 - a)).
+        let band = sigmas * self.var.sqrt() * (FAST / (2.0 - FAST)).sqrt();
+        if sigmas > 0.0 && (self.fast - self.slow).abs() > band.max(0.02) {
+            return Some(self.fast < self.slow);
+        }
+        let d = margin - self.slow;
+        self.slow += SLOW * d;
+        self.var += SLOW * (d * d - self.var);
+        None
+    }
+}
+
+/// One image's facts, for costs and the budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    /// Upright width and height of the original.
+    pub width: u32,
+    pub height: u32,
+    /// The client's bytes for the image.
+    pub original_bytes: usize,
+    /// The bytes that went up for it.
+    pub uploaded_bytes: usize,
+    /// The action whose bytes went up (`None`: the original went up for another reason).
+    pub action: Option<usize>,
+}
+
+/// What to upload for one audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditPlan {
+    /// The pair served to the client (its answer is the free candidate).
+    pub served: usize,
+    /// Further pairs to encode and upload.
+    pub candidates: Vec<usize>,
+}
+
+/// One audited action: did its answer agree with the original's, and its size ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditResult {
+    pub action: usize,
+    pub agree: bool,
+    pub size_ratio: Option<f64>,
+}
+
+/// A pair's bounds, for `GET /agent` and the metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairBound {
+    pub action: String,
+    pub audits: usize,
+    pub agreed: usize,
+    pub lower: f64,
+    pub upper: f64,
+    /// Expected size ratio on this traffic.
+    pub cost: f64,
+}
+
+/// A snapshot of the live pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairStatus {
+    pub served: String,
+    pub default: String,
+    /// The served pair's lower bound clears the target.
+    pub certified: bool,
+    pub target_agreement: f64,
+    pub learning: bool,
+    pub images: u64,
+    pub audits: u64,
+    pub drifts: u64,
+    /// Drifts raised by a shift of the answers' top-1 margins (before any audit failed).
+    pub margin_alarms: u64,
+    pub served_bytes: u64,
+    pub original_bytes: u64,
+    pub estimation_bytes: u64,
+    /// Estimation bytes over served bytes since start-up.
+    pub estimation_share: f64,
+    /// Every action with audits or a served image, cheapest first.
+    pub pairs: Vec<PairBound>,
+}
+
+/// The live pair learner (see the module doc).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LivePair {
+    #[serde(skip)]
+    cfg: PairConfig,
+    actions: Vec<Action>,
+    /// Bits per output pixel of each action (the prior's), for predicted costs.
+    bits_per_pixel: Vec<f32>,
+    stats: Vec<PairStats>,
+    /// Served while no pair is certified.
+    default: usize,
+    served: usize,
+    /// Images served since start-up.
+    images: u64,
+    /// Images since the last start or drift (the learning phase is the first `learn_images`).
+    since_change: u64,
+    /// Estimation credit in bytes.
+    credit: f64,
+    /// The served pair's recent audit outcomes (drift detection).
+    recent: VecDeque<bool>,
+    /// The served answers' top-1 margins (drift detection without audits).
+    #[serde(default)]
+    margins: MarginWatch,
+    audits: u64,
+    drifts: u64,
+    /// Drifts raised by the margin watch.
+    #[serde(default)]
+    margin_alarms: u64,
+    served_bytes: u64,
+    original_bytes: u64,
+    estimation_bytes: u64,
+}
+
+impl LivePair {
+    /// A fresh learner over `actions`, serving `default` until a pair is certified.
+    pub fn new(
+        cfg: PairConfig,
+        actions: Vec<Action>,
+        bits_per_pixel: Vec<f32>,
+        default: usize,
+    ) -> LivePair {
+        let n = actions.len();
+        let default = default.min(n.saturating_sub(1));
+        LivePair {
+            cfg,
+            stats: vec![
+                PairStats {
+                    correction: 1.0,
+                    ..PairStats::default()
+                };
+                n
+            ],
+            bits_per_pixel,
+            actions,
+            default,
+            served: default,
+            images: 0,
+            since_change: 0,
+            credit: 0.0,
+            recent: VecDeque::new(),
+            margins: MarginWatch::default(),
+            audits: 0,
+            drifts: 0,
+            margin_alarms: 0,
+            served_bytes: 0,
+            original_bytes: 0,
+            estimation_bytes: 0,
+        }
+    }
+
+    /// A saved learner with the current config; `None` when it was saved for other actions.
+    pub fn restore(mut saved: LivePair, cfg: PairConfig, actions: &[Action]) -> Option<LivePair> {
+        if saved.actions != actions || saved.stats.len() != actions.len() {
+            return None;
+        }
+        saved.cfg = cfg;
+        saved.choose();
+        Some(saved)
+    }
+
+    /// The action every image goes up at now.
+    pub fn served(&self) -> usize {
+        self.served
+    }
+
+    /// The actions this learner chooses among.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    fn is_keep(&self, a: usize) -> bool {
+        self.actions.get(a).is_none_or(|x| x.quality.is_none())
+    }
+
+    /// Expected size ratio of action `a` on this traffic (1 for keep; the prior's order
+    /// before any image was served).
+    pub fn cost(&self, a: usize) -> f64 {
+        if self.is_keep(a) {
+            return 1.0;
+        }
+        let s = &self.stats[a];
+        if s.predicted_ratio > 0.0 {
+            (s.predicted_ratio * s.correction).min(1.0)
+        } else {
+            // Nothing served yet: bits per pixel of a 2 MP photo at 2 bits per pixel.
+            let pixels = self.actions[a].output_pixels(1632, 1224);
+            let bpp = self.bits_per_pixel.get(a).copied().unwrap_or(8.0) as f64;
+            (bpp * pixels / (2.0 * 1632.0 * 1224.0)).min(1.0)
+        }
+    }
+
+    /// Action indices, cheapest first (keep last).
+    fn by_cost(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.actions.len()).collect();
+        order.sort_by(|&a, &b| {
+            self.cost(a)
+                .total_cmp(&self.cost(b))
+                .then(self.is_keep(a).cmp(&self.is_keep(b)))
+        });
+        order
+    }
+
+    /// Wilson bounds of action `a` over its kept audits (keep is exact: it is the reference).
+    pub fn bounds(&self, a: usize) -> (f64, f64) {
+        if self.is_keep(a) {
+            return (1.0, 1.0);
+        }
+        let (ok, n) = self.stats[a].agreed();
+        wilson(ok, n, self.cfg.confidence_z)
+    }
+
+    fn certified(&self, a: usize) -> bool {
+        self.bounds(a).0 >= self.cfg.target_agreement
+    }
+
+    fn ruled_out(&self, a: usize) -> bool {
+        self.bounds(a).1 < self.cfg.target_agreement
+    }
+
+    /// Re-picks the served pair: the cheapest certified, else the default.
+    fn choose(&mut self) {
+        self.served = self
+            .by_cost()
+            .into_iter()
+            .find(|&a| self.certified(a) && self.cost(a) <= self.cost(self.default))
+            .unwrap_or(self.default);
+    }
+
+    /// The cheapest pair above `a` (side and quality at least as large) not ruled out;
+    /// the original (keep) when there is none.
+    fn step_up(&self, a: usize) -> usize {
+        let keep = (0..self.actions.len())
+            .find(|&i| self.is_keep(i))
+            .unwrap_or(a);
+        let Some(from) = self.actions.get(a).copied() else {
+            return keep;
+        };
+        let side = |x: &Action| x.max_side.unwrap_or(u32::MAX);
+        (0..self.actions.len())
+            .filter(|&b| b != a && !self.is_keep(b) && !self.ruled_out(b))
+            .filter(|&b| {
+                let to = self.actions[b];
+                side(&to) >= side(&from) && to.quality >= from.quality
+            })
+            .filter(|&b| self.cost(b) > self.cost(a))
+            .min_by(|&x, &y| self.cost(x).total_cmp(&self.cost(y)))
+            .unwrap_or(keep)
+    }
+
+    /// The pairs an audit uploads besides the served one, among those cheaper than it that
+    /// audits have not ruled out: the nearest in cost, then spread evenly down to the
+    /// cheapest, so a search for the cheapest good pair moves in halving steps rather than
+    /// one pair at a time (a pair far too cheap fails fast and is ruled out).
+    fn candidates(&self) -> Vec<usize> {
+        let served_cost = self.cost(self.served);
+        let open: Vec<usize> = self
+            .by_cost()
+            .into_iter()
+            .rev()
+            .filter(|&a| a != self.served && !self.is_keep(a))
+            .filter(|&a| self.cost(a) < served_cost && !self.ruled_out(a))
+            .collect();
+        let k = self.cfg.candidates.min(open.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        // Positions 0, n/2^(k-1), …, n/2 of the open pairs (nearest first): with k = 2,
+        // the nearest and the middle one.
+        let mut picks: Vec<usize> = (0..k)
+            .map(|i| if i == 0 { 0 } else { open.len() >> (k - i) })
+            .collect();
+        picks.dedup();
+        picks.into_iter().map(|i| open[i]).collect()
+    }
+
+    /// Counts one served image (costs, budget) and decides whether to audit it. `xi` is a
+    /// uniform draw in [0, 1). The audit's expected bytes are reserved from the credit.
+    pub fn plan_audit(&mut self, image: Served, xi: f64) -> Option<AuditPlan> {
+        self.images += 1;
+        self.since_change += 1;
+        self.served_bytes += image.uploaded_bytes as u64;
+        self.original_bytes += image.original_bytes as u64;
+        let orig = image.original_bytes.max(1) as f64;
+        // Costs: the prior's prediction for every action on this image, and the served
+        // action's measured ratio.
+        const RATE: f64 = 0.02;
+        for (a, action) in self.actions.iter().enumerate() {
+            if action.quality.is_none() {
+                continue;
+            }
+            let bpp = self.bits_per_pixel.get(a).copied().unwrap_or(8.0) as f64;
+            let predicted =
+                (bpp * action.output_pixels(image.width, image.height) / 8.0 / orig).min(1.0);
+            let s = &mut self.stats[a];
+            s.predicted_ratio = if s.predicted_ratio > 0.0 {
+                s.predicted_ratio + RATE * (predicted - s.predicted_ratio)
+            } else {
+                predicted
+            };
+        }
+        if let Some(a) = image.action {
+            self.measured(
+                a,
+                image.uploaded_bytes as f64 / orig,
+                image.width,
+                image.height,
+                orig,
+            );
+        }
+        let share = if self.since_change <= self.cfg.learn_images {
+            self.cfg.learn_share
+        } else {
+            self.cfg.budget_share
+        };
+        self.credit += share * image.uploaded_bytes as f64;
+        // Never bank more than a few audits' worth: credit unspent for a long time would
+        // otherwise buy a burst of audits.
+        self.credit = self.credit.min(8.0 * orig);
+        if image.action != Some(self.served) || xi >= self.cfg.max_audit_rate {
+            return None;
+        }
+        let candidates = self.candidates();
+        let expected: f64 = orig + candidates.iter().map(|&a| self.cost(a) * orig).sum::<f64>();
+        if self.credit < expected {
+            return None;
+        }
+        self.credit -= expected;
+        Some(AuditPlan {
+            served: self.served,
+            candidates,
+        })
+    }
+
+    fn measured(&mut self, a: usize, ratio: f64, width: u32, height: u32, orig: f64) {
+        let Some(action) = self.actions.get(a).copied() else {
+            return;
+        };
+        if action.quality.is_none() {
+            return;
+        }
+        let bpp = self.bits_per_pixel.get(a).copied().unwrap_or(8.0) as f64;
+        let predicted = bpp * action.output_pixels(width, height) / 8.0 / orig;
+        if predicted <= 0.0 || !ratio.is_finite() {
+            return;
+        }
+        let s = &mut self.stats[a];
+        let k = (ratio / predicted).clamp(0.05, 20.0);
+        let rate = (1.0 / (s.measured + 1) as f64).max(0.05);
+        s.correction += rate * (k - s.correction);
+        s.measured += 1;
+    }
+
+    /// Records an audit's answers (the served pair and the candidates), the bytes it
+    /// actually uploaded, and the image's size; then checks for drift and re-picks.
+    pub fn record_audit(
+        &mut self,
+        plan: &AuditPlan,
+        results: &[AuditResult],
+        estimation_bytes: u64,
+        width: u32,
+        height: u32,
+        original_bytes: usize,
+    ) {
+        self.audits += 1;
+        self.estimation_bytes += estimation_bytes;
+        let now = self.images;
+        let orig = original_bytes.max(1) as f64;
+        for r in results {
+            if r.action >= self.actions.len() || self.is_keep(r.action) {
+                continue;
+            }
+            let s = &mut self.stats[r.action];
+            s.outcomes.push_back((now, r.agree));
+            while s.outcomes.len() > self.cfg.window {
+                s.outcomes.pop_front();
+            }
+            if let Some(ratio) = r.size_ratio
+                && r.action != plan.served
+            {
+                self.measured(r.action, ratio, width, height, orig);
+            }
+            if r.action == plan.served && plan.served == self.served {
+                self.recent.push_back(r.agree);
+                while self.recent.len() > self.cfg.drift_window {
+                    self.recent.pop_front();
+                }
+            }
+        }
+        let oldest = now.saturating_sub(self.cfg.max_age_images);
+        for s in &mut self.stats {
+            while s.outcomes.front().is_some_and(|(t, _)| *t < oldest) {
+                s.outcomes.pop_front();
+            }
+        }
+        let failures = self.recent.iter().filter(|a| !**a).count();
+        if failures >= self.cfg.drift_failures {
+            self.drift(true);
+            tracing::warn!(
+                now = %self.actions[self.default],
+                "the served pair's agreement dropped; stepped up, re-learning"
+            );
+        }
+        self.choose();
+    }
+
+    /// Counts the top-1 margin of the cloud's answer to a served image; a shift of the
+    /// margins is treated as drift at once (stepping up when they fell). Returns whether
+    /// it raised an alarm.
+    pub fn observe_margin(&mut self, margin: f64) -> bool {
+        match self.margins.observe(margin, self.cfg.margin_alarm_sigmas) {
+            Some(fell) => {
+                self.margin_alarms += 1;
+                self.drift(fell);
+                tracing::warn!(
+                    fell,
+                    now = %self.actions[self.default],
+                    "the cloud's confidence shifted; re-learning the pair"
+                );
+                self.choose();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The scenery changed: forget its audits, step up from the served pair when `up`
+    /// (else keep serving it as the default), and start a learning phase.
+    fn drift(&mut self, up: bool) {
+        let from = self.served;
+        for s in &mut self.stats {
+            s.outcomes.clear();
+        }
+        self.default = if up { self.step_up(from) } else { from };
+        self.recent.clear();
+        self.margins = MarginWatch::default();
+        self.since_change = 0;
+        self.drifts += 1;
+    }
+
+    /// Estimation bytes the plan reserved but did not spend are given back.
+    pub fn refund(&mut self, bytes: f64) {
+        self.credit += bytes.max(0.0);
+    }
+
+    /// A snapshot for `GET /agent` and the metrics.
+    pub fn status(&self) -> PairStatus {
+        let pairs = self
+            .by_cost()
+            .into_iter()
+            .filter(|&a| !self.stats[a].outcomes.is_empty() || a == self.served)
+            .map(|a| {
+                let (agreed, audits) = self.stats[a].agreed();
+                let (lower, upper) = self.bounds(a);
+                PairBound {
+                    action: self.actions[a].name(),
+                    audits,
+                    agreed,
+                    lower,
+                    upper,
+                    cost: self.cost(a),
+                }
+            })
+            .collect();
+        PairStatus {
+            served: self.actions[self.served].name(),
+            default: self.actions[self.default].name(),
+            certified: self.certified(self.served),
+            target_agreement: self.cfg.target_agreement,
+            learning: self.since_change <= self.cfg.learn_images,
+            images: self.images,
+            audits: self.audits,
+            drifts: self.drifts,
+            margin_alarms: self.margin_alarms,
+            served_bytes: self.served_bytes,
+            original_bytes: self.original_bytes,
+            estimation_bytes: self.estimation_bytes,
+            estimation_share: self.estimation_bytes as f64 / self.served_bytes.max(1) as f64,
+            pairs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::ActionSet;
+
+    fn learner() -> LivePair {
+        let set = ActionSet::uploads();
+        // Bits per pixel rising with quality, as the shipped prior's do.
+        let bpp = set
+            .actions
+            .iter()
+            .map(|a| match a.quality {
+                None => 8.0,
+                Some(q) => 0.3 + f32::from(q) / 50.0,
+            })
+            .collect();
+        let default = set.index_of(&Action::parse("q95@960").unwrap()).unwrap();
+        LivePair::new(PairConfig::default(), set.actions, bpp, default)
+    }
+
+    fn image(l: &LivePair, action: usize) -> Served {
+        let orig = 1_000_000usize;
+        let a = l.actions[action];
+        let bytes = (f64::from(l.bits_per_pixel[action]) * a.output_pixels(2000, 1500) / 8.0)
+            .min(orig as f64) as usize;
+        Served {
+            width: 2000,
+            height: 1500,
+            original_bytes: orig,
+            uploaded_bytes: bytes,
+            action: Some(action),
+        }
+    }
+
+    /// Runs `n` images where action `a` agrees with probability `agree(a)`.
+    fn stream(l: &mut LivePair, n: usize, seed: u64, agree: impl Fn(Action) -> f64) {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..n {
+            let served = l.served();
+            let img = image(l, served);
+            if let Some(plan) = l.plan_audit(img, rng.random::<f64>()) {
+                let mut results = vec![AuditResult {
+                    action: plan.served,
+                    agree: rng.random::<f64>() < agree(l.actions[plan.served]),
+                    size_ratio: None,
+                }];
+                for &c in &plan.candidates {
+                    let b = image(l, c);
+                    results.push(AuditResult {
+                        action: c,
+                        agree: rng.random::<f64>() < agree(l.actions[c]),
+                        size_ratio: Some(b.uploaded_bytes as f64 / b.original_bytes as f64),
+                    });
+                }
+                l.record_audit(&plan, &results, 1_000_000, 2000, 1500, 1_000_000);
+            }
+        }
+    }
+
+    #[test]
+    fn wilson_bounds_match_known_values() {
+        let (lo, hi) = wilson(97, 100, 1.645);
+        assert!((lo - 0.9273).abs() < 1e-3, "{lo}");
+        assert!((hi - 0.9879).abs() < 1e-3, "{hi}");
+        // 88 clean audits are the fewest whose 95 % lower bound reaches 97 %.
+        assert!(wilson(88, 88, 1.645).0 >= 0.97);
+        assert!(wilson(87, 87, 1.645).0 < 0.97);
+        assert_eq!(wilson(0, 0, 1.645), (0.0, 1.0));
+    }
+
+    #[test]
+    fn a_fresh_learner_serves_the_prior_and_audits_within_its_budget() {
+        let mut l = learner();
+        let default = l.served();
+        assert_eq!(l.actions[default].name(), "q95@960");
+        // Every pair agrees: the learner certifies cheaper and cheaper pairs.
+        stream(&mut l, 3000, 1, |_| 1.0);
+        let st = l.status();
+        assert!(st.certified, "{st:?}");
+        assert!(
+            l.cost(l.served()) < l.cost(default),
+            "moved below the prior: {}",
+            st.served
+        );
+        // The credit bounds estimation: learn_share of the first 600 images' bytes plus
+        // budget_share of the rest, plus the banked cap.
+        assert!(st.estimation_bytes as f64 <= 1.0 * st.served_bytes as f64 + 8e6);
+    }
+
+    #[test]
+    fn a_pair_below_target_is_never_certified_and_drift_steps_up() {
+        let mut l = learner();
+        // Nothing below q95 at ≥ 960 px agrees often enough.
+        let weak = |a: Action| {
+            let side = a.max_side.unwrap_or(u32::MAX);
+            if a.quality == Some(95) && side >= 960 {
+                0.995
+            } else {
+                0.85
+            }
+        };
+        stream(&mut l, 3000, 2, weak);
+        let served = l.actions[l.served()];
+        assert!(
+            served.quality == Some(95) && served.max_side.unwrap_or(u32::MAX) >= 960,
+            "served {served}"
+        );
+        // The scenery changes: the served pair now fails half the time; the learner steps up.
+        let before = l.served();
+        stream(
+            &mut l,
+            600,
+            3,
+            |a| if a.quality.is_none() { 1.0 } else { 0.5 },
+        );
+        let st = l.status();
+        assert!(st.drifts >= 1, "{st:?}");
+        assert!(
+            l.cost(l.served()) > l.cost(before),
+            "stepped up: {}",
+            st.served
+        );
+    }
+
+    #[test]
+    fn a_fall_in_the_answers_margins_steps_up_before_any_audit_fails() {
+        use rand::{RngExt, SeedableRng};
+        let mut l = learner();
+        stream(&mut l, 2000, 5, |_| 1.0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        // Day: margins around 0.5; no alarm in 3,000 images.
+        for _ in 0..3000 {
+            assert!(!l.observe_margin(0.5 + 0.3 * (rng.random::<f64>() - 0.5)));
+        }
+        let before = l.served();
+        // Night: margins around 0.25; an alarm within 100 images, and a step up.
+        let alarm =
+            (0..100).position(|_| l.observe_margin(0.25 + 0.3 * (rng.random::<f64>() - 0.5)));
+        assert!(alarm.is_some(), "no alarm");
+        assert!(l.cost(l.served()) > l.cost(before), "stepped up");
+        assert_eq!(l.status().margin_alarms, 1);
+    }
+
+    #[test]
+    fn restore_keeps_the_evidence_and_rejects_other_actions() {
+        let mut l = learner();
+        stream(&mut l, 1000, 4, |_| 1.0);
+        let json = serde_json::to_string(&l).unwrap();
+        let saved: LivePair = serde_json::from_str(&json).unwrap();
+        let actions = l.actions.clone();
+        let back = LivePair::restore(saved.clone(), PairConfig::default(), &actions).unwrap();
+        assert_eq!(back.served(), l.served());
+        assert_eq!(back.status().audits, l.status().audits);
+        assert!(LivePair::restore(saved, PairConfig::default(), &actions[1..]).is_none());
+    }
+}

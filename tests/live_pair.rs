@@ -1,0 +1,175 @@
+//! `serve` on the calibrated agent: every image goes up at the live pair, audits run off the
+//! request path against the real local backend, and what they taught survives a restart.
+//!
+//! client → proxy (calibrated agent) → real local backend (Lite0), on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use adacompress::codec::{self, EncoderMode, Limits};
+use adacompress::protocol::Protocol;
+use adacompress::proxy::server::Server;
+
+use common::*;
+
+/// A proxy on the shipped calibrated agent with state in `state`, auditing every image it
+/// can pay for (a large learning credit), routed to `upstream`.
+async fn calibrated_proxy(upstream: &str, state: &Path) -> Server {
+    let state = state.to_path_buf();
+    proxy_to(upstream, "live-pair", move |cfg| {
+        cfg.agent.checkpoint = root().join("models/agent-calibrated.json");
+        cfg.state.dir = state;
+        cfg.pair.learn_share = 10.0;
+        cfg.pair.max_audit_rate = 1.0;
+        cfg.pair.candidates = 2;
+    })
+    .await
+}
+
+/// A phone-like upload: the photo enlarged to 2048 px wide, saved at quality 95.
+fn phone_upload(path: &std::path::Path) -> Vec<u8> {
+    let photo = codec::decode(&std::fs::read(path).unwrap(), &Limits::default())
+        .unwrap()
+        .image;
+    let (w, h) = photo.dimensions();
+    let big = image::imageops::resize(
+        &photo,
+        2048,
+        2048 * h / w,
+        image::imageops::FilterType::Triangle,
+    );
+    codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap()
+}
+
+async fn send(proxy: &Server, image: &[u8]) -> reqwest::Response {
+    let req = Protocol::GoogleVision.client_request(image, 5);
+    let mut b = reqwest::Client::new()
+        .post(format!("http://{}{}", proxy.proxy_addr, req.path_and_query))
+        .body(req.body.clone());
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.send().await.expect("proxy answers")
+}
+
+async fn agent_json(proxy: &Server) -> serde_json::Value {
+    reqwest::get(format!("http://{}/agent", proxy.admin_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until no audit is in flight (at most 60 s).
+async fn audits_done(proxy: &Server) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if agent_json(proxy).await["state"] != "estimate" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("audits still in flight after 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across_a_restart() {
+    let (backend, backend_state, _stop) = spawn_backend().await;
+    let state = temp_dir("live-pair-state");
+    let proxy = calibrated_proxy(&backend, &state).await;
+
+    // A fresh proxy serves the shipped prior: the calibrated checkpoint's fallback pair.
+    let before = agent_json(&proxy).await;
+    let prior = before["pair"]["served"]
+        .as_str()
+        .expect("a live pair")
+        .to_owned();
+    assert_eq!(prior, "q95@960", "{before}");
+    assert_eq!(before["pair"]["audits"], 0);
+
+    let dir = photos("street");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let n = 8;
+    for path in names.iter().take(n) {
+        let image = phone_upload(path);
+        let resp = send(&proxy, &image).await;
+        assert_eq!(resp.status(), 200);
+        let action = resp
+            .headers()
+            .get("x-adacompress-action")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        // 2048 px at q95: q95 at ≤ 960 px shrinks them.
+        assert_eq!(action, prior, "every image goes up at the live pair");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            body["responses"][0]["labelAnnotations"][0]["description"].is_string(),
+            "the client gets the cloud's labels: {body}"
+        );
+        // One request at a time, so each audit is paid before the next image.
+        audits_done(&proxy).await;
+    }
+
+    let after = agent_json(&proxy).await;
+    let pair = &after["pair"];
+    let audits = pair["audits"].as_u64().unwrap();
+    assert!(audits >= 1, "the learning credit pays for audits: {after}");
+    // Each audit uploads the original (the reference) and the candidate pairs: the backend
+    // saw the served requests and every extra upload.
+    let extra = backend_state.images_classified() - n as u64;
+    assert!(extra >= audits, "{extra} extra uploads for {audits} audits");
+    let est = pair["estimation_bytes"].as_u64().unwrap();
+    assert!(est > 0, "{after}");
+    let served_bytes = pair["served_bytes"].as_u64().unwrap();
+    assert!(served_bytes > 0 && served_bytes < pair["original_bytes"].as_u64().unwrap());
+    // Every audit counts for the served pair (its answer is free).
+    let served_row = pair["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["action"] == prior)
+        .expect("the served pair has a row")
+        .clone();
+    assert_eq!(served_row["audits"].as_u64(), Some(audits), "{after}");
+    assert!(
+        served_row["lower"].as_f64().unwrap() < 0.97,
+        "too few audits to certify"
+    );
+
+    // The metrics show the pair, its bounds and the estimation bytes.
+    let metrics = metrics_of(&proxy).await;
+    assert!(
+        metrics.contains(&format!("adacompress_pair_served{{action=\"{prior}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("adacompress_pair_audits_total {audits}")));
+    assert!(metrics.contains(&format!(
+        "adacompress_pair_lower_bound{{action=\"{prior}\"}}"
+    )));
+    let estimation_metric = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("adacompress_estimation_bytes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("estimation bytes metric");
+    assert_eq!(estimation_metric, est, "one count of the estimation bytes");
+
+    // A restart finds what the audits taught.
+    assert!(proxy.shutdown().await);
+    let again = calibrated_proxy(&backend, &state).await;
+    let restored = agent_json(&again).await;
+    assert_eq!(
+        restored["pair"]["audits"].as_u64(),
+        Some(audits),
+        "{restored}"
+    );
+    assert_eq!(restored["pair"]["served"], after["pair"]["served"]);
+    assert!(again.shutdown().await);
+}
