@@ -88,8 +88,19 @@ class Hop:
                 with hop.lock:
                     hop.inflight += 1
                 try:
-                    n = int(self.headers.get("Content-Length", "0"))
-                    body = self.rfile.read(n)
+                    if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                        parts = []
+                        while True:
+                            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                            if size == 0:
+                                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                    pass
+                                break
+                            parts.append(self.rfile.read(size))
+                            self.rfile.readline()
+                        body = b"".join(parts)
+                    else:
+                        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                     img = 0
                     try:
                         for r in json.loads(body).get("requests", []):
@@ -210,8 +221,9 @@ def wait_http(port, path, timeout=120, proc=None):
 
 # ------------------------------------------------------------------ processes
 class Serve:
-    def __init__(self, bin_, hop_port, state_dir, fixed=None, estimator=True, log_path=None):
+    def __init__(self, bin_, hop_port, tmp, fixed=None, estimator=True, log_path=None):
         self.port, self.admin = free_port(), free_port()
+        state_dir = tempfile.mkdtemp(prefix="serve-", dir=tmp)
         cfg = os.path.join(state_dir, "serve.toml")
         lines = ["[proxy]", f'listen = "127.0.0.1:{self.port}"', f'admin_listen = "127.0.0.1:{self.admin}"',
                  "[upstreams]", f'google = "http://127.0.0.1:{hop_port}"', "[agent]"]
@@ -297,7 +309,7 @@ def references(rows, traffic, backend_port, cache, jobs):
 
 
 # ------------------------------------------------------------------ the stream
-def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100):
+def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, progress=None):
     serve = Serve(bin_, hop.port, tmp, fixed=fixed, estimator=True, log_path=os.path.join(tmp, "serve-stream.log"))
     out = []
     t0 = time.time()
@@ -330,6 +342,12 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100):
                 agent_state=state, retrains=int(metric(m, "adacompress_retrains_total")),
                 p_est=metric(m, "adacompress_p_est"), latency_ms=round(1000 * (t_ans - ts), 1)))
             m_prev = m
+            if progress is not None:
+                if k == 0:
+                    pw = csv.DictWriter(progress, fieldnames=list(out[-1].keys()), lineterminator="\n")
+                    pw.writeheader()
+                pw.writerow(out[-1])
+                progress.flush()
             if (k + 1) % progress_every == 0 or k + 1 == len(rows):
                 done = out[-progress_every:]
                 agree = sum(d["top1"] == d["reference"] for d in done) / len(done)
@@ -346,10 +364,29 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100):
     finally:
         serve.stop()
     # late estimation bytes (after the last scrape) would break the per-upload split
-    tags = {f"s{d['order']}" for d in out}
+    # Attribution, now that every upstream request has finished: the hop's bytes per tag are
+    # everything upload i caused; serve's bytes_out delta (counted before the answer is sent)
+    # is what was served; the rest is estimation.
+    per_img, per_body, per_n = {}, {}, {}
     with hop.lock:
-        hop_total_img = sum(x[3] for x in hop.records if x[1] in tags)
-        hop_total_body = sum(x[2] for x in hop.records if x[1] in tags)
+        for x in hop.records:
+            per_img[x[1]] = per_img.get(x[1], 0) + x[3]
+            per_body[x[1]] = per_body.get(x[1], 0) + x[2]
+            per_n[x[1]] = per_n.get(x[1], 0) + 1
+    drift = 0
+    for d in out:
+        tag = f"s{d['order']}"
+        d["hop_image_bytes"] = per_img.get(tag, 0)
+        d["hop_body_bytes"] = per_body.get(tag, 0)
+        d["hop_requests"] = per_n.get(tag, 0)
+        d["served_bytes"] = d["serve_bytes_out"]
+        est = d["hop_image_bytes"] - d["served_bytes"]
+        drift += est != d["estimation_bytes"]
+        d["estimation_bytes_metric_delta"] = d["estimation_bytes"]
+        d["estimation_bytes"] = est
+    hop_total_img = sum(d["hop_image_bytes"] for d in out)
+    hop_total_body = sum(d["hop_body_bytes"] for d in out)
+    totals["uploads_where_metric_delta_differs"] = drift
     totals.update(hop_image_bytes=hop_total_img, hop_body_bytes=hop_total_body,
                   served_plus_estimation=totals["image_bytes_out_total"] + totals["estimation_bytes_total"],
                   seconds=time.time() - t0, agent=agent[:2000])
@@ -553,6 +590,7 @@ def main():
     ap.add_argument("--traffic-seconds", type=float, default=0)
     a = ap.parse_args()
     os.chdir(ROOT)
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     t_start = time.time()
     with open(os.path.join(a.traffic, "manifest.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -572,8 +610,10 @@ def main():
         secs = dict(traffic=a.traffic_seconds)
         secs["references"] = references(rows, a.traffic, bport, cache, a.jobs)
         log(f"stream through serve ({'agent.fixed = ' + a.fixed if a.fixed else 'the default agent'}) ...")
-        recs, totals = run_stream(rows, a.traffic, a.bin, hop, cache, tmp, a.fixed,
-                                  progress_every=20 if a.short else 100)
+        # one row per upload as it happens (numbers as seen then), for a run cut short
+        with open(a.out + ".progress.csv", "w", newline="") as progress:
+            recs, totals = run_stream(rows, a.traffic, a.bin, hop, cache, tmp, a.fixed,
+                                      progress_every=20 if a.short else 100, progress=progress)
         secs["stream"] = totals.pop("seconds")
         log(f"hop {totals['hop_image_bytes']:,} B, serve out+estimation {int(totals['served_plus_estimation']):,} B: "
             f"{'equal' if totals['hop_equals_served_plus_estimation'] else 'NOT EQUAL'}")
@@ -614,7 +654,6 @@ def main():
                machine=f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}",
                uploads=len(recs), subsample=a.subsample, candidates=pairs, totals=totals, seconds=secs,
                whole_run=summarize(recs, None, None), deployments=deps, windows=wins)
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out + ".json", "w") as f:
         json.dump(res, f, indent=1)
     with open(a.out + ".csv", "w", newline="") as f:
