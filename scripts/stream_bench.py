@@ -464,9 +464,18 @@ def summarize(recs, best, cert):
 
 
 def windows(recs, w=100):
+    """Windows of w uploads, restarting at each deployment's first upload."""
     out = []
-    for i in range(0, len(recs), w):
-        c = recs[i:i + w]
+    cuts = []
+    i = 0
+    while i < len(recs):
+        j = i
+        while j < len(recs) and j - i < w and recs[j]["deployment"] == recs[i]["deployment"]:
+            j += 1
+        cuts.append((i, j))
+        i = j
+    for i, j in cuts:
+        c = recs[i:j]
         orig = sum(d["original_bytes"] for d in c)
         hop = sum(d["hop_image_bytes"] for d in c)
         est = sum(d["estimation_bytes"] for d in c)
@@ -482,6 +491,7 @@ def svg(wins, bounds, path, title):
               ("top-1 agreement", "agreement", 0.8, 1.0, "#2ca02c"),
               ("estimation share of the upstream bytes", "estimation_share", 0, 0.5, "#d62728")]
     n = max((x["end"] for x in wins), default=1)
+    wsize = max((x["end"] - x["start"] for x in wins), default=0)
     ph = (H - T - B) / len(panels)
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
          f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -496,7 +506,7 @@ def svg(wins, bounds, path, title):
         X = lambda i: L + (W - L - R) * i / n
         Y = lambda v: y0 + h - h * (v - lo) / ((hi - lo) or 1)
         o.append(f'<rect x="{L}" y="{y0}" width="{W-L-R}" height="{h}" fill="none" stroke="#999"/>')
-        o.append(f'<text x="{L+4}" y="{y0+12}">{label} (windows of 100 uploads)</text>')
+        o.append(f'<text x="{L+4}" y="{y0+12}">{label} (windows of {wsize} uploads)</text>')
         for v in (lo, (lo + hi) / 2, hi):
             o.append(f'<text x="{L-4}" y="{Y(v)+4}" text-anchor="end">{v:.2f}</text>')
         if key == "agreement":
@@ -567,7 +577,7 @@ def render_md(res, path):
             t = next((t for t in d["pairs"] if t["pair"] == pair), None)
             cells.append(f"{pct(t['agree'])} / {pct(t['bytes_vs_original'])}" if t else "–")
         L.append(f"| {pair} | " + " | ".join(cells) + " |")
-    L += ["", f"![stream](stream.svg)", "",
+    L += ["", f"![stream]({res['svg']})", "",
           f"Runtime: traffic {res['seconds'].get('traffic', 0):.0f} s (if built in this run), reference answers "
           f"{res['seconds']['references']:.0f} s, stream {res['seconds']['stream']:.0f} s, fixed pairs "
           f"{res['seconds']['pairs']:.0f} s, total {res['seconds']['total']:.0f} s.", ""]
@@ -642,7 +652,7 @@ def main():
             _t, lb, lc = pair_table(lsub, results, cache)
             deps[dep]["best_750"] = lb
             deps[dep]["certified_750"] = lc
-    wins = windows(recs)
+    wins = windows(recs, 20 if a.short and a.short < 200 else 100)
     secs["total"] = time.time() - t_start + a.traffic_seconds
     mode = f"agent.fixed = {a.fixed}" if a.fixed else "serve's default agent (config/adacompress.toml, models/agent.json)"
     cmd = "scripts/stream_bench.sh" + (f" --short {a.short}" if a.short else "") + (f" --fixed {a.fixed}" if a.fixed else "")
@@ -653,7 +663,8 @@ def main():
     res = dict(mode=mode, command=cmd, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                machine=f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}",
                uploads=len(recs), subsample=a.subsample, candidates=pairs, totals=totals, seconds=secs,
-               whole_run=summarize(recs, None, None), deployments=deps, windows=wins)
+               whole_run=summarize(recs, None, None), deployments=deps, windows=wins,
+               svg=os.path.basename(a.out) + ".svg")
     with open(a.out + ".json", "w") as f:
         json.dump(res, f, indent=1)
     with open(a.out + ".csv", "w", newline="") as f:

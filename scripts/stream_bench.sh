@@ -6,7 +6,7 @@
 # in hindsight come from a serve with agent.fixed on every 5th upload of each deployment.
 #
 #   scripts/stream_bench.sh                 # full: data/stream (1,500 per deployment) -> docs/bench/stream.*
-#   scripts/stream_bench.sh --short 40      # CI: the first 40 of each deployment -> docs/bench/stream-short.*
+#   scripts/stream_bench.sh --short 40      # CI: the first 40 of each deployment (data/stream-short-40) -> docs/bench/stream-short.*
 #   scripts/stream_bench.sh --fixed q85@768 # the stream with serve fixed to one pair (baseline)
 #
 # Extra arguments go to scripts/stream_bench.py. Answers of the backend asked directly and of
@@ -38,7 +38,7 @@ PER=1500
 if [[ "$SHORT" -gt 0 ]]; then PER=$SHORT; fi
 TRAFFIC=data/stream
 OUT=docs/bench/stream
-if [[ "$SHORT" -gt 0 ]]; then TRAFFIC=data/stream-short; OUT=docs/bench/stream-short; fi
+if [[ "$SHORT" -gt 0 ]]; then TRAFFIC=data/stream-short-$SHORT; OUT=docs/bench/stream-short; fi
 if [[ -n "$FIXED" ]]; then OUT="$OUT-fixed-${FIXED//@/-}"; fi
 T0=$(date +%s)
 if [[ ! -f "$TRAFFIC/manifest.csv" ]] || [[ $(( $(wc -l < "$TRAFFIC/manifest.csv") - 1 )) -ne $(( 3 * PER )) ]]; then
