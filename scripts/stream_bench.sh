@@ -9,7 +9,9 @@
 #   scripts/stream_bench.sh --short 40      # CI: the first 40 of each deployment (data/stream-short-40) -> docs/bench/stream-short.*
 #   scripts/stream_bench.sh --fixed q85@768 # the stream with serve fixed to one pair (baseline)
 #
-# Extra arguments go to scripts/stream_bench.py. Answers of the backend asked directly and of
+# Measured on 2 cores (docs/bench/notes.md): --short 40 ~2 min cold (33 s with warm caches),
+# --short 250 ~10 min; the full run is extrapolated to ~70 min, most of it the fixed pairs.
+# Extra arguments go to scripts/stream_bench.py (e.g. --subsample 10, --no-pairs). Answers of the backend asked directly and of
 # the fixed pairs are cached in .cache/stream-answers.json (by sha256), so reruns skip them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
