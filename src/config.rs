@@ -1020,6 +1020,41 @@ mod tests {
     }
 
     #[test]
+    fn aws_resign_implicit_any_is_refused_on_a_non_loopback_listener() {
+        let base = [
+            ("ADACOMPRESS_UPSTREAMS__REKOGNITION", "http://127.0.0.1:1"),
+            ("ADACOMPRESS_PROXY__ADMIN_LISTEN", "0.0.0.0:9090"),
+        ];
+        let implicit = Config::load(None, env(&base)).unwrap();
+        assert_eq!(implicit.resign_policy(), ResignPolicy::Any);
+        let err = implicit.check_resign().unwrap_err().to_string();
+        assert!(
+            err.contains("aws.resign") && err.contains("0.0.0.0:9090"),
+            "{err}"
+        );
+
+        for value in ["any", "verified"] {
+            let mut vars = base.to_vec();
+            vars.push(("ADACOMPRESS_AWS__RESIGN", value));
+            let explicit = Config::load(None, env(&vars)).unwrap();
+            assert_eq!(explicit.resign_policy().name(), value);
+            explicit.check_resign().unwrap();
+        }
+
+        let mut vars = base.to_vec();
+        vars.push(("ADACOMPRESS_AWS__RESIGN", "sometimes"));
+        let err = Config::load(None, env(&vars)).unwrap_err().to_string();
+        assert!(
+            err.contains("aws.resign") && err.contains("ADACOMPRESS_AWS__RESIGN"),
+            "{err}"
+        );
+
+        // Loopback listeners: implicit "any" is fine.
+        let local = Config::load(None, env(&base[..1])).unwrap();
+        local.check_resign().unwrap();
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let c = Config {
             aws: AwsConfig {
