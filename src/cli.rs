@@ -160,6 +160,8 @@ pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, CliError>
         cfg.add_upstream_flag(u)
             .map_err(|e| CliError::Usage(e.to_string()))?;
     }
+    cfg.check_resign()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(cfg)
 }
 

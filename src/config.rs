@@ -163,6 +163,58 @@ pub struct AwsConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<SecretString>,
     pub session_token: Option<SecretString>,
+    /// Which Rekognition requests the proxy signs with its own identity: `"any"` (a
+    /// pod-local sidecar: whoever reaches the listener is the app) or `"verified"` (only
+    /// requests whose client signature verifies). `None`: not set, so `"any"` while every
+    /// listener is on loopback and a refusal to start otherwise ([`Config::check_resign`]).
+    pub resign: Option<ResignPolicy>,
+    /// Under `"verified"`, the client keys accepted besides the proxy's own.
+    pub clients: Vec<AwsClientKey>,
+}
+
+/// `aws.resign`: the trust model of Rekognition re-signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResignPolicy {
+    /// Every Rekognition request is re-signed with the proxy's credentials.
+    Any,
+    /// Only requests whose SigV4 signature (made for the proxy) verifies against a known
+    /// key; the rest get Rekognition's 403 and never go up.
+    Verified,
+}
+
+impl ResignPolicy {
+    /// The value as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResignPolicy::Any => "any",
+            ResignPolicy::Verified => "verified",
+        }
+    }
+}
+
+/// One `[[aws.clients]]` entry: a key a client may sign its requests to the proxy with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsClientKey {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+}
+
+impl PartialEq for AwsClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
+    }
+}
+
+impl fmt::Debug for AwsClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsClientKey")
+            .field("access_key_id", &"***")
+            .field("secret_access_key", &"***")
+            .finish()
+    }
 }
 
 impl PartialEq for AwsConfig {
@@ -176,6 +228,8 @@ impl PartialEq for AwsConfig {
             && self.access_key_id == other.access_key_id
             && same(&self.secret_access_key, &other.secret_access_key)
             && same(&self.session_token, &other.session_token)
+            && self.resign == other.resign
+            && self.clients == other.clients
     }
 }
 
@@ -189,6 +243,8 @@ impl fmt::Debug for AwsConfig {
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
             .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .field("resign", &self.resign)
+            .field("clients", &self.clients)
             .finish()
     }
 }
@@ -357,6 +413,40 @@ pub struct Upstream {
 }
 
 impl Config {
+    /// `aws.resign` as it applies: the configured policy, else `"any"`.
+    pub fn resign_policy(&self) -> ResignPolicy {
+        self.aws.resign.unwrap_or(ResignPolicy::Any)
+    }
+
+    /// Refuses an implicit `aws.resign = "any"` when a Rekognition upstream is configured
+    /// and a listener (`proxy.listen` or `proxy.admin_listen`) is not on loopback: whoever
+    /// reaches such a listener would sign with the proxy's AWS identity. Checked once the
+    /// flags are applied (they may move a listener).
+    pub fn check_resign(&self) -> Result<(), ConfigError> {
+        let p = &self.proxy;
+        let exposed = [p.listen, p.admin_listen]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback());
+        let rekognition = self
+            .upstream_list()
+            .iter()
+            .any(|u| u.protocol == Protocol::Rekognition);
+        match (self.aws.resign, exposed) {
+            (None, Some(addr)) if rekognition => Err(ConfigError::Invalid {
+                key: "aws.resign".to_owned(),
+                value: "\"any\"".to_owned(),
+                origin: "the default".to_owned(),
+                message: format!(
+                    "a listener is on {addr}, not loopback: anyone who reaches it would sign \
+                     Rekognition requests with the proxy's AWS identity; set aws.resign = \
+                     \"verified\" (clients must sign for the proxy), or aws.resign = \"any\" \
+                     explicitly (ADACOMPRESS_AWS__RESIGN=any) if only the app can reach it"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads `path` (if given), applies `ADACOMPRESS_*` variables from `env`, and validates.
     pub fn load(
         path: Option<&Path>,
@@ -972,6 +1062,41 @@ mod tests {
     }
 
     #[test]
+    fn aws_resign_implicit_any_is_refused_on_a_non_loopback_listener() {
+        let base = [
+            ("ADACOMPRESS_UPSTREAMS__REKOGNITION", "http://127.0.0.1:1"),
+            ("ADACOMPRESS_PROXY__ADMIN_LISTEN", "0.0.0.0:9090"),
+        ];
+        let implicit = Config::load(None, env(&base)).unwrap();
+        assert_eq!(implicit.resign_policy(), ResignPolicy::Any);
+        let err = implicit.check_resign().unwrap_err().to_string();
+        assert!(
+            err.contains("aws.resign") && err.contains("0.0.0.0:9090"),
+            "{err}"
+        );
+
+        for value in ["any", "verified"] {
+            let mut vars = base.to_vec();
+            vars.push(("ADACOMPRESS_AWS__RESIGN", value));
+            let explicit = Config::load(None, env(&vars)).unwrap();
+            assert_eq!(explicit.resign_policy().name(), value);
+            explicit.check_resign().unwrap();
+        }
+
+        let mut vars = base.to_vec();
+        vars.push(("ADACOMPRESS_AWS__RESIGN", "sometimes"));
+        let err = Config::load(None, env(&vars)).unwrap_err().to_string();
+        assert!(
+            err.contains("aws.resign") && err.contains("ADACOMPRESS_AWS__RESIGN"),
+            "{err}"
+        );
+
+        // Loopback listeners: implicit "any" is fine.
+        let local = Config::load(None, env(&base[..1])).unwrap();
+        local.check_resign().unwrap();
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let c = Config {
             aws: AwsConfig {
@@ -979,6 +1104,11 @@ mod tests {
                 secret_access_key: Some("wJalrXUtnFEMI/K7MDENG".into()),
                 session_token: Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN".into()),
                 region: Some("eu-west-1".into()),
+                resign: Some(ResignPolicy::Verified),
+                clients: vec![AwsClientKey {
+                    access_key_id: "AKIDEXAMPLE".into(),
+                    secret_access_key: "wJalrXUtnFEMI/client".into(),
+                }],
             },
             ..Config::default()
         };

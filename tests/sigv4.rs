@@ -199,3 +199,250 @@ async fn verification_is_off_by_default_and_only_on_the_rekognition_route() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+// --- Through the proxy: `aws.resign` (issue 9, item 1) ---------------------------------
+
+/// A proxy on loopback whose own AWS key is the verifying backend's, with a Rekognition
+/// upstream at `backend`; `tweak` sets `aws.resign`, `aws.clients`, listeners, ….
+async fn resigning_proxy(
+    backend: &str,
+    tag: &str,
+    tweak: impl FnOnce(&mut adacompress::config::Config),
+) -> Result<adacompress::proxy::server::Server, adacompress::proxy::server::ServeError> {
+    let mut cfg = adacompress::config::Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agent.checkpoint = common::root().join("models/agent.json");
+    cfg.state.dir = common::temp_dir(tag);
+    cfg.upstreams
+        .insert("rekognition".into(), backend.to_owned());
+    cfg.aws.region = Some(REGION.to_owned());
+    cfg.aws.access_key_id = Some("AKIDBACKEND".to_owned());
+    cfg.aws.secret_access_key = Some("backend-secret-key-0123456789".into());
+    tweak(&mut cfg);
+    let resign = adacompress::proxy::resign_from_config(&cfg).unwrap();
+    adacompress::proxy::server::start(cfg, resign).await
+}
+
+fn known_client() -> adacompress::config::AwsClientKey {
+    adacompress::config::AwsClientKey {
+        access_key_id: "AKIDAPP".to_owned(),
+        secret_access_key: "app-secret-key".into(),
+    }
+}
+
+/// A DetectLabels request for the proxy at `proxy` (`host:port`), signed by `key` when
+/// given, for the proxy's Host as an SDK pointed at the proxy signs it.
+fn to_proxy(proxy: std::net::SocketAddr, key: Option<(&str, &str)>) -> (HeaderMap, Vec<u8>) {
+    let (mut headers, body) = detect_labels();
+    if let Some((id, secret)) = key {
+        Signer::new(AwsCredentials::new(id, secret, None), REGION)
+            .resign(
+                "POST",
+                &format!("http://{proxy}/"),
+                &mut headers,
+                &body,
+                SystemTime::now(),
+            )
+            .unwrap();
+    }
+    (headers, body)
+}
+
+/// Regression (issue 9): a kept image went up with the client's signature, made for the
+/// proxy's Host, and got 403. Under "any" every Rekognition request is re-signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_any_kept_image_gets_labels() {
+    let (url, backend, _stop) = verifying_backend().await;
+    let p = resigning_proxy(&url, "resign-any-kept", |_| {})
+        .await
+        .unwrap();
+    let (mut headers, body) = to_proxy(p.proxy_addr, Some(("AKIDCLIENT", "client-secret")));
+    headers.insert("x-adacompress-bypass", "1".parse().unwrap());
+    let (status, h, json) = post(&format!("http://{}", p.proxy_addr), headers, body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(h["x-adacompress-action"], "original:bypass", "{h:?}");
+    assert_eq!(json["Labels"][0]["Name"], "lesser panda", "{json}");
+    assert_eq!(backend.signatures_verified(), 1);
+
+    // An unsigned request too: "any" trusts whoever reaches the (loopback) listener.
+    let (headers, body) = to_proxy(p.proxy_addr, None);
+    let (status, _, json) = post(&format!("http://{}", p.proxy_addr), headers, body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(backend.signatures_verified(), 2);
+    p.shutdown().await;
+}
+
+fn assert_refused(status: u16, headers: &HeaderMap, json: &serde_json::Value, kind: &str) {
+    assert_eq!(status, 403, "{json}");
+    assert_eq!(headers["x-amzn-errortype"], kind);
+    assert_eq!(json["__type"], kind, "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(!message.contains("app-secret-key"), "{message}");
+    assert!(!message.contains("backend-secret"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_verified_refuses_unsigned_and_unknown_keys_and_forwards_nothing() {
+    let (url, backend, _stop) = verifying_backend().await;
+    let p = resigning_proxy(&url, "resign-verified-refuse", |c| {
+        c.aws.resign = Some(adacompress::config::ResignPolicy::Verified);
+        c.aws.clients = vec![known_client()];
+    })
+    .await
+    .unwrap();
+    let proxy = format!("http://{}", p.proxy_addr);
+
+    // Unsigned, even asking for a forced quality (what went up with the proxy's identity).
+    let (mut headers, body) = to_proxy(p.proxy_addr, None);
+    headers.insert("x-adacompress-quality", "30".parse().unwrap());
+    let (status, h, json) = post(&proxy, headers, body).await;
+    assert_refused(status, &h, &json, "InvalidSignatureException");
+
+    // Signed with a key the proxy does not hold.
+    let (headers, body) = to_proxy(p.proxy_addr, Some(("AKIDSTRANGER", "stranger-secret")));
+    let (status, h, json) = post(&proxy, headers, body).await;
+    assert_refused(status, &h, &json, "UnrecognizedClientException");
+
+    // A known key id with the wrong secret.
+    let (headers, body) = to_proxy(p.proxy_addr, Some(("AKIDAPP", "not-the-secret")));
+    let (status, h, json) = post(&proxy, headers, body).await;
+    assert_refused(status, &h, &json, "InvalidSignatureException");
+
+    // Another operation, unsigned: refused the same way.
+    let (mut headers, body) = to_proxy(p.proxy_addr, None);
+    headers.insert(
+        "x-amz-target",
+        "RekognitionService.DetectFaces".parse().unwrap(),
+    );
+    let (status, h, json) = post(&proxy, headers, body).await;
+    assert_refused(status, &h, &json, "InvalidSignatureException");
+
+    assert_eq!(backend.requests(), 0, "the upstream received nothing");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_verified_known_clients_and_the_proxys_own_key_get_labels() {
+    let (url, backend, _stop) = verifying_backend().await;
+    let p = resigning_proxy(&url, "resign-verified-known", |c| {
+        c.aws.resign = Some(adacompress::config::ResignPolicy::Verified);
+        c.aws.clients = vec![known_client()];
+    })
+    .await
+    .unwrap();
+    let proxy = format!("http://{}", p.proxy_addr);
+    for key in [
+        ("AKIDAPP", "app-secret-key"),
+        ("AKIDBACKEND", "backend-secret-key-0123456789"),
+    ] {
+        // Compressed or kept: both re-signed.
+        for bypass in [false, true] {
+            let (mut headers, body) = to_proxy(p.proxy_addr, Some(key));
+            if bypass {
+                headers.insert("x-adacompress-bypass", "1".parse().unwrap());
+            }
+            let (status, _, json) = post(&proxy, headers, body).await;
+            assert_eq!(status, 200, "{key:?} bypass={bypass}: {json}");
+            assert_eq!(json["Labels"].as_array().unwrap().len(), 5, "{json}");
+        }
+    }
+    assert_eq!(backend.signatures_verified(), 4);
+    p.shutdown().await;
+}
+
+/// Regression (issue 9): operations other than DetectLabels went up with the client's
+/// signature (and to whichever upstream came first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_other_rekognition_operations_are_resigned_too() {
+    let (url, backend, _stop) = verifying_backend().await;
+    let p = resigning_proxy(&url, "resign-detect-faces", |c| {
+        c.aws.resign = Some(adacompress::config::ResignPolicy::Verified);
+        c.aws.clients = vec![known_client()];
+    })
+    .await
+    .unwrap();
+    let (mut headers, body) = detect_labels();
+    headers.insert(
+        "x-amz-target",
+        "RekognitionService.DetectFaces".parse().unwrap(),
+    );
+    Signer::new(
+        AwsCredentials::new("AKIDAPP", "app-secret-key", None),
+        REGION,
+    )
+    .resign(
+        "POST",
+        &format!("http://{}/", p.proxy_addr),
+        &mut headers,
+        &body,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let (status, h, json) = post(&format!("http://{}", p.proxy_addr), headers, body).await;
+    // The local backend does not serve DetectFaces: past the signature check it answers
+    // Rekognition's 400 for the operation, not a 403.
+    assert_ne!(status, 403, "{h:?} {json}");
+    assert_eq!(backend.signatures_verified(), 1, "{json}");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_implicit_any_on_a_non_loopback_listener_refuses_to_start() {
+    let (url, _backend, _stop) = verifying_backend().await;
+    for exposed in ["proxy", "admin"] {
+        let err = resigning_proxy(&url, "resign-refuse-start", |c| {
+            let any = "0.0.0.0:0".parse().unwrap();
+            if exposed == "proxy" {
+                c.proxy.listen = any;
+            } else {
+                c.proxy.admin_listen = any;
+            }
+        })
+        .await
+        .err()
+        .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("aws.resign"), "{text}");
+        assert!(text.contains("0.0.0.0"), "{text}");
+    }
+    // Explicit "any" starts (the operator says only the app reaches the listener).
+    let p = resigning_proxy(&url, "resign-explicit-any", |c| {
+        c.proxy.listen = "0.0.0.0:0".parse().unwrap();
+        c.aws.resign = Some(adacompress::config::ResignPolicy::Any);
+    })
+    .await
+    .unwrap();
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_without_credentials_readyz_says_rekognition_cannot_be_forwarded() {
+    let (url, _backend, _stop) = verifying_backend().await;
+    let p = common::proxy_to(&url, "resign-no-creds", |_| {}).await;
+    let resp = reqwest::get(format!("http://{}/readyz", p.admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["ready"], true, "{json}");
+    assert_eq!(json["rekognition"]["forwardable"], false, "{json}");
+    assert!(
+        json["rekognition"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("credentials")
+    );
+    p.shutdown().await;
+
+    let p = resigning_proxy(&url, "resign-creds", |_| {}).await.unwrap();
+    let json: serde_json::Value = reqwest::get(format!("http://{}/readyz", p.admin_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["rekognition"]["forwardable"], true, "{json}");
+    assert_eq!(json["rekognition"]["resign"], "any", "{json}");
+    p.shutdown().await;
+}

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process serves (liveness; checks no upstream) |
-//! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503 |
+//! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503; JSON `{"ready", "rekognition": {"forwardable", "resign", "reason"}}` (the latter with a Rekognition upstream) |
 //! | `GET /agent` | JSON: state, version, p_est, recent agreement, memory, threshold; `pair`: the live pair served, whether it is certified, every audited pair's bounds and cost, audits, drifts and the estimation bytes |
 //! | `POST /agent/retrain` | enters retraining now (the replay memory is kept); 202 with the new state |
 //! | `DELETE /agent/memory` | forgets the replay memory; 200 with how many rows went |
@@ -180,12 +180,30 @@ async fn metrics(State(s): State<Arc<ProxyState>>) -> Response {
         .into_response()
 }
 
+/// 200 or 503, with JSON saying why and, when a Rekognition upstream is configured,
+/// whether its requests can be forwarded (they cannot without AWS credentials to re-sign).
 async fn readyz(State(s): State<Arc<ProxyState>>) -> Response {
-    if s.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    let ready = s.is_ready();
+    let mut body = serde_json::json!({ "ready": ready });
+    if s.routes
+        .iter()
+        .any(|r| r.protocol == crate::protocol::Protocol::Rekognition)
+    {
+        let forwardable = s.resign.is_some();
+        body["rekognition"] = serde_json::json!({
+            "forwardable": forwardable,
+            "resign": s.trust.policy().name(),
+            "reason": (!forwardable).then_some(
+                "no AWS credentials: Rekognition requests cannot be re-signed for the upstream"
+            ),
+        });
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn agent(State(s): State<Arc<ProxyState>>) -> Response {

@@ -31,6 +31,7 @@ pub mod estimate;
 pub mod listener;
 pub mod metrics;
 pub mod server;
+pub mod trust;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,24 @@ pub type Resigner = Arc<dyn Fn(&str, &mut HeaderMap, &[u8]) -> Result<(), String
 /// The Rekognition re-signer from `[aws]`, else the standard `AWS_*` variables; `None` when
 /// no credentials are configured (Rekognition requests then go up as sent, signature intact).
 pub fn resign_from_config(cfg: &Config) -> Result<Option<Resigner>, String> {
+    let Some((creds, region)) = proxy_credentials(cfg)? else {
+        return Ok(None);
+    };
+    let signer = crate::sigv4::Signer::new(creds, region);
+    Ok(Some(Arc::new(
+        move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
+            signer
+                .resign("POST", url, headers, body, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+        },
+    )))
+}
+
+/// The proxy's own AWS key and region from `[aws]`, else the standard `AWS_*` variables;
+/// `None` when no key is configured.
+pub(crate) fn proxy_credentials(
+    cfg: &Config,
+) -> Result<Option<(crate::sigv4::AwsCredentials, String)>, String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let aws = &cfg.aws;
     let lookup = |name: &str| match name {
@@ -136,14 +155,7 @@ pub fn resign_from_config(cfg: &Config) -> Result<Option<Resigner>, String> {
     let creds = crate::sigv4::AwsCredentials::from_lookup(lookup).map_err(|e| e.to_string())?;
     let region =
         crate::sigv4::region_from_lookup(lookup).map_err(|e| format!("{e} (or set aws.region)"))?;
-    let signer = crate::sigv4::Signer::new(creds, region);
-    Ok(Some(Arc::new(
-        move |url: &str, headers: &mut HeaderMap, body: &[u8]| {
-            signer
-                .resign("POST", url, headers, body, std::time::SystemTime::now())
-                .map_err(|e| e.to_string())
-        },
-    )))
+    Ok(Some((creds, region)))
 }
 
 /// Everything a request needs.
@@ -156,6 +168,8 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Re-signing for Rekognition, when the proxy has AWS credentials.
     pub resign: Option<Resigner>,
+    /// `aws.resign`: which Rekognition requests may be signed with the proxy's identity.
+    pub trust: trust::ClientTrust,
     /// What the admin listener's mutating endpoints require ([`admin`]).
     pub admin_token: Option<admin::AdminToken>,
     /// `proxy.max_inflight_body_bytes`, in KiB permits.
@@ -214,6 +228,7 @@ impl ProxyState {
             limits,
             metrics: Arc::new(Metrics::new()),
             resign,
+            trust: trust::ClientTrust::default(),
             admin_token: None,
             bodies: Arc::new(Semaphore::new(body_budget_kib)),
             draining: AtomicBool::new(false),
@@ -317,6 +332,9 @@ pub enum ProxyError {
         upstream: String,
         timeout_secs: f64,
     },
+    /// A Rekognition request `aws.resign = "verified"` refused: answered in Rekognition's
+    /// own 403 shape, never forwarded.
+    ClientSignature(trust::Refusal),
 }
 
 impl ProxyError {
@@ -361,6 +379,7 @@ impl ProxyError {
                 "body_unreadable",
                 format!("could not read the request body: {e}"),
             ),
+            ProxyError::ClientSignature(r) => (StatusCode::FORBIDDEN, r.kind, r.message.clone()),
             ProxyError::Upstream {
                 error,
                 upstream,
@@ -398,6 +417,14 @@ impl ProxyError {
     pub fn respond(self, metrics: &Metrics, request_id: &str) -> Response {
         let (status, code, message) = self.parts();
         match &self {
+            ProxyError::ClientSignature(refusal) => {
+                tracing::info!(id = %request_id, code, %message, "Rekognition request refused (aws.resign = verified)");
+                let mut resp = refusal.respond();
+                if let Ok(v) = HeaderValue::from_str(request_id) {
+                    resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+                }
+                return resp;
+            }
             ProxyError::Upstream { error, .. } => {
                 let kind = match error {
                     UpstreamError::Timeout(_) => "timeout",
@@ -665,6 +692,9 @@ impl RequestCtx {
 struct Routed {
     protocol: Option<Protocol>,
     route: Route,
+    /// Goes to the Rekognition upstream (any operation, compressed or not): checked under
+    /// `aws.resign` and re-signed.
+    rekognition: bool,
 }
 
 /// What goes upstream, as `compress` left it.
@@ -697,6 +727,16 @@ async fn stages(
 ) -> Result<Response, ProxyError> {
     let routed = route(s, ctx)?;
     let body = read_body(s, ctx, body).await?;
+    if routed.rekognition {
+        s.trust
+            .check(
+                ctx.parts.method.as_str(),
+                &ctx.path_q,
+                &ctx.parts.headers,
+                &body,
+            )
+            .map_err(ProxyError::ClientSignature)?;
+    }
     let upload = compress(s, ctx, &routed, &body).await;
     let answer = forward(s, &routed, &upload, ctx.parts.method.clone()).await?;
     Ok(answer_client(s, ctx, &routed, body, upload, answer))
@@ -705,12 +745,39 @@ async fn stages(
 /// Stage 1: recognise the API and pick its upstream (the first one for unknown paths).
 fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     let recognized = Protocol::recognize(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers);
+    // Other Rekognition operations (DetectFaces, …): not compressed, but they go to the
+    // Rekognition upstream and are signed for it like DetectLabels.
+    if recognized.is_none()
+        && is_rekognition_operation(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers)
+        && let Some(route) = s
+            .routes
+            .iter()
+            .find(|r| r.protocol == Protocol::Rekognition)
+    {
+        ctx.label = Some(Protocol::Rekognition.name());
+        return Ok(Routed {
+            protocol: None,
+            route: route.clone(),
+            rekognition: true,
+        });
+    }
     let (route, protocol) = s.route_for(recognized).ok_or(ProxyError::NoUpstream)?;
     ctx.label = Some(protocol.map_or("other", Protocol::name));
     Ok(Routed {
         protocol,
         route: route.clone(),
+        rekognition: protocol == Some(Protocol::Rekognition),
     })
+}
+
+/// `POST /` with `X-Amz-Target: RekognitionService.<operation>`.
+fn is_rekognition_operation(method: &Method, path_q: &str, headers: &HeaderMap) -> bool {
+    method == Method::POST
+        && path_q.split('?').next() == Some("/")
+        && headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("RekognitionService."))
 }
 
 /// Stage 2: the body, within `proxy.max_body_bytes` (declared or not), the in-memory
@@ -796,8 +863,9 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
     let mut up_headers = upstream_headers(headers, &outcome.set_headers);
     let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
     let mut original = outcome.body.is_none();
-    if outcome.body.is_some()
-        && routed.protocol == Some(Protocol::Rekognition)
+    // Every request to the Rekognition upstream, changed or not: the client signed it for
+    // the proxy's Host (admitted by `aws.resign` in `stages`).
+    if routed.rekognition
         && let Some(resign) = &s.resign
         && let Err(e) = resign(&url, &mut up_headers, &send_body)
     {

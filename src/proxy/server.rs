@@ -35,6 +35,9 @@ pub enum ServeError {
     },
     #[error("{0}")]
     AdminToken(String),
+    /// `aws.resign` cannot be applied (no region or key to verify against).
+    #[error("{0}")]
+    Resign(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error("{0}")]
@@ -121,9 +124,22 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
             "no admin token: POST /agent/retrain and DELETE /agent/memory are refused on a non-loopback admin listener (set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)"
         );
     }
+    cfg.check_resign()
+        .map_err(|e| ServeError::Resign(e.to_string()))?;
+    let trust = super::trust::ClientTrust::from_config(&cfg).map_err(ServeError::Resign)?;
+    if resign.is_none()
+        && routes
+            .iter()
+            .any(|r| r.protocol == crate::protocol::Protocol::Rekognition)
+    {
+        tracing::warn!(
+            "no AWS credentials (aws.access_key_id/aws.secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY): Rekognition requests cannot be forwarded: they cannot be re-signed for the upstream"
+        );
+    }
     let mut state = ProxyState::new(cfg.clone(), routes, Some(online), resign)
         .map_err(|e| ServeError::Http(e.to_string()))?;
     state.admin_token = admin_token;
+    state.trust = trust;
     let state = Arc::new(state);
     let proxy_listener = TcpListener::bind(cfg.proxy.listen)
         .await
