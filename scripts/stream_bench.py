@@ -45,6 +45,8 @@ DEPLOYMENTS = ("day-uploads", "day-samples", "night")
 CANDIDATES = ["keep", "q95"] + [f"q{q}@{s}" for s in (1280, 960, 768, 640, 512, 384) for q in (95, 85, 70)]
 TARGET = 0.97
 TAG = "X-Stream-Upload"
+# agent.checkpoint of every serve this script starts (set from --agent in main()).
+AGENT = "models/agent-calibrated.json"
 
 
 def log(msg):
@@ -226,7 +228,8 @@ class Serve:
         state_dir = tempfile.mkdtemp(prefix="serve-", dir=tmp)
         cfg = os.path.join(state_dir, "serve.toml")
         lines = ["[proxy]", f'listen = "127.0.0.1:{self.port}"', f'admin_listen = "127.0.0.1:{self.admin}"',
-                 "[upstreams]", f'google = "http://127.0.0.1:{hop_port}"', "[agent]"]
+                 "[upstreams]", f'google = "http://127.0.0.1:{hop_port}"', "[agent]",
+                 f'checkpoint = "{AGENT}"']
         if fixed:
             lines.append(f'fixed = "{fixed}"')
         lines += ["[estimator]", f"enabled = {'true' if estimator else 'false'}",
@@ -592,6 +595,7 @@ def main():
     ap.add_argument("--traffic", default="data/stream")
     ap.add_argument("--short", type=int, default=0, help="only the first N uploads of each deployment")
     ap.add_argument("--subsample", type=int, default=5)
+    ap.add_argument("--agent", default="models/agent-calibrated.json", help="agent.checkpoint of the serve under test")
     ap.add_argument("--fixed", default=None, help="run the stream with agent.fixed = PAIR instead of the agent")
     ap.add_argument("--out", default="docs/bench/stream")
     ap.add_argument("--jobs", type=int, default=2)
@@ -599,6 +603,8 @@ def main():
     ap.add_argument("--no-pairs", action="store_true")
     ap.add_argument("--traffic-seconds", type=float, default=0)
     a = ap.parse_args()
+    global AGENT
+    AGENT = a.agent
     os.chdir(ROOT)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     t_start = time.time()
@@ -654,7 +660,7 @@ def main():
             deps[dep]["certified_750"] = lc
     wins = windows(recs, 20 if a.short and a.short < 200 else 100)
     secs["total"] = time.time() - t_start + a.traffic_seconds
-    mode = f"agent.fixed = {a.fixed}" if a.fixed else "serve's default agent (config/adacompress.toml, models/agent.json)"
+    mode = f"agent.fixed = {a.fixed}" if a.fixed else f"serve's agent {a.agent} (the live pair, default [pair] settings)"
     cmd = "scripts/stream_bench.sh" + (f" --short {a.short}" if a.short else "") + (f" --fixed {a.fixed}" if a.fixed else "")
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
