@@ -215,3 +215,106 @@ async fn saturated_backend_answers_429_instead_of_queueing() {
     assert_eq!(long.await.unwrap(), 200);
     assert_eq!(state.images_classified(), 16);
 }
+
+/// Issue 9: what the official clients send besides inference — KServe v2 / Triton health,
+/// readiness and metadata (tritonclient's `is_server_live`, `is_model_ready`,
+/// `get_model_metadata`), TorchServe's `/ping` — answered in the protocols' shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metadata_routes() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let http = reqwest::Client::new();
+    // (path, expected status, expected JSON fields)
+    let cases: Vec<(&str, u16, serde_json::Value)> = vec![
+        ("/v2/health/live", 200, serde_json::json!({"live": true})),
+        ("/v2/health/ready", 200, serde_json::json!({"ready": true})),
+        (
+            "/v2",
+            200,
+            serde_json::json!({"name": "adacompress-backend",
+                               "extensions": ["binary_tensor_data"]}),
+        ),
+        (
+            "/v2/models/densenet",
+            200,
+            serde_json::json!({"name": "densenet", "versions": ["1"], "platform": "onnx",
+                "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [{"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+                            {"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]}),
+        ),
+        (
+            "/v2/models/densenet/versions/7",
+            200,
+            serde_json::json!({"name": "densenet", "versions": ["7"]}),
+        ),
+        (
+            "/v2/models/densenet/ready",
+            200,
+            serde_json::json!({"name": "densenet", "ready": true}),
+        ),
+        (
+            "/v2/models/densenet/versions/7/ready",
+            200,
+            serde_json::json!({"name": "densenet", "ready": true}),
+        ),
+        ("/ping", 200, serde_json::json!({"status": "Healthy"})),
+    ];
+    for (path, status, expected) in cases {
+        let resp = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let got: serde_json::Value = resp.json().await.unwrap();
+        for (key, value) in expected.as_object().unwrap() {
+            assert_eq!(&got[key], value, "{path}: {key} in {got}");
+        }
+    }
+    assert_eq!(state.images_classified(), 0);
+}
+
+/// Issue 9: Google Vision REST as google-cloud-vision and @google-cloud/vision send it
+/// (numeric enums, `$alt=json;enum-encoding=int`), and Azure at the api-version of
+/// azure-ai-vision-imageanalysis, straight to the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_request_forms_get_labels() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let panda = common::photo("objects", "3.jpg");
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"requests": [{
+        "image": {"content": b64(&panda)},
+        "features": [{"type": 4, "maxResults": 4}],
+    }]});
+    for query in ["?$alt=json;enum-encoding=int", "?alt=json", ""] {
+        let resp = http
+            .post(format!("{url}/v1/images:annotate{query}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{query}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let labels = v["responses"][0]["labelAnnotations"].as_array().unwrap();
+        assert_eq!(labels.len(), 4, "{query}");
+        assert_eq!(labels[0]["description"], "lesser panda", "{query}");
+    }
+    let path = format!(
+        "{url}/computervision/imageanalysis:analyze?api-version={}&features=tags\
+         &language=en&gender-neutral-caption=true",
+        adacompress::protocol::azure::SDK_API_VERSION
+    );
+    let resp = http
+        .post(path)
+        .header("content-type", "application/octet-stream")
+        .header("ocp-apim-subscription-key", "k")
+        .body(panda.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["tagsResult"]["values"][0]["name"], "lesser panda");
+}

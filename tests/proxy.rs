@@ -22,6 +22,8 @@ use common::*;
 /// What the recording hop saw of one exchange.
 #[derive(Debug, Clone)]
 struct Seen {
+    method: axum::http::Method,
+    path: String,
     headers: HeaderMap,
     body: Bytes,
     answer: Bytes,
@@ -44,7 +46,7 @@ async fn recorder(target: String) -> (String, Log) {
             headers.remove("host");
             headers.remove("content-length");
             let resp = http
-                .post(format!("{target}{path}"))
+                .request(parts.method.clone(), format!("{target}{path}"))
                 .headers(headers)
                 .body(body.clone())
                 .send()
@@ -53,7 +55,10 @@ async fn recorder(target: String) -> (String, Log) {
             let status = resp.status();
             let ctype = resp.headers().get("content-type").cloned();
             let answer = resp.bytes().await.unwrap();
+            let path = path.to_owned();
             log.lock().unwrap().push(Seen {
+                method: parts.method,
+                path,
                 headers: parts.headers,
                 body,
                 answer: answer.clone(),
@@ -652,4 +657,124 @@ async fn shutdown_with_an_estimate_in_flight_returns_within_drain_secs() {
     // drain_secs, plus the bounded reap of the aborted task and the store's flush.
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(state.estimates_running(), 0, "the estimate was aborted");
+}
+
+/// Issue 9: KServe/Triton and TorchServe health and metadata reach their own API's upstream
+/// (not the alphabetically first one) untouched, and the local backend answers them in the
+/// protocols' shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metadata_go_to_their_apis_upstream_untouched() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (first, first_log) = recorder(backend.clone()).await;
+    let (serving, serving_log) = recorder(backend).await;
+    let p = proxy_to(&first, "proxy-health", |cfg| {
+        cfg.upstreams.insert("kserve".into(), serving.clone());
+        cfg.upstreams.insert("torchserve".into(), serving.clone());
+    })
+    .await;
+    // (path, expected answer)
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("/v2/health/live", serde_json::json!({"live": true})),
+        ("/v2/health/ready", serde_json::json!({"ready": true})),
+        (
+            "/v2/models/classifier/ready",
+            serde_json::json!({"name": "classifier", "ready": true}),
+        ),
+        (
+            "/v2/models/resnet/versions/3/ready",
+            serde_json::json!({"name": "resnet", "ready": true}),
+        ),
+        ("/ping", serde_json::json!({"status": "Healthy"})),
+    ];
+    let http = reqwest::Client::new();
+    for (path, expected) in &cases {
+        let resp = http
+            .get(format!("http://{}{path}", p.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            resp.headers()["x-adacompress-action"],
+            "original:unknown_path",
+            "{path}"
+        );
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(&answer, expected, "{path}");
+        let seen = serving_log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("GET", *path));
+        assert!(seen.body.is_empty(), "{path}");
+    }
+    // Metadata, server and model, as tritonclient reads it.
+    let server: serde_json::Value = http
+        .get(format!("http://{}/v2", p.proxy_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(server["name"], "adacompress-backend");
+    assert!(server["extensions"].as_array().is_some());
+    let model: serde_json::Value = http
+        .get(format!("http://{}/v2/models/classifier", p.proxy_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["name"], "classifier");
+    assert_eq!(model["inputs"][0]["name"], "image");
+    assert_eq!(model["inputs"][0]["datatype"], "BYTES");
+    assert_eq!(model["outputs"][0]["name"], "labels");
+    assert_eq!(serving_log.lock().unwrap().len(), cases.len() + 2);
+    assert!(
+        first_log.lock().unwrap().is_empty(),
+        "nothing went to the first upstream"
+    );
+    p.shutdown().await;
+}
+
+/// Issue 9: Google Vision as the official clients' REST transports send it
+/// (`?$alt=json;enum-encoding=int`, `"type": 4`) is compressed by the proxy and answered
+/// with labels by the local backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_rest_with_numeric_enums_is_compressed_and_labelled() {
+    use base64::Engine;
+    let (p, log, _stop) = stack(|_| {}).await;
+    let original = photo("objects", "2.jpg");
+    let body = serde_json::json!({"requests": [{
+        "image": {"content": base64::engine::general_purpose::STANDARD.encode(&original)},
+        "features": [{"type": 4, "maxResults": 3}],
+    }]});
+    for query in [
+        "?$alt=json;enum-encoding=int",
+        "?%24alt=json%3Benum-encoding%3Dint",
+    ] {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/v1/images:annotate{query}", p.proxy_addr))
+            .header("content-type", "application/json")
+            .header("x-goog-api-client", "gl-python/3.12 rest/2.0")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{query}");
+        let action = resp.headers()["x-adacompress-action"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(action.starts_with('q'), "{query}: {action}");
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        let labels = answer["responses"][0]["labelAnnotations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: no labels in {answer}"));
+        assert_eq!(labels.len(), 3, "{query}");
+        let seen = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(seen.path, format!("/v1/images:annotate{query}"));
+        let uploaded = image_of(Protocol::GoogleVision, &seen);
+        assert!(uploaded.len() < original.len(), "{query}");
+    }
+    p.shutdown().await;
 }

@@ -7,13 +7,13 @@
 //!
 //! | API | route |
 //! |---|---|
-//! | Google Vision | `POST /v1/images:annotate` (batches of up to 16 images) |
+//! | Google Vision | `POST /v1/images:annotate` (batches of up to 16 images; features by name or number, `?$alt=json;enum-encoding=int`) |
 //! | Rekognition | `POST /` with `X-Amz-Target: RekognitionService.DetectLabels` |
 //! | Baidu | `POST /rest/2.0/image-classify/v2/advanced_general` |
 //! | Face++ | `POST /imagepp/beta/detectsceneandobject`, `POST /facepp/v3/detect` (faces) |
-//! | Azure | `POST /computervision/imageanalysis:analyze` |
-//! | KServe / Triton | `POST /v2/models/{model}[/versions/{version}]/infer` (batches) |
-//! | TorchServe | `POST /predictions/{model}[/{version}]` |
+//! | Azure | `POST /computervision/imageanalysis:analyze` (`api-version` 2023-10-01, the SDK's, or 2024-02-01) |
+//! | KServe / Triton | `POST /v2/models/{model}[/versions/{version}]/infer` (batches); `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/{model}[/versions/{version}][/ready]` |
+//! | TorchServe | `POST /predictions/{model}[/{version}]`; `GET /ping` |
 //!
 //! The classifier answers every model name. Face++ detect needs a face detector
 //! ([`DetectFaces`], given with [`BackendConfig::with_faces`]); without one it answers
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -45,7 +45,9 @@ use tokio::sync::Semaphore;
 
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
-use crate::protocol::{Answer, ImageProblem, Label, Protocol, ProtocolError, Task};
+use crate::protocol::{
+    Answer, ImageProblem, Label, Protocol, ProtocolError, Task, kserve, torchserve,
+};
 use crate::sigv4::Verifier;
 
 pub mod faces;
@@ -279,6 +281,36 @@ pub fn app(state: Arc<Backend>) -> Router {
             "/predictions/{model}/{version}",
             serve_as(Protocol::TorchServe),
         )
+        .route("/v2/health/live", get(|| async { kserve::render_live() }))
+        .route("/v2/health/ready", get(|| async { kserve::render_ready() }))
+        .route("/v2", get(|| async { kserve::render_server_metadata() }))
+        .route(
+            "/v2/models/{model}",
+            get(|Path(model): Path<String>| async move {
+                kserve::render_model_metadata(&model, None)
+            }),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(
+                |Path((model, version)): Path<(String, String)>| async move {
+                    kserve::render_model_metadata(&model, Some(&version))
+                },
+            ),
+        )
+        .route(
+            "/v2/models/{model}/ready",
+            get(|Path(model): Path<String>| async move { kserve::render_model_ready(&model) }),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(
+                |Path((model, _)): Path<(String, String)>| async move {
+                    kserve::render_model_ready(&model)
+                },
+            ),
+        )
+        .route("/ping", get(|| async { torchserve::render_ping() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))

@@ -14,7 +14,9 @@
 //!
 //! Quirks this file handles:
 //! - The operation and its options are in the query: `features` (comma-separated; the
-//!   backend serves only `tags`), `api-version` (required), `language`, `model-version`.
+//!   backend serves only `tags`), `api-version` (required: the SDKs send [`SDK_API_VERSION`],
+//!   our client [`API_VERSION`]), `language`, `model-version`, `gender-neutral-caption`,
+//!   `smartcrops-aspect-ratios` (the last four ignored).
 //! - At most [`MAX_IMAGE_BYTES`] (20 MiB) of raw image.
 //! - Errors are `{"error": {"code": "InvalidRequest", "message", "innererror": {"code":
 //!   "InvalidImageFormat", "message"}}}` with HTTP 400 (415 for another content type, 429 for
@@ -37,8 +39,14 @@ use super::{
 /// The path of the analyze operation.
 pub const PATH: &str = "/computervision/imageanalysis:analyze";
 
-/// The API version clients send.
+/// The API version our client sends.
 pub const API_VERSION: &str = "2024-02-01";
+
+/// The API version the vendor's SDKs send (azure-ai-vision-imageanalysis 1.x for Python,
+/// Java and .NET, @azure-rest/ai-vision-image-analysis for JavaScript): the first GA version
+/// of Image Analysis 4.0. The backend serves it as it serves [`API_VERSION`] (the two differ
+/// in nothing this backend answers), and any other non-empty version too.
+pub const SDK_API_VERSION: &str = "2023-10-01";
 
 /// The largest image accepted (20 MiB).
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
@@ -571,6 +579,34 @@ mod tests {
         Option<&'a str>,
         &'a str,
     );
+
+    /// The query strings the vendor's SDKs build for `analyze(image_data, [TAGS], …)`, next
+    /// to ours: each is recognised by the proxy and served by the backend.
+    #[test]
+    fn sdk_api_versions_and_options_are_served() {
+        let raw = typed("application/octet-stream");
+        let queries = [
+            format!("?features=tags&api-version={API_VERSION}"),
+            format!("?api-version={SDK_API_VERSION}&features=tags"),
+            format!(
+                "?api-version={SDK_API_VERSION}&features=tags&language=en\
+                 &gender-neutral-caption=true&model-version=latest"
+            ),
+            format!("?api-version={SDK_API_VERSION}&features=Tags&smartcrops-aspect-ratios=0.9"),
+        ];
+        for query in queries {
+            let path = format!("{PATH}{query}");
+            assert_eq!(
+                Protocol::recognize(&axum::http::Method::POST, &path, &raw),
+                Some(Protocol::Azure),
+                "{path}"
+            );
+            let parsed = parse_backend_request(&path, &raw, b"img")
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(parsed.images.len(), 1, "{path}");
+            assert_eq!(parsed.images[0].as_ref().unwrap().bytes, b"img", "{path}");
+        }
+    }
 
     #[test]
     fn request_errors_render_in_azure_shape() {

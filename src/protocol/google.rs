@@ -21,6 +21,10 @@
 //!   `maxResults` of 0 means "the server default" (10); integers may arrive as strings; field
 //!   names may be spelled lowerCamel (`maxResults`) or as in the proto (`max_results`); bytes are
 //!   base64 in either alphabet, padding optional.
+//! - Enums by name or by number: the official clients' REST transports send
+//!   `?$alt=json;enum-encoding=int` and `"features": [{"type": 4}]` (`LABEL_DETECTION` in
+//!   `google.cloud.vision.v1.Feature.Type`); the query changes nothing else here, and the
+//!   answer has no enum fields to encode.
 //! - `image.content` takes precedence over `image.source`; `source.imageUri` and
 //!   `source.gcsImageUri` name remote images, which the backend does not fetch and the proxy
 //!   leaves untouched.
@@ -50,6 +54,10 @@ const CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 
 /// The feature type asking for labels.
 const LABEL_DETECTION: &str = "LABEL_DETECTION";
+
+/// `LABEL_DETECTION`'s number in `google.cloud.vision.v1.Feature.Type`, as clients send it
+/// with `$alt=json;enum-encoding=int`.
+const LABEL_DETECTION_NUMBER: i64 = 4;
 
 /// `google.rpc.Code` for a request the client got wrong.
 const CODE_INVALID_ARGUMENT: i64 = 3;
@@ -526,7 +534,7 @@ fn max_labels_of(i: usize, request: &Value) -> Result<usize, ProtocolError> {
         })?;
     let mut max_labels = 0;
     for (j, feature) in features.iter().enumerate() {
-        if feature.get("type").and_then(Value::as_str) != Some(LABEL_DETECTION) {
+        if !asks_for_labels(feature.get("type")) {
             continue;
         }
         let wanted = match field(feature, "maxResults", "max_results") {
@@ -546,6 +554,17 @@ fn max_labels_of(i: usize, request: &Value) -> Result<usize, ProtocolError> {
         max_labels = max_labels.max(wanted);
     }
     Ok(max_labels)
+}
+
+/// Whether a feature's `type` is `LABEL_DETECTION`: by name, or by number as the official
+/// clients' REST transports send enums (`$alt=json;enum-encoding=int`). Absent, `null`,
+/// another name or number (`TYPE_UNSPECIFIED` = 0, `FACE_DETECTION` = 1, …) is not.
+fn asks_for_labels(kind: Option<&Value>) -> bool {
+    match kind {
+        Some(Value::String(name)) => name == LABEL_DETECTION,
+        Some(Value::Number(n)) => n.as_i64() == Some(LABEL_DETECTION_NUMBER),
+        _ => false,
+    }
 }
 
 /// A field under its lowerCamel JSON name or its proto name.
@@ -906,6 +925,69 @@ mod tests {
                 }
                 (got, expected) => panic!("{body}: expected {expected:?}, got {got:?}"),
             }
+        }
+    }
+
+    /// What the official clients' REST transports send (google-cloud-vision for Python,
+    /// @google-cloud/vision for Node): `?$alt=json;enum-encoding=int`, spelled raw or
+    /// percent-encoded, and features as numbers.
+    #[test]
+    fn official_rest_clients_numeric_enums_and_alt_json() {
+        let jpeg = encode_base64(b"jpeg");
+        // (path, features, labels wanted)
+        let cases: Vec<(&str, Value, usize)> = vec![
+            (PATH, json!([{"type": 4}]), DEFAULT_MAX_RESULTS),
+            (PATH, json!([{"type": 4, "maxResults": 3}]), 3),
+            (PATH, json!([{"type": 4, "max_results": "7"}]), 7),
+            (
+                "/v1/images:annotate?$alt=json;enum-encoding=int",
+                json!([{"type": 4}]),
+                10,
+            ),
+            (
+                "/v1/images:annotate?%24alt=json%3Benum-encoding%3Dint",
+                json!([{"type": 4, "maxResults": 5}]),
+                5,
+            ),
+            (
+                "/v1/images:annotate?alt=json",
+                json!([{"type": "LABEL_DETECTION"}]),
+                10,
+            ),
+            // Numbers and names mixed in one request: the largest wins.
+            (
+                PATH,
+                json!([{"type": "LABEL_DETECTION", "maxResults": 2}, {"type": 4, "maxResults": 6}]),
+                6,
+            ),
+            // Other features by number: FACE_DETECTION (1), TEXT_DETECTION (5),
+            // TYPE_UNSPECIFIED (0), OBJECT_LOCALIZATION (19), a float, a numeric string.
+            (
+                PATH,
+                json!([{"type": 1}, {"type": 5}, {"type": 0}, {"type": 19}]),
+                0,
+            ),
+            (
+                PATH,
+                json!([{"type": 4.5}, {"type": "4"}, {"type": null}, {}]),
+                0,
+            ),
+        ];
+        for (path, features, wanted) in cases {
+            let body = json!({"requests": [{"image": {"content": jpeg}, "features": features}]});
+            let request =
+                parse_backend_request(path, &HeaderMap::new(), body.to_string().as_bytes())
+                    .unwrap_or_else(|e| panic!("{path} {features}: {e}"));
+            let image = request.images[0].as_ref().unwrap();
+            assert_eq!(image.max_labels, wanted, "{path} {features}");
+            // The proxy's side recognises and reads the same request.
+            assert_eq!(
+                Protocol::recognize(&axum::http::Method::POST, path, &HeaderMap::new()),
+                Some(Protocol::GoogleVision),
+                "{path}"
+            );
+            let slots = extract_images(body.to_string().as_bytes()).unwrap();
+            assert_eq!(slots[0].bytes(), Some(&b"jpeg"[..]), "{path}");
         }
     }
 

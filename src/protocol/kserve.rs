@@ -40,6 +40,10 @@
 //!   (`FP32`), `k` from the request's `parameters.top_k` (default [`DEFAULT_TOP_K`]), and
 //!   honours `binary_data` / `binary_data_output`. Triton's `classification` extension is not
 //!   served.
+//! - Health and metadata are `GET`s with JSON answers ([`render_live`], [`render_ready`],
+//!   [`render_server_metadata`], [`render_model_metadata`], [`render_model_ready`]); the
+//!   proxy does not compress them and sends every `/v2` path ([`owns_path`]) to the KServe
+//!   upstream as it came.
 
 use std::ops::Range;
 
@@ -1010,6 +1014,84 @@ pub fn render_throttled() -> BackendResponse {
     )
 }
 
+/// Whether a path (query ignored) belongs to the v2 protocol: `/v2` and everything under it
+/// (health, metadata, `infer`, Triton's repository and statistics extensions). The proxy sends
+/// those it does not compress to the KServe upstream untouched.
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route == "/v2" || route.starts_with("/v2/")
+}
+
+/// The name the local backend gives itself in the server metadata.
+pub const SERVER_NAME: &str = "adacompress-backend";
+
+/// The model platform the local backend reports (an ONNX classifier).
+pub const PLATFORM: &str = "onnx";
+
+/// The version the local backend lists for every model when the path names none.
+pub const DEFAULT_VERSION: &str = "1";
+
+/// `GET /v2/health/live`: 200 `{"live": true}` (Triton sends an empty 200; clients read only
+/// the status).
+pub fn render_live() -> BackendResponse {
+    BackendResponse::json(
+        StatusCode::OK,
+        JSON_CONTENT_TYPE,
+        Vec::new(),
+        &json!({"live": true}),
+    )
+}
+
+/// `GET /v2/health/ready`: 200 `{"ready": true}` (the backend serves once its model loaded).
+pub fn render_ready() -> BackendResponse {
+    BackendResponse::json(
+        StatusCode::OK,
+        JSON_CONTENT_TYPE,
+        Vec::new(),
+        &json!({"ready": true}),
+    )
+}
+
+/// `GET /v2`: the server metadata, `{"name", "version", "extensions"}`; the extension is
+/// Triton's binary tensor data, which `infer` honours.
+pub fn render_server_metadata() -> BackendResponse {
+    let body = json!({
+        "name": SERVER_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    });
+    BackendResponse::json(StatusCode::OK, JSON_CONTENT_TYPE, Vec::new(), &body)
+}
+
+/// `GET /v2/models/{model}[/versions/{version}]`: the model metadata, `{"name", "versions",
+/// "platform", "inputs", "outputs"}`, each tensor `{"name", "datatype", "shape"}` with -1 for
+/// a dimension of any size. Every name is served (one classifier): an image batch in, the
+/// top-k labels and scores per image out.
+pub fn render_model_metadata(model: &str, version: Option<&str>) -> BackendResponse {
+    let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
+    let body = json!({
+        "name": model,
+        "versions": [version.unwrap_or(DEFAULT_VERSION)],
+        "platform": PLATFORM,
+        "inputs": [tensor(IMAGE_INPUT, BYTES, json!([-1]))],
+        "outputs": [
+            tensor(LABELS_OUTPUT, BYTES, json!([-1, -1])),
+            tensor(SCORES_OUTPUT, "FP32", json!([-1, -1])),
+        ],
+    });
+    BackendResponse::json(StatusCode::OK, JSON_CONTENT_TYPE, Vec::new(), &body)
+}
+
+/// `GET /v2/models/{model}[/versions/{version}]/ready`: 200 `{"name", "ready": true}`.
+pub fn render_model_ready(model: &str) -> BackendResponse {
+    BackendResponse::json(
+        StatusCode::OK,
+        JSON_CONTENT_TYPE,
+        Vec::new(),
+        &json!({"name": model, "ready": true}),
+    )
+}
+
 /// `{"error": message}`.
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     BackendResponse::json(
@@ -1154,6 +1236,54 @@ mod tests {
             HeaderValue::from_str(&length.to_string()).unwrap(),
         );
         headers
+    }
+
+    /// Health, readiness and metadata in the v2 protocol's shapes, and which paths are the
+    /// protocol's own.
+    #[test]
+    fn health_and_metadata_answers() {
+        let body = |r: BackendResponse| -> Value {
+            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(r.headers[0].1, JSON_CONTENT_TYPE);
+            serde_json::from_slice(&r.body).unwrap()
+        };
+        // (answer, expected)
+        let cases: Vec<(BackendResponse, Value)> = vec![
+            (render_live(), json!({"live": true})),
+            (render_ready(), json!({"ready": true})),
+            (render_model_ready("m"), json!({"name": "m", "ready": true})),
+            (
+                render_server_metadata(),
+                json!({"name": SERVER_NAME, "version": env!("CARGO_PKG_VERSION"),
+                       "extensions": ["binary_tensor_data"]}),
+            ),
+            (
+                render_model_metadata("resnet", Some("2")),
+                json!({"name": "resnet", "versions": ["2"], "platform": "onnx",
+                       "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+                       "outputs": [{"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+                                   {"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]}),
+            ),
+        ];
+        for (answer, expected) in cases {
+            assert_eq!(body(answer), expected);
+        }
+        assert_eq!(
+            body(render_model_metadata("resnet", None))["versions"],
+            json!([DEFAULT_VERSION])
+        );
+        // (path, the protocol's own)
+        for (path, owned) in [
+            ("/v2", true),
+            ("/v2?x=1", true),
+            ("/v2/health/live", true),
+            ("/v2/models/m/versions/1/ready", true),
+            ("/v2x", false),
+            ("/v1/images:annotate", false),
+            ("/", false),
+        ] {
+            assert_eq!(owns_path(path), owned, "{path}");
+        }
     }
 
     /// A binary request: a text BYTES input, an FP32 input, then two images, all binary.

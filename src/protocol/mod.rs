@@ -443,6 +443,33 @@ impl Protocol {
         None
     }
 
+    /// Proxy side: which API's upstream a request belongs to, compressed or not: what
+    /// [`Protocol::recognize`] says, else the API whose other routes it takes — another
+    /// Rekognition operation (`POST /` with `X-Amz-Target: RekognitionService.*`), KServe /
+    /// Triton health, metadata and repository routes (any method under `/v2`), TorchServe's
+    /// `/ping` and inference paths. `None` for what no API claims.
+    pub fn owner(method: &Method, path: &str, headers: &HeaderMap) -> Option<Protocol> {
+        if let Some(protocol) = Protocol::recognize(method, path, headers) {
+            return Some(protocol);
+        }
+        let route = path.split('?').next().unwrap_or(path);
+        let rekognition_operation = method == Method::POST
+            && route == "/"
+            && headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("RekognitionService."));
+        if rekognition_operation {
+            Some(Protocol::Rekognition)
+        } else if kserve::owns_path(route) {
+            Some(Protocol::KServe)
+        } else if torchserve::owns_path(route) {
+            Some(Protocol::TorchServe)
+        } else {
+            None
+        }
+    }
+
     /// Proxy side: the image slots of a client's request, in request order.
     ///
     /// Slots that hold no inline image (URLs, S3 objects, broken base64) are listed too, as
@@ -1544,6 +1571,107 @@ mod tests {
         for (method, path, headers, expected) in cases {
             assert_eq!(
                 Protocol::recognize(&method, path, headers),
+                expected,
+                "{method} {path}"
+            );
+        }
+    }
+
+    /// The API a request belongs to when it is not one the proxy compresses: its upstream
+    /// gets it untouched (issue 9: health and metadata went to the first upstream).
+    #[test]
+    fn owner_of_requests_the_proxy_does_not_compress() {
+        let faces = header_map(&[(
+            "X-Amz-Target".to_owned(),
+            "RekognitionService.DetectFaces".to_owned(),
+        )]);
+        let other = header_map(&[(
+            "X-Amz-Target".to_owned(),
+            "DynamoDB_20120810.GetItem".to_owned(),
+        )]);
+        let none = HeaderMap::new();
+        // (method, path, headers, expected)
+        let cases: Vec<(Method, &str, &HeaderMap, Option<Protocol>)> = vec![
+            // Compressed ones keep their API.
+            (
+                Method::POST,
+                "/v1/images:annotate?$alt=json;enum-encoding=int",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (
+                Method::POST,
+                "/v2/models/m/infer",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            // Other Rekognition operations.
+            (Method::POST, "/", &faces, Some(Protocol::Rekognition)),
+            (Method::POST, "/", &other, None),
+            (Method::GET, "/", &faces, None),
+            // KServe v2 / Triton health, metadata, repository.
+            (
+                Method::GET,
+                "/v2/health/live",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (
+                Method::GET,
+                "/v2/health/ready",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (Method::GET, "/v2", &none, Some(Protocol::KServe)),
+            (
+                Method::GET,
+                "/v2/models/resnet",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (
+                Method::GET,
+                "/v2/models/resnet/ready",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (
+                Method::GET,
+                "/v2/models/resnet/versions/2/ready?x=1",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (
+                Method::POST,
+                "/v2/repository/index",
+                &none,
+                Some(Protocol::KServe),
+            ),
+            (Method::GET, "/v2models", &none, None),
+            // TorchServe.
+            (Method::GET, "/ping", &none, Some(Protocol::TorchServe)),
+            (Method::POST, "/ping", &none, Some(Protocol::TorchServe)),
+            (
+                Method::GET,
+                "/predictions/densenet",
+                &none,
+                Some(Protocol::TorchServe),
+            ),
+            (
+                Method::POST,
+                "/explanations/densenet",
+                &none,
+                Some(Protocol::TorchServe),
+            ),
+            (Method::GET, "/pingx", &none, None),
+            // Nobody's.
+            (Method::GET, "/healthz", &none, None),
+            (Method::POST, "/some/other/api", &none, None),
+            (Method::GET, "/v1/images:annotate", &none, None),
+        ];
+        for (method, path, headers, expected) in cases {
+            assert_eq!(
+                Protocol::owner(&method, path, headers),
                 expected,
                 "{method} {path}"
             );

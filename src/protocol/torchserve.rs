@@ -21,6 +21,9 @@
 //!   a raw body is replaced whole.
 //! - The local backend serves its one classifier under every model name, answers
 //!   [`TOP_K`] labels, and refuses an undecodable image with 400 `BadRequestException`.
+//! - Health is `GET /ping` ([`render_ping`]); the proxy sends it, and any other TorchServe
+//!   inference path it does not compress ([`owns_path`]), to the TorchServe upstream as it
+//!   came.
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
@@ -276,6 +279,24 @@ pub fn render_throttled() -> BackendResponse {
     )
 }
 
+/// Whether a path (query ignored) belongs to TorchServe's inference API: `/ping`,
+/// `/predictions/…`, `/explanations/…`. The proxy sends those it does not compress to the
+/// TorchServe upstream untouched.
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route == "/ping" || route.starts_with("/predictions/") || route.starts_with("/explanations/")
+}
+
+/// `GET /ping`: 200 `{"status": "Healthy"}`, as TorchServe answers once its models loaded.
+pub fn render_ping() -> BackendResponse {
+    BackendResponse::json(
+        StatusCode::OK,
+        CONTENT_TYPE,
+        Vec::new(),
+        &json!({"status": "Healthy"}),
+    )
+}
+
 /// `{"code", "type", "message"}`.
 fn error_response(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
     let body = json!({"code": status.as_u16(), "type": kind, "message": message});
@@ -419,6 +440,25 @@ mod tests {
 
     fn json_of(body: &[u8]) -> Value {
         serde_json::from_slice(body).unwrap()
+    }
+
+    #[test]
+    fn ping_and_owned_paths() {
+        let ping = render_ping();
+        assert_eq!(ping.status, StatusCode::OK);
+        assert_eq!(json_of(&ping.body), json!({"status": "Healthy"}));
+        // (path, TorchServe's own)
+        for (path, owned) in [
+            ("/ping", true),
+            ("/ping?x", true),
+            ("/predictions/densenet", true),
+            ("/explanations/densenet/1.0", true),
+            ("/pingpong", false),
+            ("/predictions", false),
+            ("/v2/health/live", false),
+        ] {
+            assert_eq!(owns_path(path), owned, "{path}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! into the client's answer and counts the request.
 //!
 //! 1. `route`: [`Protocol::recognize`] says which API it speaks; the upstream configured for
-//!    that API gets it. Paths no adapter knows go to the first upstream untouched. No
+//!    that API gets it. Requests of an API the proxy does not compress ([`Protocol::owner`]:
+//!    other Rekognition operations, KServe/TorchServe health and metadata) go to that API's
+//!    upstream untouched. Paths no adapter knows go to the first upstream untouched. No
 //!    upstream at all → 502 `no_upstream`.
 //! 2. `read_body`: over `proxy.max_body_bytes` (declared or as it arrives) → 413 naming the
 //!    key; bodies in memory at `proxy.max_inflight_body_bytes` → 503; not received within
@@ -745,20 +747,18 @@ async fn stages(
 /// Stage 1: recognise the API and pick its upstream (the first one for unknown paths).
 fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     let recognized = Protocol::recognize(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers);
-    // Other Rekognition operations (DetectFaces, …): not compressed, but they go to the
-    // Rekognition upstream and are signed for it like DetectLabels.
+    // Requests of a known API that are not compressed (other Rekognition operations,
+    // KServe/Triton and TorchServe health and metadata) go to that API's upstream untouched;
+    // Rekognition ones are signed for it like DetectLabels.
     if recognized.is_none()
-        && is_rekognition_operation(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers)
-        && let Some(route) = s
-            .routes
-            .iter()
-            .find(|r| r.protocol == Protocol::Rekognition)
+        && let Some(api) = Protocol::owner(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers)
+        && let Some(route) = s.routes.iter().find(|r| r.protocol == api)
     {
-        ctx.label = Some(Protocol::Rekognition.name());
+        ctx.label = Some(api.name());
         return Ok(Routed {
             protocol: None,
             route: route.clone(),
-            rekognition: true,
+            rekognition: api == Protocol::Rekognition,
         });
     }
     let (route, protocol) = s.route_for(recognized).ok_or(ProxyError::NoUpstream)?;
@@ -768,16 +768,6 @@ fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
         route: route.clone(),
         rekognition: protocol == Some(Protocol::Rekognition),
     })
-}
-
-/// `POST /` with `X-Amz-Target: RekognitionService.<operation>`.
-fn is_rekognition_operation(method: &Method, path_q: &str, headers: &HeaderMap) -> bool {
-    method == Method::POST
-        && path_q.split('?').next() == Some("/")
-        && headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("RekognitionService."))
 }
 
 /// Stage 2: the body, within `proxy.max_body_bytes` (declared or not), the in-memory
