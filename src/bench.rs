@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::action::PAPER_QUALITIES;
-use crate::agent::{AdamConfig, PAPER_HIDDEN, QHead};
+use crate::agent::{AdamConfig, Agent, PAPER_HIDDEN, QHead};
 use crate::codec::{self, EncoderMode, Limits};
 use crate::model::ImageModel;
 use crate::report::ReportError;
@@ -28,6 +28,85 @@ pub enum BenchError {
     },
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::agent::CheckpointError),
+    #[error(transparent)]
+    Photos(#[from] crate::photos::PhotoError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// A flag out of range; the message names it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Everything `adacompress bench` was asked (one field per flag of `adacompress bench --help`).
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Photos to time (folders are searched for the request-path comparison).
+    pub photos: Vec<PathBuf>,
+    /// Backbone ONNX model and the input sides to time.
+    pub backbone: PathBuf,
+    pub sides: Vec<u32>,
+    /// Timed runs per stage (after one warm-up).
+    pub runs: usize,
+    /// Output path prefix.
+    pub out: PathBuf,
+    /// Compare this agent's request path with the fixed pair's instead.
+    pub agent: Option<PathBuf>,
+    /// The fixed pair, e.g. `q85@768`.
+    pub fixed: String,
+}
+
+/// `adacompress bench`: times, prints the Markdown table and writes PREFIX.md/.csv/.json.
+pub fn command(opts: BenchOptions) -> Result<(), BenchError> {
+    if opts.runs < 2 {
+        return Err(BenchError::Usage(format!(
+            "--runs must be at least 2, not {}",
+            opts.runs
+        )));
+    }
+    if let Some(agent_path) = &opts.agent {
+        return command_paths(&opts, agent_path);
+    }
+    let mut bar = crate::progress::Progress::new("bench", opts.photos.len() as u64);
+    let rows = run(
+        &opts.photos,
+        &opts.backbone,
+        &opts.sides,
+        opts.runs,
+        |d, t| bar.set(d as u64, t as u64),
+    )?;
+    bar.finish();
+    let md = markdown(&rows);
+    print!("{md}");
+    write_stages(&opts.out, &rows, &md)?;
+    Ok(())
+}
+
+/// `adacompress bench --agent`: the agent's request path against the fixed pair's.
+fn command_paths(opts: &BenchOptions, agent_path: &Path) -> Result<(), BenchError> {
+    let agent = Agent::load(agent_path, None)?;
+    let fixed = crate::action::Action::parse(&opts.fixed).ok_or_else(|| {
+        BenchError::Usage(format!(
+            "--fixed must be an action like q85@768, not `{}`",
+            opts.fixed
+        ))
+    })?;
+    let photos_list = crate::photos::expand(&opts.photos)?;
+    let mut bar = crate::progress::Progress::new("bench paths", photos_list.len() as u64);
+    let rows = paths(&photos_list, &agent, &fixed, opts.runs, |d, t| {
+        bar.set(d as u64, t as u64)
+    })?;
+    bar.finish();
+    let md = paths_markdown(
+        &rows,
+        &opts.fixed,
+        &agent_path.display().to_string(),
+        opts.runs,
+    );
+    print!("{md}");
+    write_paths(&opts.out, &rows, &md)?;
+    Ok(())
 }
 
 /// One measured stage.

@@ -33,6 +33,76 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+/// Why the service a command names could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an offline command's vision service is and how to talk to it (`--upstream`,
+/// `--protocol`, `--service-id`, `--cache`, `--timeout`).
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Base URL, or `local` / `local:MODEL.onnx` for the built-in backend in-process.
+    pub upstream: String,
+    /// Wire format.
+    pub protocol: Protocol,
+    /// Cache key for the answers; default `protocol@upstream`.
+    pub service_id: Option<String>,
+    /// SQLite answer cache.
+    pub cache: std::path::PathBuf,
+    /// Per-request timeout in seconds.
+    pub timeout: u64,
+}
+
+impl ServiceSpec {
+    /// The service `upstream` names and its answer cache; `local[:MODEL]` starts the
+    /// built-in backend in this process (stopped when the returned guard is dropped),
+    /// identified in the answer cache by its model's file name and hash.
+    pub async fn open(
+        &self,
+    ) -> Result<(HttpService, Store, Option<crate::backend::LocalBackend>), OpenError> {
+        let (url, default_id, local) = if self.upstream == "local"
+            || self.upstream.starts_with("local:")
+        {
+            let model = self.upstream.strip_prefix("local:").map_or_else(
+                || std::path::PathBuf::from("models/efficientnet-lite0.onnx"),
+                std::path::PathBuf::from,
+            );
+            let local = crate::backend::start_local(&model)
+                .await
+                .map_err(|e| match e {
+                    crate::backend::LocalError::Model { source, .. } => OpenError::Model(source),
+                    crate::backend::LocalError::Io(e) => {
+                        OpenError::Io(format!("cannot start the local backend: {e}"))
+                    }
+                })?;
+            eprintln!(
+                "started the local vision backend ({}) on {}",
+                model.display(),
+                local.addr
+            );
+            let id = format!("{}@{}", self.protocol, local.id);
+            (local.url(), Some(id), Some(local))
+        } else {
+            (self.upstream.clone(), None, None)
+        };
+        let mut http = HttpService::new(self.protocol, &url, Duration::from_secs(self.timeout))?;
+        if let Some(id) = self.service_id.as_ref().or(default_id.as_ref()) {
+            http = http.with_id(id);
+        }
+        let store = Store::open(&self.cache)?;
+        Ok((http, store, local))
+    }
+}
+
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

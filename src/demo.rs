@@ -49,6 +49,67 @@ pub struct DemoConfig {
     pub progress: bool,
 }
 
+/// Everything `adacompress demo` was asked (one field per flag of `adacompress demo --help`).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub photos: PathBuf,
+    /// The shipped agent.
+    pub agent: PathBuf,
+    /// Learned state folder; a fresh temporary one when `None`.
+    pub state_dir: Option<PathBuf>,
+    pub day: usize,
+    pub night: usize,
+    pub window: usize,
+    /// The figures as JSON, with .csv and .svg beside it.
+    pub json: PathBuf,
+    /// Proxy config to start from.
+    pub config: Option<PathBuf>,
+    pub warmup: bool,
+}
+
+/// Why `adacompress demo` failed. Each message already carries its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Config(crate::config::ConfigError),
+    #[error("{0}")]
+    Run(String),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+}
+
+/// `adacompress demo`: runs it, prints the table, writes the figures.
+pub async fn command(opts: DemoOptions) -> Result<(), DemoError> {
+    let base = Config::load(opts.config.as_deref(), std::env::vars()).map_err(DemoError::Config)?;
+    let fresh = opts.state_dir.is_none();
+    let state_dir = opts.state_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("adacompress-demo-{}", std::process::id()))
+    });
+    if fresh {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    let cfg = DemoConfig {
+        photos: opts.photos,
+        checkpoint: opts.agent,
+        state_dir: state_dir.clone(),
+        day: opts.day,
+        night: opts.night,
+        window: opts.window,
+        base,
+        warmup: opts.warmup,
+        progress: true,
+    };
+    let report = run(cfg).await.map_err(DemoError::Run)?;
+    print!("{}", table(&report));
+    write_files(&report, &opts.json, opts.window)?;
+    eprintln!(
+        "wrote {} (+ .csv, .svg); learned state in {}",
+        opts.json.display(),
+        state_dir.display()
+    );
+    Ok(())
+}
+
 /// One photo's trip.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {

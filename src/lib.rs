@@ -36,10 +36,19 @@
 //!    the head and persist it in [`store`] and checkpoint files.
 //!
 //! Offline: [`learn::table`] labels every photo × action against a service ([`client`],
-//! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent; [`train`],
-//! [`eval`] and [`mod@bench`] own those commands and their reports ([`report`]);
-//! [`backend`] is the local vision service (real ONNX models behind every wire
-//! format), [`demo`] the whole loop live, [`cli`] only parses the command line.
+//! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent.
+//!
+//! # Commands
+//!
+//! Each command's module owns its work, its errors and its reports ([`report`]):
+//! `serve` is [`proxy::server`] (its config from file, environment and flags, the run
+//! until [`shutdown`]); `train` is [`train`], `eval` is [`eval`] and `bench` is
+//! [`mod@bench`], over the photos [`photos::Selection`] picks and the service
+//! [`client::ServiceSpec`] opens; `compress` is [`compress_file`]; `backend` is
+//! [`backend`], the local vision service (real ONNX models behind every wire format);
+//! `demo` is [`demo`], the whole loop live; `healthcheck` is [`proxy::admin`]'s probe.
+//! [`cli`] only defines the flags and hands each command to its module; no other
+//! module imports it.
 
 pub mod action;
 pub mod agent;
@@ -48,6 +57,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod compress_file;
 pub mod config;
 pub mod demo;
 pub mod eval;
@@ -58,6 +68,7 @@ pub mod progress;
 pub mod protocol;
 pub mod proxy;
 pub mod report;
+pub mod shutdown;
 pub mod sigv4;
 pub mod store;
 pub mod train;

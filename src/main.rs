@@ -42,20 +42,6 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        match args.command {
-            Command::Backend(a) => cli::run_backend(a).await,
-            Command::Train(a) => cli::run_train(a).await,
-            Command::Eval(a) => cli::run_eval(a).await,
-            Command::Compress(a) => cli::run_compress(a),
-            Command::Bench(a) => cli::run_bench(a),
-            Command::Serve(_) => match serve_config {
-                Some(cfg) => cli::run_serve(cfg).await,
-                None => Ok(()),
-            },
-            Command::Healthcheck(a) => cli::run_healthcheck(a).await,
-            Command::Demo(a) => cli::run_demo(a).await,
-        }
-    })?;
+    runtime.block_on(cli::run(args.command, serve_config))?;
     Ok(())
 }

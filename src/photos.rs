@@ -33,6 +33,64 @@ pub enum PhotoError {
     },
     #[error("no photos (.jpg, .jpeg, .png, .webp) found under {0} for split {1:?}")]
     Empty(PathBuf, Split),
+    #[error("no photos under {dir} match --sources {sources:?} / --exclude-sources {exclude:?}")]
+    NoMatch {
+        dir: PathBuf,
+        sources: Vec<String>,
+        exclude: Vec<String>,
+    },
+}
+
+/// Which photos a command works on (`--photos`, `--test-percent`, `--limit`,
+/// `--sources`, `--exclude-sources`).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Folder of photos (searched recursively).
+    pub dir: PathBuf,
+    /// Percentage of photos (by hash of the file name) in the test split.
+    pub test_percent: u8,
+    /// At most this many photos (after the split), for quick runs.
+    pub limit: Option<usize>,
+    /// Only photos from these sources (the folders they sit in); empty: all.
+    pub sources: Vec<String>,
+    /// Photos from these sources are left out.
+    pub exclude_sources: Vec<String>,
+}
+
+impl Selection {
+    /// The photos of `split` from the chosen sources, at most `limit` of them.
+    pub fn select(&self, split: Split) -> Result<Vec<PathBuf>, PhotoError> {
+        let mut list = select(&self.dir, split, self.test_percent)?;
+        list.retain(|p| {
+            let source = crate::learn::table::source_of(p, &self.dir);
+            (self.sources.is_empty() || self.sources.contains(&source))
+                && !self.exclude_sources.contains(&source)
+        });
+        if list.is_empty() {
+            return Err(PhotoError::NoMatch {
+                dir: self.dir.clone(),
+                sources: self.sources.clone(),
+                exclude: self.exclude_sources.clone(),
+            });
+        }
+        if let Some(n) = self.limit {
+            list.truncate(n);
+        }
+        Ok(list)
+    }
+}
+
+/// Files as given and the photos inside folders (searched recursively).
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PhotoError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(list(p)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a file name falls in the test split.

@@ -328,6 +328,53 @@ pub async fn serve(
         .await
 }
 
+/// Why `adacompress backend` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Io(String),
+    /// A flag that cannot work; the message names it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `adacompress backend`: loads `cfg` (with SigV4 checks on the Rekognition route when
+/// `aws_verify`, BlazeFace for Face++ detect when its model sits beside the
+/// classifier) and serves it on `listen` until SIGINT/SIGTERM.
+pub async fn run(mut cfg: BackendConfig, aws_verify: bool, listen: &str) -> Result<(), RunError> {
+    if aws_verify {
+        let verifier = crate::sigv4::Verifier::from_env()
+            .map_err(|e| RunError::Usage(format!("--aws-verify: {e}")))?;
+        tracing::info!(
+            region = %verifier.region,
+            "checking SigV4 signatures on the Rekognition route"
+        );
+        cfg.aws_verify = Some(verifier);
+    }
+    let faces_path = cfg.model.with_file_name("blazeface-front-128.onnx");
+    if faces_path.exists() {
+        cfg.faces = Some(Arc::new(faces::FaceDetector::load(&faces_path)?));
+    }
+    let state = Arc::new(Backend::load(&cfg)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| RunError::Io(format!("cannot listen on {listen} (--listen): {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RunError::Io(e.to_string()))?;
+    tracing::info!(
+        %addr,
+        model = %cfg.model.display(),
+        side = state.classifier().model.side(),
+        "local vision backend listening (google: POST /v1/images:annotate, rekognition: POST /)"
+    );
+    serve(listener, state, crate::shutdown::signal())
+        .await
+        .map_err(|e| RunError::Io(e.to_string()))
+}
+
 /// Starts a backend on a free loopback port in this process; for tests, benchmarks
 /// and the demo. Returns the address; the server stops when `shutdown` resolves.
 pub async fn spawn_local(

@@ -324,3 +324,20 @@ pub fn display_name(p: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+/// [`PhotoEnv::prepare`] behind a progress bar on stderr.
+pub async fn prepare<'s, S: VisionService + ?Sized>(
+    paths: &[PathBuf],
+    backbone: Option<&ImageModel>,
+    service: &'s CachedService<'s, S>,
+    spec: EnvSpec,
+) -> Result<PhotoEnv<'s, S>, EnvError> {
+    let mut bar =
+        crate::progress::Progress::new("prepare", (paths.len() * (1 + spec.augment)) as u64);
+    let env = PhotoEnv::prepare(paths, backbone, service, spec, |d, t| {
+        bar.set(d as u64, t as u64)
+    })
+    .await?;
+    bar.finish();
+    Ok(env)
+}

@@ -253,6 +253,33 @@ async fn clear_memory(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> R
     }
 }
 
+/// Why `adacompress healthcheck` failed: the URL and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HealthcheckError(String);
+
+/// `adacompress healthcheck`: Ok when `url` answers 2xx within `timeout_secs` (the
+/// container HEALTHCHECK; slim images have no curl).
+pub async fn healthcheck(url: &str, timeout_secs: f64) -> Result<(), HealthcheckError> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs_f64(timeout_secs))
+        .build()
+        .map_err(|e| HealthcheckError(e.to_string()))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| HealthcheckError(format!("{url}: {e}")))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(HealthcheckError(format!(
+            "{url} answered {}",
+            resp.status()
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,50 @@ use crate::config::Config;
 use crate::learn::online::{Online, OnlineError};
 use crate::model::ModelError;
 
+/// Why `adacompress serve` did not run. Each message already carries its cause, so
+/// none is chained.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(crate::config::ConfigError),
+    #[error("{0}")]
+    Resign(String),
+    #[error("{0}")]
+    Start(ServeError),
+}
+
+/// The configuration `serve` runs with: the file (or defaults), then the environment,
+/// then the flags (`--listen`, `--admin-listen`, `--upstream PROTOCOL=URL`).
+pub fn serve_config(
+    file: Option<&std::path::Path>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    upstreams: &[String],
+) -> Result<Config, RunError> {
+    let mut cfg = Config::load(file, std::env::vars()).map_err(RunError::Config)?;
+    if let Some(a) = listen {
+        cfg.proxy.listen = a;
+    }
+    if let Some(a) = admin_listen {
+        cfg.proxy.admin_listen = a;
+    }
+    for u in upstreams {
+        cfg.add_upstream_flag(u).map_err(RunError::Config)?;
+    }
+    cfg.check_resign().map_err(RunError::Config)?;
+    Ok(cfg)
+}
+
+/// `adacompress serve`: runs until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(cfg: Config) -> Result<(), RunError> {
+    let resign = super::resign_from_config(&cfg).map_err(RunError::Resign)?;
+    let server = start(cfg, resign).await.map_err(RunError::Start)?;
+    crate::shutdown::signal().await;
+    tracing::info!("shutdown signal received; draining");
+    server.shutdown().await;
+    Ok(())
+}
+
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
