@@ -91,7 +91,7 @@ impl Default for PairConfig {
             max_audit_rate: 0.5,
             candidates: 2,
             drift_window: 20,
-            drift_failures: 4,
+            drift_failures: 3,
             margin_alarm_sigmas: 5.0,
         }
     }
