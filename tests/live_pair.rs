@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use adacompress::codec::{self, EncoderMode, Limits};
-use adacompress::protocol::Protocol;
 use adacompress::proxy::server::Server;
 
 use common::*;
@@ -41,17 +40,6 @@ fn phone_upload(path: &std::path::Path) -> Vec<u8> {
         image::imageops::FilterType::Triangle,
     );
     codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap()
-}
-
-async fn send(proxy: &Server, image: &[u8]) -> reqwest::Response {
-    let req = Protocol::GoogleVision.client_request(image, 5);
-    let mut b = reqwest::Client::new()
-        .post(format!("http://{}{}", proxy.proxy_addr, req.path_and_query))
-        .body(req.body.clone());
-    for (k, v) in &req.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    b.send().await.expect("proxy answers")
 }
 
 async fn agent_json(proxy: &Server) -> serde_json::Value {
@@ -99,17 +87,15 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     let n = 8;
     for path in names.iter().take(n) {
         let image = phone_upload(path);
-        let resp = send(&proxy, &image).await;
-        assert_eq!(resp.status(), 200);
-        let action = resp
-            .headers()
-            .get("x-adacompress-action")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let (status, action, body) = google_annotate(
+            &reqwest::Client::new(),
+            &format!("http://{}", proxy.proxy_addr),
+            &image,
+        )
+        .await;
+        assert_eq!(status, 200);
         // 2048 px at q95: q95 at ≤ 960 px shrinks them.
         assert_eq!(action, prior, "every image goes up at the live pair");
-        let body: serde_json::Value = resp.json().await.unwrap();
         assert!(
             body["responses"][0]["labelAnnotations"][0]["description"].is_string(),
             "the client gets the cloud's labels: {body}"

@@ -110,22 +110,9 @@ fn top1(answer: &serde_json::Value) -> Option<String> {
 }
 
 async fn ask(http: &reqwest::Client, base: &str, image: &[u8]) -> (serde_json::Value, String) {
-    let req = Protocol::GoogleVision.client_request(image, 5);
-    let mut b = http
-        .post(format!("{base}{}", req.path_and_query))
-        .body(req.body);
-    for (k, v) in &req.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    let resp = b.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let action = resp
-        .headers()
-        .get("x-adacompress-action")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (resp.json().await.unwrap(), action)
+    let (status, action, answer) = google_annotate(http, base, image).await;
+    assert_eq!(status, 200);
+    (answer, action)
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -121,3 +121,29 @@ pub async fn metrics_of(p: &adacompress::proxy::server::Server) -> String {
         .await
         .unwrap()
 }
+
+/// Sends `image` as a Google Vision `images:annotate` request to `base` (a proxy or a
+/// backend); returns the status, `X-AdaCompress-Action` (empty when absent) and the JSON
+/// answer.
+pub async fn google_annotate(
+    http: &reqwest::Client,
+    base: &str,
+    image: &[u8],
+) -> (u16, String, serde_json::Value) {
+    let req = adacompress::protocol::Protocol::GoogleVision.client_request(image, 5);
+    let mut b = http
+        .post(format!("{base}{}", req.path_and_query))
+        .body(req.body);
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let resp = b.send().await.expect("an answer");
+    let status = resp.status().as_u16();
+    let action = resp
+        .headers()
+        .get("x-adacompress-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, action, resp.json().await.expect("a JSON answer"))
+}
