@@ -434,11 +434,8 @@ impl Online {
         source: &mut Source<'_>,
     ) -> Result<Decision, StateError> {
         let live = self.live();
-        let (served, cost_of) = {
-            let p = pair.lock().unwrap_or_else(|e| e.into_inner());
-            let costs: Vec<f64> = (0..self.actions.len()).map(|a| p.cost(a)).collect();
-            (p.served(), costs)
-        };
+        let pair = || pair.lock().unwrap_or_else(|e| e.into_inner());
+        let served = pair().served();
         let deviates =
             matches!(live.policy, Policy::Calibrated { threshold, .. } if threshold <= 1.0);
         if !deviates {
@@ -453,8 +450,12 @@ impl Online {
             crate::agent::state::observe(&self.backbone, self.state_kind, source)?.into();
         let q = live.head.predict(&features);
         let (choice, fallback) = live.policy.decide_explained(&q, &features, &self.actions);
-        let cheaper = cost_of.get(choice).copied().unwrap_or(1.0)
-            < cost_of.get(served).copied().unwrap_or(1.0);
+        // Costs are looked up only here, after the backbone: the common path (no deviation
+        // possible) takes the lock once, for the served index.
+        let cheaper = {
+            let p = pair();
+            choice < self.actions.len() && p.cost(choice) < p.cost(served)
+        };
         let action = if !fallback && cheaper { choice } else { served };
         Ok(Decision {
             features,
