@@ -585,17 +585,19 @@ impl Config {
                 "must be in 0..=100 (0 = off)",
             ));
         }
-        if !(0.0..=5.0).contains(&pc.confidence_z) {
-            return Err(bad(
-                "pair.confidence_z",
-                pc.confidence_z.to_string(),
-                "must be in 0..=5",
-            ));
+        for (key, z) in [
+            ("pair.confidence_z", pc.confidence_z),
+            ("pair.check_z", pc.check_z),
+        ] {
+            if !(0.0..=5.0).contains(&z) {
+                return Err(bad(key, z.to_string(), "must be in 0..=5"));
+            }
         }
         for (key, v) in [
             ("pair.window", pc.window),
             ("pair.drift_window", pc.drift_window),
             ("pair.drift_failures", pc.drift_failures),
+            ("pair.check_min_audits", pc.check_min_audits),
         ] {
             if v == 0 {
                 return Err(bad(key, "0".into(), "must be at least 1"));

@@ -157,7 +157,11 @@ pub fn refresh(s: &ProxyState) {
         }
         m.pair_certified.set(i64::from(pair.certified));
         m.pair_estimation_share.set(pair.estimation_share);
-        for (counter, total) in [(&m.pair_audits, pair.audits), (&m.pair_drifts, pair.drifts)] {
+        for (counter, total) in [
+            (&m.pair_audits, pair.audits),
+            (&m.pair_drifts, pair.drifts),
+            (&m.pair_default_stepups, pair.default_stepups),
+        ] {
             let seen = counter.get();
             if total > seen {
                 counter.inc_by(total - seen);

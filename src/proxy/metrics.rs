@@ -89,6 +89,7 @@ pub struct Metrics {
     pub pair_certified: Gauge,
     pub pair_audits: Counter,
     pub pair_drifts: Counter,
+    pub pair_default_stepups: Counter,
     pub pair_estimation_share: FloatGauge,
     pub inflight: Gauge,
     pub busy_workers: Gauge,
@@ -223,6 +224,7 @@ impl Metrics {
             pair_certified: Gauge::default(),
             pair_audits: Counter::default(),
             pair_drifts: Counter::default(),
+            pair_default_stepups: Counter::default(),
             pair_estimation_share: FloatGauge::default(),
             inflight: Gauge::default(),
             busy_workers: Gauge::default(),
@@ -361,6 +363,11 @@ impl Metrics {
             "adacompress_pair_drifts",
             "Times the served pair's agreement dropped and the learner stepped up and re-learned.",
             m.pair_drifts.clone(),
+        );
+        registry.register(
+            "adacompress_pair_default_stepups",
+            "Times the uncertified default's own audits put it below pair.target_agreement and it stepped up.",
+            m.pair_default_stepups.clone(),
         );
         registry.register(
             "adacompress_pair_estimation_share",
