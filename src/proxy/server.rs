@@ -238,7 +238,13 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         stop.subscribe(),
     ));
     state.set_ready(true);
-    tracing::info!(%proxy_addr, %admin_addr, routes = ?state.routes, "adacompress proxy ready");
+    tracing::info!(
+        %proxy_addr,
+        %admin_addr,
+        routes = ?state.routes,
+        default_upstream = ?state.default_upstream.as_deref().map(super::redact_userinfo),
+        "adacompress proxy ready"
+    );
     Ok(Server {
         proxy_addr,
         admin_addr,
