@@ -363,8 +363,8 @@ impl ProxyError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!(
-                    "{method} is not forwarded: the proxy passes API requests to their upstream, \
-                     it is not a tunnel"
+                    "{method} is not forwarded: the proxy passes API requests to their upstream; \
+                     it opens no tunnels (CONNECT) and echoes nothing back (TRACE)"
                 ),
             ),
             ProxyError::NoUpstreamForApi { api } => {

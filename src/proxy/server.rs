@@ -64,7 +64,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "no upstream configured: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`)"
+        "no upstream configured for an API: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`); [upstreams].default alone forwards nothing the proxy compresses"
     )]
     NoUpstream,
     #[error("agent.checkpoint = {path}: {source}")]
