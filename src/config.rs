@@ -19,7 +19,9 @@
 //!
 //! Upstreams are a table of protocol → URL (`[upstreams] google = "https://…"`), so the
 //! environment can set them like any other key (`ADACOMPRESS_UPSTREAMS__GOOGLE=…`). The URL
-//! `local` starts the built-in vision backend in the process, on loopback.
+//! `local` starts the built-in vision backend in the process, on loopback. One key of the
+//! table is not a protocol: `default` ([`DEFAULT_UPSTREAM`]), where requests that match no
+//! configured API go untouched; without it they get a 404.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -32,6 +34,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::learn::estimator::{EstimatorConfig, RetrainServes};
 use crate::protocol::Protocol;
 
+/// The `[upstreams]` key that is not a protocol: the upstream for requests no configured
+/// API matches (`[upstreams] default = "http://…"`). Without it they get a 404.
+pub const DEFAULT_UPSTREAM: &str = "default";
+
 /// Environment variables with this prefix override config keys.
 pub const ENV_PREFIX: &str = "ADACOMPRESS_";
 
@@ -40,7 +46,8 @@ pub const ENV_PREFIX: &str = "ADACOMPRESS_";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
-    /// Protocol name → upstream base URL (`https://vision.googleapis.com`) or `local`.
+    /// Protocol name → upstream base URL (`https://vision.googleapis.com`) or `local`; and
+    /// [`DEFAULT_UPSTREAM`] → the base URL for requests no configured API matches.
     pub upstreams: BTreeMap<String, String>,
     pub agent: AgentConfig,
     pub limits: LimitsConfig,
@@ -693,8 +700,10 @@ impl Config {
     }
 
     fn upstream_list_checked(&self, origins: &Origins) -> Result<Vec<Upstream>, ConfigError> {
+        self.default_upstream_checked(origins)?;
         self.upstreams
             .iter()
+            .filter(|(name, _)| name.as_str() != DEFAULT_UPSTREAM)
             .map(|(name, url)| {
                 let key = format!("upstreams.{name}");
                 let bad = |message: String| ConfigError::Invalid {
@@ -715,10 +724,41 @@ impl Config {
             .collect()
     }
 
-    /// The upstreams in a stable order (by protocol name).
+    fn default_upstream_checked(&self, origins: &Origins) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.upstreams.get(DEFAULT_UPSTREAM) else {
+            return Ok(None);
+        };
+        let key = format!("upstreams.{DEFAULT_UPSTREAM}");
+        let base = url.trim_end_matches('/');
+        let host = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"));
+        if host.is_none_or(str::is_empty) {
+            return Err(ConfigError::Invalid {
+                origin: origins.of(&key),
+                key,
+                value: url.clone(),
+                message: "must be an http:// or https:// base URL (requests no configured API \
+                          matches go there untouched; `local` speaks only the APIs)"
+                    .to_owned(),
+            });
+        }
+        Ok(Some(base.to_owned()))
+    }
+
+    /// The upstreams in a stable order (by protocol name); `default` is not among them
+    /// ([`Config::default_upstream`]).
     pub fn upstream_list(&self) -> Vec<Upstream> {
         self.upstream_list_checked(&Origins::default())
             .unwrap_or_default()
+    }
+
+    /// `[upstreams].default`, without a trailing slash: where requests that match no
+    /// configured API go untouched (`None`: they get a 404).
+    pub fn default_upstream(&self) -> Option<String> {
+        self.default_upstream_checked(&Origins::default())
+            .ok()
+            .flatten()
     }
 
     /// Sets an upstream from a `PROTOCOL=URL` flag.
@@ -830,6 +870,49 @@ mod tests {
             .to_string();
         assert!(err.contains("proxy.listen"), "{err}");
         assert!(err.contains("ADACOMPRESS_PROXY__LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_default_is_a_url_for_unrouted_requests_not_a_protocol() {
+        assert!(
+            Protocol::ALL.iter().all(|p| p.name() != DEFAULT_UPSTREAM),
+            "`default` must not clash with a protocol name"
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("ADACOMPRESS_UPSTREAMS__GOOGLE", "local"),
+                ("ADACOMPRESS_UPSTREAMS__DEFAULT", "http://127.0.0.1:9001/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.default_upstream().as_deref(),
+            Some("http://127.0.0.1:9001")
+        );
+        let protocols: Vec<Protocol> = c.upstream_list().iter().map(|u| u.protocol).collect();
+        assert_eq!(protocols, vec![Protocol::GoogleVision]);
+        assert_eq!(Config::default().default_upstream(), None);
+        for bad in ["local", "ftp://x", "http://", "x"] {
+            let err = Config::load(None, env(&[("ADACOMPRESS_UPSTREAMS__DEFAULT", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("upstreams.default = {bad}")), "{err}");
+            assert!(err.contains("ADACOMPRESS_UPSTREAMS__DEFAULT"), "{err}");
+            assert!(err.contains("http:// or https://"), "{err}");
+        }
+        let mut c = Config::default();
+        c.add_upstream_flag("default=https://example.com/").unwrap();
+        assert_eq!(c.default_upstream().as_deref(), Some("https://example.com"));
+        assert!(c.upstream_list().is_empty());
+        let err = c
+            .add_upstream_flag("default=local")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstreams.default = local (from --upstream)"),
+            "{err}"
+        );
     }
 
     #[test]

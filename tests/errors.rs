@@ -339,6 +339,128 @@ async fn no_upstream_is_a_502_and_is_not_counted_as_a_routed_request() {
     );
 }
 
+fn unrouted(s: &ProxyState, reason: &str) -> f64 {
+    sample(
+        s,
+        &format!("adacompress_unrouted_requests_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Routing never guesses (issue 9): a path no configured API matches, an API without an
+/// upstream and CONNECT/TRACE are answered by the proxy itself, counted, and nothing goes
+/// up. The upstream here counts what reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let upstream = fake_upstream(axum::Router::new().fallback(move || {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { "upstream" }
+    }))
+    .await;
+    // Only Google is configured.
+    let mut cfg = Config::default();
+    cfg.upstreams.insert("google".into(), upstream.clone());
+    let routes = vec![Route {
+        protocol: Protocol::GoogleVision,
+        base: upstream.clone(),
+    }];
+    let s = Arc::new(ProxyState::new(cfg, routes, None, None).expect("proxy state"));
+
+    // No API matches: 404 naming the method and the path, never the query.
+    let req = Request::post("/some/other/api?key=SECRET-KEY-123")
+        .body(Body::from("hello"))
+        .unwrap();
+    let got = call(&s, req).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.reason(), "unrouted");
+    assert_eq!(got.action(), None);
+    let text = String::from_utf8_lossy(&got.body).into_owned();
+    assert!(text.contains("POST /some/other/api"), "{text}");
+    assert!(text.contains("[upstreams].default"), "{text}");
+    assert!(
+        !text.contains("SECRET"),
+        "the query is never echoed: {text}"
+    );
+    assert_eq!(unrouted(&s, "unknown_path"), 1.0);
+    assert_eq!(requests(&s, "other", 404), 1.0);
+    // A long path is cut.
+    let long = format!("/{}", "a".repeat(5000));
+    let got = call(&s, Request::get(long.as_str()).body(Body::empty()).unwrap()).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert!(got.body.len() < 1000, "{}", got.body.len());
+
+    // A known API without an upstream: Azure's analyze, KServe's health.
+    let azure = Req::of(Protocol::Azure, &compressible());
+    let got = call(&s, azure.to_request()).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.reason(), "no_upstream_for_api");
+    let text = String::from_utf8_lossy(&got.body).into_owned();
+    assert!(
+        text.contains("azure") && text.contains("[upstreams].azure"),
+        "{text}"
+    );
+    assert_eq!(requests(&s, "azure", 404), 1.0);
+    let health = Request::get("/v2/health/ready")
+        .body(Body::empty())
+        .unwrap();
+    let got = call(&s, health).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.reason(), "no_upstream_for_api");
+    assert!(String::from_utf8_lossy(&got.body).contains("[upstreams].kserve"));
+    assert_eq!(unrouted(&s, "no_upstream_for_api"), 2.0);
+
+    // CONNECT and TRACE: 405 with `Allow`, even on a path an API owns.
+    for method in ["CONNECT", "TRACE"] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/v1/images:annotate")
+            .body(Body::empty())
+            .unwrap();
+        let got = call(&s, req).await;
+        assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(got.reason(), "method_not_allowed", "{method}");
+        assert!(got.headers.contains_key("allow"), "{method}");
+        assert!(String::from_utf8_lossy(&got.body).contains(method));
+    }
+    assert_eq!(unrouted(&s, "method_not_allowed"), 2.0);
+    assert_eq!(requests(&s, "other", 405), 2.0);
+
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went up");
+    // The configured API still goes up.
+    let got = call(&s, Req::google(&[]).to_request()).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(&got.body[..], b"upstream");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// With `[upstreams].default`, what matches no API goes there untouched; a known API
+/// without its own upstream still gets the 404 (the default is not a fallback for APIs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_upstream_takes_unknown_paths_but_not_a_known_apis_requests() {
+    let default = fake_upstream(axum::Router::new().fallback(
+        |req: axum::extract::Request| async move { format!("default saw {}", req.uri()) },
+    ))
+    .await;
+    let mut cfg = Config::default();
+    cfg.upstreams.insert("default".into(), default.clone());
+    let s = Arc::new(ProxyState::new(cfg, Vec::new(), None, None).expect("proxy state"));
+    let req = Request::put("/some/other/api?x=1")
+        .body(Body::from("hello"))
+        .unwrap();
+    let got = call(&s, req).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(&got.body[..], b"default saw /some/other/api?x=1");
+    assert_eq!(got.action(), Some("original:unknown_path"));
+    assert_eq!(passthroughs(&s, "unknown_path"), 1.0);
+    assert_eq!(requests(&s, "other", 200), 1.0);
+    let got = call(&s, Req::google(&[compressible()]).to_request()).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.reason(), "no_upstream_for_api");
+    assert_eq!(unrouted(&s, "unknown_path"), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_errors_are_413_408_and_400_each_with_its_reason() {
     let (backend, _b, _stop) = spawn_backend().await;
@@ -535,7 +657,10 @@ async fn upstream_failures_are_504_or_502_with_their_kind_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_passthrough_reason_is_named_and_counted_once() {
     let (backend, _b, _stop) = spawn_backend().await;
-    let s = state(&backend, |_| {});
+    // Unknown paths reach an upstream only through `[upstreams].default`.
+    let s = state(&backend, |c| {
+        c.upstreams.insert("default".into(), backend.clone());
+    });
     let image = compressible();
 
     // Whole requests, before any image is looked at.
@@ -550,6 +675,20 @@ async fn every_passthrough_reason_is_named_and_counted_once() {
         unknown,
         "original:unknown_path",
         "unknown_path",
+    )
+    .await;
+    // A known API's route the proxy does not compress: TorchServe's `/ping`.
+    let ping = Req {
+        path: "/ping".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    expect_passthrough(
+        &s,
+        &backend,
+        ping,
+        "original:other_operation",
+        "other_operation",
     )
     .await;
     let bypass = Req::google(std::slice::from_ref(&image)).header(proxy::BYPASS_HEADER, "1");

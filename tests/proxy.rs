@@ -378,7 +378,7 @@ async fn too_large_unreachable_and_slow_upstreams_get_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_paths_and_remote_images_pass_through_untouched() {
+async fn remote_images_pass_through_untouched() {
     let (p, log, _stop) = stack(|_| {}).await;
     let body = br#"{"requests":[{"image":{"source":{"imageUri":"https://example.com/a.jpg"}},"features":[{"type":"LABEL_DETECTION"}]}]}"#;
     let resp = reqwest::Client::new()
@@ -397,8 +397,110 @@ async fn unknown_paths_and_remote_images_pass_through_untouched() {
     assert_eq!(log.lock().unwrap().last().unwrap().body.as_ref(), body);
     // The backend refuses to fetch it, in Google's shape, and the client sees that.
     assert!(status.is_success() || status.is_client_error());
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/some/other/api", p.proxy_addr))
+    p.shutdown().await;
+}
+
+/// Issue 9, routing that never guesses, through `serve` on loopback: a path no configured
+/// API matches gets a 404 in the proxy's JSON shape and reaches no upstream; CONNECT gets a
+/// 405 and is never tunnelled; with `[upstreams].default` unknown paths go there untouched;
+/// KServe health goes to the KServe upstream, not the Google one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_connect_are_refused_unless_a_default_upstream_takes_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (google, google_log) = recorder(backend.clone()).await;
+    let (kserve, kserve_log) = recorder(backend.clone()).await;
+    let only = |cfg: &mut Config, google: &str, kserve: &str| {
+        cfg.upstreams.clear();
+        cfg.upstreams.insert("google".into(), google.to_owned());
+        cfg.upstreams.insert("kserve".into(), kserve.to_owned());
+    };
+    let p = proxy_to(&google, "proxy-unrouted", |cfg| only(cfg, &google, &kserve)).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!(
+            "http://{}/some/other/api?key=AIza-secret",
+            p.proxy_addr
+        ))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.headers().get("x-adacompress-action").is_none());
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["reason"], "unrouted", "{json}");
+    assert_eq!(json["error"]["code"], 404, "{json}");
+    assert_eq!(json["error"]["source"], "adacompress-proxy", "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("POST /some/other/api"), "{message}");
+    assert!(!message.contains("secret"), "{message}");
+
+    // CONNECT, as a client asking for a tunnel sends it (authority form).
+    let mut conn = tokio::net::TcpStream::connect(p.proxy_addr).await.unwrap();
+    conn.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(head.contains("method_not_allowed"), "{head}");
+    drop(conn);
+
+    // KServe health: the KServe upstream's, untouched.
+    let resp = http
+        .get(format!("http://{}/v2/health/ready", p.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["x-adacompress-action"],
+        "original:other_operation"
+    );
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"ready": true})
+    );
+    assert_eq!(kserve_log.lock().unwrap().len(), 1);
+    assert!(
+        google_log.lock().unwrap().is_empty(),
+        "nothing reached the Google upstream"
+    );
+    let metrics = metrics_of(&p).await;
+    for line in [
+        "adacompress_unrouted_requests_total{reason=\"unknown_path\"} 1",
+        "adacompress_unrouted_requests_total{reason=\"method_not_allowed\"} 1",
+        "adacompress_requests_total{protocol=\"other\",status=\"404\"} 1",
+        "adacompress_requests_total{protocol=\"other\",status=\"405\"} 1",
+        "adacompress_passthrough_total{reason=\"other_operation\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    p.shutdown().await;
+
+    // With a default upstream, unknown paths go there untouched; CONNECT is still refused.
+    let (other, other_log) = recorder(backend).await;
+    let p = proxy_to(&google, "proxy-default", |cfg| {
+        only(cfg, &google, &kserve);
+        cfg.upstreams.insert("default".into(), other.clone());
+    })
+    .await;
+    let resp = http
+        .post(format!("http://{}/some/other/api?x=1", p.proxy_addr))
         .body("hello")
         .send()
         .await
@@ -408,7 +510,17 @@ async fn unknown_paths_and_remote_images_pass_through_untouched() {
         "original:unknown_path"
     );
     let _ = resp.bytes().await;
-    assert_eq!(log.lock().unwrap().last().unwrap().body.as_ref(), b"hello");
+    let seen = other_log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.path, "/some/other/api?x=1");
+    assert_eq!(seen.body.as_ref(), b"hello");
+    let resp = http
+        .request(reqwest::Method::TRACE, format!("http://{}/", p.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(other_log.lock().unwrap().len(), 1, "TRACE never went up");
+    assert!(google_log.lock().unwrap().is_empty());
     p.shutdown().await;
 }
 
@@ -421,7 +533,13 @@ async fn admin_endpoints_and_draining() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, slow).await });
-    let p = proxy(&format!("http://{addr}"), |c| c.proxy.drain_secs = 5.0).await;
+    let slow = format!("http://{addr}");
+    // The in-flight request below takes a path no API owns: the default upstream gets it.
+    let p = proxy(&slow, |c| {
+        c.proxy.drain_secs = 5.0;
+        c.upstreams.insert("default".into(), slow.clone());
+    })
+    .await;
     let admin = format!("http://{}", p.admin_addr);
     assert_eq!(
         reqwest::get(format!("{admin}/healthz"))
@@ -696,7 +814,7 @@ async fn health_and_metadata_go_to_their_apis_upstream_untouched() {
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(
             resp.headers()["x-adacompress-action"],
-            "original:unknown_path",
+            "original:other_operation",
             "{path}"
         );
         let answer: serde_json::Value = resp.json().await.unwrap();

@@ -408,8 +408,10 @@ impl Protocol {
     }
 
     /// Proxy side: which API a client's request speaks, from its method, path and headers
-    /// alone (the body is not read). `None` for anything no adapter knows (health checks of
-    /// the upstream, other operations of the same API): the proxy passes those through.
+    /// alone (the body is not read). `None` for anything no adapter compresses (health checks
+    /// of the upstream, other operations of the same API): the proxy sends those
+    /// [`Protocol::owner`] places to that API's upstream untouched, and refuses the rest
+    /// unless `[upstreams].default` takes them.
     pub fn recognize(method: &Method, path: &str, headers: &HeaderMap) -> Option<Protocol> {
         if method != Method::POST {
             return None;

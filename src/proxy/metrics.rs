@@ -71,6 +71,7 @@ pub struct Metrics {
     pub chosen_quality: Histogram,
     pub passthrough: Family<ReasonLabel, Counter>,
     pub upstream_errors: Family<KindLabel, Counter>,
+    pub unrouted: Family<ReasonLabel, Counter>,
     pub estimation_uploads: Counter,
     pub estimation_bytes: Counter,
     pub fitted_to_limit: Counter,
@@ -110,8 +111,11 @@ impl Default for Metrics {
 /// `X-AdaCompress-Action` as `original:REASON`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Passthrough {
-    /// The path matches no API the proxy knows.
+    /// The path matches no API the proxy knows, and `[upstreams].default` takes it.
     UnknownPath,
+    /// A request of a known API that the proxy does not compress (another Rekognition
+    /// operation, KServe/Triton or TorchServe health and metadata): its API's upstream gets it.
+    OtherOperation,
     /// `X-AdaCompress-Bypass: 1`.
     Bypass,
     /// A signed Rekognition body, and no credentials to re-sign a changed one.
@@ -156,6 +160,7 @@ impl Passthrough {
     pub fn as_str(self) -> &'static str {
         match self {
             Passthrough::UnknownPath => "unknown_path",
+            Passthrough::OtherOperation => "other_operation",
             Passthrough::Bypass => "bypass",
             Passthrough::NoCredentials => "no_credentials",
             Passthrough::Unparsable => "unparsable",
@@ -206,6 +211,7 @@ impl Metrics {
             ]),
             passthrough: Family::default(),
             upstream_errors: Family::default(),
+            unrouted: Family::default(),
             estimation_uploads: Counter::default(),
             estimation_bytes: Counter::default(),
             fitted_to_limit: Counter::default(),
@@ -273,6 +279,13 @@ impl Metrics {
             "adacompress_upstream_errors",
             "Upstream exchanges that failed: timeout (504), connect (502), other (502).",
             m.upstream_errors.clone(),
+        );
+        registry.register(
+            "adacompress_unrouted_requests",
+            "Requests the proxy answered itself, never forwarded: unknown_path (no configured API \
+             matches and no [upstreams].default, 404), no_upstream_for_api (the API has no upstream, \
+             404), method_not_allowed (CONNECT, TRACE: 405).",
+            m.unrouted.clone(),
         );
         registry.register(
             "adacompress_fitted_to_limit",
@@ -428,6 +441,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request answered by the proxy itself because it goes nowhere
+    /// (`unknown_path`, `no_upstream_for_api`, `method_not_allowed`).
+    pub fn unrouted(&self, reason: &'static str) {
+        self.unrouted.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     /// Records a stage duration.
     pub fn stage(&self, stage: &'static str, seconds: f64) {
         self.stage_duration
@@ -450,6 +469,7 @@ mod tests {
             })
             .inc();
         m.passthrough(Passthrough::Bypass);
+        m.unrouted("unknown_path");
         m.stage("decode", 0.003);
         m.chosen_quality.observe(35.0);
         m.p_est.set(0.2);
@@ -457,6 +477,7 @@ mod tests {
         for name in [
             "adacompress_requests_total{protocol=\"google\",status=\"200\"} 1",
             "adacompress_passthrough_total{reason=\"bypass\"} 1",
+            "adacompress_unrouted_requests_total{reason=\"unknown_path\"} 1",
             "adacompress_stage_duration_seconds_bucket{le=\"0.005\",stage=\"decode\"} 1",
             "adacompress_chosen_quality_bucket{le=\"35.0\"} 1",
             "adacompress_p_est 0.2",

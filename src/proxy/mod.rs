@@ -5,11 +5,16 @@
 //! request returns a [`ProxyError`], and `RequestCtx::finish` is the one place that turns it
 //! into the client's answer and counts the request.
 //!
-//! 1. `route`: [`Protocol::recognize`] says which API it speaks; the upstream configured for
-//!    that API gets it. Requests of an API the proxy does not compress ([`Protocol::owner`]:
-//!    other Rekognition operations, KServe/TorchServe health and metadata) go to that API's
-//!    upstream untouched. Paths no adapter knows go to the first upstream untouched. No
-//!    upstream at all → 502 `no_upstream`.
+//! 1. `route`: never a guess. CONNECT and TRACE → 405 `method_not_allowed`, never
+//!    forwarded. [`Protocol::recognize`] says which API a request speaks; the upstream
+//!    configured for that API gets it. Requests of an API the proxy does not compress
+//!    ([`Protocol::owner`]: other Rekognition operations, KServe/TorchServe health and
+//!    metadata) go to that API's upstream untouched (`original:other_operation`). An API
+//!    with no upstream configured → 404 `no_upstream_for_api`, naming `[upstreams].NAME`.
+//!    What matches no API goes untouched to `[upstreams].default` when one is configured
+//!    (`original:unknown_path`), else → 404 `unrouted`, naming the method and the path
+//!    (query stripped). Each refusal is counted in
+//!    `adacompress_unrouted_requests_total{reason}`. No upstream at all → 502 `no_upstream`.
 //! 2. `read_body`: over `proxy.max_body_bytes` (declared or as it arrives) → 413 naming the
 //!    key; bodies in memory at `proxy.max_inflight_body_bytes` → 503; not received within
 //!    `proxy.body_read_timeout_secs` → 408.
@@ -164,6 +169,9 @@ pub(crate) fn proxy_credentials(
 pub struct ProxyState {
     pub cfg: Config,
     pub routes: Vec<Route>,
+    /// `[upstreams].default`: where requests no configured API matches go untouched
+    /// (`None`: they get a 404).
+    pub default_upstream: Option<String>,
     pub http: reqwest::Client,
     pub online: Option<Arc<Online>>,
     pub limits: Limits,
@@ -190,6 +198,10 @@ impl std::fmt::Debug for ProxyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyState")
             .field("routes", &self.routes)
+            .field(
+                "default_upstream",
+                &self.default_upstream.as_deref().map(redact_userinfo),
+            )
             .field("online", &self.online)
             .finish_non_exhaustive()
     }
@@ -223,6 +235,7 @@ impl ProxyState {
             admit: Arc::new(Semaphore::new(workers + cfg.proxy.cpu_queue)),
             estimates: Arc::new(Semaphore::new(MAX_ESTIMATES_IN_FLIGHT)),
             estimate_tasks: Mutex::new(JoinSet::new()),
+            default_upstream: cfg.default_upstream(),
             cfg,
             routes,
             http,
@@ -253,15 +266,6 @@ impl ProxyState {
     /// Ready and not draining.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
-    }
-
-    fn route_for(&self, protocol: Option<Protocol>) -> Option<(&Route, Option<Protocol>)> {
-        if let Some(p) = protocol
-            && let Some(r) = self.routes.iter().find(|r| r.protocol == p)
-        {
-            return Some((r, Some(p)));
-        }
-        self.routes.first().map(|r| (r, None))
     }
 }
 
@@ -320,6 +324,13 @@ impl Drop for InflightGuard {
 pub enum ProxyError {
     /// No upstream at all is configured.
     NoUpstream,
+    /// CONNECT or TRACE: a proxy in front of an API is no tunnel and echoes nothing.
+    MethodNotAllowed { method: String },
+    /// The request speaks (or belongs to) an API with no upstream configured.
+    NoUpstreamForApi { api: Protocol },
+    /// No configured API matches and no `[upstreams].default` is set; `path` without its
+    /// query, shortened ([`shown_path`]).
+    Unrouted { method: String, path: String },
     /// The body is (or declares itself) over `proxy.max_body_bytes`.
     BodyTooLarge { declared: Option<u64>, limit: usize },
     /// The body did not arrive within `proxy.body_read_timeout_secs`.
@@ -347,6 +358,35 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "no_upstream",
                 "no upstream is configured (set [upstreams] or --upstream PROTOCOL=URL)".into(),
+            ),
+            ProxyError::MethodNotAllowed { method } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{method} is not forwarded: the proxy passes API requests to their upstream; \
+                     it opens no tunnels (CONNECT) and echoes nothing back (TRACE)"
+                ),
+            ),
+            ProxyError::NoUpstreamForApi { api } => {
+                let name = api.name();
+                (
+                    StatusCode::NOT_FOUND,
+                    "no_upstream_for_api",
+                    format!(
+                        "this is a {name} request and no {name} upstream is configured: set \
+                         [upstreams].{name} (ADACOMPRESS_UPSTREAMS__{} or --upstream {name}=URL)",
+                        name.to_ascii_uppercase()
+                    ),
+                )
+            }
+            ProxyError::Unrouted { method, path } => (
+                StatusCode::NOT_FOUND,
+                "unrouted",
+                format!(
+                    "no configured API matches {method} {path}; the proxy forwards only the APIs \
+                     in [upstreams] (set [upstreams].default = URL to forward other requests \
+                     untouched)"
+                ),
             ),
             ProxyError::BodyTooLarge {
                 declared: Some(len),
@@ -448,6 +488,17 @@ impl ProxyError {
                 tracing::info!(id = %request_id, code, "request body not received in time");
             }
             ProxyError::NoUpstream => tracing::error!(id = %request_id, code, "{message}"),
+            ProxyError::MethodNotAllowed { .. }
+            | ProxyError::NoUpstreamForApi { .. }
+            | ProxyError::Unrouted { .. } => {
+                let reason = match &self {
+                    ProxyError::NoUpstreamForApi { .. } => "no_upstream_for_api",
+                    ProxyError::Unrouted { .. } => "unknown_path",
+                    _ => "method_not_allowed",
+                };
+                metrics.unrouted(reason);
+                tracing::info!(id = %request_id, code, "{message}");
+            }
             ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyUnreadable(_)
             | ProxyError::BodiesInFlight { .. } => {
@@ -472,6 +523,13 @@ impl ProxyError {
             .into_response();
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        if matches!(self, ProxyError::MethodNotAllowed { .. }) {
+            // RFC 9110 §15.5.6: a 405 lists the methods the target supports.
+            resp.headers_mut().insert(
+                "allow",
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
         }
         if matches!(self, ProxyError::BodyTimeout { .. }) {
             // The rest of the body may still be on its way: this connection is done.
@@ -689,11 +747,15 @@ impl RequestCtx {
     }
 }
 
-/// Where a request goes: the API it speaks (`None`: a path no adapter knows) and the
-/// upstream configured for it.
+/// Where a request goes: the API it speaks (`None`: not one the proxy compresses) and the
+/// upstream that gets it.
 struct Routed {
     protocol: Option<Protocol>,
-    route: Route,
+    /// Why it goes up untouched when `protocol` is `None`: `OtherOperation` (a known API's
+    /// other routes) or `UnknownPath` (`[upstreams].default`).
+    untouched: Passthrough,
+    /// The upstream's base URL.
+    base: String,
     /// Goes to the Rekognition upstream (any operation, compressed or not): checked under
     /// `aws.resign` and re-signed.
     rekognition: bool,
@@ -744,30 +806,77 @@ async fn stages(
     Ok(answer_client(s, ctx, &routed, body, upload, answer))
 }
 
-/// Stage 1: recognise the API and pick its upstream (the first one for unknown paths).
+/// Stage 1: recognise the API and pick its upstream; never a guess (see the module doc).
 fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
-    let recognized = Protocol::recognize(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers);
+    let method = &ctx.parts.method;
+    if *method == Method::CONNECT || *method == Method::TRACE {
+        ctx.label = Some("other");
+        return Err(ProxyError::MethodNotAllowed {
+            method: method.as_str().to_owned(),
+        });
+    }
+    if s.routes.is_empty() && s.default_upstream.is_none() {
+        return Err(ProxyError::NoUpstream);
+    }
+    let headers = &ctx.parts.headers;
+    let recognized = Protocol::recognize(method, &ctx.path_q, headers);
     // Requests of a known API that are not compressed (other Rekognition operations,
     // KServe/Triton and TorchServe health and metadata) go to that API's upstream untouched;
     // Rekognition ones are signed for it like DetectLabels.
-    if recognized.is_none()
-        && let Some(api) = Protocol::owner(&ctx.parts.method, &ctx.path_q, &ctx.parts.headers)
-        && let Some(route) = s.routes.iter().find(|r| r.protocol == api)
-    {
+    let api = recognized.or_else(|| Protocol::owner(method, &ctx.path_q, headers));
+    if let Some(api) = api {
         ctx.label = Some(api.name());
+        let route = s
+            .routes
+            .iter()
+            .find(|r| r.protocol == api)
+            .ok_or(ProxyError::NoUpstreamForApi { api })?;
         return Ok(Routed {
-            protocol: None,
-            route: route.clone(),
+            protocol: recognized,
+            untouched: Passthrough::OtherOperation,
+            base: route.base.clone(),
             rekognition: api == Protocol::Rekognition,
         });
     }
-    let (route, protocol) = s.route_for(recognized).ok_or(ProxyError::NoUpstream)?;
-    ctx.label = Some(protocol.map_or("other", Protocol::name));
-    Ok(Routed {
-        protocol,
-        route: route.clone(),
-        rekognition: protocol == Some(Protocol::Rekognition),
-    })
+    ctx.label = Some("other");
+    match &s.default_upstream {
+        Some(base) => Ok(Routed {
+            protocol: None,
+            untouched: Passthrough::UnknownPath,
+            base: base.clone(),
+            rekognition: false,
+        }),
+        None => Err(ProxyError::Unrouted {
+            method: shown(method.as_str(), 16),
+            path: shown_path(ctx.parts.uri.path()),
+        }),
+    }
+}
+
+/// Longest path an error message repeats.
+const MAX_SHOWN_PATH_CHARS: usize = 100;
+
+/// A path as an answer or a log may repeat it: never the query (it may hold a key), at most
+/// [`MAX_SHOWN_PATH_CHARS`] characters.
+fn shown_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    shown(
+        if path.is_empty() { "/" } else { path },
+        MAX_SHOWN_PATH_CHARS,
+    )
+}
+
+/// At most `max` characters of `text`, anything but visible ASCII as `?`, `…` when cut.
+fn shown(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Stage 2: the body, within `proxy.max_body_bytes` (declared or not), the in-memory
@@ -832,7 +941,7 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok());
     let outcome = match routed.protocol {
-        None => compress::Outcome::passthrough(&s.metrics, Passthrough::UnknownPath),
+        None => compress::Outcome::passthrough(&s.metrics, routed.untouched),
         Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass),
         // A signed body cannot change without the proxy's own credentials to re-sign it.
         Some(Protocol::Rekognition)
@@ -849,7 +958,7 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
             compress::compress_request(s, p, &view, forced).await
         }
     };
-    let url = format!("{}{}", routed.route.base, ctx.path_q);
+    let url = format!("{}{}", routed.base, ctx.path_q);
     let mut up_headers = upstream_headers(headers, &outcome.set_headers);
     let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
     let mut original = outcome.body.is_none();
@@ -896,7 +1005,7 @@ async fn forward(
     s.metrics.stage("upstream", t_up.elapsed().as_secs_f64());
     answer.map_err(|error| ProxyError::Upstream {
         error,
-        upstream: routed.route.shown(),
+        upstream: redact_userinfo(&routed.base),
         timeout_secs: s.cfg.proxy.upstream_timeout_secs,
     })
 }

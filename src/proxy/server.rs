@@ -64,7 +64,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "no upstream configured: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`)"
+        "no upstream configured for an API: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`); [upstreams].default alone forwards nothing the proxy compresses"
     )]
     NoUpstream,
     #[error("agent.checkpoint = {path}: {source}")]
@@ -238,7 +238,13 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         stop.subscribe(),
     ));
     state.set_ready(true);
-    tracing::info!(%proxy_addr, %admin_addr, routes = ?state.routes, "adacompress proxy ready");
+    tracing::info!(
+        %proxy_addr,
+        %admin_addr,
+        routes = ?state.routes,
+        default_upstream = ?state.default_upstream.as_deref().map(super::redact_userinfo),
+        "adacompress proxy ready"
+    );
     Ok(Server {
         proxy_addr,
         admin_addr,
