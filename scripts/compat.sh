@@ -54,6 +54,9 @@ if [[ -z "${COMPAT_PHOTOS:-}" ]]; then
   bash "$ROOT/scripts/fetch_photos.sh" >&2
   export COMPAT_PHOTOS="$ROOT/data/photos"
 fi
+if ! compgen -G "$COMPAT_PHOTOS/*/*.jpg" >/dev/null; then
+  say "no photos under COMPAT_PHOTOS=$COMPAT_PHOTOS (scripts/fetch_photos.sh fetches them)"; exit 2
+fi
 
 # --- processes ------------------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/adacompress-compat.XXXXXX")"
