@@ -113,6 +113,11 @@ kserve = "$up"
 torchserve = "$up"
 [agent]
 checkpoint = "$ROOT/models/agent-calibrated.json"
+[pair]
+# No audits and no margin alarm: the live pair cannot move during the run, so every row
+# sees the same pair (the shipped prior) and the rows can be compared with each other.
+max_audit_rate = 0.0
+margin_alarm_sigmas = 0.0
 [state]
 dir = "$WORK/state-$4"
 [aws]

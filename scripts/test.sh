@@ -6,7 +6,7 @@
 #   scripts/test.sh codec      # extra arguments go to `cargo test` (a name filter)
 #
 # Without extra arguments it ends with the SDK compatibility suite (scripts/compat.sh:
-# the vendors' clients in a venv, through the proxy and direct; ~1.5 min cold, ~45 s warm,
+# the vendors' clients in a venv, through the proxy and direct; ~1.5 min cold, ~40 s warm,
 # against the debug binary cargo test built; results in eval-out/compatibility.md).
 # COMPAT=0 skips it; COMPAT=1 runs it after a filtered `cargo test` too.
 set -euo pipefail
