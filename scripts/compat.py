@@ -47,7 +47,8 @@ WHERE = (
     "`scripts/compat.sh` (builds the release binary unless `ADACOMPRESS_BIN` is set; "
     "`COMPAT_PHOTOS=DIR` uses other photos, `COMPAT_N_PHOTOS=N` more or fewer). "
     "`scripts/compat.sh boto3 trust` runs only the named rows (ids: boto3, google-rest, "
-    "google-grpc, triton-http, triton-grpc, azure, torchserve, facepp, baidu, trust, variants) and writes "
+    "google-grpc, triton-http, triton-grpc, azure, torchserve, facepp, baidu, js-aws, js-google-rest, "
+    "trust, variants) and writes "
     "nothing. Needs python3 with `venv` and pip, and PyPI (or a wheel mirror) for the first run. "
     "The gRPC rows are known-missing: they are expected to fail and do not fail the script; any "
     "other red row, or a wrong signature check, does (exit 1)."
@@ -61,6 +62,12 @@ def log(*a):
 
 
 def version(pkg):
+    if pkg.startswith("npm:"):
+        try:
+            with open(os.path.join(os.environ["COMPAT_NODE_DIR"], "node_modules", pkg[4:], "package.json")) as f:
+                return json.load(f)["version"]
+        except Exception:
+            return "?"
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
@@ -359,6 +366,56 @@ def sdk_baidu(base, direct):
     return classify, corrupt
 
 
+def sdk_node(base, direct, mode):
+    """A JavaScript SDK in a node process (scripts/compat-node/compat.mjs), one line per image."""
+    import queue
+    import subprocess
+    import tempfile
+    import threading
+    node_dir = os.environ.get("COMPAT_NODE_DIR")
+    if not node_dir:
+        raise RuntimeError("node/npm not available")
+    env = dict(os.environ)
+    if direct:
+        env["COMPAT_JS_KEY_ID"], env["COMPAT_JS_SECRET"] = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    else:
+        env["COMPAT_JS_KEY_ID"], env["COMPAT_JS_SECRET"] = env["COMPAT_CLIENT_KEY_ID"], env["COMPAT_CLIENT_SECRET"]
+    proc = subprocess.Popen(["node", "--no-warnings", os.path.join(node_dir, "compat.mjs"), mode, base],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, text=True, bufsize=1)
+    tmp = tempfile.mkdtemp(prefix="compat-node-")
+    NODE_PROCS.append((proc, tmp))
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+
+    def ask(img):
+        path = os.path.join(tmp, "image")
+        with open(path, "wb") as f:
+            f.write(img)
+        proc.stdin.write(json.dumps({"path": path}) + "\n")
+        proc.stdin.flush()
+        try:
+            return json.loads(lines.get(timeout=60))
+        except queue.Empty:
+            raise TimeoutError("no answer from the node client in 60 s")
+
+    def classify(img):
+        r = ask(img)
+        if "label" in r:
+            return r["label"]
+        raise RuntimeError(r["error"])
+
+    def corrupt(img):
+        r = ask(img)
+        if "label" in r:
+            return "no error (answered)"
+        return r["error"] if r.get("soft") else r.get("class") or r["error"]
+    return classify, corrupt
+
+
+NODE_PROCS = []
+NODE_ROWS_EXPECTED = "green" if os.environ.get("COMPAT_NODE_DIR") else "skipped"
+
 ROWS = [
     # (id, SDK, package, transport, protocol (metrics label), factory, the one setting, expected)
     ("boto3", "boto3 (Rekognition)", "boto3", "HTTPS JSON 1.1 + SigV4",
@@ -390,6 +447,13 @@ ROWS = [
      "baidu", sdk_baidu,
      'client.post("http://PROXY:8080/rest/2.0/image-classify/v2/advanced_general", {"image": b64}) '
      "(advancedGeneral() cannot be pointed: see below)", "green"),
+    ("js-aws", "@aws-sdk/client-rekognition (JavaScript v3)", "npm:@aws-sdk/client-rekognition",
+     "HTTPS JSON 1.1 + SigV4, Node", "rekognition", lambda b, d: sdk_node(b, d, "aws"),
+     'new RekognitionClient({endpoint: "http://PROXY:8080"})', NODE_ROWS_EXPECTED),
+    ("js-google-rest", "@google-cloud/vision (Node)", "npm:@google-cloud/vision",
+     "REST (fallback: \"rest\"), Node", "google", lambda b, d: sdk_node(b, d, "google-rest"),
+     'new ImageAnnotatorClient({fallback: "rest", apiEndpoint: "PROXY", port: 8080, protocol: "http"})',
+     NODE_ROWS_EXPECTED),
 ]
 
 
@@ -487,6 +551,9 @@ def judge(rows, names, reencoded):
         if r["expected"] == "known-missing":
             r["status"] = "not yet" if not green else "green (unexpected)"
             r["note"] = NOT_YET_GRPC
+        elif r["expected"] == "skipped":
+            r["status"] = "skipped"
+            r["note"] = "node/npm not found on this machine"
         else:
             r["status"] = "green" if green else "RED"
             r["note"] = "" if green else why_red(r)
@@ -824,6 +891,10 @@ def render_md(rows, checks, variants, meta):
              "`request_compression_algorithm` set the proxy cannot read the body and forwards it "
              "untouched (no savings; see Variants). "
              "gRPC: " + NOT_YET_GRPC + ".")
+    L.append("* **JavaScript** (Node, `npm ci` of `scripts/compat-node/`, skipped where node/npm are "
+             "missing): `@aws-sdk/client-rekognition` takes `endpoint` (the proxy re-signs as for boto3); "
+             "`@google-cloud/vision` defaults to gRPC (not yet, as in Python) and reaches the proxy with "
+             "`fallback: \"rest\"` plus `apiEndpoint`, `port` and `protocol: \"http\"`.")
     L.append("* **azure-ai-vision-imageanalysis**: `endpoint=`. azure-core sends the key over plain "
              "`http://` without complaint (it refuses only bearer tokens over http).")
     L.append("* **TorchServe**: no vendor client for inference; any HTTP client's URL. "
@@ -902,6 +973,14 @@ def main():
         "audits": int(m.get(("audits", ""), 0)), "estimation_bytes": int(m.get(("estimation", ""), 0)),
         "where": WHERE,
     }
+    import shutil
+    for proc, tmp in NODE_PROCS:
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=5)
+        except Exception:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
     red = [r for r in rows if r["status"] == "RED"]
     wrong = [c for c in checks if not c["ok"]] + [v for v in variants if not v["ok"]]
     if not only:

@@ -49,6 +49,26 @@ else
 fi
 say "venv ready after $(( $(date +%s) - T0 )) s"
 
+# --- the JavaScript clients (npm ci of scripts/compat-node; skipped without node/npm) ----
+NODE_DIR="${COMPAT_NODE_DIR:-$ROOT/.cache/npm-compat}"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  NWANT="$(cat "$ROOT"/scripts/compat-node/package.json "$ROOT"/scripts/compat-node/package-lock.json | sha256sum | cut -c1-16) $(node --version)"
+  mkdir -p "$NODE_DIR"
+  cp "$ROOT"/scripts/compat-node/{package.json,package-lock.json,compat.mjs} "$NODE_DIR/"
+  if [[ ! -d "$NODE_DIR/node_modules" || "$(cat "$NODE_DIR/.compat-stamp" 2>/dev/null)" != "$NWANT" ]]; then
+    say "npm ci of the pinned JavaScript clients in $NODE_DIR (about 15 s cold)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$NWANT" > "$NODE_DIR/.compat-stamp"
+  else
+    say "npm packages in $NODE_DIR are up to date"
+  fi
+  export COMPAT_NODE_DIR="$NODE_DIR"
+else
+  say "node/npm not found: the JavaScript rows are skipped"
+  unset COMPAT_NODE_DIR
+fi
+say "clients ready after $(( $(date +%s) - T0 )) s"
+
 # --- photos ---------------------------------------------------------------------------
 if [[ -z "${COMPAT_PHOTOS:-}" ]]; then
   bash "$ROOT/scripts/fetch_photos.sh" >&2
