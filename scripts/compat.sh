@@ -8,9 +8,10 @@
 #
 # Steps: a venv in .cache/venv-compat (python3 -m venv; reinstalled only when
 # scripts/compat-requirements.txt or compat-constraints.txt change), the sample photos
-# (scripts/fetch_photos.sh, or COMPAT_PHOTOS=DIR), then `adacompress backend --aws-verify`
-# and two `adacompress serve` (aws.resign = "any" and "verified") on free loopback ports,
-# then scripts/compat.py. The processes are stopped on exit. Exit status: non-zero when a
+# (scripts/fetch_photos.sh, or COMPAT_PHOTOS=DIR), `npm ci` of the pinned JavaScript
+# clients in .cache/npm-compat (scripts/compat-node; skipped without node/npm or with
+# COMPAT_NODE=0), then `adacompress backend --aws-verify` and two `adacompress serve`
+# (aws.resign = "any" and "verified") on free loopback ports, then scripts/compat.py. The processes are stopped on exit. Exit status: non-zero when a
 # row that should be green is red (the gRPC rows are known-missing, not failures).
 #
 # The AWS keys below are throwaway test values that exist only in this script's processes;
@@ -51,7 +52,7 @@ say "venv ready after $(( $(date +%s) - T0 )) s"
 
 # --- the JavaScript clients (npm ci of scripts/compat-node; skipped without node/npm) ----
 NODE_DIR="${COMPAT_NODE_DIR:-$ROOT/.cache/npm-compat}"
-if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+if [[ "${COMPAT_NODE:-1}" != 0 ]] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   NWANT="$(cat "$ROOT"/scripts/compat-node/package.json "$ROOT"/scripts/compat-node/package-lock.json | sha256sum | cut -c1-16) $(node --version)"
   mkdir -p "$NODE_DIR"
   cp "$ROOT"/scripts/compat-node/{package.json,package-lock.json,compat.mjs} "$NODE_DIR/"
@@ -64,7 +65,7 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   fi
   export COMPAT_NODE_DIR="$NODE_DIR"
 else
-  say "node/npm not found: the JavaScript rows are skipped"
+  say "node/npm not found (or COMPAT_NODE=0): the JavaScript rows are skipped"
   unset COMPAT_NODE_DIR
 fi
 say "clients ready after $(( $(date +%s) - T0 )) s"
