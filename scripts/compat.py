@@ -79,8 +79,22 @@ def exc_name(e):
     return type(e).__name__
 
 
+def text_of(e):
+    try:
+        return str(e)
+    except Exception:  # tritonclient's exceptions can fail str() (a None message)
+        for attr in ("message", "status"):
+            try:
+                v = getattr(e, attr)()
+                if v:
+                    return str(v)
+            except Exception:
+                pass
+        return "(no message)"
+
+
 def short(e, n=160):
-    s = f"{exc_name(e)}: {e}".replace("\n", " ")
+    s = f"{exc_name(e)}: {text_of(e)}".replace("\n", " ")
     s = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", s)  # ports change every run
     return s if len(s) <= n else s[: n - 1] + "…"
 
@@ -252,6 +266,8 @@ def sdk_triton(base, direct, transport):
             return "no error (answered)"
         except InferenceServerException as e:
             return f"{exc_name(e)} ({e.status() or 'no status'})"
+        except Exception as e:
+            return f"raised {short(e, 120)}"
     return classify, corrupt
 
 
@@ -911,6 +927,14 @@ def render_md(rows, checks, variants, meta):
              "`advancedGeneral()` unchanged can only be routed by DNS/`/etc/hosts` plus TLS the app "
              "trusts, which the proxy does not terminate. Baidu also answers a bad image with HTTP "
              "200 and `error_code` 216201 in the body; the SDK returns that dict and raises nothing.")
+    L.append("")
+    L.append("Seen by hand (2026-12-05, not measured by the script): errors the proxy makes itself "
+             "(`upstream_unreachable` 502, …) have one JSON shape for every API, `{\"error\": {\"code\", "
+             "\"message\", \"reason\", \"request_id\", \"source\", \"status\"}}`, not the API's own (KServe "
+             "`{\"error\": \"text\"}`, TorchServe `{\"code\", \"type\", \"message\"}`). The SDKs still "
+             "raise their own class with the right status (tritonclient: `InferenceServerException` 502), "
+             "but tritonclient's message is then the dict's repr; an app matching on the KServe "
+             "message text would not find it.")
     L.append("")
     L.append("## gRPC")
     L.append("")
