@@ -435,7 +435,7 @@ NODE_ROWS_EXPECTED = "green" if os.environ.get("COMPAT_NODE_DIR") else "skipped"
 
 ROWS = [
     # (id, SDK, package, transport, protocol (metrics label), factory, the one setting, expected)
-    ("boto3", "boto3 (Rekognition)", "boto3", "HTTPS JSON 1.1 + SigV4",
+    ("boto3", "boto3 (Rekognition)", "boto3", "HTTP(S) JSON 1.1 + SigV4",
      "rekognition", sdk_boto3,
      'boto3.client("rekognition", endpoint_url="http://PROXY:8080")', "green"),
     ("google-rest", "google-cloud-vision", "google-cloud-vision", "REST (transport=\"rest\")",
@@ -465,7 +465,7 @@ ROWS = [
      'client.post("http://PROXY:8080/rest/2.0/image-classify/v2/advanced_general", {"image": b64}) '
      "(advancedGeneral() cannot be pointed: see below)", "green"),
     ("js-aws", "@aws-sdk/client-rekognition (JavaScript v3)", "npm:@aws-sdk/client-rekognition",
-     "HTTPS JSON 1.1 + SigV4, Node", "rekognition", lambda b, d: sdk_node(b, d, "aws"),
+     "HTTP(S) JSON 1.1 + SigV4, Node", "rekognition", lambda b, d: sdk_node(b, d, "aws"),
      'new RekognitionClient({endpoint: "http://PROXY:8080"})', NODE_ROWS_EXPECTED),
     ("js-google-rest", "@google-cloud/vision (Node)", "npm:@google-cloud/vision",
      "REST (fallback: \"rest\"), Node", "google", lambda b, d: sdk_node(b, d, "google-rest"),
@@ -989,7 +989,7 @@ def main():
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
                    f"Python {platform.python_version()}",
-        "binary": os.path.relpath(binary, ROOT) if binary.startswith(ROOT) else os.path.basename(os.path.dirname(binary)) + "/" + os.path.basename(binary),
+        "binary": os.path.relpath(binary, ROOT) if binary.startswith(ROOT) else binary,
         "photos": len(photos), "photo_names": [p for p, _ in photos], "corrupt_from": photos[0][0],
         "seconds": round(time.time() - t0, 1),
         "venv": os.environ.get("COMPAT_VENV_NOTE", "venv reused"),
