@@ -14,6 +14,11 @@
 //! | Azure | `POST /computervision/imageanalysis:analyze` (`api-version` 2023-10-01, the SDK's, or 2024-02-01) |
 //! | KServe / Triton | `POST /v2/models/{model}[/versions/{version}]/infer` (batches); `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/{model}[/versions/{version}][/ready]` |
 //! | TorchServe | `POST /predictions/{model}[/{version}]`; `GET /ping` |
+//! | Google Vision gRPC | `/google.cloud.vision.v1.ImageAnnotator/BatchAnnotateImages` ([`grpc`]) |
+//! | KServe / Triton gRPC | `/inference.GRPCInferenceService/` `ModelInfer`, `ServerLive`, `ServerReady`, `ServerMetadata`, `ModelReady`, `ModelMetadata` ([`grpc`]) |
+//!
+//! One port serves HTTP/1.1 and HTTP/2 cleartext (h2c with prior knowledge, what gRPC
+//! insecure channels speak): the REST routes answer on either, the gRPC methods on HTTP/2.
 //!
 //! The classifier answers every model name. Face++ detect needs a face detector
 //! ([`DetectFaces`], given with [`BackendConfig::with_faces`]); without one it answers
@@ -46,11 +51,12 @@ use tokio::sync::Semaphore;
 use crate::codec::{self, Limits};
 use crate::model::{ClassNames, ImageModel, ModelError};
 use crate::protocol::{
-    Answer, ImageProblem, Label, Protocol, ProtocolError, Task, kserve, torchserve,
+    Answer, BackendImage, ImageProblem, Label, Protocol, ProtocolError, Task, kserve, torchserve,
 };
 use crate::sigv4::Verifier;
 
 pub mod faces;
+pub mod grpc;
 
 pub use faces::DetectFaces;
 
@@ -313,6 +319,8 @@ pub fn app(state: Arc<Backend>) -> Router {
         .route("/ping", get(|| async { torchserve::render_ping() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .merge(grpc::routes())
+        .fallback(grpc::fallback)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -503,42 +511,64 @@ async fn handle(
         };
         return protocol.render_backend_error(&err).into_response();
     }
-    let Ok(_admitted) = s.admit.clone().try_acquire_owned() else {
-        s.throttled.fetch_add(1, Ordering::Relaxed);
-        return throttled(protocol);
-    };
-    let Ok(_slot) = s.run.clone().acquire_owned().await else {
-        return throttled(protocol);
-    };
-    let worker = s.clone();
-    let images = request.images;
-    let results = tokio::task::spawn_blocking(move || {
-        images
-            .into_iter()
-            .map(|img| {
-                let img = img?;
-                let answer = match task {
-                    Task::Labels => img.limit(worker.classifier.classify(
-                        &img.bytes,
-                        &worker.limits,
-                        img.max_labels.max(1),
-                    )?),
-                    Task::Faces => worker.detect_faces(&img.bytes)?,
-                };
-                worker.images.fetch_add(1, Ordering::Relaxed);
-                Ok(answer)
-            })
-            .collect::<Vec<Result<Answer, ImageProblem>>>()
-    })
-    .await;
-    match results {
+    match s.classify_all(task, request.images).await {
         Ok(results) => protocol
             .render_backend_response(&request.reply, results)
             .into_response(),
-        Err(e) => {
+        Err(Refused::Throttled) => throttled(protocol),
+        Err(Refused::Failed(e)) => {
             tracing::error!(%protocol, error = %e, "classification task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }
+    }
+}
+
+/// Why [`Backend::classify_all`] has no results.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The queue is full (429, gRPC `RESOURCE_EXHAUSTED`); counted in the metrics.
+    Throttled,
+    /// The blocking task failed (panicked or was cancelled); the string says why.
+    Failed(String),
+}
+
+impl Backend {
+    /// Runs `task` on every image of a request, in order, on the blocking pool, behind the
+    /// admission queue and the classification slots: the one path every REST route and
+    /// gRPC method takes to the model.
+    pub(crate) async fn classify_all(
+        self: &Arc<Self>,
+        task: Task,
+        images: Vec<Result<BackendImage, ImageProblem>>,
+    ) -> Result<Vec<Result<Answer, ImageProblem>>, Refused> {
+        let Ok(_admitted) = self.admit.clone().try_acquire_owned() else {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Throttled);
+        };
+        let Ok(_slot) = self.run.clone().acquire_owned().await else {
+            return Err(Refused::Throttled);
+        };
+        let worker = self.clone();
+        tokio::task::spawn_blocking(move || {
+            images
+                .into_iter()
+                .map(|img| {
+                    let img = img?;
+                    let answer = match task {
+                        Task::Labels => img.limit(worker.classifier.classify(
+                            &img.bytes,
+                            &worker.limits,
+                            img.max_labels.max(1),
+                        )?),
+                        Task::Faces => worker.detect_faces(&img.bytes)?,
+                    };
+                    worker.images.fetch_add(1, Ordering::Relaxed);
+                    Ok(answer)
+                })
+                .collect::<Vec<Result<Answer, ImageProblem>>>()
+        })
+        .await
+        .map_err(|e| Refused::Failed(e.to_string()))
     }
 }
 
