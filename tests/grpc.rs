@@ -1,0 +1,395 @@
+//! The local backend's gRPC APIs (Google Vision `BatchAnnotateImages`, KServe v2
+//! `inference.GRPCInferenceService`) end to end on loopback: the real backend and model,
+//! called over HTTP/2 cleartext with prior knowledge (what gRPC insecure channels speak) by
+//! hyper's own HTTP/2 client, on the same port as the REST routes over HTTP/1.1.
+
+mod common;
+
+use std::time::Duration;
+
+use adacompress::backend::BackendConfig;
+use adacompress::backend::grpc::{v2, vision};
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+
+/// A unary call's outcome: `grpc-status` (from the trailers, or the headers of a
+/// trailers-only answer), `grpc-message`, and the answer message's bytes.
+#[derive(Debug)]
+struct Call {
+    status: u32,
+    message: String,
+    payload: Vec<u8>,
+}
+
+/// An HTTP/2 connection to `url` (`http://host:port`), opened with prior knowledge.
+async fn h2c(url: &str) -> SendRequest<Full<Bytes>> {
+    let addr = url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake (h2c prior knowledge)");
+    tokio::spawn(conn);
+    send
+}
+
+/// Calls `path` with `request` as one length-prefixed message.
+async fn call(send: &mut SendRequest<Full<Bytes>>, path: &str, request: &impl Message) -> Call {
+    let encoded = request.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    let req = hyper::Request::post(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap();
+    send.ready().await.unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "gRPC answers are HTTP 200");
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let body = collected.to_bytes();
+    // Trailers-only answers carry the status in the headers and have no body.
+    let source = if headers.contains_key("grpc-status") {
+        assert!(
+            body.is_empty() && trailers.is_empty(),
+            "trailers-only answer"
+        );
+        &headers
+    } else {
+        &trailers
+    };
+    let status = source["grpc-status"].to_str().unwrap().parse().unwrap();
+    let message = source
+        .get("grpc-message")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let payload = if body.is_empty() {
+        Vec::new()
+    } else {
+        assert_eq!(body[0], 0, "uncompressed");
+        let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length, body.len() - 5, "one message");
+        body[5..].to_vec()
+    };
+    Call {
+        status,
+        message,
+        payload,
+    }
+}
+
+const ANNOTATE: &str = "/google.cloud.vision.v1.ImageAnnotator/BatchAnnotateImages";
+const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+fn annotate_entry(content: &[u8], max_results: i32) -> vision::AnnotateImageRequest {
+    vision::AnnotateImageRequest {
+        image: Some(vision::Image {
+            content: content.to_vec(),
+            source: None,
+        }),
+        features: vec![vision::Feature {
+            r#type: vision::LABEL_DETECTION,
+            max_results,
+        }],
+    }
+}
+
+/// A `ModelInfer` request as tritonclient sends one: the images in `raw_input_contents`,
+/// each a u32 LE length then its bytes.
+fn infer_request(images: &[&[u8]], top_k: Option<i64>) -> v2::ModelInferRequest {
+    let mut raw = Vec::new();
+    for image in images {
+        raw.extend_from_slice(&u32::try_from(image.len()).unwrap().to_le_bytes());
+        raw.extend_from_slice(image);
+    }
+    let mut parameters = std::collections::HashMap::new();
+    if let Some(k) = top_k {
+        parameters.insert(
+            "top_k".to_owned(),
+            v2::Parameter {
+                choice: Some(v2::Choice::Int64(k)),
+            },
+        );
+    }
+    v2::ModelInferRequest {
+        model_name: "classifier".to_owned(),
+        model_version: String::new(),
+        id: "req-7".to_owned(),
+        parameters,
+        inputs: vec![v2::InputTensor {
+            name: "image".to_owned(),
+            datatype: "BYTES".to_owned(),
+            shape: vec![i64::try_from(images.len()).unwrap()],
+            contents: None,
+        }],
+        outputs: Vec::new(),
+        raw_input_contents: vec![raw],
+    }
+}
+
+/// Splits a serialised BYTES tensor into strings.
+fn strings_of(blob: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = blob;
+    while !rest.is_empty() {
+        let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        out.push(String::from_utf8(rest[4..4 + length].to_vec()).unwrap());
+        rest = &rest[4 + length..];
+    }
+    out
+}
+
+/// Both gRPC APIs answer from the same classifier as REST: the same top label for the
+/// same photo, a corrupt image as Vision's per-image error 3 and KServe's
+/// `INVALID_ARGUMENT`, health and metadata, `UNIMPLEMENTED` for other methods; HTTP/1.1 REST
+/// keeps working on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_apis_answer_like_rest_on_the_same_port() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let panda = common::photo("objects", "3.jpg");
+    let corrupt: &[u8] = b"\xff\xd8\xff\xe0 this is not a JPEG";
+
+    // REST over HTTP/1.1, the reference answer.
+    let http = reqwest::Client::new();
+    let (status, _, rest) = common::google_annotate(&http, &url, &panda).await;
+    assert_eq!(status, 200);
+    let rest_top = rest["responses"][0]["labelAnnotations"][0]["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(rest_top, "lesser panda");
+
+    let mut send = h2c(&url).await;
+
+    // Vision: a photo, a corrupt image, and an entry without an image.
+    let request = vision::BatchAnnotateImagesRequest {
+        requests: vec![
+            annotate_entry(&panda, 3),
+            annotate_entry(corrupt, 0),
+            annotate_entry(b"", 0),
+        ],
+    };
+    let answer = call(&mut send, ANNOTATE, &request).await;
+    assert_eq!(answer.status, 0, "{}", answer.message);
+    let answer = vision::BatchAnnotateImagesResponse::decode(&answer.payload[..]).unwrap();
+    assert_eq!(answer.responses.len(), 3);
+    let labels = &answer.responses[0].label_annotations;
+    assert_eq!(labels.len(), 3, "max_results is honoured");
+    assert_eq!(labels[0].description, rest_top);
+    let rest_score = rest["responses"][0]["labelAnnotations"][0]["score"]
+        .as_f64()
+        .unwrap();
+    assert!((f64::from(labels[0].score) - rest_score).abs() < 1e-6);
+    assert!(labels.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(answer.responses[0].error.is_none());
+    let error = answer.responses[1].error.as_ref().expect("per-image error");
+    assert_eq!(error.code, 3, "INVALID_ARGUMENT");
+    assert!(
+        error.message.contains("could not be decoded"),
+        "{}",
+        error.message
+    );
+    assert!(answer.responses[1].label_annotations.is_empty());
+    let error = answer.responses[2].error.as_ref().expect("no image");
+    assert_eq!(error.code, 3);
+    assert!(
+        error.message.contains("requests[2].image"),
+        "{}",
+        error.message
+    );
+
+    // KServe ModelInfer with a batch of two, top_k 4.
+    let answer = call(&mut send, INFER, &infer_request(&[&panda, &panda], Some(4))).await;
+    assert_eq!(answer.status, 0, "{}", answer.message);
+    let answer = v2::ModelInferResponse::decode(&answer.payload[..]).unwrap();
+    assert_eq!(answer.model_name, "classifier");
+    assert_eq!(answer.id, "req-7");
+    let names: Vec<&str> = answer.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["labels", "scores"]);
+    assert!(answer.outputs.iter().all(|o| o.shape == [2, 4]));
+    let labels = strings_of(&answer.raw_output_contents[0]);
+    assert_eq!(labels.len(), 8);
+    assert_eq!(labels[0], rest_top);
+    assert_eq!(labels[4], rest_top);
+    assert_eq!(answer.raw_output_contents[1].len(), 8 * 4, "FP32 scores");
+
+    // A corrupt image fails the call, as KServe's REST route answers 400.
+    let answer = call(&mut send, INFER, &infer_request(&[&panda, corrupt], None)).await;
+    assert_eq!(answer.status, 3, "INVALID_ARGUMENT");
+    assert!(
+        answer.message.contains("image element 1"),
+        "{}",
+        answer.message
+    );
+    // A shape that does not match the elements.
+    let mut bad_shape = infer_request(&[&panda], None);
+    bad_shape.inputs[0].shape = vec![2];
+    let answer = call(&mut send, INFER, &bad_shape).await;
+    assert_eq!(answer.status, 3);
+    assert!(
+        answer.message.contains("inputs[0].shape"),
+        "{}",
+        answer.message
+    );
+
+    // Health and metadata.
+    let empty = v2::Empty {};
+    let live = call(
+        &mut send,
+        "/inference.GRPCInferenceService/ServerLive",
+        &empty,
+    )
+    .await;
+    assert!(
+        v2::ServerLiveResponse::decode(&live.payload[..])
+            .unwrap()
+            .live
+    );
+    let ready = call(
+        &mut send,
+        "/inference.GRPCInferenceService/ServerReady",
+        &empty,
+    )
+    .await;
+    assert!(
+        v2::ServerReadyResponse::decode(&ready.payload[..])
+            .unwrap()
+            .ready
+    );
+    let model = v2::ModelRef {
+        name: "densenet".to_owned(),
+        version: String::new(),
+    };
+    let ready = call(
+        &mut send,
+        "/inference.GRPCInferenceService/ModelReady",
+        &model,
+    )
+    .await;
+    assert!(
+        v2::ModelReadyResponse::decode(&ready.payload[..])
+            .unwrap()
+            .ready
+    );
+    let meta = call(
+        &mut send,
+        "/inference.GRPCInferenceService/ModelMetadata",
+        &model,
+    )
+    .await;
+    let meta = v2::ModelMetadataResponse::decode(&meta.payload[..]).unwrap();
+    assert_eq!(meta.name, "densenet");
+    assert_eq!(meta.versions, ["1"]);
+    assert_eq!(meta.inputs[0].datatype, "BYTES");
+
+    // Methods not served.
+    for path in [
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        "/google.cloud.vision.v1.ImageAnnotator/AsyncBatchAnnotateFiles",
+        "/grpc.health.v1.Health/Check",
+    ] {
+        let answer = call(&mut send, path, &empty).await;
+        assert_eq!(answer.status, 12, "{path}: UNIMPLEMENTED");
+        assert!(answer.message.contains(path), "{}", answer.message);
+    }
+
+    // Compressed messages are refused, naming the encoding.
+    let req = hyper::Request::post(format!("http://localhost{INFER}"))
+        .header("content-type", "application/grpc")
+        .header("grpc-encoding", "gzip")
+        .body(Full::new(Bytes::from_static(&[1, 0, 0, 0, 1, 0])))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "12");
+
+    // REST on the same port: over HTTP/2 too, and over HTTP/1.1 afterwards.
+    let req = hyper::Request::get(format!("http://localhost/v2/health/ready"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
+    assert_eq!(health.status(), 200);
+    let missing = http
+        .get(format!("{url}/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "non-gRPC requests keep their 404");
+    assert_eq!(state.images_classified(), 1 + 1 + 2 + 1);
+}
+
+/// The backend's limits hold for gRPC: a full queue (REST's 429) is `RESOURCE_EXHAUSTED`,
+/// shared with the REST routes, and so is a message over `max_body_bytes`, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_respect_the_queue_and_the_size_limit() {
+    let mut cfg = BackendConfig::new(common::lite0());
+    cfg.concurrency = 1;
+    cfg.queue = 0;
+    cfg.max_body_bytes = 4_000_000;
+    let (url, state, _stop) = common::spawn_backend_with(cfg).await;
+    let photo = common::photo("street", "0.jpg");
+    assert!(photo.len() * 16 < 4_000_000, "the batch fits the limit");
+    let mut send = h2c(&url).await;
+
+    // A long Vision batch holds the only slot; a ModelInfer on the same connection is
+    // refused at once.
+    let batch = vision::BatchAnnotateImagesRequest {
+        requests: vec![annotate_entry(&photo, 1); 16],
+    };
+    let long = {
+        let mut send = send.clone();
+        tokio::spawn(async move { call(&mut send, ANNOTATE, &batch).await })
+    };
+    let started = std::time::Instant::now();
+    while state.images_classified() == 0 {
+        assert!(
+            !long.is_finished(),
+            "the batch ended before classifying an image"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the batch never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = call(&mut send, INFER, &infer_request(&[&photo], None)).await;
+    assert_eq!(refused.status, 8, "RESOURCE_EXHAUSTED");
+    assert!(refused.message.contains("saturated"), "{}", refused.message);
+    let long = long.await.unwrap();
+    assert_eq!(long.status, 0);
+    let long = vision::BatchAnnotateImagesResponse::decode(&long.payload[..]).unwrap();
+    assert_eq!(long.responses.len(), 16);
+    assert!(
+        long.responses
+            .iter()
+            .all(|r| r.label_annotations.len() == 1)
+    );
+
+    // Over the size limit.
+    let big = vec![0u8; 4_100_000];
+    let answer = call(&mut send, INFER, &infer_request(&[&big], None)).await;
+    assert_eq!(answer.status, 8, "RESOURCE_EXHAUSTED");
+    assert!(
+        answer.message.contains("4000000 bytes"),
+        "{}",
+        answer.message
+    );
+    // More than 16 Vision images is the REST route's request error.
+    let many = vision::BatchAnnotateImagesRequest {
+        requests: vec![annotate_entry(b"x", 1); 17],
+    };
+    let answer = call(&mut send, ANNOTATE, &many).await;
+    assert_eq!(answer.status, 3, "INVALID_ARGUMENT");
+    assert!(answer.message.contains("16"), "{}", answer.message);
+    assert_eq!(state.images_classified(), 16);
+}
