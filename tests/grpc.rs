@@ -311,7 +311,7 @@ async fn grpc_apis_answer_like_rest_on_the_same_port() {
     assert_eq!(resp.headers()["grpc-status"], "12");
 
     // REST on the same port: over HTTP/2 too, and over HTTP/1.1 afterwards.
-    let req = hyper::Request::get(format!("http://localhost/v2/health/ready"))
+    let req = hyper::Request::get("http://localhost/v2/health/ready")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
