@@ -955,7 +955,7 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
                 headers,
                 body,
             };
-            compress::compress_request(s, p, &view, forced).await
+            compress::compress_request(s, &p, &view, forced).await
         }
     };
     let url = format!("{}{}", routed.base, ctx.path_q);
