@@ -44,7 +44,8 @@ pub const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// The answer a connection over the cap gets before it is closed: a 503 naming the limit and
-/// its value, in the same JSON shape as the proxy's other errors.
+/// its value, in the proxy's neutral JSON shape (the request, so its API, is not read yet),
+/// with `X-AdaCompress-Error` like the proxy's other errors.
 fn refusal(max_connections: usize) -> Vec<u8> {
     let body = serde_json::json!({
         "error": {
@@ -60,7 +61,8 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     .to_string();
     let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+         retry-after: 1\r\nx-adacompress-error: too_many_connections\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
