@@ -1,8 +1,9 @@
 //! Failures have one home (issue 8): every `ProxyError` arm and every `Passthrough` arm a
 //! request can reach, driven through `proxy::app` in-process (`tower::ServiceExt::oneshot`).
-//! Each case asserts the status, the JSON `reason` (proxy errors) or the
+//! Each case asserts the status, the `X-AdaCompress-Error` reason (proxy errors) or the
 //! `X-AdaCompress-Action` value (passthroughs), and that the matching counter went up by
-//! exactly one.
+//! exactly one. A proxy error is in the shape of the request's API when it has one (issue 9:
+//! one per API below), else in the proxy's neutral shape.
 //!
 //! The upstream is the real local backend on loopback, except for faults it cannot show: a
 //! hung upstream, an oversized answer and a garbled answer come from tiny servers here.
@@ -178,10 +179,32 @@ impl Answer {
             .map(|v| v.to_str().unwrap())
     }
 
-    /// The proxy's own error body: `error.reason`, after checking the JSON's shape.
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The proxy's own error: its `X-AdaCompress-Error` reason, after checking the body is
+    /// JSON (and, in the neutral shape, names the same reason).
     fn reason(&self) -> String {
-        let json: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
+        let reason = self
+            .headers
+            .get(proxy::ERROR_HEADER)
+            .unwrap_or_else(|| panic!("no X-AdaCompress-Error in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let json = self.json();
+        if json["error"]["source"] == "adacompress-proxy" {
+            assert_eq!(self.neutral_reason(), reason, "{json}");
+        }
+        reason
+    }
+
+    /// The proxy's neutral error body (the request's API unknown): `error.reason`, after
+    /// checking the JSON's shape.
+    fn neutral_reason(&self) -> String {
+        let json = self.json();
         let err = &json["error"];
         assert_eq!(err["source"], "adacompress-proxy", "{json}");
         assert_eq!(err["code"], self.status.as_u16(), "{json}");
@@ -192,6 +215,21 @@ impl Answer {
             self.headers
         );
         err["reason"].as_str().expect("a reason").to_owned()
+    }
+
+    /// A Google Vision error body: `{"error": {"code": status, "message", "status"}}`, the
+    /// `google.rpc.Code` name returned.
+    fn google_status(&self) -> String {
+        let json = self.json();
+        let err = &json["error"];
+        assert_eq!(err["code"], self.status.as_u16(), "{json}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        assert!(err.get("source").is_none(), "not the neutral shape: {json}");
+        assert_eq!(json.as_object().map(|o| o.len()), Some(1), "{json}");
+        err["status"].as_str().expect("a status").to_owned()
     }
 }
 
@@ -252,6 +290,8 @@ fn expect_error(s: &ProxyState, got: &Answer, status: StatusCode, reason: &str, 
         String::from_utf8_lossy(&got.body)
     );
     assert_eq!(got.reason(), reason);
+    // Every request here is Google's: the body is in Google's error shape.
+    got.google_status();
     assert_eq!(got.action(), None, "the proxy's own answer has no action");
     assert!(got.headers.contains_key(proxy::REQUEST_ID_HEADER));
     assert_eq!(
@@ -330,7 +370,18 @@ async fn no_upstream_is_a_502_and_is_not_counted_as_a_routed_request() {
     let got = call(&s, Req::google(&[compressible()]).to_request()).await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert_eq!(got.reason(), "no_upstream");
+    assert_eq!(got.google_status(), "UNAVAILABLE");
     assert_eq!(got.action(), None);
+    // A request of no known API: the neutral shape.
+    let got = call(
+        &s,
+        Request::post("/some/other/api")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(got.neutral_reason(), "no_upstream");
     // No route, no protocol label: no `requests_total` sample at all.
     assert!(
         !s.metrics.render().contains("adacompress_requests_total{"),
@@ -374,6 +425,7 @@ async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded(
         .unwrap();
     let got = call(&s, req).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.neutral_reason(), "unrouted");
     assert_eq!(got.reason(), "unrouted");
     assert_eq!(got.action(), None);
     let text = String::from_utf8_lossy(&got.body).into_owned();
@@ -391,12 +443,15 @@ async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded(
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     assert!(got.body.len() < 1000, "{}", got.body.len());
 
-    // A known API without an upstream: Azure's analyze, KServe's health.
+    // A known API without an upstream: Azure's analyze, KServe's health, Azure 3.2's
+    // analyze (an endpoint `owner` claims for Azure), each in its API's error shape.
     let azure = Req::of(Protocol::Azure, &compressible());
     let got = call(&s, azure.to_request()).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     assert_eq!(got.reason(), "no_upstream_for_api");
-    let text = String::from_utf8_lossy(&got.body).into_owned();
+    let json = got.json();
+    assert_eq!(json["error"]["code"], "404", "{json}");
+    let text = json["error"]["message"].as_str().unwrap_or_default();
     assert!(
         text.contains("azure") && text.contains("[upstreams].azure"),
         "{text}"
@@ -408,8 +463,21 @@ async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded(
     let got = call(&s, health).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     assert_eq!(got.reason(), "no_upstream_for_api");
-    assert!(String::from_utf8_lossy(&got.body).contains("[upstreams].kserve"));
-    assert_eq!(unrouted(&s, "no_upstream_for_api"), 2.0);
+    let json = got.json();
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("[upstreams].kserve")),
+        "KServe's {{\"error\": text}}: {json}"
+    );
+    let v32 = Request::post("/vision/v3.2/analyze?visualFeatures=Tags")
+        .body(Body::from("x"))
+        .unwrap();
+    let got = call(&s, v32).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.reason(), "no_upstream_for_api");
+    assert!(String::from_utf8_lossy(&got.body).contains("[upstreams].azure"));
+    assert_eq!(unrouted(&s, "no_upstream_for_api"), 3.0);
 
     // CONNECT and TRACE: 405 with `Allow`, even on a path an API owns.
     for method in ["CONNECT", "TRACE"] {
@@ -421,6 +489,8 @@ async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded(
         let got = call(&s, req).await;
         assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(got.reason(), "method_not_allowed", "{method}");
+        // The path is Google's: Google's shape.
+        assert_eq!(got.google_status(), "UNIMPLEMENTED", "{method}");
         assert!(got.headers.contains_key("allow"), "{method}");
         assert!(String::from_utf8_lossy(&got.body).contains(method));
     }
@@ -428,11 +498,32 @@ async fn unrouted_requests_are_404_or_405_with_their_reason_and_never_forwarded(
     assert_eq!(requests(&s, "other", 405), 2.0);
 
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went up");
-    // The configured API still goes up.
+    // The configured API still goes up, and so do its other endpoints (`owner`), whatever
+    // the method.
     let got = call(&s, Req::google(&[]).to_request()).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(&got.body[..], b"upstream");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+    for (method, path) in [
+        ("POST", "/v1/files:asyncBatchAnnotate"),
+        ("POST", "/v1p4beta1/images:annotate"),
+        ("GET", "/v1/images:annotate"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from("{}"))
+            .unwrap();
+        let got = call(&s, req).await;
+        assert_eq!(got.status, StatusCode::OK, "{method} {path}");
+        assert_eq!(
+            got.action(),
+            Some("original:other_operation"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    assert_eq!(unrouted(&s, "unknown_path"), 2.0, "none of them unrouted");
 }
 
 /// With `[upstreams].default`, what matches no API goes there untouched; a known API
@@ -852,6 +943,7 @@ async fn a_full_pool_is_saturated_and_a_slow_worker_is_worker_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_the_clients_when_usable_else_new_and_match_the_error_body() {
     let s = state("", |_| {});
+    // A path of no API: the neutral body, which carries the request id.
     let id_of = |got: &Answer| {
         let header = got.headers[proxy::REQUEST_ID_HEADER]
             .to_str()
@@ -861,11 +953,12 @@ async fn request_ids_are_the_clients_when_usable_else_new_and_match_the_error_bo
         assert_eq!(json["error"]["request_id"], header.as_str(), "{json}");
         header
     };
-    let with_id = |id: &str| {
-        Req::google(&[compressible()])
-            .header(proxy::REQUEST_ID_HEADER, id)
-            .to_request()
+    let unknown = || Req {
+        path: "/some/other/api".into(),
+        headers: Vec::new(),
+        body: b"hello".to_vec(),
     };
+    let with_id = |id: &str| unknown().header(proxy::REQUEST_ID_HEADER, id).to_request();
     assert_eq!(
         id_of(&call(&s, with_id("trace-42.a_b")).await),
         "trace-42.a_b"
@@ -875,13 +968,135 @@ async fn request_ids_are_the_clients_when_usable_else_new_and_match_the_error_bo
     // Absent, too long, or with spaces: a fresh UUID, never the client's text.
     let long = "x".repeat(proxy::MAX_REQUEST_ID_CHARS + 1);
     let mut seen = std::collections::HashSet::new();
-    for req in [
-        Req::google(&[compressible()]).to_request(),
-        with_id(&long),
-        with_id("two words"),
-    ] {
+    for req in [unknown().to_request(), with_id(&long), with_id("two words")] {
         let id = id_of(&call(&s, req).await);
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
         assert!(seen.insert(id), "each request gets its own id");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: the proxy's own errors in each API's error shape.
+
+/// A dead upstream (nothing listens) answered 502 for each API's own request: the body in
+/// that API's error shape with the proxy's message (naming the upstream), the stable reason
+/// in `X-AdaCompress-Error`, the request id in `X-Request-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_a_502_in_each_apis_error_shape() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("http://127.0.0.1:{port}");
+    let s = state(&upstream, |_| {});
+    for protocol in Protocol::ALL {
+        let req = Req::of(protocol, &compressible())
+            .header(proxy::BYPASS_HEADER, "1")
+            .header(proxy::REQUEST_ID_HEADER, "rid-9");
+        let got = call(&s, req.to_request()).await;
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{protocol}");
+        assert_eq!(got.reason(), "upstream_unreachable", "{protocol}");
+        assert_eq!(got.headers[proxy::REQUEST_ID_HEADER], "rid-9", "{protocol}");
+        assert_eq!(got.action(), None, "{protocol}");
+        let json = got.json();
+        let names_upstream = |m: &str| m.contains("unreachable") && m.contains(&upstream);
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        match protocol {
+            Protocol::GoogleVision => {
+                assert_eq!(got.google_status(), "UNAVAILABLE");
+                assert!(names_upstream(&text(&json["error"]["message"])), "{json}");
+            }
+            Protocol::Rekognition => {
+                assert_eq!(json["__type"], "ServiceUnavailableException", "{json}");
+                assert_eq!(
+                    got.headers["x-amzn-errortype"], "ServiceUnavailableException",
+                    "{json}"
+                );
+                assert!(names_upstream(&text(&json["Message"])), "{json}");
+                assert_eq!(got.headers["content-type"], "application/x-amz-json-1.1");
+            }
+            Protocol::Baidu => {
+                assert_eq!(json["error_code"], 2, "{json}");
+                let msg = text(&json["error_msg"]);
+                assert!(
+                    msg.starts_with("Service temporarily unavailable: ") && names_upstream(&msg),
+                    "{json}"
+                );
+                assert!(json["log_id"].is_u64(), "{json}");
+            }
+            Protocol::FacePlusPlus => {
+                let msg = text(&json["error_message"]);
+                assert!(
+                    msg.starts_with("INTERNAL_ERROR: ") && names_upstream(&msg),
+                    "{json}"
+                );
+                assert_eq!(json["request_id"], "rid-9", "{json}");
+                assert_eq!(json["time_used"], 0, "{json}");
+            }
+            Protocol::Azure => {
+                assert_eq!(json["error"]["code"], "ServiceUnavailable", "{json}");
+                assert!(names_upstream(&text(&json["error"]["message"])), "{json}");
+            }
+            Protocol::KServe => {
+                assert_eq!(json.as_object().map(|o| o.len()), Some(1), "{json}");
+                assert!(names_upstream(&text(&json["error"])), "{json}");
+            }
+            Protocol::TorchServe => {
+                assert_eq!(json["code"], 502, "{json}");
+                assert_eq!(json["type"], "ServiceUnavailableException", "{json}");
+                assert!(names_upstream(&text(&json["message"])), "{json}");
+            }
+        }
+        assert!(
+            json.get("source").is_none(),
+            "{protocol}: not neutral: {json}"
+        );
+        assert_eq!(requests(&s, protocol.name(), 502), 1.0, "{protocol}");
+    }
+    // No API: the neutral shape, the same header.
+    let got = call(
+        &s,
+        Request::post("/some/other/api")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.neutral_reason(), "unrouted");
+    assert_eq!(got.reason(), "unrouted");
+}
+
+/// Another status keeps its limit and value in the API's shape: a 413 for Baidu (its
+/// `image size error` code) and TorchServe (its `RequestEntityTooLargeException`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limits_speak_the_apis_shape_and_name_the_limit() {
+    let (backend, _b, _stop) = spawn_backend().await;
+    let s = state(&backend, |c| c.proxy.max_body_bytes = 1024);
+    let big = vec![0x55u8; 4096];
+
+    let got = call(&s, Req::of(Protocol::Baidu, &big).to_request()).await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(got.reason(), "body_too_large");
+    let json = got.json();
+    assert_eq!(json["error_code"], 216_202, "{json}");
+    assert!(
+        json["error_msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("proxy.max_body_bytes = 1024")),
+        "{json}"
+    );
+
+    let got = call(&s, Req::of(Protocol::TorchServe, &big).to_request()).await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(got.reason(), "body_too_large");
+    let json = got.json();
+    assert_eq!(json["code"], 413, "{json}");
+    assert_eq!(json["type"], "RequestEntityTooLargeException", "{json}");
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("proxy.max_body_bytes = 1024")),
+        "{json}"
+    );
 }

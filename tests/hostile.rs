@@ -463,3 +463,38 @@ async fn the_admin_token_guards_retraining_and_forgetting() {
     assert!(!metrics_of(&p).await.contains("s3cret"));
     p.shutdown().await;
 }
+
+/// The port speaks HTTP/1.1 and HTTP/2: telling them apart must not wait forever. A client
+/// that connects and sends nothing, or half the HTTP/2 preface, is cut at the header
+/// deadline like a dribbled HTTP/1 header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_http2_clients_are_cut_at_the_header_deadline() {
+    let (backend, _state, _stop) = spawn_backend().await;
+    let p = proxy(&backend, |c| c.proxy.header_read_timeout_secs = 0.5).await;
+    let addr = p.proxy_addr;
+    let cuts = tokio::task::spawn_blocking(move || {
+        let mut cuts = Vec::new();
+        for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(first).unwrap();
+            let t = Instant::now();
+            let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+            cuts.push((closed, t.elapsed()));
+        }
+        cuts
+    })
+    .await
+    .unwrap();
+    for (i, (closed, t)) in cuts.into_iter().enumerate() {
+        assert!(
+            closed && t < Duration::from_secs(2),
+            "client {i} cut after {t:?}"
+        );
+    }
+    let metrics = metrics_of(&p).await;
+    assert!(
+        sample(&metrics, "adacompress_slow_clients_total{kind=\"header\"}") >= 2.0,
+        "{metrics}"
+    );
+    p.shutdown().await;
+}

@@ -896,3 +896,55 @@ async fn google_rest_with_numeric_enums_is_compressed_and_labelled() {
     }
     p.shutdown().await;
 }
+
+/// HTTP/2 cleartext by prior knowledge (how gRPC's insecure channels connect) and HTTP/1.1
+/// on the same port: the same request gets the same compression and the upstream's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cleartext_and_http1_share_the_proxy_port() {
+    use http_body_util::BodyExt;
+    let (p, log, _stop) = stack(|_| {}).await;
+    let original = photo("objects", "2.jpg");
+    let req = Protocol::GoogleVision.client_request(&original, 5);
+
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake with the proxy");
+    tokio::spawn(conn);
+    let mut b = axum::http::Request::post(format!("http://{}{}", p.proxy_addr, req.path_and_query));
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let resp = h2
+        .send_request(
+            b.body(http_body_util::Full::new(axum::body::Bytes::from(
+                req.body.clone(),
+            )))
+            .unwrap(),
+        )
+        .await
+        .expect("an answer over HTTP/2");
+    assert_eq!(resp.version(), axum::http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let action = resp.headers()["x-adacompress-action"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(body, seen.answer, "the client gets the upstream's bytes");
+    let over_h2 = image_of(Protocol::GoogleVision, &seen);
+    assert!(over_h2.len() < original.len(), "compressed over HTTP/2");
+
+    // The same request over HTTP/1.1 on the same port: the same action and upload.
+    let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
+    assert_eq!(resp.version(), axum::http::Version::HTTP_11);
+    assert_eq!(resp.headers()["x-adacompress-action"], action.as_str());
+    let _ = resp.bytes().await.unwrap();
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(image_of(Protocol::GoogleVision, &seen), over_h2);
+    p.shutdown().await;
+}

@@ -39,6 +39,19 @@ use super::{
 /// The path of the analyze operation.
 pub const PATH: &str = "/computervision/imageanalysis:analyze";
 
+/// Whether a path (query ignored) is one of Azure AI Vision's endpoints: anything under
+/// `/computervision/` (4.0) or `/vision/vN…/` (3.x: `/vision/v3.2/analyze`).
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route.starts_with("/computervision/")
+        || route
+            .strip_prefix("/vision/v")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(version, rest)| {
+                version.starts_with(|c: char| c.is_ascii_digit()) && !rest.is_empty()
+            })
+}
+
 /// The API version our client sends.
 pub const API_VERSION: &str = "2024-02-01";
 
@@ -61,7 +74,7 @@ pub const MODEL_VERSION: &str = "2023-10-01";
 const OCTET_STREAM: &str = "application/octet-stream";
 
 /// The content type of answers.
-const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// What the renderer needs from the request.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -339,11 +352,14 @@ fn render_error(
     inner: Option<&str>,
     message: &str,
 ) -> BackendResponse {
-    let mut error = json!({"code": code, "message": message});
-    if let Some(inner) = inner {
-        error["innererror"] = json!({"code": inner, "message": message});
-    }
-    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &json!({ "error": error }))
+    let kind = match inner {
+        Some(inner) => super::shape::Kind::Nested(code, inner),
+        None => super::shape::Kind::Name(code),
+    };
+    super::shape::render(
+        super::Protocol::Azure,
+        &super::shape::ApiError::new(status, kind, message),
+    )
 }
 
 /// The generic 500 answer; the cause goes to the log, not to the client.

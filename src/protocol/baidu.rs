@@ -41,6 +41,13 @@ use super::{
 /// The path of `advanced_general`.
 pub const PATH: &str = "/rest/2.0/image-classify/v2/advanced_general";
 
+/// Whether a path (query ignored) is one of Baidu's image-classify endpoints: anything under
+/// `/rest/2.0/image-classify/`.
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route.starts_with("/rest/2.0/image-classify/")
+}
+
 /// The content type of requests.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -51,7 +58,7 @@ pub const MAX_BASE64_BYTES: usize = 4 * 1024 * 1024;
 pub const RESULT_NUM: usize = 5;
 
 /// The content type of answers (what Baidu sends).
-const CONTENT_TYPE: &str = "application/json;charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/json;charset=utf-8";
 
 /// Baidu's error codes the backend uses: `(code, Baidu's message)`.
 mod code {
@@ -306,17 +313,19 @@ pub fn render_throttled() -> BackendResponse {
 
 /// An error answer: HTTP 200, Baidu's message, then `: detail` when there is one.
 fn error_response((code, message): (i64, &str), detail: Option<String>) -> BackendResponse {
-    let message = match detail {
-        Some(detail) => format!("{message}: {detail}"),
-        None => message.to_owned(),
-    };
-    let body = json!({"error_code": code, "error_msg": message, "log_id": fresh_log_id()});
-    BackendResponse::json(StatusCode::OK, CONTENT_TYPE, Vec::new(), &body)
+    super::shape::render(
+        super::Protocol::Baidu,
+        &super::shape::ApiError::new(
+            StatusCode::OK,
+            super::shape::Kind::Code(code, message),
+            detail.as_deref().unwrap_or_default(),
+        ),
+    )
 }
 
 /// A random `log_id` below 2^53, so that JavaScript clients read it exactly.
 fn fresh_log_id() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0 >> 11
+    super::shape::fresh_log_id()
 }
 
 /// The request's single image slot (index 0): `image`, else `url`, else unusable.

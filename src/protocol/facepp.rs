@@ -33,7 +33,7 @@
 //!   ImageNet labels as `objects` ([`MAX_OBJECTS`] of them) and no `scenes`, and detect with the
 //!   face detector it was given, if any.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
@@ -54,6 +54,13 @@ pub const DETECT_PATH: &str = "/facepp/v3/detect";
 /// The path of scene and object detection.
 pub const SCENE_PATH: &str = "/imagepp/beta/detectsceneandobject";
 
+/// Whether a path (query ignored) is one of Face++'s endpoints: anything under `/facepp/`
+/// or `/imagepp/`.
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route.starts_with("/facepp/") || route.starts_with("/imagepp/")
+}
+
 /// The largest image accepted, decoded (2 MiB).
 pub const MAX_IMAGE_BYTES: usize = 2 * 1024 * 1024;
 
@@ -61,7 +68,7 @@ pub const MAX_IMAGE_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_OBJECTS: usize = 5;
 
 /// The content type of answers.
-const CONTENT_TYPE: &str = "application/json";
+pub(crate) const CONTENT_TYPE: &str = "application/json";
 
 /// `confidence` is a percentage.
 const CONFIDENCE_SCALE: f64 = 100.0;
@@ -454,8 +461,10 @@ pub fn render_throttled() -> BackendResponse {
 
 /// An error answer with `message` as `error_message`.
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
-    let body = json!({"time_used": 0, "error_message": message, "request_id": request_id()});
-    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &body)
+    super::shape::render(
+        super::Protocol::FacePlusPlus,
+        &super::shape::ApiError::new(status, super::shape::Kind::Name(message), ""),
+    )
 }
 
 /// The generic 500 answer; the cause goes to the log, not to the client.
@@ -465,10 +474,7 @@ fn internal_error() -> BackendResponse {
 
 /// A request id as Face++ writes them: `unix seconds,uuid`.
 fn request_id() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{seconds},{}", uuid::Uuid::new_v4().hyphenated())
+    super::shape::facepp_request_id()
 }
 
 /// The request's single image slot (index 0) at `image_file`, `image_base64` or `image_url`.

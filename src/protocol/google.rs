@@ -40,6 +40,18 @@ use super::{
     encode_base64, excerpt, is_success, normalise_score, parse_json, wire_number,
 };
 
+/// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
+/// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
+pub fn owns_path(path: &str) -> bool {
+    let route = path.split('?').next().unwrap_or_default();
+    route.starts_with("/v1/images:")
+        || route.starts_with("/v1/files:")
+        || route
+            .strip_prefix("/v1p")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(version, rest)| !version.is_empty() && !rest.is_empty())
+}
+
 /// The path of the annotate method.
 pub const PATH: &str = "/v1/images:annotate";
 
@@ -50,7 +62,7 @@ pub const MAX_IMAGES_PER_REQUEST: usize = 16;
 pub const DEFAULT_MAX_RESULTS: usize = 10;
 
 /// The content type of the backend's answers (what Google sends).
-const CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+pub(crate) const CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 
 /// The feature type asking for labels.
 const LABEL_DETECTION: &str = "LABEL_DETECTION";
@@ -341,24 +353,21 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     if status.is_client_error() {
         tracing::debug!(%err, "request rejected");
     }
-    let body = json!({
-        "error": {"code": status.as_u16(), "message": message, "status": status_name},
-    });
-    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &body)
+    super::shape::render(
+        super::Protocol::GoogleVision,
+        &super::shape::ApiError::new(status, super::shape::Kind::Name(status_name), &message),
+    )
 }
 
 /// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
 pub fn render_throttled() -> BackendResponse {
-    let body = json!({"error": {
-        "code": 429,
-        "message": "backend is saturated; retry later",
-        "status": "RESOURCE_EXHAUSTED",
-    }});
-    BackendResponse::json(
-        StatusCode::TOO_MANY_REQUESTS,
-        CONTENT_TYPE,
-        Vec::new(),
-        &body,
+    super::shape::render(
+        super::Protocol::GoogleVision,
+        &super::shape::ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            super::shape::Kind::Name("RESOURCE_EXHAUSTED"),
+            "backend is saturated; retry later",
+        ),
     )
 }
 

@@ -78,7 +78,7 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// The content type of JSON bodies.
-const JSON_CONTENT_TYPE: &str = "application/json";
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// The datatype of encoded images.
 const BYTES: &str = "BYTES";
@@ -1094,11 +1094,9 @@ pub fn render_model_ready(model: &str) -> BackendResponse {
 
 /// `{"error": message}`.
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
-    BackendResponse::json(
-        status,
-        JSON_CONTENT_TYPE,
-        Vec::new(),
-        &json!({"error": message}),
+    super::shape::render(
+        super::Protocol::KServe,
+        &super::shape::ApiError::new(status, super::shape::Kind::Name(""), message),
     )
 }
 

@@ -32,6 +32,7 @@ pub mod google;
 pub mod kserve;
 pub mod multipart;
 pub mod rekognition;
+pub mod shape;
 pub mod torchserve;
 
 use std::fmt;
@@ -449,7 +450,10 @@ impl Protocol {
     /// [`Protocol::recognize`] says, else the API whose other routes it takes — another
     /// Rekognition operation (`POST /` with `X-Amz-Target: RekognitionService.*`), KServe /
     /// Triton health, metadata and repository routes (any method under `/v2`), TorchServe's
-    /// `/ping` and inference paths. `None` for what no API claims.
+    /// `/ping` and inference paths, and (any method) each API's other endpoints: Google's
+    /// `/v1/images:*`, `/v1/files:*` and `/v1p…/…` (the beta versions), Azure's
+    /// `/computervision/…` and `/vision/v…/…`, Face++'s `/facepp/…` and `/imagepp/…`, Baidu's
+    /// `/rest/2.0/image-classify/…`. `None` for what no API claims.
     pub fn owner(method: &Method, path: &str, headers: &HeaderMap) -> Option<Protocol> {
         if let Some(protocol) = Protocol::recognize(method, path, headers) {
             return Some(protocol);
@@ -467,6 +471,14 @@ impl Protocol {
             Some(Protocol::KServe)
         } else if torchserve::owns_path(route) {
             Some(Protocol::TorchServe)
+        } else if google::owns_path(route) {
+            Some(Protocol::GoogleVision)
+        } else if azure::owns_path(route) {
+            Some(Protocol::Azure)
+        } else if facepp::owns_path(route) {
+            Some(Protocol::FacePlusPlus)
+        } else if baidu::owns_path(route) {
+            Some(Protocol::Baidu)
         } else {
             None
         }
@@ -1666,10 +1678,88 @@ mod tests {
                 Some(Protocol::TorchServe),
             ),
             (Method::GET, "/pingx", &none, None),
+            // Google Vision's other endpoints and beta versions, any method.
+            (
+                Method::GET,
+                "/v1/images:annotate",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (
+                Method::POST,
+                "/v1/images:asyncBatchAnnotate?key=k",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (
+                Method::POST,
+                "/v1/files:annotate",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (
+                Method::POST,
+                "/v1p4beta1/images:annotate",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (
+                Method::POST,
+                "/v1p1beta1/files:asyncBatchAnnotate",
+                &none,
+                Some(Protocol::GoogleVision),
+            ),
+            (Method::POST, "/v1p/images:annotate", &none, None),
+            (Method::POST, "/v1p4beta1/", &none, None),
+            (Method::POST, "/v1/models/m:predict", &none, None),
+            // Azure AI Vision 4.0 and 3.x.
+            (
+                Method::POST,
+                "/computervision/imageanalysis:segment?api-version=2023-02-01-preview",
+                &none,
+                Some(Protocol::Azure),
+            ),
+            (
+                Method::GET,
+                "/computervision/models",
+                &none,
+                Some(Protocol::Azure),
+            ),
+            (
+                Method::POST,
+                "/vision/v3.2/analyze?visualFeatures=Tags",
+                &none,
+                Some(Protocol::Azure),
+            ),
+            (Method::POST, "/vision/v3.2", &none, None),
+            (Method::POST, "/vision/vx/analyze", &none, None),
+            (Method::POST, "/computervision", &none, None),
+            // Face++.
+            (
+                Method::POST,
+                "/facepp/v3/compare",
+                &none,
+                Some(Protocol::FacePlusPlus),
+            ),
+            (
+                Method::POST,
+                "/imagepp/v1/recognizetext",
+                &none,
+                Some(Protocol::FacePlusPlus),
+            ),
+            (Method::POST, "/faceppx/v3/detect", &none, None),
+            // Baidu image-classify.
+            (
+                Method::POST,
+                "/rest/2.0/image-classify/v1/animal?access_token=t",
+                &none,
+                Some(Protocol::Baidu),
+            ),
+            (Method::POST, "/rest/2.0/ocr/v1/general_basic", &none, None),
             // Nobody's.
             (Method::GET, "/healthz", &none, None),
             (Method::POST, "/some/other/api", &none, None),
-            (Method::GET, "/v1/images:annotate", &none, None),
+            (Method::GET, "/v1/images", &none, None),
         ];
         for (method, path, headers, expected) in cases {
             assert_eq!(

@@ -277,14 +277,10 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         ProtocolError::ImageTooLarge { .. } => "ImageTooLargeException",
         ProtocolError::Unavailable { .. } => {
             tracing::debug!(%err, "request refused");
-            let kind = "ServiceUnavailableException";
-            let headers = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
-            let body = json!({"__type": kind, "Message": err.to_string()});
-            return BackendResponse::json(
+            return render_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                CONTENT_TYPE,
-                headers,
-                &body,
+                "ServiceUnavailableException",
+                &err.to_string(),
             );
         }
         ProtocolError::UnknownProtocol { .. }
@@ -312,21 +308,23 @@ pub fn render_throttled() -> BackendResponse {
 
 /// A 400 error answer of the given kind.
 fn error_response(kind: &str, message: &str) -> BackendResponse {
-    let headers = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
-    let body = json!({"__type": kind, "Message": message});
-    BackendResponse::json(StatusCode::BAD_REQUEST, CONTENT_TYPE, headers, &body)
+    render_error(StatusCode::BAD_REQUEST, kind, message)
+}
+
+/// `{"__type", "Message"}` with `x-amzn-ErrorType` ([`super::shape`]).
+fn render_error(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
+    super::shape::render(
+        super::Protocol::Rekognition,
+        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+    )
 }
 
 /// The generic 500 answer; the cause goes to the log, not to the client.
 fn internal_error() -> BackendResponse {
-    let kind = "InternalServerError";
-    let headers = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
-    let body = json!({"__type": kind, "Message": "Internal server error"});
-    BackendResponse::json(
+    render_error(
         StatusCode::INTERNAL_SERVER_ERROR,
-        CONTENT_TYPE,
-        headers,
-        &body,
+        "InternalServerError",
+        "Internal server error",
     )
 }
 

@@ -48,7 +48,7 @@ pub const MAX_REQUEST_BYTES: usize = 6_553_500;
 const IMAGE_PARTS: [&str; 2] = ["data", "file"];
 
 /// The content type of answers.
-const CONTENT_TYPE: &str = "application/json";
+pub(crate) const CONTENT_TYPE: &str = "application/json";
 
 /// The model name and version of a `predictions` path (query ignored), or `None`.
 pub fn model_of(path: &str) -> Option<(&str, Option<&str>)> {
@@ -299,8 +299,10 @@ pub fn render_ping() -> BackendResponse {
 
 /// `{"code", "type", "message"}`.
 fn error_response(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
-    let body = json!({"code": status.as_u16(), "type": kind, "message": message});
-    BackendResponse::json(status, CONTENT_TYPE, Vec::new(), &body)
+    super::shape::render(
+        super::Protocol::TorchServe,
+        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+    )
 }
 
 /// The generic 500 answer; the cause goes to the log, not to the client.

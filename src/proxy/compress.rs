@@ -15,7 +15,44 @@ use crate::config::RetrainServes;
 use crate::learn::estimator::Mode;
 use crate::learn::online::{Decision, Online};
 use crate::learn::pair::{AuditPlan, Served};
-use crate::protocol::{Protocol, ProxyRequest, SlotImage};
+use crate::protocol::{ImageSlot, Protocol, ProtocolError, ProxyRequest, Rewritten, SlotImage};
+
+/// What [`compress_request`] needs of a wire format: find the images of a request and put
+/// re-encoded ones back, plus the API's per-request limits. Every HTTP [`Protocol`] is
+/// one; a transport that carries the same APIs differently (gRPC) is another.
+pub trait ImageWire {
+    /// The request's images, in order.
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError>;
+    /// The request with the images at these slot indices replaced.
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError>;
+    /// The API's largest image, in bytes (`None`: no limit).
+    fn max_image_bytes(&self) -> Option<usize>;
+    /// The API's most images per request (`None`: no limit).
+    fn max_images(&self) -> Option<usize>;
+}
+
+impl ImageWire for Protocol {
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        Protocol::extract_images(*self, req)
+    }
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        Protocol::replace_images(*self, req, replacements)
+    }
+    fn max_image_bytes(&self) -> Option<usize> {
+        Protocol::max_image_bytes(*self)
+    }
+    fn max_images(&self) -> Option<usize> {
+        Protocol::max_images(*self)
+    }
+}
 
 /// What happened to one image of a request.
 #[derive(Debug, Clone)]
@@ -102,13 +139,13 @@ impl Outcome {
 /// Compresses every inline image of a request.
 pub async fn compress_request(
     s: &Arc<ProxyState>,
-    protocol: Protocol,
+    protocol: &(impl ImageWire + Sync),
     req: &ProxyRequest<'_>,
     forced: Option<u8>,
 ) -> Outcome {
     let slots = match protocol.extract_images(req) {
         Ok(slots) => slots,
-        Err(e @ crate::protocol::ProtocolError::TooComplex { .. }) => {
+        Err(e @ ProtocolError::TooComplex { .. }) => {
             tracing::debug!(error = %e, "request too complex to parse; forwarding as sent");
             return Outcome::passthrough(&s.metrics, Passthrough::TooComplex);
         }

@@ -4,14 +4,20 @@
 //! idle), and a graceful drain on shutdown. The body deadline lives in the handler
 //! (`proxy.body_read_timeout_secs`), where a `408` can name it.
 //!
-//! `axum::serve` has none of these knobs, so connections are served with hyper's own
-//! HTTP/1 connection builder, as axum's `serve-with-hyper` example does.
+//! `axum::serve` has none of these knobs, so connections are served with hyper-util's
+//! connection builder, as axum's `serve-with-hyper` example does. It speaks HTTP/1.1 and
+//! HTTP/2 on the same port (cleartext HTTP/2 by prior knowledge, as gRPC's insecure
+//! channels connect), chosen from the connection's first bytes. HTTP/2 has its own
+//! bounds: at most [`MAX_H2_STREAMS`] requests at once per connection, a header list of
+//! at most [`MAX_H2_HEADER_LIST`] bytes, and a keep-alive ping every header deadline that
+//! must be answered within one more (a peer that stops answering is dropped). hyper also
+//! bounds streams reset before they are accepted (the "rapid reset" flood).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -29,11 +35,17 @@ pub struct ConnPolicy {
     pub header_read_timeout: Duration,
 }
 
+/// Requests in flight at once on one HTTP/2 connection.
+pub const MAX_H2_STREAMS: u32 = 64;
+/// Largest HTTP/2 header list a client may send, in bytes (HTTP/1's default is similar).
+pub const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+
 /// Refusals being written at once; beyond this a surplus connection is simply closed.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// The answer a connection over the cap gets before it is closed: a 503 naming the limit and
-/// its value, in the same JSON shape as the proxy's other errors.
+/// its value, in the proxy's neutral JSON shape (the request, so its API, is not read yet),
+/// with `X-AdaCompress-Error` like the proxy's other errors.
 fn refusal(max_connections: usize) -> Vec<u8> {
     let body = serde_json::json!({
         "error": {
@@ -49,7 +61,8 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     .to_string();
     let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+         retry-after: 1\r\nx-adacompress-error: too_many_connections\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -121,11 +134,34 @@ pub async fn serve(
             }
             let _open = Open(metrics.clone());
             let _ = stream.set_nodelay(true);
-            let mut builder = http1::Builder::new();
+            // hyper-util reads the first bytes to tell HTTP/2 from HTTP/1 with no deadline of
+            // its own, so a client that sends nothing (or half the HTTP/2 preface) would hold
+            // the connection forever: it gets the header deadline here.
+            if !tokio::time::timeout(policy.header_read_timeout, version_known(&stream))
+                .await
+                .unwrap_or(false)
+            {
+                if let Some(m) = &metrics {
+                    m.slow_clients
+                        .get_or_create(&super::metrics::KindLabel { kind: "header" })
+                        .inc();
+                }
+                tracing::debug!("client sent no request in time; closed");
+                return;
+            }
+            let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
+                .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(policy.header_read_timeout)
                 .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_H2_STREAMS)
+                .max_header_list_size(MAX_H2_HEADER_LIST)
+                .keep_alive_interval(policy.header_read_timeout)
+                .keep_alive_timeout(policy.header_read_timeout);
             let conn =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
@@ -141,7 +177,10 @@ pub async fn serve(
                 }
             };
             if let Err(e) = result {
-                if e.is_timeout() {
+                let timed_out = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
                     if let Some(m) = &metrics {
                         m.slow_clients
                             .get_or_create(&super::metrics::KindLabel { kind: "header" })
@@ -157,6 +196,32 @@ pub async fn serve(
     drop(listener);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The HTTP/2 client preface; anything else is HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits (peeking, nothing consumed) until the first bytes tell HTTP/2 from HTTP/1: the
+/// whole preface, or a byte that differs from it. `false` when the client hung up first.
+async fn version_known(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut seen = 0;
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+                    return true;
+                }
+                if n == seen {
+                    // Nothing new since the last peek: wait for more without spinning.
+                    let _ = stream.readable().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = n;
+            }
+        }
+    }
 }
 
 /// Tells a connection over the cap why it is closed (within a second), then closes it.

@@ -9,7 +9,8 @@
 //!    forwarded. [`Protocol::recognize`] says which API a request speaks; the upstream
 //!    configured for that API gets it. Requests of an API the proxy does not compress
 //!    ([`Protocol::owner`]: other Rekognition operations, KServe/TorchServe health and
-//!    metadata) go to that API's upstream untouched (`original:other_operation`). An API
+//!    metadata, each API's other endpoints such as Google's `/v1/files:*` or Azure's
+//!    `/vision/v3.2/…`) go to that API's upstream untouched (`original:other_operation`). An API
 //!    with no upstream configured → 404 `no_upstream_for_api`, naming `[upstreams].NAME`.
 //!    What matches no API goes untouched to `[upstreams].default` when one is configured
 //!    (`original:unknown_path`), else → 404 `unrouted`, naming the method and the path
@@ -31,6 +32,13 @@
 //!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. With
 //!    probability `p_est` (always while retraining) the other version of the request goes up
 //!    too, off the request path, and the answers are compared ([`estimate`]).
+//!
+//! The proxy's own answers keep their status and carry `X-Request-Id` and
+//! `X-AdaCompress-Error: <code>` (the stable reason). When the request's API is known
+//! (recognised or owned), the body is in that API's error shape
+//! ([`crate::protocol::shape`]), so its client reads it like the API's own errors;
+//! otherwise it is the neutral `{"error": {"code", "status", "reason", "message", "source",
+//! "request_id"}}`.
 
 pub mod admin;
 pub mod compress;
@@ -68,6 +76,9 @@ pub const ACTION_HEADER: &str = "x-adacompress-action";
 pub const SAVED_HEADER: &str = "x-adacompress-bytes-saved";
 /// Request id header (taken from the client if present).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Response header on every answer the proxy makes itself: the stable reason
+/// (`upstream_unreachable`, `body_too_large`, …), whatever shape the body has.
+pub const ERROR_HEADER: &str = "x-adacompress-error";
 
 /// Estimation uploads allowed in flight at once; more are skipped (`reason="busy"`).
 const MAX_ESTIMATES_IN_FLIGHT: usize = 32;
@@ -455,8 +466,10 @@ impl ProxyError {
         }
     }
 
-    /// Counts, logs and renders the error as the client gets it: JSON naming the cause.
-    pub fn respond(self, metrics: &Metrics, request_id: &str) -> Response {
+    /// Counts, logs and renders the error as the client gets it: in the shape of `api` (the
+    /// API the request speaks or belongs to, [`crate::protocol::shape`]), else the proxy's
+    /// neutral JSON naming the cause; `X-AdaCompress-Error` carries the stable code either way.
+    pub fn respond(self, metrics: &Metrics, request_id: &str, api: Option<Protocol>) -> Response {
         let (status, code, message) = self.parts();
         match &self {
             ProxyError::ClientSignature(refusal) => {
@@ -465,6 +478,8 @@ impl ProxyError {
                 if let Ok(v) = HeaderValue::from_str(request_id) {
                     resp.headers_mut().insert(REQUEST_ID_HEADER, v);
                 }
+                resp.headers_mut()
+                    .insert(ERROR_HEADER, HeaderValue::from_static(code));
                 return resp;
             }
             ProxyError::Upstream { error, .. } => {
@@ -505,25 +520,33 @@ impl ProxyError {
                 tracing::info!(id = %request_id, code, "{message}");
             }
         }
-        let body = serde_json::json!({
-            "error": {
-                "code": status.as_u16(),
-                "status": status.canonical_reason().unwrap_or("error"),
-                "reason": code,
-                "message": message,
-                "source": "adacompress-proxy",
-                "request_id": request_id,
+        let mut resp = match api {
+            Some(api) => crate::protocol::shape::proxy_error(api, status, &message, request_id)
+                .into_response(),
+            None => {
+                let body = serde_json::json!({
+                    "error": {
+                        "code": status.as_u16(),
+                        "status": status.canonical_reason().unwrap_or("error"),
+                        "reason": code,
+                        "message": message,
+                        "source": "adacompress-proxy",
+                        "request_id": request_id,
+                    }
+                });
+                (
+                    status,
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+                    .into_response()
             }
-        });
-        let mut resp = (
-            status,
-            [("content-type", "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        };
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut().insert(REQUEST_ID_HEADER, v);
         }
+        resp.headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static(code));
         if matches!(self, ProxyError::MethodNotAllowed { .. }) {
             // RFC 9110 §15.5.6: a 405 lists the methods the target supports.
             resp.headers_mut().insert(
@@ -695,6 +718,9 @@ struct RequestCtx {
     /// The protocol label of `adacompress_requests_total`, once `route` picked one; until
     /// then (no upstream at all) the request is not counted there.
     label: Option<&'static str>,
+    /// The API the request speaks or belongs to ([`Protocol::owner`]), once `route` looked:
+    /// the proxy's own errors are answered in its shape.
+    api: Option<Protocol>,
     /// The body's share of `proxy.max_inflight_body_bytes`, held until the answer is sent.
     body_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -720,6 +746,7 @@ impl RequestCtx {
             parts,
             path_q,
             label: None,
+            api: None,
             body_permit: None,
         }
     }
@@ -727,7 +754,7 @@ impl RequestCtx {
     /// The one place a request ends: an error becomes its JSON answer
     /// ([`ProxyError::respond`]), and once routed the request is counted and timed.
     fn finish(&self, s: &ProxyState, result: Result<Response, ProxyError>) -> Response {
-        let resp = result.unwrap_or_else(|e| e.respond(&s.metrics, &self.request_id));
+        let resp = result.unwrap_or_else(|e| e.respond(&s.metrics, &self.request_id, self.api));
         if let Some(label) = self.label {
             s.metrics
                 .requests
@@ -809,6 +836,14 @@ async fn stages(
 /// Stage 1: recognise the API and pick its upstream; never a guess (see the module doc).
 fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     let method = &ctx.parts.method;
+    let headers = &ctx.parts.headers;
+    let recognized = Protocol::recognize(method, &ctx.path_q, headers);
+    // Requests of a known API that are not compressed (other Rekognition operations,
+    // KServe/Triton and TorchServe health and metadata, the API's other endpoints) go to
+    // that API's upstream untouched; Rekognition ones are signed for it like DetectLabels.
+    let api = recognized.or_else(|| Protocol::owner(method, &ctx.path_q, headers));
+    // Whatever happens next, the proxy's own errors speak this API's error shape.
+    ctx.api = api;
     if *method == Method::CONNECT || *method == Method::TRACE {
         ctx.label = Some("other");
         return Err(ProxyError::MethodNotAllowed {
@@ -818,12 +853,6 @@ fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     if s.routes.is_empty() && s.default_upstream.is_none() {
         return Err(ProxyError::NoUpstream);
     }
-    let headers = &ctx.parts.headers;
-    let recognized = Protocol::recognize(method, &ctx.path_q, headers);
-    // Requests of a known API that are not compressed (other Rekognition operations,
-    // KServe/Triton and TorchServe health and metadata) go to that API's upstream untouched;
-    // Rekognition ones are signed for it like DetectLabels.
-    let api = recognized.or_else(|| Protocol::owner(method, &ctx.path_q, headers));
     if let Some(api) = api {
         ctx.label = Some(api.name());
         let route = s
@@ -955,7 +984,7 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
                 headers,
                 body,
             };
-            compress::compress_request(s, p, &view, forced).await
+            compress::compress_request(s, &p, &view, forced).await
         }
     };
     let url = format!("{}{}", routed.base, ctx.path_q);
