@@ -393,3 +393,103 @@ async fn grpc_calls_respect_the_queue_and_the_size_limit() {
     assert!(answer.message.contains("16"), "{}", answer.message);
     assert_eq!(state.images_classified(), 16);
 }
+
+/// The image bytes the backend received in a Vision gRPC call, from the proxy's counters:
+/// `adacompress_image_bytes_{in,out}_total{protocol="google"}`.
+fn google_bytes(metrics: &str) -> (f64, f64) {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{protocol=\"google\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("adacompress_image_bytes_in_total"),
+        value("adacompress_image_bytes_out_total"),
+    )
+}
+
+/// gRPC through the proxy (issue 9 item 3): Vision's `BatchAnnotateImages` over h2c is
+/// compressed like its REST route and answered with the backend's own labels and status;
+/// an image the proxy cannot decode goes up as sent and the backend's per-image error comes
+/// back; KServe's health goes to the KServe upstream untouched; a service no adapter knows
+/// is `UNIMPLEMENTED` and a dead upstream `UNAVAILABLE`, as gRPC statuses a client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_through_the_proxy_is_compressed_and_answers_like_direct() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let p = common::proxy_to(&url, "grpc-proxy", |c| {
+        c.agent.fixed = Some("q70@512".to_owned());
+    })
+    .await;
+    let proxy_url = format!("http://{}", p.proxy_addr);
+    let panda = common::photo("objects", "3.jpg");
+    let corrupt: &[u8] = b"\xff\xd8\xff\xe0 this is not a JPEG";
+    let request = vision::BatchAnnotateImagesRequest {
+        requests: vec![annotate_entry(&panda, 3), annotate_entry(corrupt, 0)],
+    };
+
+    let mut direct = h2c(&url).await;
+    let want = call(&mut direct, ANNOTATE, &request).await;
+    assert_eq!(want.status, 0, "{}", want.message);
+    let want = vision::BatchAnnotateImagesResponse::decode(&want.payload[..]).unwrap();
+
+    let mut through = h2c(&proxy_url).await;
+    let got = call(&mut through, ANNOTATE, &request).await;
+    assert_eq!(got.status, 0, "{}", got.message);
+    let got = vision::BatchAnnotateImagesResponse::decode(&got.payload[..]).unwrap();
+    assert_eq!(got.responses.len(), 2);
+    assert_eq!(
+        got.responses[0].label_annotations[0].description,
+        want.responses[0].label_annotations[0].description,
+        "same top label through the proxy"
+    );
+    assert_eq!(
+        got.responses[1].error.as_ref().map(|e| e.code),
+        Some(3),
+        "the corrupt image went up as sent and the backend's error came back"
+    );
+    let (bytes_in, bytes_out) = google_bytes(&common::metrics_of(&p).await);
+    assert_eq!(bytes_in, (panda.len() + corrupt.len()) as f64);
+    // The photo is already a small JPEG (33 KB at 512 px): q70 saves a few KB; the corrupt
+    // image goes up as it came.
+    assert!(
+        bytes_out < bytes_in - 1000.0,
+        "the photo went up at q70@512: {bytes_out} of {bytes_in} bytes"
+    );
+
+    // KServe health goes to the KServe upstream untouched.
+    let live = call(
+        &mut through,
+        "/inference.GRPCInferenceService/ServerLive",
+        &v2::Empty {},
+    )
+    .await;
+    assert_eq!(live.status, 0, "{}", live.message);
+    assert!(
+        v2::ServerLiveResponse::decode(&live.payload[..])
+            .unwrap()
+            .live
+    );
+
+    // A service no adapter knows: UNIMPLEMENTED, as a status the client can read.
+    let unknown = call(&mut through, "/grpc.health.v1.Health/Check", &v2::Empty {}).await;
+    assert_eq!(unknown.status, 12, "{}", unknown.message);
+    assert!(
+        unknown.message.contains("grpc.health.v1.Health"),
+        "{}",
+        unknown.message
+    );
+    p.shutdown().await;
+
+    // A dead upstream: UNAVAILABLE.
+    let dead = common::proxy_to("http://127.0.0.1:9", "grpc-dead", |c| {
+        c.agent.fixed = Some("q70@512".to_owned());
+    })
+    .await;
+    let mut to_dead = h2c(&format!("http://{}", dead.proxy_addr)).await;
+    let down = call(&mut to_dead, ANNOTATE, &request).await;
+    assert_eq!(down.status, 14, "{}", down.message);
+    dead.shutdown().await;
+}

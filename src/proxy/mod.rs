@@ -43,6 +43,7 @@
 pub mod admin;
 pub mod compress;
 pub mod estimate;
+pub mod grpc;
 pub mod listener;
 pub mod metrics;
 pub mod server;
@@ -184,6 +185,8 @@ pub struct ProxyState {
     /// (`None`: they get a 404).
     pub default_upstream: Option<String>,
     pub http: reqwest::Client,
+    /// HTTP/2 only (prior knowledge on `http://`): for gRPC upstreams.
+    pub http2: reqwest::Client,
     pub online: Option<Arc<Online>>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
@@ -231,6 +234,11 @@ impl ProxyState {
             .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs))
             .pool_max_idle_per_host(64)
             .build()?;
+        let http2 = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(cfg.proxy.connect_timeout_secs))
+            .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs))
+            .http2_prior_knowledge()
+            .build()?;
         let workers = match cfg.proxy.cpu_workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -250,6 +258,7 @@ impl ProxyState {
             cfg,
             routes,
             http,
+            http2,
             online,
             limits,
             metrics: Arc::new(Metrics::new()),
@@ -637,6 +646,8 @@ pub struct UpstreamAnswer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailers after the body (gRPC's status), passed back unchanged.
+    pub trailers: Option<HeaderMap>,
 }
 
 /// Sends one request upstream and reads the whole answer, at most `max_answer` bytes
@@ -678,19 +689,32 @@ pub async fn send_upstream(
             max_answer,
         ));
     }
-    let mut resp = resp;
+    use http_body_util::BodyExt;
+    let mut stream = axum::http::Response::from(resp).into_body();
     let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-        if buf.len() + chunk.len() > max_answer {
-            return Err(UpstreamError::TooLarge(buf.len() + chunk.len(), max_answer));
+    let mut trailers = None;
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(classify)?;
+        match frame.into_data() {
+            Ok(chunk) => {
+                if buf.len() + chunk.len() > max_answer {
+                    return Err(UpstreamError::TooLarge(buf.len() + chunk.len(), max_answer));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
         }
-        buf.extend_from_slice(&chunk);
     }
     let body = Bytes::from(buf);
     Ok(UpstreamAnswer {
         status,
         headers,
         body,
+        trailers,
     })
 }
 
@@ -721,6 +745,8 @@ struct RequestCtx {
     /// The API the request speaks or belongs to ([`Protocol::owner`]), once `route` looked:
     /// the proxy's own errors are answered in its shape.
     api: Option<Protocol>,
+    /// A gRPC call: the proxy's own errors become gRPC statuses ([`grpc::status_answer`]).
+    grpc: bool,
     /// The body's share of `proxy.max_inflight_body_bytes`, held until the answer is sent.
     body_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -747,6 +773,7 @@ impl RequestCtx {
             path_q,
             label: None,
             api: None,
+            grpc: false,
             body_permit: None,
         }
     }
@@ -754,13 +781,35 @@ impl RequestCtx {
     /// The one place a request ends: an error becomes its JSON answer
     /// ([`ProxyError::respond`]), and once routed the request is counted and timed.
     fn finish(&self, s: &ProxyState, result: Result<Response, ProxyError>) -> Response {
-        let resp = result.unwrap_or_else(|e| e.respond(&s.metrics, &self.request_id, self.api));
+        let (resp, status) = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                (resp, status)
+            }
+            Err(e) if self.grpc => {
+                // A trailers-only gRPC status; counted under the HTTP status it stands for.
+                let (status, code, message) = e.parts();
+                let _ = e.respond(&s.metrics, &self.request_id, self.api);
+                let answer = grpc::status_answer(
+                    grpc::GrpcCode::from_http(status),
+                    &message,
+                    code,
+                    &self.request_id,
+                );
+                (answer, status)
+            }
+            Err(e) => {
+                let resp = e.respond(&s.metrics, &self.request_id, self.api);
+                let status = resp.status();
+                (resp, status)
+            }
+        };
         if let Some(label) = self.label {
             s.metrics
                 .requests
                 .get_or_create(&metrics::ProtocolStatus {
                     protocol: label.to_owned(),
-                    status: resp.status().as_u16(),
+                    status: status.as_u16(),
                 })
                 .inc();
             s.metrics
@@ -778,6 +827,8 @@ impl RequestCtx {
 /// upstream that gets it.
 struct Routed {
     protocol: Option<Protocol>,
+    /// A gRPC call (its images are found in the protobuf message; HTTP/2 upstream).
+    grpc: Option<grpc::GrpcCall>,
     /// Why it goes up untouched when `protocol` is `None`: `OtherOperation` (a known API's
     /// other routes) or `UnknownPath` (`[upstreams].default`).
     untouched: Passthrough,
@@ -837,6 +888,10 @@ async fn stages(
 fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     let method = &ctx.parts.method;
     let headers = &ctx.parts.headers;
+    if grpc::is_grpc(headers) {
+        ctx.grpc = true;
+        return route_grpc(s, ctx);
+    }
     let recognized = Protocol::recognize(method, &ctx.path_q, headers);
     // Requests of a known API that are not compressed (other Rekognition operations,
     // KServe/Triton and TorchServe health and metadata, the API's other endpoints) go to
@@ -862,6 +917,7 @@ fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
             .ok_or(ProxyError::NoUpstreamForApi { api })?;
         return Ok(Routed {
             protocol: recognized,
+            grpc: None,
             untouched: Passthrough::OtherOperation,
             base: route.base.clone(),
             rekognition: api == Protocol::Rekognition,
@@ -871,6 +927,7 @@ fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
     match &s.default_upstream {
         Some(base) => Ok(Routed {
             protocol: None,
+            grpc: None,
             untouched: Passthrough::UnknownPath,
             base: base.clone(),
             rekognition: false,
@@ -880,6 +937,33 @@ fn route(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
             path: shown_path(ctx.parts.uri.path()),
         }),
     }
+}
+
+/// Stage 1 for a gRPC call: its service names the API; a service no adapter knows is
+/// `UNIMPLEMENTED` (the 404 `unrouted` as a gRPC status), never forwarded to a guess.
+fn route_grpc(s: &ProxyState, ctx: &mut RequestCtx) -> Result<Routed, ProxyError> {
+    let method = &ctx.parts.method;
+    let Some(call) = grpc::recognize(method, &ctx.path_q) else {
+        ctx.label = Some("other");
+        return Err(ProxyError::Unrouted {
+            method: shown(method.as_str(), 16),
+            path: shown_path(ctx.parts.uri.path()),
+        });
+    };
+    ctx.api = Some(call.api);
+    ctx.label = Some(call.api.name());
+    let route = s
+        .routes
+        .iter()
+        .find(|r| r.protocol == call.api)
+        .ok_or(ProxyError::NoUpstreamForApi { api: call.api })?;
+    Ok(Routed {
+        protocol: None,
+        grpc: Some(call),
+        untouched: Passthrough::OtherOperation,
+        base: route.base.clone(),
+        rekognition: false,
+    })
 }
 
 /// Longest path an error message repeats.
@@ -969,16 +1053,27 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
         .get(QUALITY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok());
-    let outcome = match routed.protocol {
-        None => compress::Outcome::passthrough(&s.metrics, routed.untouched),
-        Some(_) if bypass => compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass),
+    let outcome = match (routed.protocol, routed.grpc) {
+        (None, Some(call)) if call.compress && !bypass => {
+            let view = ProxyRequest {
+                path_and_query: &ctx.path_q,
+                headers,
+                body,
+            };
+            compress::compress_request(s, &grpc::GrpcWire(call.api), &view, forced).await
+        }
+        (None, Some(call)) if call.compress => {
+            compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass)
+        }
+        (None, _) => compress::Outcome::passthrough(&s.metrics, routed.untouched),
+        (Some(_), _) if bypass => compress::Outcome::passthrough(&s.metrics, Passthrough::Bypass),
         // A signed body cannot change without the proxy's own credentials to re-sign it.
-        Some(Protocol::Rekognition)
+        (Some(Protocol::Rekognition), _)
             if s.resign.is_none() && headers.contains_key("authorization") =>
         {
             compress::Outcome::passthrough(&s.metrics, Passthrough::NoCredentials)
         }
-        Some(p) => {
+        (Some(p), _) => {
             let view = ProxyRequest {
                 path_and_query: &ctx.path_q,
                 headers,
@@ -989,6 +1084,10 @@ async fn compress(s: &Arc<ProxyState>, ctx: &RequestCtx, routed: &Routed, body: 
     };
     let url = format!("{}{}", routed.base, ctx.path_q);
     let mut up_headers = upstream_headers(headers, &outcome.set_headers);
+    if routed.grpc.is_some() {
+        // gRPC's one hop-by-hop header that must reach the server ("te: trailers").
+        up_headers.insert("te", HeaderValue::from_static("trailers"));
+    }
     let mut send_body = outcome.body.clone().unwrap_or_else(|| body.clone());
     let mut original = outcome.body.is_none();
     // Every request to the Rekognition upstream, changed or not: the client signed it for
@@ -1023,7 +1122,11 @@ async fn forward(
 ) -> Result<UpstreamAnswer, ProxyError> {
     let t_up = Instant::now();
     let answer = send_upstream(
-        &s.http,
+        if routed.grpc.is_some() {
+            &s.http2
+        } else {
+            &s.http
+        },
         method,
         &upload.url,
         upload.headers.clone(),
@@ -1058,7 +1161,8 @@ fn answer_client(
     } = upload;
     let protocol = routed.protocol;
     let request_id = &ctx.request_id;
-    if let Some(p) = protocol {
+    let compressed_call = routed.grpc.filter(|c| c.compress).map(|c| c.api);
+    if let Some(p) = protocol.or(compressed_call) {
         let in_bytes: usize = outcome.slots.iter().map(|x| x.original_len).sum();
         let out_bytes: usize = if uploaded_all_original {
             in_bytes
@@ -1105,6 +1209,16 @@ fn answer_client(
         "proxied"
     );
 
+    if compressed_call.is_some()
+        && let Some(online) = &s.online
+    {
+        // gRPC answers are not audited yet: give back the credit an audit reserved.
+        for slot in &outcome.slots {
+            if slot.audit.is_some() {
+                online.refund_audit(slot.original_len as f64);
+            }
+        }
+    }
     // Off the request path: compare with the other version now and then.
     if let (Some(p), Some(online)) = (protocol, s.online.clone())
         && outcome.has_decisions()
@@ -1126,7 +1240,11 @@ fn answer_client(
             },
         );
     }
-    resp.body(Body::from(answer.body))
+    let body = match answer.trailers {
+        Some(trailers) => grpc::body_with_trailers(answer.body, Some(trailers)),
+        None => Body::from(answer.body),
+    };
+    resp.body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
