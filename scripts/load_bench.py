@@ -29,10 +29,11 @@ import urllib.request
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count()
 
-# The four configurations, in the order the report lists them.
+# The configurations, in the order the report lists them.
 CONFIGS = {
     "backend": "(a) straight to the backend",
     "agent": "(b) proxy, agent",
+    "fixed": "(e) proxy, agent.fixed = the agent's pair",
     "q75": "(c) proxy, forced Q75 (floor)",
     "bypass": "(d) proxy, bypass",
 }
@@ -152,7 +153,11 @@ def agent_state(admin):
     try:
         with urllib.request.urlopen(f"{admin}/agent", timeout=5) as r:
             a = json.load(r)
-        return {k: a.get(k) for k in ("state", "version", "p_est", "retrains", "memory", "estimates")}
+        out = {k: a.get(k) for k in ("state", "version", "p_est", "retrains", "memory", "estimates")}
+        pair = a.get("pair") or {}
+        out["pair"] = {k: pair.get(k) for k in ("served", "certified", "learning", "audits", "drifts",
+                                                 "default_stepups", "estimation_share")}
+        return out
     except (OSError, ValueError):
         return {}
 
@@ -284,12 +289,23 @@ def targets(loaded):
         ratio = b["rps"] / c["rps"] if c["rps"] else None
         t["throughput"] = {"agent_rps": b["rps"], "floor_rps": c["rps"], "ratio": ratio,
                            "target": 0.6, "met": ratio is not None and ratio >= 0.6}
+    e = loaded.get("fixed")
+    if b and e and d:
+        added = b["proxy_cpu_ms_per_req"] - d["proxy_cpu_ms_per_req"]
+        fixed = e["proxy_cpu_ms_per_req"] - d["proxy_cpu_ms_per_req"]
+        ratio = added / fixed if fixed > 0 else None
+        t["cpu_vs_fixed"] = {"agent_added_ms": added, "fixed_added_ms": fixed, "ratio": ratio,
+                             "target": 1.5, "met": ratio is not None and ratio <= 1.5}
+    if b and e:
+        ratio = b["rps"] / e["rps"] if e["rps"] else None
+        t["throughput_vs_fixed"] = {"agent_rps": b["rps"], "fixed_rps": e["rps"], "ratio": ratio,
+                                    "target": 0.6, "met": ratio is not None and ratio >= 0.6}
     total = sum(x["errors"] for x in loaded.values())
     t["errors"] = {"total": total, "met": total == 0}
     if a:
         t["added_latency_ms"] = {
             k: {"p50": loaded[k]["p50_ms"] - a["p50_ms"], "p99": loaded[k]["p99_ms"] - a["p99_ms"]}
-            for k in ("agent", "q75", "bypass") if k in loaded}
+            for k in ("agent", "fixed", "q75", "bypass") if k in loaded}
     return t
 
 
@@ -392,7 +408,8 @@ def cmd_report(args):
     t = targets(loaded)
     if unloaded:
         tu = targets(unloaded)
-        t["unloaded"] = {k: tu[k] for k in ("cpu", "throughput", "added_latency_ms") if k in tu}
+        t["unloaded"] = {k: tu[k] for k in ("cpu", "throughput", "added_latency_ms", "cpu_vs_fixed",
+                                            "throughput_vs_fixed") if k in tu}
     os.makedirs(args.out_dir, exist_ok=True)
     base = os.path.join(args.out_dir, "load")
 
@@ -481,14 +498,36 @@ def cmd_report(args):
         r = t["throughput"]
         w(f"- Throughput ≥ 0.6× the fixed-quality proxy: {r['agent_rps']:.2f} / {r['floor_rps']:.2f} req/s "
           f"= {verdict_rps(r)}.")
+    if "throughput_vs_fixed" in t:
+        r = t["throughput_vs_fixed"]
+        w(f"- Throughput ≥ 0.6× a proxy fixed to the agent's pair (`{m.get('fixed_pair')}`, issue 15): "
+          f"{r['agent_rps']:.2f} / {r['fixed_rps']:.2f} req/s = {verdict_rps(r)}.")
+    if "cpu_vs_fixed" in t:
+        c = t["cpu_vs_fixed"]
+        ratio = "–" if c["ratio"] is None else f"{c['ratio']:.2f}×"
+        w(f"- Added CPU of the agent path against the proxy fixed to its pair (target ≤ 1.5×): "
+          f"{c['agent_added_ms']:.1f} ms against {c['fixed_added_ms']:.1f} ms = {ratio} "
+          f"({'**met**' if c['met'] else '**missed**'}); the agent path pays for its audits "
+          "(encoding the candidate pairs) and bookkeeping.")
+    if m.get("fixed_mem_end"):
+        w(f"- Peak memory of the fixed-pair proxy: VmHWM {m['fixed_mem_end']['VmHWM'] / 1024:.0f} MiB "
+          f"(VmRSS {m['fixed_mem_idle']['VmRSS'] / 1024:.0f} MiB idle after start).")
     w(f"- Peak memory of the proxy: VmHWM {m['proxy_mem_end']['VmHWM'] / 1024:.0f} MiB at the end "
       f"(VmRSS {m['proxy_mem_idle']['VmRSS'] / 1024:.0f} MiB idle after start, "
       f"{m['proxy_mem_end']['VmRSS'] / 1024:.0f} MiB at the end); backend VmHWM "
       f"{m['backend_mem_end']['VmHWM'] / 1024:.0f} MiB.")
     st = m.get("agent_end") or {}
     if st:
-        w(f"- Agent at the end: state `{st.get('state')}`, version {st.get('version')}, "
-          f"p_est {fmt(st.get('p_est'), 3)}, {st.get('retrains')} retrains, {st.get('estimates')} estimates.")
+        pair = st.get("pair") or {}
+        if pair.get("served"):
+            share = pair.get("estimation_share")
+            w(f"- Agent at the end: live pair `{pair['served']}` (certified: {pair.get('certified')}, "
+              f"learning: {pair.get('learning')}), {pair.get('audits')} audits, {pair.get('drifts')} drifts, "
+              f"{pair.get('default_stepups')} default step-ups, estimation share "
+              f"{fmt(None if share is None else 100 * share, 1)} % of the served bytes.")
+        else:
+            w(f"- Agent at the end: state `{st.get('state')}`, version {st.get('version')}, "
+              f"p_est {fmt(st.get('p_est'), 3)}, {st.get('retrains')} retrains, {st.get('estimates')} estimates.")
     w("")
     with open(base + ".md", "w") as f:
         f.write("\n".join(L))

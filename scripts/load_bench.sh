@@ -13,6 +13,9 @@
 #   (b) agent    through the proxy, the agent picks
 #   (c) q75      through the proxy with X-AdaCompress-Quality: 75 (decode + encode, no agent)
 #   (d) bypass   through the proxy with X-AdaCompress-Bypass: 1 (forwarding only)
+#   (e) fixed    through a second proxy with agent.fixed = the pair the agent serves after its
+#                warm-up (issue 15: the agent path's throughput against a proxy fixed to the
+#                same pair; the agent's audits and learning are what it costs)
 # LOAD_ROUNDS rounds of LOAD_DURATION s each at LOAD_CONNECTIONS connections, in the
 # order a b c d, then d c b a, … (so drift hits every configuration alike), then one
 # unloaded pass (1 connection) for latency without queueing. The proxy's CPU per request
@@ -31,6 +34,7 @@ THREADS=${LOAD_THREADS:-2}
 ROUNDS=${LOAD_ROUNDS:-2}
 UNLOADED=${LOAD_UNLOADED_DURATION:-15}   # seconds per 1-connection run; 0 skips them
 WARMUP=${LOAD_WARMUP:-5}
+AGENT_WARMUP=${LOAD_AGENT_WARMUP:-40}    # the agent's extra warm-up before (e) copies its pair
 TIMEOUT=${LOAD_TIMEOUT:-30}              # wrk's per-request timeout (its default, 2 s, is too short here)
 BACKEND_QUEUE=${LOAD_BACKEND_QUEUE:-64}  # the backend's --queue (its default)
 PHOTO=${LOAD_PHOTO:-data/photos/street/0.jpg}
@@ -74,10 +78,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r P_BACKEND P_PROXY P_ADMIN <<< "$(python3 "$HELPER" ports 3 | tr "\n" " ")"
+read -r P_BACKEND P_PROXY P_ADMIN P_FIXED P_FIXED_ADMIN <<< "$(python3 "$HELPER" ports 5 | tr "\n" " ")"
 BACKEND=http://127.0.0.1:$P_BACKEND
 PROXY=http://127.0.0.1:$P_PROXY
 ADMIN=http://127.0.0.1:$P_ADMIN
+ADMIN_FIXED=http://127.0.0.1:$P_FIXED_ADMIN
+FIXED_PID=""
 PATH_Q=/v1/images:annotate
 
 "$BIN" backend --model models/efficientnet-lite0.onnx --listen "127.0.0.1:$P_BACKEND" \
@@ -94,6 +100,7 @@ wait_for() {  # URL: up to 60 s
   for _ in $(seq 120); do
     curl -fsS --max-time 2 "$1" > /dev/null 2>&1 && return 0
     kill -0 "$BACKEND_PID" 2>/dev/null && kill -0 "$PROXY_PID" 2>/dev/null \
+      && { [ -z "$FIXED_PID" ] || kill -0 "$FIXED_PID" 2>/dev/null; } \
       || { echo "load_bench: a process died; see $LOGS/*.log" >&2; exit 1; }
     sleep 0.5
   done
@@ -110,17 +117,18 @@ RUNS=$WORK/runs.jsonl
 : > "$LOGS/wrk.log"
 
 run() {  # PHASE CONFIG ROUND DURATION CONNECTIONS THREADS
-  local url=$PROXY$PATH_Q header=""
+  local url=$PROXY$PATH_Q header="" pid=$PROXY_PID admin=$ADMIN
   case "$2" in
     backend) url=$BACKEND$PATH_Q ;;
+    fixed) url=http://127.0.0.1:$P_FIXED$PATH_Q; pid=$FIXED_PID; admin=$ADMIN_FIXED ;;
     agent) ;;
     q75) header="X-AdaCompress-Quality: 75" ;;
     bypass) header="X-AdaCompress-Bypass: 1" ;;
   esac
   python3 "$HELPER" run --phase "$1" --config "$2" --round "$3" --duration "$4" \
     --connections "$5" --threads "$6" --timeout "$TIMEOUT" --url "$url" --header "$header" \
-    --body "$BODY" --script scripts/load_bench.lua --proxy-pid "$PROXY_PID" \
-    --backend-pid "$BACKEND_PID" --admin "$ADMIN" --backend "$BACKEND" \
+    --body "$BODY" --script scripts/load_bench.lua --proxy-pid "$pid" \
+    --backend-pid "$BACKEND_PID" --admin "$admin" --backend "$BACKEND" \
     --out "${7:-$RUNS}" --log "$LOGS/wrk.log" &
   # In the background and waited for, so that Ctrl-C / TERM reach the trap at once.
   RUNNER=$!
@@ -132,19 +140,35 @@ echo "load_bench: warm-up, $WARMUP s per configuration (not recorded)"
 for c in backend agent q75 bypass; do
   run warmup "$c" 0 "$WARMUP" "$CONNECTIONS" "$THREADS" "$WORK/warmup.jsonl"
 done
+# (e): a second proxy fixed to the pair the agent serves after a longer warm-up (LOAD_FIXED
+# overrides): the agent's learning settles first, so (b) and (e) send the same pair.
+run warmup agent 0 "$AGENT_WARMUP" "$CONNECTIONS" "$THREADS" "$WORK/warmup.jsonl"
+FIXED_PAIR=${LOAD_FIXED:-$(curl -fsS --max-time 5 "$ADMIN/agent" | python3 -c \
+  'import json, sys; print((json.load(sys.stdin).get("pair") or {}).get("served") or "q75")')}
+echo "load_bench: (e) a second proxy with agent.fixed = $FIXED_PAIR"
+env ADACOMPRESS_STATE__DIR="$WORK/state-fixed" ADACOMPRESS_LOG__LEVEL=warn \
+  ADACOMPRESS_AGENT__FIXED="$FIXED_PAIR" \
+  "$BIN" serve --config config/adacompress.toml --upstream "google=$BACKEND" \
+  --listen "127.0.0.1:$P_FIXED" --admin-listen "127.0.0.1:$P_FIXED_ADMIN" > "$LOGS/serve-fixed.log" 2>&1 &
+FIXED_PID=$!
+PIDS+=("$FIXED_PID")
+wait_for "$ADMIN_FIXED/readyz"
+FIXED_MEM_IDLE=$(python3 "$HELPER" mem "$FIXED_PID")
+run warmup fixed 0 "$WARMUP" "$CONNECTIONS" "$THREADS" "$WORK/warmup.jsonl"
 ORDER=()
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 1 ]; then configs=(backend agent q75 bypass); else configs=(bypass q75 agent backend); fi
+  if [ $((r % 2)) = 1 ]; then configs=(backend agent fixed q75 bypass); else configs=(bypass q75 fixed agent backend); fi
   for c in "${configs[@]}"; do
     ORDER+=("$c")
     run loaded "$c" "$r" "$DURATION" "$CONNECTIONS" "$THREADS"
   done
 done
 if [ "$UNLOADED" -gt 0 ]; then
-  for c in backend agent q75 bypass; do run unloaded "$c" 1 "$UNLOADED" 1 1; done
+  for c in backend agent fixed q75 bypass; do run unloaded "$c" 1 "$UNLOADED" 1 1; done
 fi
 
 PROXY_MEM_END=$(python3 "$HELPER" mem "$PROXY_PID")
+FIXED_MEM_END=$(python3 "$HELPER" mem "$FIXED_PID")
 BACKEND_MEM_END=$(python3 "$HELPER" mem "$BACKEND_PID")
 AGENT_END=$(curl -fsS --max-time 5 "$ADMIN/agent" || echo '{}')
 WRK_VERSION=$(wrk -v 2>&1 | head -n 1 | sed 's/ Copyright.*//' || true)
@@ -153,18 +177,19 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 COMMIT=$(git rev-parse --short HEAD)
 ORDER_TEXT="${ORDER[*]}"
 export DATE COMMIT CPU WRK_VERSION CONNECTIONS THREADS DURATION TIMEOUT ROUNDS WARMUP UNLOADED \
-  BACKEND_QUEUE ORDER_TEXT PROXY_MEM_IDLE PROXY_MEM_END BACKEND_MEM_END AGENT_END PHOTO_INFO
+  BACKEND_QUEUE ORDER_TEXT PROXY_MEM_IDLE PROXY_MEM_END BACKEND_MEM_END AGENT_END PHOTO_INFO \
+  FIXED_PAIR FIXED_MEM_IDLE FIXED_MEM_END
 python3 - "$WORK/meta.json" <<'EOF'
 import json, os, sys
 e = os.environ
 meta = {
     "date": e["DATE"], "commit": e["COMMIT"], "cpu": e["CPU"], "cores": os.cpu_count(),
-    "wrk": e["WRK_VERSION"], "order": e["ORDER_TEXT"],
+    "wrk": e["WRK_VERSION"], "order": e["ORDER_TEXT"], "fixed_pair": e["FIXED_PAIR"],
     **{k.lower(): int(e[k]) for k in ("CONNECTIONS", "THREADS", "DURATION", "TIMEOUT", "ROUNDS",
                                       "WARMUP", "BACKEND_QUEUE")},
     "unloaded_duration": int(e["UNLOADED"]),
     **{k.lower(): json.loads(e[k]) for k in ("PROXY_MEM_IDLE", "PROXY_MEM_END", "BACKEND_MEM_END",
-                                             "AGENT_END")},
+                                             "AGENT_END", "FIXED_MEM_IDLE", "FIXED_MEM_END")},
     **json.loads(e["PHOTO_INFO"]),
 }
 with open(sys.argv[1], "w") as f:
