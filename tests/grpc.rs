@@ -504,7 +504,7 @@ async fn grpc_through_the_proxy_is_compressed_and_answers_like_direct() {
 /// answered with the backend's own labels; the same images in `contents.bytes_contents`
 /// too; a corrupt image goes up as sent and the backend's `INVALID_ARGUMENT` comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn model_infer_through_the_proxy_is_compressed_and_answers_like_direct() {
+async fn grpc_model_infer_through_the_proxy_is_compressed_and_answers_like_direct() {
     let (url, _state, _stop) = common::spawn_backend().await;
     let p = common::proxy_to(&url, "grpc-infer", |c| {
         c.agent.fixed = Some("q70@512".to_owned());
