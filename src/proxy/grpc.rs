@@ -235,21 +235,29 @@ impl ImageInput<'_> {
             .enumerate()
             .map(|(k, element)| ImageSlot {
                 index: k,
-                path: match self.source {
-                    Elements::Raw(j) => format!("raw_input_contents[{j}][{k}]"),
-                    Elements::Contents | Elements::Shared => {
-                        format!("inputs[{}].contents.bytes_contents[{k}]", self.input)
-                    }
-                },
+                path: self.path(k),
                 image: if element.is_empty() {
-                    SlotImage::Unusable("empty BYTES element".into())
+                    SlotImage::Unusable(EMPTY_ELEMENT.into())
                 } else {
                     SlotImage::Inline(element.to_vec())
                 },
             })
             .collect()
     }
+
+    /// Where element `k` is, for messages.
+    fn path(&self, k: usize) -> String {
+        match self.source {
+            Elements::Raw(j) => format!("raw_input_contents[{j}][{k}]"),
+            Elements::Contents | Elements::Shared => {
+                format!("inputs[{}].contents.bytes_contents[{k}]", self.input)
+            }
+        }
+    }
 }
+
+/// Why an empty element is no image slot to replace.
+const EMPTY_ELEMENT: &str = "empty BYTES element";
 
 /// The image input of a `ModelInferRequest` (`None`: it has no `BYTES` input): the
 /// `BYTES` input whose first element is a recognisable image, else the first `BYTES`
@@ -382,27 +390,31 @@ fn image_input(msg: &[u8]) -> Result<Option<ImageInput<'_>>, ProtocolError> {
 /// (and its length prefix, in raw contents) and the lengths that enclose it are new,
 /// every other byte is copied as it came.
 fn infer_replace(msg: &[u8], replacements: &[(usize, Vec<u8>)]) -> Result<Vec<u8>, ProtocolError> {
-    if replacements.is_empty() {
+    let Some(&(first, _)) = replacements.first() else {
         return Ok(msg.to_vec());
-    }
-    let input = image_input(msg)?;
-    let slots = input.as_ref().map(ImageInput::slots).unwrap_or_default();
+    };
+    let Some(input) = image_input(msg)? else {
+        return Err(ProtocolError::NoSuchSlot {
+            index: first,
+            count: 0,
+        });
+    };
     for (index, _) in replacements {
-        let slot = slots.get(*index).ok_or(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: slots.len(),
-        })?;
-        if let SlotImage::Unusable(why) = &slot.image {
+        let element = input
+            .elements
+            .get(*index)
+            .ok_or(ProtocolError::NoSuchSlot {
+                index: *index,
+                count: input.elements.len(),
+            })?;
+        if element.is_empty() {
             return Err(ProtocolError::NotReplaceable {
                 index: *index,
-                path: slot.path.clone(),
-                reason: why.clone(),
+                path: input.path(*index),
+                reason: EMPTY_ELEMENT.to_owned(),
             });
         }
     }
-    let Some(input) = input else {
-        return Ok(msg.to_vec());
-    };
     let new = |k: usize| {
         replacements
             .iter()
@@ -961,6 +973,10 @@ mod tests {
         put_len_field(&mut msg, 7, &[1, 0, 0, 0, 0, 0, 0, 0]);
         let body = frame(&msg);
         assert!(wire.extract_images(&kserve_view(&body)).unwrap().is_empty());
+        assert!(matches!(
+            wire.replace_images(&kserve_view(&body), &[(0, JPEG.to_vec())]),
+            Err(ProtocolError::NoSuchSlot { index: 0, count: 0 })
+        ));
         // An input in shared memory has no raw entry: the next input has the first one.
         let mut shm = Vec::new();
         let mut entry = Vec::new();
@@ -1036,6 +1052,18 @@ mod tests {
                     .is_err(),
                 "{body:?}"
             );
+        }
+        // Every prefix of a real request, and every byte of it flipped: an answer (the
+        // message may still parse) or an error, never a panic.
+        let body = infer(&[JPEG, PNG]);
+        let msg = &body[5..];
+        for cut in 0..msg.len() {
+            let _ = wire.extract_images(&kserve_view(&frame(&msg[..cut])));
+            let _ = wire.replace_images(&kserve_view(&frame(&msg[..cut])), &[(0, JPEG.to_vec())]);
+            let mut flipped = msg.to_vec();
+            flipped[cut] ^= 0xff;
+            let _ = wire.extract_images(&kserve_view(&frame(&flipped)));
+            let _ = wire.replace_images(&kserve_view(&frame(&flipped)), &[(1, JPEG.to_vec())]);
         }
         // More elements than limits.max_tensor_elements (over all BYTES inputs): too
         // complex, before any slot is built; as many is fine.
