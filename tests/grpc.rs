@@ -590,3 +590,66 @@ async fn grpc_model_infer_through_the_proxy_is_compressed_and_answers_like_direc
     );
     p.shutdown().await;
 }
+
+/// The live pair learns from gRPC traffic as from REST: Vision gRPC calls through a proxy on
+/// the calibrated agent are audited (the original and candidate pairs re-sent over HTTP/2,
+/// their protobuf answers compared), so `/agent` counts audits and estimation bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_pair_audits_grpc_calls() {
+    use adacompress::codec::{self, EncoderMode, Limits};
+    let (url, backend_state, _stop) = common::spawn_backend().await;
+    let p = common::proxy_to(&url, "grpc-live-pair", |c| {
+        c.agent.checkpoint = common::root().join("models/agent-calibrated.json");
+        c.pair.learn_share = 10.0;
+        c.pair.max_audit_rate = 1.0;
+    })
+    .await;
+    // A phone-like upload (2048 px wide at quality 95): the prior q95@960 makes it smaller.
+    let photo = codec::decode(&common::photo("objects", "3.jpg"), &Limits::default())
+        .unwrap()
+        .image;
+    let big = image::imageops::resize(&photo, 2048, 2048, image::imageops::FilterType::Triangle);
+    let upload = codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap();
+    let request = vision::BatchAnnotateImagesRequest {
+        requests: vec![annotate_entry(&upload, 3)],
+    };
+    let before = backend_state.images_classified();
+    let mut through = h2c(&format!("http://{}", p.proxy_addr)).await;
+    for _ in 0..4 {
+        let got = call(&mut through, ANNOTATE, &request).await;
+        assert_eq!(got.status, 0, "{}", got.message);
+        let got = vision::BatchAnnotateImagesResponse::decode(&got.payload[..]).unwrap();
+        assert_eq!(
+            got.responses[0].label_annotations[0].description,
+            "lesser panda"
+        );
+    }
+    // Audits run off the request path: wait for them (at most 60 s).
+    let agent = |p: &adacompress::proxy::server::Server| {
+        let admin = p.admin_addr;
+        async move {
+            reqwest::get(format!("http://{admin}/agent"))
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut status = agent(&p).await;
+    while status["pair"]["audits"].as_u64().unwrap_or(0) == 0
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = agent(&p).await;
+    }
+    let pair = &status["pair"];
+    assert!(pair["audits"].as_u64().unwrap() >= 1, "{pair}");
+    assert!(pair["estimation_bytes"].as_u64().unwrap() > 0, "{pair}");
+    assert!(
+        backend_state.images_classified() > before + 4,
+        "audit uploads reached the backend beside the 4 calls' images"
+    );
+    p.shutdown().await;
+}

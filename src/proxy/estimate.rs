@@ -18,7 +18,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 
-use super::compress::Outcome;
+use super::compress::{ImageWire, Outcome};
+use super::grpc::GrpcWire;
 use super::{ProxyState, UpstreamAnswer, send_upstream, upstream_headers};
 use crate::learn::online::{Observed, Online};
 use crate::learn::reward::answers_agree;
@@ -28,6 +29,9 @@ use crate::protocol::{Answer, Protocol, ProtocolError, ProxyRequest};
 #[derive(Debug)]
 pub struct Pending {
     pub protocol: Protocol,
+    /// A gRPC call ([`super::grpc`]): its images are in a protobuf message, it goes up over
+    /// HTTP/2 and its answers are protobuf too.
+    pub grpc: bool,
     pub method: Method,
     pub url: String,
     pub client_headers: HeaderMap,
@@ -106,8 +110,8 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
         let Some(answer) = upload(&s, &p, &replacements, extra).await else {
             return;
         };
-        let other_answers = parse(p.protocol, &answer);
-        let served_answers = parse(p.protocol, &p.served);
+        let other_answers = parse_for(&p, &answer);
+        let served_answers = parse_for(&p, &p.served);
         let explored = matches!(other, Other::Explored(_));
         let (reference, candidate) = match other {
             Other::Original => (other_answers, served_answers),
@@ -123,7 +127,7 @@ pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
 /// Hands the top-1 margin of the served answer, for each image that went up at the live
 /// pair, to the learner (the answer is already here: no upload).
 fn watch_margin(online: &Online, p: &Pending) {
-    let Ok(answers) = parse(p.protocol, &p.served) else {
+    let Ok(answers) = parse_for(p, &p.served) else {
         return;
     };
     for slot in &p.outcome.slots {
@@ -211,7 +215,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
                 None => return,
             }
         };
-        let reference = match parse(p.protocol, &reference) {
+        let reference = match parse_for(&p, &reference) {
             Ok(list) => match list.into_iter().nth(slot_index) {
                 Some(Ok(a)) => a,
                 _ => return,
@@ -219,7 +223,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             Err(_) => return,
         };
         let accuracy = online.accuracy();
-        let served_agrees = match parse(p.protocol, &p.served) {
+        let served_agrees = match parse_for(&p, &p.served) {
             Ok(list) => match list.get(slot_index) {
                 Some(Ok(c)) => answers_agree(&reference, c, accuracy),
                 _ => false,
@@ -242,7 +246,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
                 let Some(answer) = upload(&s, &p, &[(slot_index, applied.bytes)], len).await else {
                     continue;
                 };
-                match parse(p.protocol, &answer) {
+                match parse_for(&p, &answer) {
                     Ok(list) => match list.get(slot_index) {
                         Some(Ok(c)) => answers_agree(&reference, c, accuracy),
                         _ => false,
@@ -282,7 +286,7 @@ async fn upload(
             headers: &p.client_headers,
             body: &p.original_body,
         };
-        match p.protocol.replace_images(&view, replacements) {
+        match wire(p).replace_images(&view, replacements) {
             Ok(r) => (Bytes::from(r.body), r.headers),
             Err(e) => {
                 tracing::warn!(id = %p.request_id, error = %e, "estimate: cannot build the request");
@@ -292,6 +296,9 @@ async fn upload(
         }
     };
     let mut headers = upstream_headers(&p.client_headers, &set_headers);
+    if p.grpc {
+        headers.insert("te", axum::http::HeaderValue::from_static("trailers"));
+    }
     if p.protocol == Protocol::Rekognition {
         let Some(resign) = &s.resign else {
             skipped(s, "error");
@@ -306,7 +313,8 @@ async fn upload(
     s.metrics.estimation_uploads.inc();
     s.metrics.estimation_bytes.inc_by(image_bytes as u64);
     let max_answer = s.cfg.limits.max_answer_bytes;
-    match send_upstream(&s.http, p.method.clone(), &p.url, headers, body, max_answer).await {
+    let http = if p.grpc { &s.http2 } else { &s.http };
+    match send_upstream(http, p.method.clone(), &p.url, headers, body, max_answer).await {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(id = %p.request_id, error = ?e, "estimate: upstream failed");
@@ -404,7 +412,7 @@ async fn probe(
             let Some(answer) = upload(s, p, &[(slot.index, applied.bytes)], len).await else {
                 return;
             };
-            match parse(p.protocol, &answer) {
+            match parse_for(p, &answer) {
                 Ok(list) => match list.get(slot.index) {
                     Some(Ok(c)) => answers_agree(reference, c, online.accuracy()),
                     _ => false,
@@ -429,7 +437,7 @@ fn slot_bytes(p: &Pending, index: usize) -> Option<Vec<u8>> {
         headers: &p.client_headers,
         body: &p.original_body,
     };
-    let slots = p.protocol.extract_images(&view).ok()?;
+    let slots = wire(p).extract_images(&view).ok()?;
     slots
         .into_iter()
         .find(|s| s.index == index)
@@ -438,8 +446,26 @@ fn slot_bytes(p: &Pending, index: usize) -> Option<Vec<u8>> {
 
 type Answers = Result<Vec<Result<Answer, ProtocolError>>, ProtocolError>;
 
-fn parse(protocol: Protocol, a: &UpstreamAnswer) -> Answers {
-    protocol.parse_answers(a.status.as_u16(), &a.body)
+/// The wire format of `p`'s images: its API's REST body, or its gRPC message.
+fn wire(p: &Pending) -> Box<dyn ImageWire + Send + Sync> {
+    if p.grpc {
+        Box::new(GrpcWire(p.protocol))
+    } else {
+        Box::new(p.protocol)
+    }
+}
+
+/// The answers of `p`'s API in `a`, per image.
+fn parse_for(p: &Pending, a: &UpstreamAnswer) -> Answers {
+    if p.grpc {
+        return super::grpc::parse_answers(p.protocol, &a.headers, &a.body, a.trailers.as_ref())
+            .unwrap_or_else(|| {
+                Err(ProtocolError::UnexpectedAnswer {
+                    detail: format!("{} gRPC answers are not read", p.protocol.name()),
+                })
+            });
+    }
+    p.protocol.parse_answers(a.status.as_u16(), &a.body)
 }
 
 fn skipped(s: &ProxyState, reason: &'static str) {

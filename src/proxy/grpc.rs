@@ -33,15 +33,19 @@
 //! makes itself are gRPC statuses in a trailers-only answer (HTTP 200, `grpc-status`,
 //! `grpc-message`), never an HTTP error a gRPC client cannot read.
 //!
-//! Not yet: audits of gRPC traffic (images go up at the live pair, but the audit credit
-//! they would have used is given back).
+//! Vision's gRPC answers are read like its REST answers ([`parse_answers`]), so the live
+//! pair audits Vision's gRPC traffic and watches its answers' margins as it does REST
+//! traffic. Not yet: KServe's gRPC answers (`ModelInfer` images go up at the live pair, but
+//! the audit credit they would have used is given back).
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::compress::ImageWire;
-use crate::protocol::{ImageSlot, Protocol, ProtocolError, ProxyRequest, Rewritten, SlotImage};
+use crate::protocol::{
+    Answer, ImageSlot, Label, Protocol, ProtocolError, ProxyRequest, Rewritten, SlotImage,
+};
 
 /// Google Vision's image annotation method (the backend serves the same path).
 pub use crate::backend::grpc::VISION_BATCH_ANNOTATE as GOOGLE_ANNOTATE;
@@ -453,6 +457,82 @@ fn infer_replace(msg: &[u8], replacements: &[(usize, Vec<u8>)]) -> Result<Vec<u8
         Elements::Shared => None,
     };
     Ok(out.unwrap_or_else(|| msg.to_vec()))
+}
+
+/// Whether [`parse_answers`] reads this API's gRPC answers (so its calls can be audited).
+pub fn reads_answers(api: Protocol) -> bool {
+    api == Protocol::GoogleVision
+}
+
+/// The answers of a gRPC call, per image, like [`Protocol::parse_answers`] for its REST
+/// route: a non-OK `grpc-status` is an error about the whole call; Vision's per-image
+/// `error` is that image's error. `None`: the API's answers are not read yet (KServe).
+pub fn parse_answers(
+    api: Protocol,
+    headers: &HeaderMap,
+    body: &[u8],
+    trailers: Option<&HeaderMap>,
+) -> Option<Result<Vec<Result<Answer, ProtocolError>>, ProtocolError>> {
+    if !reads_answers(api) {
+        return None;
+    }
+    Some(parse_vision(headers, body, trailers))
+}
+
+fn parse_vision(
+    headers: &HeaderMap,
+    body: &[u8],
+    trailers: Option<&HeaderMap>,
+) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+    use prost::Message;
+    let status = trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match status {
+        Some(0) => {}
+        code => {
+            return Err(ProtocolError::Service {
+                status: 200,
+                kind: format!(
+                    "grpc-status {}",
+                    code.map_or("missing".into(), |c| c.to_string())
+                ),
+                message: trailers
+                    .and_then(|t| t.get("grpc-message"))
+                    .or_else(|| headers.get("grpc-message"))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+    }
+    let unexpected = |detail: String| ProtocolError::UnexpectedAnswer { detail };
+    let msg = unframe(body).map_err(|e| unexpected(e.to_string()))?;
+    let answer = crate::backend::grpc::vision::BatchAnnotateImagesResponse::decode(msg)
+        .map_err(|e| unexpected(format!("BatchAnnotateImagesResponse: {e}")))?;
+    Ok(answer
+        .responses
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r.error {
+            Some(e) if e.code != 0 => Err(ProtocolError::ImageError {
+                path: format!("responses[{i}]"),
+                code: i64::from(e.code),
+                message: e.message,
+            }),
+            _ => Ok(Answer::new(
+                r.label_annotations
+                    .into_iter()
+                    .map(|l| Label {
+                        name: l.description,
+                        score: l.score,
+                    })
+                    .collect(),
+            )),
+        })
+        .collect())
 }
 
 /// gRPC status codes the proxy answers with.

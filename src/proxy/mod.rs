@@ -1209,10 +1209,10 @@ fn answer_client(
         "proxied"
     );
 
-    if compressed_call.is_some()
-        && let Some(online) = &s.online
-    {
-        // gRPC answers are not audited yet: give back the credit an audit reserved.
+    // gRPC calls whose answers the proxy cannot read yet are not audited: the credit an
+    // audit reserved is given back.
+    let readable = routed.grpc.is_none_or(|c| grpc::reads_answers(c.api));
+    if !readable && let Some(online) = &s.online {
         for slot in &outcome.slots {
             if slot.audit.is_some() {
                 online.refund_audit(slot.original_len as f64);
@@ -1220,7 +1220,8 @@ fn answer_client(
         }
     }
     // Off the request path: compare with the other version now and then.
-    if let (Some(p), Some(online)) = (protocol, s.online.clone())
+    if let (Some(p), Some(online)) = (protocol.or(compressed_call), s.online.clone())
+        && readable
         && outcome.has_decisions()
     {
         estimate::maybe_estimate(
@@ -1228,6 +1229,7 @@ fn answer_client(
             online,
             estimate::Pending {
                 protocol: p,
+                grpc: routed.grpc.is_some(),
                 method: ctx.parts.method.clone(),
                 url,
                 client_headers: ctx.parts.headers.clone(),
