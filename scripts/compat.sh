@@ -12,7 +12,8 @@
 # clients in .cache/npm-compat (scripts/compat-node; skipped without node/npm or with
 # COMPAT_NODE=0), then `adacompress backend --aws-verify` and two `adacompress serve`
 # (aws.resign = "any" and "verified") on free loopback ports, then scripts/compat.py. The processes are stopped on exit. Exit status: non-zero when a
-# row that should be green is red (the gRPC rows are known-missing, not failures).
+# row that should be green is red (a row expected known-missing is not a failure; none is
+# at present).
 #
 # The AWS keys below are throwaway test values that exist only in this script's processes;
 # no real account is involved and no request leaves loopback.

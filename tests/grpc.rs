@@ -394,13 +394,13 @@ async fn grpc_calls_respect_the_queue_and_the_size_limit() {
     assert_eq!(state.images_classified(), 16);
 }
 
-/// The image bytes the backend received in a Vision gRPC call, from the proxy's counters:
-/// `adacompress_image_bytes_{in,out}_total{protocol="google"}`.
-fn google_bytes(metrics: &str) -> (f64, f64) {
+/// The image bytes the upstream received for an API through the proxy, from the proxy's
+/// counters: `adacompress_image_bytes_{in,out}_total{protocol="…"}`.
+fn image_bytes(metrics: &str, protocol: &str) -> (f64, f64) {
     let value = |name: &str| {
         metrics
             .lines()
-            .find(|l| l.starts_with(&format!("{name}{{protocol=\"google\"}}")))
+            .find(|l| l.starts_with(&format!("{name}{{protocol=\"{protocol}\"}}")))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -409,6 +409,11 @@ fn google_bytes(metrics: &str) -> (f64, f64) {
         value("adacompress_image_bytes_in_total"),
         value("adacompress_image_bytes_out_total"),
     )
+}
+
+/// [`image_bytes`] of Vision calls.
+fn google_bytes(metrics: &str) -> (f64, f64) {
+    image_bytes(metrics, "google")
 }
 
 /// gRPC through the proxy (issue 9 item 3): Vision's `BatchAnnotateImages` over h2c is
@@ -492,6 +497,98 @@ async fn grpc_through_the_proxy_is_compressed_and_answers_like_direct() {
     let down = call(&mut to_dead, ANNOTATE, &request).await;
     assert_eq!(down.status, 14, "{}", down.message);
     dead.shutdown().await;
+}
+
+/// KServe v2 `ModelInfer` through the proxy (issue 9 item 3): a tritonclient-like request
+/// (the images in `raw_input_contents`) is compressed like the REST `infer` route and
+/// answered with the backend's own labels; the same images in `contents.bytes_contents`
+/// too; a corrupt image goes up as sent and the backend's `INVALID_ARGUMENT` comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_model_infer_through_the_proxy_is_compressed_and_answers_like_direct() {
+    let (url, _state, _stop) = common::spawn_backend().await;
+    let p = common::proxy_to(&url, "grpc-infer", |c| {
+        c.agent.fixed = Some("q70@512".to_owned());
+    })
+    .await;
+    let proxy_url = format!("http://{}", p.proxy_addr);
+    let panda = common::photo("objects", "3.jpg");
+    let corrupt: &[u8] = b"\xff\xd8\xff\xe0 this is not a JPEG";
+    let request = infer_request(&[&panda], Some(3));
+
+    let mut direct = h2c(&url).await;
+    let want = call(&mut direct, INFER, &request).await;
+    assert_eq!(want.status, 0, "{}", want.message);
+    let want = v2::ModelInferResponse::decode(&want.payload[..]).unwrap();
+    let want_labels = strings_of(&want.raw_output_contents[0]);
+
+    let mut through = h2c(&proxy_url).await;
+    let got = call(&mut through, INFER, &request).await;
+    assert_eq!(got.status, 0, "{}", got.message);
+    let got = v2::ModelInferResponse::decode(&got.payload[..]).unwrap();
+    assert_eq!(got.model_name, "classifier");
+    assert_eq!(
+        got.id, "req-7",
+        "the request's other fields went up as sent"
+    );
+    assert!(got.outputs.iter().all(|o| o.shape == [1, 3]), "top_k 3");
+    let got_labels = strings_of(&got.raw_output_contents[0]);
+    assert_eq!(
+        got_labels[0], want_labels[0],
+        "same top label through the proxy"
+    );
+    let (bytes_in, bytes_out) = image_bytes(&common::metrics_of(&p).await, "kserve");
+    assert_eq!(bytes_in, panda.len() as f64);
+    assert!(
+        bytes_out < bytes_in - 1000.0,
+        "the photo went up at q70@512: {bytes_out} of {bytes_in} bytes"
+    );
+
+    // The same image in contents.bytes_contents (no raw contents).
+    let mut in_contents = infer_request(&[], Some(3));
+    in_contents.raw_input_contents.clear();
+    in_contents.inputs[0].shape = vec![1];
+    in_contents.inputs[0].contents = Some(v2::TensorContents {
+        bytes_contents: vec![panda.clone()],
+    });
+    let got = call(&mut through, INFER, &in_contents).await;
+    assert_eq!(got.status, 0, "{}", got.message);
+    let got = v2::ModelInferResponse::decode(&got.payload[..]).unwrap();
+    assert_eq!(strings_of(&got.raw_output_contents[0])[0], want_labels[0]);
+    let (again_in, again_out) = image_bytes(&common::metrics_of(&p).await, "kserve");
+    assert_eq!(again_in, 2.0 * panda.len() as f64);
+    assert!(again_out - bytes_out < again_in - bytes_in - 1000.0);
+
+    // A corrupt image beside the photo: the photo is compressed, the corrupt image goes up
+    // as it came, and the backend's INVALID_ARGUMENT comes back.
+    let bad = call(
+        &mut through,
+        INFER,
+        &infer_request(&[&panda, corrupt], None),
+    )
+    .await;
+    assert_eq!(bad.status, 3, "INVALID_ARGUMENT: {}", bad.message);
+    assert!(bad.message.contains("image element 1"), "{}", bad.message);
+    let (last_in, last_out) = image_bytes(&common::metrics_of(&p).await, "kserve");
+    assert_eq!(last_in - again_in, (panda.len() + corrupt.len()) as f64);
+    assert!(last_out - again_out < (panda.len() + corrupt.len()) as f64 - 1000.0);
+
+    // The service's other methods still go up untouched.
+    let ready = call(
+        &mut through,
+        "/inference.GRPCInferenceService/ModelReady",
+        &v2::ModelRef {
+            name: "classifier".to_owned(),
+            version: String::new(),
+        },
+    )
+    .await;
+    assert_eq!(ready.status, 0, "{}", ready.message);
+    assert!(
+        v2::ModelReadyResponse::decode(&ready.payload[..])
+            .unwrap()
+            .ready
+    );
+    p.shutdown().await;
 }
 
 /// The live pair learns from gRPC traffic as from REST: Vision gRPC calls through a proxy on

@@ -406,7 +406,7 @@ pub const MAX_ELEMENTS: usize = 1024;
 /// Most label strings read from one answer (top-k labels of a batch are far fewer).
 const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
 
-fn too_many_elements(limit: usize) -> ProtocolError {
+pub(crate) fn too_many_elements(limit: usize) -> ProtocolError {
     ProtocolError::TooComplex {
         what: "request body",
         unit: "BYTES elements",
@@ -416,7 +416,7 @@ fn too_many_elements(limit: usize) -> ProtocolError {
 }
 
 /// Why the elements of a binary tensor could not be read.
-enum SplitError {
+pub(crate) enum SplitError {
     /// The framing does not add up (the message says where).
     Malformed(String),
     /// More elements than there is room for.
@@ -424,8 +424,9 @@ enum SplitError {
 }
 
 /// The elements of a binary `BYTES` tensor: the range of each element's bytes (after its
-/// length prefix), at most `room` of them.
-fn split_elements(blob: &[u8], room: usize) -> Result<Vec<Range<usize>>, SplitError> {
+/// length prefix), at most `room` of them. Also how the proxy reads a gRPC `ModelInfer`'s
+/// `raw_input_contents` ([`crate::proxy::grpc`]).
+pub(crate) fn split_elements(blob: &[u8], room: usize) -> Result<Vec<Range<usize>>, SplitError> {
     let mut elements = Vec::new();
     let mut cursor = 0;
     while cursor < blob.len() {
