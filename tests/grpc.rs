@@ -596,6 +596,13 @@ async fn grpc_model_infer_through_the_proxy_is_compressed_and_answers_like_direc
 /// their protobuf answers compared), so `/agent` counts audits and estimation bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_pair_audits_grpc_calls() {
+    for kserve in [false, true] {
+        live_pair_audits(kserve).await;
+    }
+}
+
+/// One API's half of [`the_live_pair_audits_grpc_calls`].
+async fn live_pair_audits(kserve: bool) {
     use adacompress::codec::{self, EncoderMode, Limits};
     let (url, backend_state, _stop) = common::spawn_backend().await;
     let p = common::proxy_to(&url, "grpc-live-pair", |c| {
@@ -645,7 +652,10 @@ async fn the_live_pair_audits_grpc_calls() {
         status = agent(&p).await;
     }
     let pair = &status["pair"];
-    assert!(pair["audits"].as_u64().unwrap() >= 1, "{pair}");
+    assert!(
+        pair["audits"].as_u64().unwrap() >= 1,
+        "kserve {kserve}: {pair}"
+    );
     assert!(pair["estimation_bytes"].as_u64().unwrap() > 0, "{pair}");
     assert!(
         backend_state.images_classified() > before + 4,

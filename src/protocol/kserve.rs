@@ -404,7 +404,7 @@ fn take(data: &[u8], cursor: &mut usize, size: usize) -> Option<Range<usize>> {
 pub const MAX_ELEMENTS: usize = 1024;
 
 /// Most label strings read from one answer (top-k labels of a batch are far fewer).
-const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
 
 pub(crate) fn too_many_elements(limit: usize) -> ProtocolError {
     ProtocolError::TooComplex {

@@ -33,10 +33,9 @@
 //! makes itself are gRPC statuses in a trailers-only answer (HTTP 200, `grpc-status`,
 //! `grpc-message`), never an HTTP error a gRPC client cannot read.
 //!
-//! Vision's gRPC answers are read like its REST answers ([`parse_answers`]), so the live
-//! pair audits Vision's gRPC traffic and watches its answers' margins as it does REST
-//! traffic. Not yet: KServe's gRPC answers (`ModelInfer` images go up at the live pair, but
-//! the audit credit they would have used is given back).
+//! Vision's and KServe's gRPC answers are read like their REST answers ([`parse_answers`]:
+//! Vision's label annotations, KServe's `labels`/`scores` outputs), so the live pair audits
+//! gRPC traffic and watches its answers' margins as it does REST traffic.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -461,55 +460,61 @@ fn infer_replace(msg: &[u8], replacements: &[(usize, Vec<u8>)]) -> Result<Vec<u8
 
 /// Whether [`parse_answers`] reads this API's gRPC answers (so its calls can be audited).
 pub fn reads_answers(api: Protocol) -> bool {
-    api == Protocol::GoogleVision
+    matches!(api, Protocol::GoogleVision | Protocol::KServe)
 }
 
 /// The answers of a gRPC call, per image, like [`Protocol::parse_answers`] for its REST
 /// route: a non-OK `grpc-status` is an error about the whole call; Vision's per-image
-/// `error` is that image's error. `None`: the API's answers are not read yet (KServe).
+/// `error` is that image's error. `None`: the API's answers are not read.
 pub fn parse_answers(
     api: Protocol,
     headers: &HeaderMap,
     body: &[u8],
     trailers: Option<&HeaderMap>,
 ) -> Option<Result<Vec<Result<Answer, ProtocolError>>, ProtocolError>> {
-    if !reads_answers(api) {
-        return None;
+    let msg = match ok_message(headers, body, trailers) {
+        Ok(msg) => msg,
+        Err(e) => return reads_answers(api).then_some(Err(e)),
+    };
+    match api {
+        Protocol::GoogleVision => Some(parse_vision(msg)),
+        Protocol::KServe => Some(parse_model_infer(msg)),
+        _ => None,
     }
-    Some(parse_vision(headers, body, trailers))
 }
 
-fn parse_vision(
+fn unexpected(detail: String) -> ProtocolError {
+    ProtocolError::UnexpectedAnswer { detail }
+}
+
+/// The answer's one message, once its `grpc-status` (trailers, or the headers of a
+/// trailers-only answer) says OK.
+fn ok_message<'a>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: &'a [u8],
     trailers: Option<&HeaderMap>,
-) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
-    use prost::Message;
-    let status = trailers
-        .and_then(|t| t.get("grpc-status"))
-        .or_else(|| headers.get("grpc-status"))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok());
-    match status {
-        Some(0) => {}
-        code => {
-            return Err(ProtocolError::Service {
-                status: 200,
-                kind: format!(
-                    "grpc-status {}",
-                    code.map_or("missing".into(), |c| c.to_string())
-                ),
-                message: trailers
-                    .and_then(|t| t.get("grpc-message"))
-                    .or_else(|| headers.get("grpc-message"))
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
-        }
+) -> Result<&'a [u8], ProtocolError> {
+    let field = |name: &str| {
+        trailers
+            .and_then(|t| t.get(name))
+            .or_else(|| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+    };
+    match field("grpc-status").and_then(|v| v.parse::<u32>().ok()) {
+        Some(0) => unframe(body).map_err(|e| unexpected(e.to_string())),
+        code => Err(ProtocolError::Service {
+            status: 200,
+            kind: format!(
+                "grpc-status {}",
+                code.map_or("missing".into(), |c| c.to_string())
+            ),
+            message: field("grpc-message").unwrap_or_default().to_owned(),
+        }),
     }
-    let unexpected = |detail: String| ProtocolError::UnexpectedAnswer { detail };
-    let msg = unframe(body).map_err(|e| unexpected(e.to_string()))?;
+}
+
+fn parse_vision(msg: &[u8]) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+    use prost::Message;
     let answer = crate::backend::grpc::vision::BatchAnnotateImagesResponse::decode(msg)
         .map_err(|e| unexpected(format!("BatchAnnotateImagesResponse: {e}")))?;
     Ok(answer
@@ -531,6 +536,64 @@ fn parse_vision(
                     })
                     .collect(),
             )),
+        })
+        .collect())
+}
+
+/// A `ModelInferResponse` with the outputs the REST route reads ([`kserve::LABELS_OUTPUT`]
+/// BYTES `[N, k]` and [`kserve::SCORES_OUTPUT`] FP32 `[N, k]`, in `raw_output_contents` by
+/// position): one answer per image row.
+fn parse_model_infer(msg: &[u8]) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+    use crate::protocol::kserve;
+    use prost::Message;
+    let answer = crate::backend::grpc::v2::ModelInferResponse::decode(msg)
+        .map_err(|e| unexpected(format!("ModelInferResponse: {e}")))?;
+    let raw = |name: &str| {
+        answer.outputs.iter().position(|o| o.name == name).map(|i| {
+            let shape = answer.outputs[i].shape.clone();
+            (answer.raw_output_contents.get(i), shape)
+        })
+    };
+    let (Some((Some(labels), shape)), Some((Some(scores), _))) =
+        (raw(kserve::LABELS_OUTPUT), raw(kserve::SCORES_OUTPUT))
+    else {
+        return Err(unexpected(
+            "no raw `labels` and `scores` outputs".to_owned(),
+        ));
+    };
+    let names: Vec<String> = kserve::split_elements(labels, kserve::MAX_ANSWER_ELEMENTS)
+        .map_err(|_| unexpected("`labels` is not a BYTES tensor".to_owned()))?
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&labels[r]).into_owned())
+        .collect();
+    let values: Vec<f32> = scores
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let k = match shape.as_slice() {
+        [_, k] => usize::try_from(*k).unwrap_or(0),
+        _ => names.len(),
+    };
+    if k == 0 || names.len() != values.len() || !names.len().is_multiple_of(k) {
+        return Err(unexpected(format!(
+            "{} labels and {} scores do not make rows of {k}",
+            names.len(),
+            values.len()
+        )));
+    }
+    Ok(names
+        .chunks(k)
+        .zip(values.chunks(k))
+        .map(|(n, v)| {
+            Ok(Answer::new(
+                n.iter()
+                    .zip(v)
+                    .map(|(name, &score)| Label {
+                        name: name.clone(),
+                        score,
+                    })
+                    .collect(),
+            ))
         })
         .collect())
 }
