@@ -68,14 +68,18 @@ pub const KSERVE_SERVICE: &str = "/inference.GRPCInferenceService";
 /// The gRPC content type.
 pub const CONTENT_TYPE: &str = "application/grpc";
 
-/// gRPC status codes this backend answers with.
+/// gRPC status codes the backend and the proxy ([`crate::proxy::grpc`]) answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Ok = 0,
     InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
     ResourceExhausted = 8,
     Unimplemented = 12,
     Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 /// A gRPC error: a status code and its message.
@@ -113,7 +117,7 @@ impl IntoResponse for Status {
 }
 
 /// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
-fn percent_encode(message: &str) -> String {
+pub(crate) fn percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for &b in message.as_bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {

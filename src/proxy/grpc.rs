@@ -598,46 +598,29 @@ fn parse_model_infer(msg: &[u8]) -> Result<Vec<Result<Answer, ProtocolError>>, P
         .collect())
 }
 
-/// gRPC status codes the proxy answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrpcCode {
-    InvalidArgument = 3,
-    DeadlineExceeded = 4,
-    NotFound = 5,
-    ResourceExhausted = 8,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-    Unauthenticated = 16,
-}
+/// gRPC status codes (one enum for the backend and the proxy).
+pub use crate::backend::grpc::Code as GrpcCode;
 
-impl GrpcCode {
-    /// The gRPC status for an HTTP status the proxy would have answered with (gRPC's own
-    /// HTTP-to-status mapping, with the proxy's timeouts as `DEADLINE_EXCEEDED`).
-    pub fn from_http(status: StatusCode) -> GrpcCode {
-        match status.as_u16() {
-            400 | 413 | 431 => GrpcCode::InvalidArgument,
-            401 | 403 => GrpcCode::Unauthenticated,
-            404 => GrpcCode::Unimplemented,
-            405 => GrpcCode::Unimplemented,
-            408 | 504 => GrpcCode::DeadlineExceeded,
-            429 => GrpcCode::ResourceExhausted,
-            502 | 503 => GrpcCode::Unavailable,
-            _ => GrpcCode::Internal,
-        }
+/// The gRPC status for an HTTP status the proxy would have answered with (gRPC's own
+/// HTTP-to-status mapping, with the proxy's timeouts as `DEADLINE_EXCEEDED`).
+pub fn code_for_http(status: StatusCode) -> GrpcCode {
+    match status.as_u16() {
+        400 | 413 | 431 => GrpcCode::InvalidArgument,
+        401 | 403 => GrpcCode::Unauthenticated,
+        404 | 405 => GrpcCode::Unimplemented,
+        408 | 504 => GrpcCode::DeadlineExceeded,
+        429 => GrpcCode::ResourceExhausted,
+        502 | 503 => GrpcCode::Unavailable,
+        _ => GrpcCode::Internal,
     }
 }
 
 /// A trailers-only gRPC answer: HTTP 200 whose headers carry the status and message
 /// (percent-encoded as gRPC requires), plus the proxy's error reason.
 pub fn status_answer(code: GrpcCode, message: &str, reason: &str, request_id: &str) -> Response {
-    let mut resp = Response::new(Body::empty());
+    use axum::response::IntoResponse;
+    let mut resp = crate::backend::grpc::Status::new(code, message).into_response();
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(code as u32));
-    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
-        h.insert("grpc-message", v);
-    }
     if let Ok(v) = HeaderValue::from_str(reason) {
         h.insert(super::ERROR_HEADER, v);
     }
@@ -647,51 +630,10 @@ pub fn status_answer(code: GrpcCode, message: &str, reason: &str, request_id: &s
     resp
 }
 
-/// gRPC's percent-encoding of `grpc-message`: visible ASCII but `%` as is, the rest `%XX`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A body with trailers after its data (what a gRPC answer is).
 pub fn body_with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Body {
-    Body::new(DataThenTrailers {
-        data: (!data.is_empty()).then_some(data),
-        trailers,
-    })
-}
-
-/// [`body_with_trailers`]'s body: one data frame, then the trailers.
-struct DataThenTrailers {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl http_body::Body for DataThenTrailers {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let frame = match self.data.take() {
-            Some(d) => Some(http_body::Frame::data(d)),
-            None => self.trailers.take().map(http_body::Frame::trailers),
-        };
-        std::task::Poll::Ready(frame.map(Ok))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
-    }
+    use http_body_util::{BodyExt, Full};
+    Body::new(Full::new(data).with_trailers(async move { trailers.map(Ok) }))
 }
 
 // ------------------------------------------------------------------ the wire format
@@ -1301,6 +1243,9 @@ mod tests {
             Some(Protocol::KServe)
         );
         assert_eq!(recognize(&post, "/grpc.health.v1.Health/Check"), None);
-        assert_eq!(percent_encode("naïve 100%"), "na%C3%AFve 100%25");
+        assert_eq!(
+            crate::backend::grpc::percent_encode("naïve 100%"),
+            "na%C3%AFve 100%25"
+        );
     }
 }

@@ -791,7 +791,7 @@ impl RequestCtx {
                 let (status, code, message) = e.parts();
                 let _ = e.respond(&s.metrics, &self.request_id, self.api);
                 let answer = grpc::status_answer(
-                    grpc::GrpcCode::from_http(status),
+                    grpc::code_for_http(status),
                     &message,
                     code,
                     &self.request_id,
