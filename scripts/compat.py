@@ -53,7 +53,7 @@ WHERE = (
     "skips the JavaScript rows). "
     "`scripts/compat.sh boto3 trust` runs only the named rows (ids: boto3, google-rest, "
     "google-grpc, triton-http, triton-grpc, azure, torchserve, facepp, baidu, js-aws, js-google-rest, "
-    "trust, variants) and writes "
+    "js-google-grpc, trust, variants) and writes "
     "nothing. Needs python3 with `venv` and pip, and PyPI (or a wheel mirror) for the first run. "
     "A row expected known-missing (none at present: a transport whose calls work but are not "
     "compressed yet) does not fail the script; any other red row, or a wrong signature check, "
@@ -475,6 +475,10 @@ ROWS = [
     ("js-google-rest", "@google-cloud/vision (Node)", "npm:@google-cloud/vision",
      "REST (fallback: \"rest\"), Node", "google", lambda b, d: sdk_node(b, d, "google-rest"),
      'new ImageAnnotatorClient({fallback: "rest", apiEndpoint: "PROXY", port: 8080, protocol: "http"})',
+     NODE_ROWS_EXPECTED),
+    ("js-google-grpc", "@google-cloud/vision (Node)", "npm:@google-cloud/vision",
+     "gRPC (the default), Node", "google", lambda b, d: sdk_node(b, d, "google-grpc"),
+     'new ImageAnnotatorClient({apiEndpoint: "PROXY", port: 8080, sslCreds: grpc.credentials.createInsecure()})',
      NODE_ROWS_EXPECTED),
 ]
 
@@ -921,8 +925,11 @@ def render_md(rows, checks, variants, meta):
              "`raw_input_contents` are replaced in the protobuf message.")
     L.append("* **JavaScript** (Node, `npm ci` of `scripts/compat-node/`, skipped where node/npm are "
              "missing): `@aws-sdk/client-rekognition` takes `endpoint` (the proxy re-signs as for boto3); "
-             "`@google-cloud/vision` defaults to gRPC (not in this suite) and reaches the proxy with "
-             "`fallback: \"rest\"` plus `apiEndpoint`, `port` and `protocol: \"http\"`.")
+             "`@google-cloud/vision` works on both transports: its default, gRPC, with `apiEndpoint`, "
+             "`port` and `sslCreds: grpc.credentials.createInsecure()` (from `@grpc/grpc-js`; "
+             "given channel credentials, the client asks for no Google credentials), REST with "
+             "`fallback: \"rest\"` plus `apiEndpoint`, `port` and `protocol: \"http\"`. As in "
+             "Python, a corrupt image is `response.error` (code 3), not an exception.")
     L.append("* **azure-ai-vision-imageanalysis**: `endpoint=`. azure-core sends the key over plain "
              "`http://` without complaint (it refuses only bearer tokens over http).")
     L.append("* **TorchServe**: no vendor client for inference; any HTTP client's URL. "

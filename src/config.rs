@@ -93,6 +93,11 @@ pub struct ProxyConfig {
     /// (`ADACOMPRESS_ADMIN_TOKEN` in the environment wins). Without one, they are allowed
     /// only while `admin_listen` is a loopback address.
     pub admin_token_file: Option<PathBuf>,
+    /// A PEM file of CA certificates trusted for `https://` upstreams besides the built-in
+    /// (webpki) roots, for both the HTTP/1.1 and the gRPC (HTTP/2) client: a self-hosted
+    /// KServe/Triton or gateway behind an internal CA. Read at start-up; a file that cannot
+    /// be read or holds no usable certificate stops `serve` with an error naming this key.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// `[agent]`: which learned agent decides, and clamps on what it may pick.
@@ -282,6 +287,7 @@ impl Default for ProxyConfig {
             max_connections: 512,
             max_inflight_body_bytes: 256 * 1024 * 1024,
             admin_token_file: None,
+            upstream_ca_file: None,
         }
     }
 }
@@ -838,6 +844,23 @@ mod tests {
         assert_eq!(c.estimator.memory, 2000);
         assert_eq!(c.proxy.admin_listen.port(), 9090);
         assert_eq!(c.upstream_list().len(), 1);
+    }
+
+    #[test]
+    fn upstream_ca_file_can_come_from_the_environment() {
+        assert_eq!(Config::default().proxy.upstream_ca_file, None);
+        let c = Config::load(
+            None,
+            env(&[(
+                "ADACOMPRESS_PROXY__UPSTREAM_CA_FILE",
+                "/etc/adacompress/internal-ca.pem",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy.upstream_ca_file.as_deref(),
+            Some(Path::new("/etc/adacompress/internal-ca.pem"))
+        );
     }
 
     #[test]

@@ -663,3 +663,203 @@ async fn live_pair_audits(kserve: bool) {
     );
     p.shutdown().await;
 }
+
+/// A private CA and a `localhost` server certificate it signed, made for one test: the CA's
+/// PEM, and the server's certificate chain and key as rustls takes them.
+struct PrivateCa {
+    ca_pem: String,
+    server_chain: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    server_key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+fn private_ca() -> PrivateCa {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "adacompress test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &*ca)
+        .unwrap();
+    PrivateCa {
+        ca_pem: ca.pem(),
+        server_chain: vec![server.der().clone()],
+        server_key: tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der())
+            .into(),
+    }
+}
+
+/// The local backend's router behind TLS on a loopback port (`https://localhost:PORT`),
+/// HTTP/1.1 or HTTP/2 as ALPN settles (hyper-util's auto builder), as a self-hosted
+/// KServe/Triton behind an ingress with an internal CA would be. Connections whose
+/// handshake fails (a client without the CA) are dropped. Stops with the runtime.
+async fn spawn_tls_backend(ca: &PrivateCa) -> String {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(ca.server_chain.clone(), ca.server_key.clone_key())
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let state = Arc::new(
+        adacompress::backend::Backend::load(&BackendConfig::new(common::lite0())).unwrap(),
+    );
+    let app = adacompress::backend::app(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+/// `proxy.upstream_ca_file`: upstreams over TLS behind a private CA. With the CA file, a
+/// REST `images:annotate` and a gRPC `BatchAnnotateImages` through the proxy reach the
+/// TLS backend (the gRPC call over HTTP/2 negotiated by ALPN) and come back with its
+/// labels, compressed on the way; without it, the same calls end at once in the proxy's
+/// own errors (502 `upstream_unreachable`, gRPC `UNAVAILABLE`), not a hang. A CA file that
+/// cannot be read or holds no certificate stops `serve` with an error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_behind_a_private_ca_over_tls() {
+    let ca = private_ca();
+    let upstream = spawn_tls_backend(&ca).await;
+    let dir = common::temp_dir("tls-upstream");
+    let ca_file = dir.join("internal-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let panda = common::photo("objects", "3.jpg");
+
+    // Direct, over TLS with the CA: the reference answer.
+    let direct = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let (status, _, want) = common::google_annotate(&direct, &upstream, &panda).await;
+    assert_eq!(status, 200, "{want}");
+    let want = want["responses"][0]["labelAnnotations"][0]["description"].clone();
+    assert!(want.is_string(), "{want}");
+
+    let p = common::proxy_to(&upstream, "tls-upstream", |c| {
+        c.agent.fixed = Some("q70@512".to_owned());
+        c.proxy.upstream_ca_file = Some(ca_file.clone());
+    })
+    .await;
+    let proxy_url = format!("http://{}", p.proxy_addr);
+    let plain = reqwest::Client::new();
+    let (status, action, got) = common::google_annotate(&plain, &proxy_url, &panda).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(action.contains("q70"), "compressed on the way: {action}");
+    assert_eq!(
+        got["responses"][0]["labelAnnotations"][0]["description"], want,
+        "REST through the proxy over TLS"
+    );
+    let request = vision::BatchAnnotateImagesRequest {
+        requests: vec![annotate_entry(&panda, 3)],
+    };
+    let mut through = h2c(&proxy_url).await;
+    let answer = call(&mut through, ANNOTATE, &request).await;
+    assert_eq!(answer.status, 0, "{}", answer.message);
+    let answer = vision::BatchAnnotateImagesResponse::decode(&answer.payload[..]).unwrap();
+    assert_eq!(
+        answer.responses[0].label_annotations[0].description,
+        want.as_str().unwrap_or_default(),
+        "gRPC through the proxy over TLS"
+    );
+    let (bytes_in, bytes_out) = google_bytes(&common::metrics_of(&p).await);
+    assert_eq!(bytes_in, 2.0 * panda.len() as f64);
+    assert!(bytes_out < bytes_in, "{bytes_out} of {bytes_in} bytes");
+    p.shutdown().await;
+
+    // Without the CA the backend's certificate is unknown: the proxy's own errors, fast.
+    let untrusting = common::proxy_to(&upstream, "tls-upstream-no-ca", |c| {
+        c.agent.fixed = Some("q70@512".to_owned());
+    })
+    .await;
+    let proxy_url = format!("http://{}", untrusting.proxy_addr);
+    let started = std::time::Instant::now();
+    let rest = adacompress::protocol::Protocol::GoogleVision.client_request(&panda, 5);
+    let mut b = plain
+        .post(format!("{proxy_url}{}", rest.path_and_query))
+        .body(rest.body);
+    for (k, v) in &rest.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let resp = b.send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.headers()["x-adacompress-error"],
+        "upstream_unreachable"
+    );
+    let mut to_untrusting = h2c(&proxy_url).await;
+    let refused = call(&mut to_untrusting, ANNOTATE, &request).await;
+    assert_eq!(refused.status, 14, "UNAVAILABLE: {}", refused.message);
+    assert!(
+        refused.message.contains("invalid peer certificate"),
+        "the reason is the certificate: {}",
+        refused.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a failed handshake is not a timeout: {:?}",
+        started.elapsed()
+    );
+    untrusting.shutdown().await;
+
+    // A CA file that cannot be used stops `serve` at start-up, naming the key and the path.
+    let not_pem = dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "this is no certificate\n").unwrap();
+    let not_der = dir.join("not-der.pem");
+    std::fs::write(
+        &not_der,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for (bad, says) in [
+        (dir.join("missing.pem"), "No such file"),
+        (not_pem, "holds no PEM certificate"),
+        (not_der, "certificate 1 of 1 is not a usable CA certificate"),
+    ] {
+        let mut cfg = adacompress::config::Config::default();
+        cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
+        cfg.agent.checkpoint = common::root().join("models/agent.json");
+        cfg.state.dir = common::temp_dir("tls-upstream-bad-ca");
+        cfg.upstreams.insert("google".to_owned(), upstream.clone());
+        cfg.proxy.upstream_ca_file = Some(bad.clone());
+        let err = adacompress::proxy::server::start(cfg, None)
+            .await
+            .err()
+            .expect("serve refuses the CA file")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("proxy.upstream_ca_file = {}: ", bad.display()))
+                && err.contains(says),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

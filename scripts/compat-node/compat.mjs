@@ -4,6 +4,8 @@
 //
 //   node compat.mjs aws BASE_URL          # @aws-sdk/client-rekognition, endpoint: BASE_URL
 //   node compat.mjs google-rest BASE_URL  # @google-cloud/vision, fallback: "rest", apiEndpoint
+//   node compat.mjs google-grpc BASE_URL  # @google-cloud/vision, its default gRPC transport,
+//                                         # apiEndpoint + port + an insecure (h2c) channel
 //
 // AWS keys come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 import { readFileSync } from "node:fs";
@@ -29,16 +31,28 @@ if (mode === "aws") {
     const labels = [...r.Labels].sort((a, b) => b.Confidence - a.Confidence);
     return { label: labels[0].Name };
   };
-} else if (mode === "google-rest") {
+} else if (mode === "google-rest" || mode === "google-grpc") {
   const vision = await import("@google-cloud/vision");
   const url = new URL(base);
-  const client = new vision.default.ImageAnnotatorClient({
-    fallback: "rest",
-    apiEndpoint: url.hostname,
-    port: Number(url.port),
-    protocol: url.protocol.replace(":", ""),
-    apiKey: "compat-fake-key",
-  });
+  let client;
+  if (mode === "google-rest") {
+    client = new vision.default.ImageAnnotatorClient({
+      fallback: "rest",
+      apiEndpoint: url.hostname,
+      port: Number(url.port),
+      protocol: url.protocol.replace(":", ""),
+      apiKey: "compat-fake-key",
+    });
+  } else {
+    // The default transport (gRPC via @grpc/grpc-js). Channel credentials given as sslCreds
+    // are used as they are (google-gax then asks for no Google credentials): cleartext h2c.
+    const { default: grpc } = await import("@grpc/grpc-js");
+    client = new vision.default.ImageAnnotatorClient({
+      apiEndpoint: url.hostname,
+      port: Number(url.port),
+      sslCreds: grpc.credentials.createInsecure(),
+    });
+  }
   classify = async (bytes) => {
     const [r] = await client.labelDetection({ image: { content: bytes } }, { timeout: 30000, retry: null });
     if (r.error && r.error.code) {

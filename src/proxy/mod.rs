@@ -228,17 +228,27 @@ impl ProxyState {
         routes: Vec<Route>,
         online: Option<Arc<Online>>,
         resign: Option<Resigner>,
-    ) -> Result<ProxyState, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(cfg.proxy.connect_timeout_secs))
-            .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs))
+    ) -> Result<ProxyState, ClientError> {
+        let roots = match &cfg.proxy.upstream_ca_file {
+            Some(path) => upstream_roots(path)?,
+            None => Vec::new(),
+        };
+        let builder = || {
+            roots.iter().fold(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs_f64(cfg.proxy.connect_timeout_secs))
+                    .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs)),
+                |b, cert| b.add_root_certificate(cert.clone()),
+            )
+        };
+        let http = builder()
             .pool_max_idle_per_host(64)
-            .build()?;
-        let http2 = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(cfg.proxy.connect_timeout_secs))
-            .timeout(Duration::from_secs_f64(cfg.proxy.upstream_timeout_secs))
+            .build()
+            .map_err(|e| ClientError::Build(error_chain(&e)))?;
+        let http2 = builder()
             .http2_prior_knowledge()
-            .build()?;
+            .build()
+            .map_err(|e| ClientError::Build(error_chain(&e)))?;
         let workers = match cfg.proxy.cpu_workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -716,6 +726,60 @@ pub async fn send_upstream(
         body,
         trailers,
     })
+}
+
+/// Why the upstream HTTP clients could not be built ([`ProxyState::new`]); `serve` stops
+/// with it at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("proxy.upstream_ca_file = {}: {source}", path.display())]
+    CaRead {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Not PEM, no certificate in it, or a certificate that is not a usable trust anchor.
+    #[error("proxy.upstream_ca_file = {}: {reason}", path.display())]
+    CaInvalid {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Build(String),
+}
+
+/// The certificates of `proxy.upstream_ca_file`, each checked as a trust anchor here, so
+/// that a bad one is reported against the file rather than by the client builder.
+fn upstream_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let invalid = |reason: String| ClientError::CaInvalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|source| ClientError::CaRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| invalid(format!("not a PEM certificate bundle: {}", error_chain(&e))))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+        ));
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert.clone())
+            .build()
+            .map_err(|e| {
+                invalid(format!(
+                    "certificate {} of {} is not a usable CA certificate: {}",
+                    i + 1,
+                    certs.len(),
+                    error_chain(&e)
+                ))
+            })?;
+    }
+    Ok(certs)
 }
 
 /// An error and its sources, `: `-joined (reqwest's top-level message alone says little).

@@ -82,8 +82,9 @@ pub enum ServeError {
     /// `aws.resign` cannot be applied (no region or key to verify against).
     #[error("{0}")]
     Resign(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    /// The upstream HTTP clients (`proxy.upstream_ca_file`, or the TLS setup).
+    #[error(transparent)]
+    Clients(#[from] super::ClientError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -180,8 +181,7 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
             "no AWS credentials (aws.access_key_id/aws.secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY): Rekognition requests cannot be forwarded: they cannot be re-signed for the upstream"
         );
     }
-    let mut state = ProxyState::new(cfg.clone(), routes, Some(online), resign)
-        .map_err(|e| ServeError::Http(e.to_string()))?;
+    let mut state = ProxyState::new(cfg.clone(), routes, Some(online), resign)?;
     state.admin_token = admin_token;
     state.trust = trust;
     let state = Arc::new(state);
