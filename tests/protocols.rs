@@ -20,13 +20,10 @@ async fn send(
     url: &str,
     request: &ClientRequest,
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut builder = http
-        .post(format!("{url}{}", request.path_and_query))
-        .body(request.body.clone());
-    for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let response = builder.send().await.expect("backend reachable");
+    let response = common::post(http, url, request)
+        .send()
+        .await
+        .expect("backend reachable");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("answer body").to_vec();

@@ -470,17 +470,15 @@ mod tests {
 
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of,
+    };
 
     fn typed(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
         headers.insert("ocp-apim-subscription-key", HeaderValue::from_static("k"));
         headers
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     const QUERY: &str = "?features=tags&api-version=2024-02-01";

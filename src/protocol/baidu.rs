@@ -410,7 +410,9 @@ fn find_image(fields: &[super::FormField]) -> Found<'_> {
 mod tests {
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of,
+    };
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request(
@@ -418,10 +420,6 @@ mod tests {
             &HeaderMap::new(),
             body,
         )
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     #[test]

@@ -653,39 +653,18 @@ impl<'a> Form<'a> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, Task, check_answer_cases, fixture};
-
-    /// Headers with the given content type.
-    fn typed(content_type: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
-        headers
-    }
-
-    fn headers_of(request: &ClientRequest) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &request.headers {
-            headers.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
-    }
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, Task, check_answer_cases, fixture, header_map, json_of,
+        typed,
+    };
 
     /// The multipart fixture and its headers (boundary `----WebKitFormBoundary7MA4YWxkTrZu0gW`).
     fn multipart_fixture() -> (HeaderMap, Vec<u8>) {
         let body = fixture("facepp_detect_request.multipart");
         let headers = typed("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW");
         (headers, body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     #[test]
@@ -775,7 +754,7 @@ mod tests {
             ),
             (detect_request(&image, Some(("key", "secret"))), Task::Faces),
         ] {
-            let headers = headers_of(&request);
+            let headers = header_map(&request.headers);
             let content_type = headers["content-type"].to_str().unwrap();
             assert!(content_type.starts_with("multipart/form-data; boundary=adacompress-"));
             let parsed =
@@ -787,7 +766,7 @@ mod tests {
             assert_eq!(slots[0].bytes(), Some(&image[..]));
         }
         let with_keys = scene_request(b"img", Some(("k", "s")));
-        let headers = headers_of(&with_keys);
+        let headers = header_map(&with_keys.headers);
         let boundary = multipart::boundary(headers["content-type"].to_str().unwrap()).unwrap();
         let form = multipart::parse(&with_keys.body, &boundary).unwrap();
         let names: Vec<_> = form.parts.iter().map(|p| p.name.as_deref()).collect();

@@ -602,7 +602,7 @@ fn as_float(value: &Value) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture, json_of};
 
     /// Labels with scores, best first.
     fn answer(labels: &[(&str, f32)]) -> Answer {
@@ -619,10 +619,6 @@ mod tests {
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request(PATH, &HeaderMap::new(), body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     /// A request body with one `requests[]` entry per given `image` object.

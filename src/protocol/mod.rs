@@ -1419,6 +1419,36 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
 }
 
+/// A JSON body as a value (tests only: panics on anything else).
+#[cfg(test)]
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
+/// Headers with just this content type (tests only).
+#[cfg(test)]
+fn typed(content_type: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        axum::http::HeaderValue::from_str(content_type).expect("a header value"),
+    );
+    headers
+}
+
+/// A header map from a client request's headers (tests only).
+#[cfg(test)]
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            axum::http::HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1492,18 +1522,6 @@ mod tests {
         );
         let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
         assert_eq!(names.join(", "), PROTOCOL_NAMES);
-    }
-
-    /// A header map from a client request's headers.
-    fn header_map(headers: &[(String, String)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                axum::http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
     }
 
     #[test]

@@ -430,7 +430,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture, json_of};
 
     fn target(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -440,10 +440,6 @@ mod tests {
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request("/", &target(TARGET), body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     fn header<'a>(response: &'a BackendResponse, name: &str) -> Option<&'a str> {

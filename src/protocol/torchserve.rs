@@ -428,21 +428,11 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, Proto
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
     use crate::protocol::multipart::NewPart;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
-
-    fn typed(content_type: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
-        headers
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
-    }
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of, typed,
+    };
 
     #[test]
     fn ping_and_owned_paths() {
