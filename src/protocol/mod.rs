@@ -31,6 +31,7 @@ pub mod facepp;
 pub mod google;
 pub mod kserve;
 pub mod multipart;
+mod one_image;
 pub mod rekognition;
 pub mod shape;
 pub mod torchserve;
@@ -1168,32 +1169,6 @@ fn labels_from(
             })
         })
         .collect()
-}
-
-/// For APIs with one image per request: the bytes replacing slot 0 (the last given wins),
-/// `None` when there is nothing to replace, and an error for any other slot index.
-fn single_replacement(replacements: &[(usize, Vec<u8>)]) -> Result<Option<&[u8]>, ProtocolError> {
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
-    Ok(replacements.last().map(|(_, bytes)| bytes.as_slice()))
-}
-
-/// Why `slot` cannot take new bytes (`None` when it holds an inline image).
-fn slot_not_replaceable(slot: &ImageSlot) -> Option<ProtocolError> {
-    let reason = match &slot.image {
-        SlotImage::Inline(_) => return None,
-        SlotImage::Remote(reference) => format!("it refers to {reference}"),
-        SlotImage::Unusable(why) => why.clone(),
-    };
-    Some(ProtocolError::NotReplaceable {
-        index: slot.index,
-        path: slot.path.clone(),
-        reason,
-    })
 }
 
 /// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
