@@ -22,8 +22,48 @@
 //!
 //! The API-specific details (field names, limits, error shapes) live in one file per API:
 //! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
-//! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe. This
-//! file holds the shared types and small shared helpers.
+//! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
+//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body.
+//! This file holds the shared types and small shared helpers.
+//!
+//! # Adding an API
+//!
+//! [`Protocol`] is still an enum that dispatches by `match`, not a trait, so an API is one file
+//! plus a line in each of the places below (the compiler points at every `match` but the
+//! lists marked *not checked*).
+//!
+//! In its own file, `src/protocol/<api>.rs`:
+//! - client side: `client_request` (the request for one image) and `parse_answer` (status and
+//!   body into an [`Answer`], or the API's error as a [`ProtocolError`]);
+//! - proxy side: what [`Protocol::recognize`] and [`Protocol::owner`] test (a `PATH` constant
+//!   or a path/header check), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
+//!   (the body with new bytes in the given slots, every other byte kept; return a
+//!   [`Rewritten`] when a header must change too);
+//! - backend side: `parse_backend_request` (a [`BackendRequest`]; a `Reply` struct of its own if
+//!   the renderer needs something from the request), `render_backend_response`,
+//!   `render_backend_error` and `render_throttled`, the last two through [`shape`];
+//! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
+//!
+//! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
+//! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
+//! renderer) and `single_replacement` / `slot_not_replaceable` (in `replace_images`).
+//!
+//! Wiring:
+//! - here: a [`Protocol`] variant with its serde name; [`Protocol::ALL`] (checked by the round
+//!   trip in `tests/protocols.rs`) and [`PROTOCOL_NAMES`] (*not checked*); an arm in
+//!   [`Protocol::name`], [`Protocol::max_image_bytes`], [`Protocol::max_images`],
+//!   [`Protocol::client_request`], [`Protocol::parse_answer`], [`Protocol::parse_answers`],
+//!   [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`] (and a
+//!   [`Reply`] variant), [`Protocol::render_backend_error`], [`Protocol::render_throttled`],
+//!   [`Protocol::extract_images`] and [`Protocol::replace_images`]; a branch in
+//!   [`Protocol::recognize`] and [`Protocol::owner`] (*not checked*);
+//! - [`shape`]: the API's content type, error body and error kind for each status the proxy
+//!   answers;
+//! - `src/backend/mod.rs`: its routes (`serve_as`; *not checked*);
+//! - tests: its place in `position` in `tests/protocols.rs` (the round trip over every
+//!   protocol), `expected_labels` there, its seeds in `request_seeds` in `tests/fuzz.rs` and
+//!   its error shape in `tests/errors.rs`;
+//! - a gRPC form only: `src/proxy/grpc.rs` and `src/backend/grpc.rs`.
 
 pub mod azure;
 pub mod baidu;
