@@ -8,11 +8,6 @@ use std::time::Duration;
 use adacompress::client::{CachedService, HttpService, VisionService};
 use adacompress::protocol::Protocol;
 use adacompress::store::{Outcome, Store};
-use base64::Engine;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// Our HTTP client against every API of the backend (the wire formats themselves are
 /// exercised in `tests/protocols.rs`).
@@ -58,9 +53,9 @@ async fn baidu_refusals_in_a_200_are_outcomes() {
 async fn google_batch_reports_per_image_errors() {
     let (url, _state, _stop) = common::spawn_backend().await;
     let body = serde_json::json!({"requests": [
-        {"image": {"content": b64(&common::photo("objects", "4.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 3}]},
-        {"image": {"content": b64(b"not an image at all")}, "features": [{"type": "LABEL_DETECTION"}]},
-        {"image": {"content": b64(&common::photo("objects", "35.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 5}]},
+        {"image": {"content": common::b64(&common::photo("objects", "4.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 3}]},
+        {"image": {"content": common::b64(b"not an image at all")}, "features": [{"type": "LABEL_DETECTION"}]},
+        {"image": {"content": common::b64(&common::photo("objects", "35.jpg"))}, "features": [{"type": "LABEL_DETECTION", "maxResults": 5}]},
     ]});
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/images:annotate"))
@@ -100,7 +95,7 @@ async fn bad_requests_get_clear_4xx() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("JSON"));
     // Over Google's 16 images per request: the message names the limit and the value.
-    let one = serde_json::json!({"image": {"content": b64(b"x")}});
+    let one = serde_json::json!({"image": {"content": common::b64(b"x")}});
     let many = serde_json::json!({"requests": vec![one; 17]});
     let resp = http
         .post(format!("{url}/v1/images:annotate"))
@@ -115,7 +110,7 @@ async fn bad_requests_get_clear_4xx() {
     let resp = http
         .post(format!("{url}/"))
         .header("content-type", "application/x-amz-json-1.1")
-        .body(serde_json::json!({"Image": {"Bytes": b64(b"x")}}).to_string())
+        .body(serde_json::json!({"Image": {"Bytes": common::b64(b"x")}}).to_string())
         .send()
         .await
         .unwrap();
@@ -125,7 +120,7 @@ async fn bad_requests_get_clear_4xx() {
         .post(format!("{url}/"))
         .header("x-amz-target", "RekognitionService.DetectLabels")
         .header("content-type", "application/x-amz-json-1.1")
-        .body(serde_json::json!({"Image": {"Bytes": b64(b"garbage")}}).to_string())
+        .body(serde_json::json!({"Image": {"Bytes": common::b64(b"garbage")}}).to_string())
         .send()
         .await
         .unwrap();
@@ -184,7 +179,8 @@ async fn saturated_backend_answers_429_instead_of_queueing() {
     cfg.concurrency = 1;
     cfg.queue = 0;
     let (url, state, _stop) = common::spawn_backend_with(cfg).await;
-    let image = serde_json::json!({"image": {"content": b64(&common::photo("street", "0.jpg"))}});
+    let image =
+        serde_json::json!({"image": {"content": common::b64(&common::photo("street", "0.jpg"))}});
     let batch = serde_json::json!({"requests": vec![image.clone(); 16]});
     let http = reqwest::Client::new();
     let long = {
@@ -285,7 +281,7 @@ async fn official_client_request_forms_get_labels() {
     let panda = common::photo("objects", "3.jpg");
     let http = reqwest::Client::new();
     let body = serde_json::json!({"requests": [{
-        "image": {"content": b64(&panda)},
+        "image": {"content": common::b64(&panda)},
         "features": [{"type": 4, "maxResults": 4}],
     }]});
     for query in ["?$alt=json;enum-encoding=int", "?alt=json", ""] {

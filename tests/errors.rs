@@ -69,11 +69,7 @@ fn state_with(
 
 /// One sample of the state's `/metrics` exposition (0 when absent).
 fn sample(s: &ProxyState, name: &str) -> f64 {
-    s.metrics
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&s.metrics.render(), name)
 }
 
 fn passthroughs(s: &ProxyState, reason: &str) -> f64 {

@@ -31,8 +31,11 @@
 //! - `ADACOMPRESS_HOSTILE_WRITE`: a folder; the corpus test writes every image there
 //!   (`scripts/hostile_corpus.sh`).
 
+mod common;
 #[path = "common/hostile.rs"]
 mod hostile;
+
+use common::{b64, fixture};
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -700,17 +703,6 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/protocol")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
 }
 
 /// A multipart body of `(name, filename, body)` parts with `boundary`.

@@ -25,14 +25,6 @@ async fn proxy(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Server {
     proxy_to(upstream, "hostile-state", tweak).await
 }
 
-/// The value of one un-labelled or labelled sample in the exposition (0 when absent).
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn first_street_photo() -> Vec<u8> {
     let mut names: Vec<String> = std::fs::read_dir(photos("street"))
         .unwrap()
@@ -152,11 +144,11 @@ async fn slow_clients_are_cut_off_within_the_configured_timeouts() {
     );
     let metrics = metrics_of(&p).await;
     assert!(
-        sample(&metrics, "adacompress_slow_clients_total{kind=\"header\"}") >= 1.0,
+        metric_value(&metrics, "adacompress_slow_clients_total{kind=\"header\"}") >= 1.0,
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, "adacompress_slow_clients_total{kind=\"body\"}"),
+        metric_value(&metrics, "adacompress_slow_clients_total{kind=\"body\"}"),
         1.0
     );
     // Ordinary traffic still flows.
@@ -192,8 +184,11 @@ async fn a_connection_flood_is_refused_clearly_and_the_admin_port_still_answers(
         "admin answers during a flood"
     );
     let metrics = metrics_of(&p).await;
-    assert!(sample(&metrics, "adacompress_refused_connections_total") >= 1.0);
-    assert_eq!(sample(&metrics, "adacompress_client_connections"), 8.0);
+    assert!(metric_value(&metrics, "adacompress_refused_connections_total") >= 1.0);
+    assert_eq!(
+        metric_value(&metrics, "adacompress_client_connections"),
+        8.0
+    );
     drop(held);
     // Slots free up as the flood ends.
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
@@ -239,7 +234,10 @@ async fn clients_that_hang_up_never_push_compression_past_the_worker_count() {
     let mut peak = 0.0f64;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
-        peak = peak.max(sample(&metrics_of(&p).await, "adacompress_busy_workers"));
+        peak = peak.max(metric_value(
+            &metrics_of(&p).await,
+            "adacompress_busy_workers",
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(peak >= 1.0, "the jobs did run");
@@ -280,7 +278,7 @@ async fn more_images_than_the_api_takes_go_up_as_sent_and_the_header_stays_short
     assert_eq!(action.split(',').count(), 4, "{action}");
     let metrics = metrics_of(&p).await;
     assert_eq!(
-        sample(
+        metric_value(
             &metrics,
             "adacompress_passthrough_total{reason=\"too_many_images\"}"
         ),
@@ -374,7 +372,7 @@ async fn an_oversized_answer_is_a_clear_502_and_connection_headers_stay_on_their
     );
     let metrics = metrics_of(&p).await;
     assert_eq!(
-        sample(
+        metric_value(
             &metrics,
             "adacompress_upstream_errors_total{kind=\"answer_too_large\"}"
         ),
@@ -493,7 +491,7 @@ async fn silent_and_half_http2_clients_are_cut_at_the_header_deadline() {
     }
     let metrics = metrics_of(&p).await;
     assert!(
-        sample(&metrics, "adacompress_slow_clients_total{kind=\"header\"}") >= 2.0,
+        metric_value(&metrics, "adacompress_slow_clients_total{kind=\"header\"}") >= 2.0,
         "{metrics}"
     );
     p.shutdown().await;

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use adacompress::backend::faces::FaceDetector;
 use adacompress::backend::{BackendConfig, DetectFaces};
+use adacompress::codec::{self, EncoderMode, Limits};
 use adacompress::protocol::{
-    Answer, ClientRequest, Protocol, ProtocolError, Region, facepp, kserve,
+    Answer, ClientRequest, Label, Protocol, ProtocolError, ProxyRequest, Region, facepp, kserve,
 };
+use adacompress::proxy::compress::ImageWire;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::Engine as _;
 
 /// Sends a client request to the backend at `url`: (status, headers, body).
@@ -20,13 +23,10 @@ async fn send(
     url: &str,
     request: &ClientRequest,
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut builder = http
-        .post(format!("{url}{}", request.path_and_query))
-        .body(request.body.clone());
-    for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let response = builder.send().await.expect("backend reachable");
+    let response = common::post(http, url, request)
+        .send()
+        .await
+        .expect("backend reachable");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("answer body").to_vec();
@@ -40,6 +40,147 @@ fn expected_labels(protocol: Protocol) -> usize {
         Protocol::Baidu | Protocol::FacePlusPlus | Protocol::TorchServe => 5,
         Protocol::GoogleVision | Protocol::Rekognition | Protocol::Azure | Protocol::KServe => 10,
     }
+}
+
+/// Where each protocol sits in [`Protocol::ALL`]. No wildcard on purpose: a new variant does
+/// not compile until it has a position here, and the round trip below fails until
+/// `Protocol::ALL` holds it at that position.
+fn position(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::GoogleVision => 0,
+        Protocol::Rekognition => 1,
+        Protocol::Baidu => 2,
+        Protocol::FacePlusPlus => 3,
+        Protocol::Azure => 4,
+        Protocol::KServe => 5,
+        Protocol::TorchServe => 6,
+    }
+}
+
+/// `request`'s headers with `changes` applied (same name replaced), as a list and as a map.
+fn with_headers(
+    request: &[(String, String)],
+    changes: &[(String, String)],
+) -> (Vec<(String, String)>, HeaderMap) {
+    let mut list: Vec<(String, String)> = request
+        .iter()
+        .filter(|(name, _)| !changes.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+        .cloned()
+        .collect();
+    list.extend(changes.iter().cloned());
+    let mut map = HeaderMap::new();
+    for (name, value) in &list {
+        map.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    (list, map)
+}
+
+/// One round trip per protocol, every layer an API adapter has: the request its client sends
+/// with a real JPEG is recognised by the proxy, its image extracted through the proxy's
+/// [`ImageWire`] (the bytes sent), replaced by a smaller JPEG; the rewritten request parses on
+/// the backend side with the new bytes, the backend's rendering of an answer parses back into
+/// the same labels, and the real local backend on loopback answers the rewritten request
+/// with labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_round_trips_through_proxy_and_backend() {
+    let (url, state, _stop) = common::spawn_backend().await;
+    let http = reqwest::Client::new();
+    let original = common::photo("objects", "2.jpg");
+    let decoded = codec::decode(&original, &Limits::default()).expect("the photo decodes");
+    let smaller = codec::encode_jpeg(&decoded.image, 30, EncoderMode::FastOptimized)
+        .expect("re-encodes at q30");
+    assert!(smaller.len() < original.len());
+    let rendered_answer = Answer::new(vec![
+        Label {
+            name: "African elephant".to_owned(),
+            score: 0.875,
+        },
+        Label {
+            name: "tusker".to_owned(),
+            score: 0.125,
+        },
+    ]);
+    for (i, protocol) in Protocol::ALL.into_iter().enumerate() {
+        assert_eq!(
+            position(protocol),
+            i,
+            "{protocol} is not at its place in ALL"
+        );
+        let wire: &dyn ImageWire = &protocol;
+
+        // Proxy side: recognise, extract, replace.
+        let request = protocol.client_request(&original, 10);
+        let (_, headers) = with_headers(&request.headers, &[]);
+        let path = request.path_and_query.as_str();
+        assert_eq!(
+            Protocol::recognize(&Method::POST, path, &headers),
+            Some(protocol)
+        );
+        let sent = ProxyRequest {
+            path_and_query: path,
+            headers: &headers,
+            body: &request.body,
+        };
+        let slots = wire
+            .extract_images(&sent)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert_eq!(slots.len(), 1, "{protocol}");
+        assert_eq!(slots[0].bytes(), Some(&original[..]), "{protocol}");
+        let rewritten = wire
+            .replace_images(&sent, &[(0, smaller.clone())])
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let (new_list, new_headers) = with_headers(&request.headers, &rewritten.headers);
+        assert_eq!(
+            Protocol::recognize(&Method::POST, path, &new_headers),
+            Some(protocol)
+        );
+
+        // Backend side, in process: the new bytes parse; a rendered answer parses back.
+        let parsed = protocol
+            .parse_backend_request(path, &new_headers, &rewritten.body)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert_eq!(parsed.images.len(), 1, "{protocol}");
+        let image = parsed.images[0]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert_eq!(image.bytes, smaller, "{protocol}");
+        let rendered =
+            protocol.render_backend_response(&parsed.reply, vec![Ok(rendered_answer.clone())]);
+        let back = protocol
+            .parse_answer(rendered.status.as_u16(), &rendered.body)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert_eq!(
+            back.labels.len(),
+            rendered_answer.labels.len(),
+            "{protocol}"
+        );
+        for (got, want) in back.labels.iter().zip(&rendered_answer.labels) {
+            assert_eq!(got.name, want.name, "{protocol}");
+            assert!((got.score - want.score).abs() < 1e-3, "{protocol}: {got:?}");
+        }
+
+        // On the wire: the real backend answers the rewritten request with labels.
+        let upload = ClientRequest {
+            path_and_query: request.path_and_query.clone(),
+            headers: new_list,
+            body: rewritten.body,
+        };
+        let (status, _, body) = send(&http, &url, &upload).await;
+        assert_eq!(
+            status,
+            200,
+            "{protocol}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let answer = protocol
+            .parse_answer(status, &body)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert!(!answer.labels.is_empty(), "{protocol}: {answer:?}");
+    }
+    assert_eq!(state.images_classified(), Protocol::ALL.len() as u64);
 }
 
 /// The elephant photo through every API gives Google's top-1, with scores in `0..=1`.

@@ -96,12 +96,8 @@ async fn send(
     extra: &[(&str, &str)],
 ) -> (reqwest::Response, Vec<u8>) {
     let req = protocol.client_request(image, 5);
-    let mut b = reqwest::Client::new()
-        .post(format!("http://{}{}", proxy.proxy_addr, req.path_and_query))
-        .body(req.body.clone());
-    for (k, v) in &req.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
+    let base = format!("http://{}", proxy.proxy_addr);
+    let mut b = post(&reqwest::Client::new(), &base, &req);
     for (k, v) in extra {
         b = b.header(*k, *v);
     }

@@ -30,10 +30,11 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, content_type_text, describe, excerpt, is_success, labels_from,
-    media_type, parse_json, single_replacement, slot_not_replaceable, wire_number,
+    media_type, parse_json, wire_number,
 };
 
 /// The path of the analyze operation.
@@ -193,16 +194,7 @@ pub fn parse_backend_request(
             got: describe(&Value::String((*other).to_owned())),
         });
     }
-    let bytes = match read_body(headers, body)? {
-        Found::Raw(bytes) => bytes,
-        Found::Url(reference) => {
-            return Err(ProtocolError::RemoteImage {
-                path: "url".to_owned(),
-                reference,
-            });
-        }
-        Found::Missing(err) => return Err(err),
-    };
+    let bytes = read_body(headers, body)?.inline()?;
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ProtocolError::ImageTooLarge {
             limit: MAX_IMAGE_BYTES,
@@ -234,14 +226,8 @@ pub fn render_backend_response(
     reply: &Reply,
     results: Vec<Result<Answer, ImageProblem>>,
 ) -> BackendResponse {
-    let count = results.len();
-    let mut results = results.into_iter();
-    let result = match (results.next(), count) {
-        (Some(result), 1) => result,
-        _ => {
-            tracing::error!(count, "Azure answers exactly one image");
-            return internal_error();
-        }
+    let Some(result) = only_result("Azure", results) else {
+        return internal_error();
     };
     match result {
         Ok(answer) => {
@@ -377,16 +363,10 @@ fn internal_error() -> BackendResponse {
 /// Errors on a content type that is neither raw bytes nor JSON, or a JSON body that is not
 /// an object.
 pub fn extract_images(headers: &HeaderMap, body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
-    let (path, image) = match read_body(headers, body)? {
-        Found::Raw(bytes) => ("body", SlotImage::Inline(bytes.to_vec())),
-        Found::Url(reference) => ("url", SlotImage::Remote(reference)),
-        Found::Missing(err) => ("body", SlotImage::Unusable(err.to_string())),
-    };
-    Ok(vec![ImageSlot {
-        index: 0,
-        path: path.to_owned(),
-        image,
-    }])
+    let slot = read_body(headers, body)?.slot("url", "body", |bytes| {
+        ("body", SlotImage::Inline(bytes.to_vec()))
+    });
+    Ok(vec![slot])
 }
 
 /// The new image as the whole body (slot 0 is the only slot): see
@@ -406,19 +386,9 @@ pub fn replace_images(
     }
 }
 
-/// What the body holds.
-enum Found<'a> {
-    /// Raw image bytes.
-    Raw(&'a [u8]),
-    /// A JSON body's `url`.
-    Url(String),
-    /// Nothing; the error says so.
-    Missing(ProtocolError),
-}
-
 /// Reads the body by its content type: `application/octet-stream` and `image/*` are raw
 /// bytes, `application/json` is `{"url": …}`; anything else (or none) is an error.
-fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, ProtocolError> {
+fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>, ProtocolError> {
     match media_type(headers).as_deref() {
         Some(OCTET_STREAM) => {}
         Some(kind) if kind.starts_with("image/") => {}
@@ -432,7 +402,10 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, Proto
                 });
             }
             return Ok(match doc.get("url") {
-                Some(Value::String(url)) if !url.is_empty() => Found::Url(url.clone()),
+                Some(Value::String(url)) if !url.is_empty() => Found::Remote {
+                    path: "url".to_owned(),
+                    reference: url.clone(),
+                },
                 None | Some(Value::Null) | Some(Value::String(_)) => {
                     Found::Missing(ProtocolError::MissingField {
                         path: "url".to_owned(),
@@ -461,7 +434,7 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, Proto
             fields: "image bytes nor url",
         }));
     }
-    Ok(Found::Raw(body))
+    Ok(Found::Inline(body))
 }
 
 #[cfg(test)]
@@ -470,17 +443,15 @@ mod tests {
 
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of,
+    };
 
     fn typed(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
         headers.insert("ocp-apim-subscription-key", HeaderValue::from_static("k"));
         headers
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     const QUERY: &str = "?features=tags&api-version=2024-02-01";

@@ -31,11 +31,11 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
-    form_fields, is_success, labels_from, parse_json, single_replacement, slot_not_replaceable,
-    splice, wire_number,
+    form_fields, is_success, labels_from, parse_json, splice, wire_number,
 };
 
 /// The path of `advanced_general`.
@@ -181,24 +181,14 @@ pub fn parse_backend_request(
                 })?
         }
     };
-    let bytes = match find_image(&fields) {
-        Found::Image(text) => {
-            if text.len() > MAX_BASE64_BYTES {
-                return Err(ProtocolError::ImageTooLarge {
-                    limit: MAX_BASE64_BYTES,
-                    actual: text.len(),
-                });
-            }
-            decode_form_base64(text, || "image".to_owned())?
-        }
-        Found::Url(reference) => {
-            return Err(ProtocolError::RemoteImage {
-                path: "url".to_owned(),
-                reference: reference.to_owned(),
-            });
-        }
-        Found::Missing(err) => return Err(err),
-    };
+    let text = find_image(&fields).inline()?;
+    if text.len() > MAX_BASE64_BYTES {
+        return Err(ProtocolError::ImageTooLarge {
+            limit: MAX_BASE64_BYTES,
+            actual: text.len(),
+        });
+    }
+    let bytes = decode_form_base64(text, || "image".to_owned())?;
     Ok(BackendRequest {
         images: vec![Ok(BackendImage {
             bytes,
@@ -218,14 +208,8 @@ pub fn render_backend_response(
     reply: &Reply,
     results: Vec<Result<Answer, ImageProblem>>,
 ) -> BackendResponse {
-    let count = results.len();
-    let mut results = results.into_iter();
-    let result = match (results.next(), count) {
-        (Some(result), 1) => result,
-        _ => {
-            tracing::error!(count, "Baidu answers exactly one image");
-            return error_response(code::INTERNAL, None);
-        }
+    let Some(result) = only_result("Baidu", results) else {
+        return error_response(code::INTERNAL, None);
     };
     match result {
         Ok(answer) => {
@@ -333,22 +317,14 @@ fn fresh_log_id() -> u64 {
 /// Any body reads as a form, unless it has more than [`super::MAX_FORM_FIELDS`] fields.
 pub fn extract_images(body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
     let fields = form_fields(body)?;
-    let (path, image) = match find_image(&fields) {
-        Found::Image(text) => (
-            "image",
-            match decode_form_base64(text, || "image".to_owned()) {
-                Ok(bytes) => SlotImage::Inline(bytes),
-                Err(err) => SlotImage::Unusable(err.to_string()),
-            },
-        ),
-        Found::Url(reference) => ("url", SlotImage::Remote(reference.to_owned())),
-        Found::Missing(err) => ("image", SlotImage::Unusable(err.to_string())),
-    };
-    Ok(vec![ImageSlot {
-        index: 0,
-        path: path.to_owned(),
-        image,
-    }])
+    let slot = find_image(&fields).slot("url", "image", |text| {
+        let image = match decode_form_base64(text, || "image".to_owned()) {
+            Ok(bytes) => SlotImage::Inline(bytes),
+            Err(err) => SlotImage::Unusable(err.to_string()),
+        };
+        ("image", image)
+    });
+    Ok(vec![slot])
 }
 
 /// The body with the `image` value replaced (slot 0 is the only slot): see
@@ -378,18 +354,9 @@ pub fn replace_images(
     Ok(splice(body, field.value_range.clone(), value.as_bytes()))
 }
 
-/// Where the request's image is.
-enum Found<'a> {
-    /// The (form-decoded) base64 text of the first non-empty `image`.
-    Image(&'a str),
-    /// The first non-empty `url`.
-    Url(&'a str),
-    /// Neither; the error says so.
-    Missing(ProtocolError),
-}
-
-/// Finds the image among the form fields: `image` wins over `url`.
-fn find_image(fields: &[super::FormField]) -> Found<'_> {
+/// Finds the image among the form fields: the (form-decoded) base64 text of the first
+/// non-empty `image` wins over the first non-empty `url`.
+fn find_image(fields: &[super::FormField]) -> Found<&str> {
     let first = |name: &str| {
         fields
             .iter()
@@ -397,8 +364,11 @@ fn find_image(fields: &[super::FormField]) -> Found<'_> {
             .map(|f| f.value.as_str())
     };
     match (first("image"), first("url")) {
-        (Some(text), _) => Found::Image(text),
-        (None, Some(url)) => Found::Url(url),
+        (Some(text), _) => Found::Inline(text),
+        (None, Some(url)) => Found::Remote {
+            path: "url".to_owned(),
+            reference: url.to_owned(),
+        },
         (None, None) => Found::Missing(ProtocolError::NoImage {
             path: "request body".to_owned(),
             fields: "image nor url",
@@ -410,7 +380,9 @@ fn find_image(fields: &[super::FormField]) -> Found<'_> {
 mod tests {
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of,
+    };
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request(
@@ -418,10 +390,6 @@ mod tests {
             &HeaderMap::new(),
             body,
         )
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     #[test]

@@ -41,11 +41,12 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use super::multipart::{self, Multipart, NewPart};
+use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
     ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
     encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
-    media_type, parse_json, single_replacement, slot_not_replaceable, splice, wire_number,
+    media_type, parse_json, splice, wire_number,
 };
 
 /// The path of face detection.
@@ -270,16 +271,9 @@ pub fn parse_backend_request(
             expected: "`POST /facepp/v3/detect` or `POST /imagepp/beta/detectsceneandobject`",
         })?;
     let form = Form::read(headers, body)?;
-    let bytes = match form.find_image() {
-        Found::File { bytes, .. } => bytes.to_vec(),
-        Found::Base64 { text, .. } => decode_form_base64(&text, || "image_base64".to_owned())?,
-        Found::Url(reference) => {
-            return Err(ProtocolError::RemoteImage {
-                path: "image_url".to_owned(),
-                reference,
-            });
-        }
-        Found::Missing(err) => return Err(err),
+    let bytes = match form.find_image().inline()? {
+        Image::File { bytes, .. } => bytes.to_vec(),
+        Image::Base64 { text, .. } => decode_form_base64(&text, || "image_base64".to_owned())?,
     };
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ProtocolError::ImageTooLarge {
@@ -316,14 +310,8 @@ pub fn render_backend_response(
     reply: &Reply,
     results: Vec<Result<Answer, ImageProblem>>,
 ) -> BackendResponse {
-    let count = results.len();
-    let mut results = results.into_iter();
-    let result = match (results.next(), count) {
-        (Some(result), 1) => result,
-        _ => {
-            tracing::error!(count, "Face++ answers exactly one image");
-            return internal_error();
-        }
+    let Some(result) = only_result("Face++", results) else {
+        return internal_error();
     };
     let answer = match result {
         Ok(answer) => answer,
@@ -487,24 +475,17 @@ pub fn extract_images(headers: &HeaderMap, body: &[u8]) -> Result<Vec<ImageSlot>
 }
 
 /// The slot for what [`Form::find_image`] found.
-fn slot_of(found: &Found<'_>) -> ImageSlot {
-    let (path, image) = match found {
-        Found::File { bytes, .. } => ("image_file", SlotImage::Inline(bytes.to_vec())),
-        Found::Base64 { text, .. } => (
+fn slot_of(found: &Found<Image<'_>>) -> ImageSlot {
+    found.slot("image_url", "image_file", |image| match image {
+        Image::File { bytes, .. } => ("image_file", SlotImage::Inline(bytes.to_vec())),
+        Image::Base64 { text, .. } => (
             "image_base64",
             match decode_form_base64(text, || "image_base64".to_owned()) {
                 Ok(bytes) => SlotImage::Inline(bytes),
                 Err(err) => SlotImage::Unusable(err.to_string()),
             },
         ),
-        Found::Url(reference) => ("image_url", SlotImage::Remote(reference.clone())),
-        Found::Missing(err) => ("image_file", SlotImage::Unusable(err.to_string())),
-    };
-    ImageSlot {
-        index: 0,
-        path: path.to_owned(),
-        image,
-    }
+    })
 }
 
 /// The body with the image replaced (slot 0 is the only slot): see
@@ -530,23 +511,23 @@ pub fn replace_images(
         reason,
     };
     match (&form, &found) {
-        (Form::Multipart(parts), Found::File { part, .. }) => parts
+        (Form::Multipart(parts), Found::Inline(Image::File { part, .. })) => parts
             .replace(&[(*part, bytes)])
             .map_err(|err| not_replaceable(err.to_string())),
         (
             Form::Multipart(parts),
-            Found::Base64 {
+            Found::Inline(Image::Base64 {
                 at: At::Part(part), ..
-            },
+            }),
         ) => parts
             .replace(&[(*part, encode_base64(bytes).as_bytes())])
             .map_err(|err| not_replaceable(err.to_string())),
         (
             Form::Urlencoded(_),
-            Found::Base64 {
+            Found::Inline(Image::Base64 {
                 at: At::Value(range),
                 ..
-            },
+            }),
         ) => {
             let value = form_encode(&encode_base64(bytes));
             Ok(splice(body, range.clone(), value.as_bytes()))
@@ -571,8 +552,8 @@ enum At {
     Value(std::ops::Range<usize>),
 }
 
-/// Where the request's image is.
-enum Found<'a> {
+/// The request's inline image.
+enum Image<'a> {
     /// A multipart `image_file` part.
     File {
         /// Index of the part.
@@ -587,10 +568,6 @@ enum Found<'a> {
         /// Its text.
         text: String,
     },
-    /// An `image_url`.
-    Url(String),
-    /// No image; the error says so.
-    Missing(ProtocolError),
 }
 
 impl<'a> Form<'a> {
@@ -629,20 +606,23 @@ impl<'a> Form<'a> {
     }
 
     /// The image by Face++'s precedence: `image_file`, `image_base64`, `image_url`.
-    fn find_image(&self) -> Found<'_> {
+    fn find_image(&self) -> Found<Image<'_>> {
         if let (Form::Multipart(_), Some((At::Part(part), bytes))) =
             (self, self.field("image_file"))
         {
-            return Found::File { part, bytes };
+            return Found::Inline(Image::File { part, bytes });
         }
         if let Some((at, text)) = self.field("image_base64") {
-            return Found::Base64 {
+            return Found::Inline(Image::Base64 {
                 at,
                 text: String::from_utf8_lossy(text).trim().to_owned(),
-            };
+            });
         }
         if let Some((_, url)) = self.field("image_url") {
-            return Found::Url(String::from_utf8_lossy(url).into_owned());
+            return Found::Remote {
+                path: "image_url".to_owned(),
+                reference: String::from_utf8_lossy(url).into_owned(),
+            };
         }
         Found::Missing(ProtocolError::NoImage {
             path: "request body".to_owned(),
@@ -653,39 +633,18 @@ impl<'a> Form<'a> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, Task, check_answer_cases, fixture};
-
-    /// Headers with the given content type.
-    fn typed(content_type: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
-        headers
-    }
-
-    fn headers_of(request: &ClientRequest) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &request.headers {
-            headers.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
-    }
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, Task, check_answer_cases, fixture, header_map, json_of,
+        typed,
+    };
 
     /// The multipart fixture and its headers (boundary `----WebKitFormBoundary7MA4YWxkTrZu0gW`).
     fn multipart_fixture() -> (HeaderMap, Vec<u8>) {
         let body = fixture("facepp_detect_request.multipart");
         let headers = typed("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW");
         (headers, body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     #[test]
@@ -775,7 +734,7 @@ mod tests {
             ),
             (detect_request(&image, Some(("key", "secret"))), Task::Faces),
         ] {
-            let headers = headers_of(&request);
+            let headers = header_map(&request.headers);
             let content_type = headers["content-type"].to_str().unwrap();
             assert!(content_type.starts_with("multipart/form-data; boundary=adacompress-"));
             let parsed =
@@ -787,7 +746,7 @@ mod tests {
             assert_eq!(slots[0].bytes(), Some(&image[..]));
         }
         let with_keys = scene_request(b"img", Some(("k", "s")));
-        let headers = headers_of(&with_keys);
+        let headers = header_map(&with_keys.headers);
         let boundary = multipart::boundary(headers["content-type"].to_str().unwrap()).unwrap();
         let form = multipart::parse(&with_keys.body, &boundary).unwrap();
         let names: Vec<_> = form.parts.iter().map(|p| p.name.as_deref()).collect();

@@ -34,6 +34,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::one_image::Found;
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
@@ -240,19 +241,15 @@ pub fn parse_backend_request(
         .enumerate()
         .map(|(i, request)| {
             let max_labels = max_labels_of(i, request)?;
-            let image = match find_image(i, request)? {
-                Found::Content { path, text } => decode_base64(text, || path)
-                    .map(|bytes| BackendImage {
-                        bytes,
-                        max_labels,
-                        min_score: 0.0,
-                    })
-                    .map_err(ImageProblem::from),
-                Found::Remote { path, reference } => {
-                    Err(ProtocolError::RemoteImage { path, reference }.into())
-                }
-                Found::Missing(err) => Err(err.into()),
-            };
+            let image = find_image(i, request)?
+                .inline()
+                .and_then(|(path, text)| decode_base64(text, || path))
+                .map(|bytes| BackendImage {
+                    bytes,
+                    max_labels,
+                    min_score: 0.0,
+                })
+                .map_err(ImageProblem::from);
             Ok(image)
         })
         .collect::<Result<Vec<_>, ProtocolError>>()?;
@@ -406,7 +403,7 @@ fn locate_slots(doc: &Value) -> Result<Vec<LocatedSlot>, ProtocolError> {
         .map(|(i, request)| {
             let path = format!("requests[{i}].image");
             let (image, content_pointer) = match find_image(i, request)? {
-                Found::Content { path, text } => match decode_base64(text, || path) {
+                Found::Inline((path, text)) => match decode_base64(text, || path) {
                     Ok(bytes) => (
                         SlotImage::Inline(bytes),
                         Some(format!("/requests/{i}/image/content")),
@@ -442,28 +439,9 @@ fn requests_of(doc: &Value) -> Result<&Vec<Value>, ProtocolError> {
         })
 }
 
-/// Where the image of `requests[i]` is.
-enum Found<'a> {
-    /// Inline base64 at `path`.
-    Content {
-        /// JSON path of the string.
-        path: String,
-        /// The base64 text.
-        text: &'a str,
-    },
-    /// A URL or Cloud Storage object at `path`.
-    Remote {
-        /// JSON path of the reference.
-        path: String,
-        /// The URL or `gs://` name.
-        reference: String,
-    },
-    /// No image at all; the error says so.
-    Missing(ProtocolError),
-}
-
-/// Finds the image of `requests[i]`; wrong types are request-level errors.
-fn find_image(i: usize, request: &Value) -> Result<Found<'_>, ProtocolError> {
+/// Finds the image of `requests[i]`: inline base64 as (JSON path, text), or a URL or Cloud
+/// Storage object; wrong types are request-level errors.
+fn find_image(i: usize, request: &Value) -> Result<Found<(String, &str)>, ProtocolError> {
     let base = format!("requests[{i}]");
     if !request.is_object() {
         return Err(ProtocolError::InvalidValue {
@@ -490,10 +468,7 @@ fn find_image(i: usize, request: &Value) -> Result<Found<'_>, ProtocolError> {
     }
     match image.get("content") {
         Some(Value::String(text)) if !text.is_empty() => {
-            return Ok(Found::Content {
-                path: format!("{base}.image.content"),
-                text,
-            });
+            return Ok(Found::Inline((format!("{base}.image.content"), text)));
         }
         Some(Value::String(_) | Value::Null) | None => {}
         Some(other) => {
@@ -602,7 +577,7 @@ fn as_float(value: &Value) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture, json_of};
 
     /// Labels with scores, best first.
     fn answer(labels: &[(&str, f32)]) -> Answer {
@@ -619,10 +594,6 @@ mod tests {
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request(PATH, &HeaderMap::new(), body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     /// A request body with one `requests[]` entry per given `image` object.

@@ -1219,7 +1219,9 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of,
+    };
 
     const JPEG_A: &[u8] = b"\xff\xd8\xff\xe0 first image \xff\xd9";
     const PNG_B: &[u8] = b"\x89PNG\r\n\x1a\n second image";
@@ -1310,10 +1312,6 @@ mod tests {
         .to_string();
         let body = [header.as_bytes(), &prompt, &floats, &images].concat();
         (length_header(header.len()), body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     #[test]

@@ -22,8 +22,48 @@
 //!
 //! The API-specific details (field names, limits, error shapes) live in one file per API:
 //! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
-//! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe. This
-//! file holds the shared types and small shared helpers.
+//! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
+//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body.
+//! This file holds the shared types and small shared helpers.
+//!
+//! # Adding an API
+//!
+//! [`Protocol`] is still an enum that dispatches by `match`, not a trait, so an API is one file
+//! plus a line in each of the places below (the compiler points at every `match` but the
+//! lists marked *not checked*).
+//!
+//! In its own file, `src/protocol/<api>.rs`:
+//! - client side: `client_request` (the request for one image) and `parse_answer` (status and
+//!   body into an [`Answer`], or the API's error as a [`ProtocolError`]);
+//! - proxy side: what [`Protocol::recognize`] and [`Protocol::owner`] test (a `PATH` constant
+//!   or a path/header check), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
+//!   (the body with new bytes in the given slots, every other byte kept; return a
+//!   [`Rewritten`] when a header must change too);
+//! - backend side: `parse_backend_request` (a [`BackendRequest`]; a `Reply` struct of its own if
+//!   the renderer needs something from the request), `render_backend_response`,
+//!   `render_backend_error` and `render_throttled`, the last two through [`shape`];
+//! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
+//!
+//! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
+//! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
+//! renderer) and `single_replacement` / `slot_not_replaceable` (in `replace_images`).
+//!
+//! Wiring:
+//! - here: a [`Protocol`] variant with its serde name; [`Protocol::ALL`] (checked by the round
+//!   trip in `tests/protocols.rs`) and [`PROTOCOL_NAMES`] (*not checked*); an arm in
+//!   [`Protocol::name`], [`Protocol::max_image_bytes`], [`Protocol::max_images`],
+//!   [`Protocol::client_request`], [`Protocol::parse_answer`], [`Protocol::parse_answers`],
+//!   [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`] (and a
+//!   [`Reply`] variant), [`Protocol::render_backend_error`], [`Protocol::render_throttled`],
+//!   [`Protocol::extract_images`] and [`Protocol::replace_images`]; a branch in
+//!   [`Protocol::recognize`] and [`Protocol::owner`] (*not checked*);
+//! - [`shape`]: the API's content type, error body and error kind for each status the proxy
+//!   answers;
+//! - `src/backend/mod.rs`: its routes (`serve_as`; *not checked*);
+//! - tests: its place in `position` in `tests/protocols.rs` (the round trip over every
+//!   protocol), `expected_labels` there, its seeds in `request_seeds` in `tests/fuzz.rs` and
+//!   its error shape in `tests/errors.rs`;
+//! - a gRPC form only: `src/proxy/grpc.rs` and `src/backend/grpc.rs`.
 
 pub mod azure;
 pub mod baidu;
@@ -31,6 +71,7 @@ pub mod facepp;
 pub mod google;
 pub mod kserve;
 pub mod multipart;
+mod one_image;
 pub mod rekognition;
 pub mod shape;
 pub mod torchserve;
@@ -1170,32 +1211,6 @@ fn labels_from(
         .collect()
 }
 
-/// For APIs with one image per request: the bytes replacing slot 0 (the last given wins),
-/// `None` when there is nothing to replace, and an error for any other slot index.
-fn single_replacement(replacements: &[(usize, Vec<u8>)]) -> Result<Option<&[u8]>, ProtocolError> {
-    if let Some((index, _)) = replacements.iter().find(|(index, _)| *index != 0) {
-        return Err(ProtocolError::NoSuchSlot {
-            index: *index,
-            count: 1,
-        });
-    }
-    Ok(replacements.last().map(|(_, bytes)| bytes.as_slice()))
-}
-
-/// Why `slot` cannot take new bytes (`None` when it holds an inline image).
-fn slot_not_replaceable(slot: &ImageSlot) -> Option<ProtocolError> {
-    let reason = match &slot.image {
-        SlotImage::Inline(_) => return None,
-        SlotImage::Remote(reference) => format!("it refers to {reference}"),
-        SlotImage::Unusable(why) => why.clone(),
-    };
-    Some(ProtocolError::NotReplaceable {
-        index: slot.index,
-        path: slot.path.clone(),
-        reason,
-    })
-}
-
 /// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).
 /// A score that is not a number (NaN, as KServe's binary FP32 data can carry) counts as 0:
 /// it must neither pass the range nor break the ordering of labels.
@@ -1419,6 +1434,36 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
 }
 
+/// A JSON body as a value (tests only: panics on anything else).
+#[cfg(test)]
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
+/// Headers with just this content type (tests only).
+#[cfg(test)]
+fn typed(content_type: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        axum::http::HeaderValue::from_str(content_type).expect("a header value"),
+    );
+    headers
+}
+
+/// A header map from a client request's headers (tests only).
+#[cfg(test)]
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            axum::http::HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1492,18 +1537,6 @@ mod tests {
         );
         let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
         assert_eq!(names.join(", "), PROTOCOL_NAMES);
-    }
-
-    /// A header map from a client request's headers.
-    fn header_map(headers: &[(String, String)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                axum::http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
     }
 
     #[test]

@@ -29,6 +29,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::one_image::{Found, only_result};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
@@ -170,16 +171,8 @@ pub fn parse_backend_request(
                 got: describe(value),
             })?,
     };
-    let bytes = match find_image(&doc)? {
-        Found::Bytes(text) => decode_base64(text, || "Image.Bytes".to_owned())?,
-        Found::S3(reference) => {
-            return Err(ProtocolError::RemoteImage {
-                path: "Image.S3Object".to_owned(),
-                reference,
-            });
-        }
-        Found::Missing(err) => return Err(err),
-    };
+    let text = find_image(&doc)?.inline()?;
+    let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ProtocolError::ImageTooLarge {
             limit: MAX_IMAGE_BYTES,
@@ -218,14 +211,8 @@ fn check_target(headers: &HeaderMap) -> Result<(), ProtocolError> {
 /// `Parents`); `Err` becomes the matching error response (an undecodable image is
 /// `InvalidImageFormatException`). Anything but one result is our bug: a logged 500.
 pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> BackendResponse {
-    let count = results.len();
-    let mut results = results.into_iter();
-    let result = match (results.next(), count) {
-        (Some(result), 1) => result,
-        _ => {
-            tracing::error!(count, "Rekognition answers exactly one image");
-            return internal_error();
-        }
+    let Some(result) = only_result("Rekognition", results) else {
+        return internal_error();
     };
     match result {
         Ok(answer) => {
@@ -358,11 +345,11 @@ fn locate_slot(doc: &Value) -> Result<LocatedSlot, ProtocolError> {
         });
     }
     let (image, content_pointer) = match find_image(doc)? {
-        Found::Bytes(text) => match decode_base64(text, || "Image.Bytes".to_owned()) {
+        Found::Inline(text) => match decode_base64(text, || "Image.Bytes".to_owned()) {
             Ok(bytes) => (SlotImage::Inline(bytes), Some("/Image/Bytes".to_owned())),
             Err(err) => (SlotImage::Unusable(err.to_string()), None),
         },
-        Found::S3(reference) => (SlotImage::Remote(reference), None),
+        Found::Remote { reference, .. } => (SlotImage::Remote(reference), None),
         Found::Missing(err) => (SlotImage::Unusable(err.to_string()), None),
     };
     Ok(LocatedSlot {
@@ -375,18 +362,9 @@ fn locate_slot(doc: &Value) -> Result<LocatedSlot, ProtocolError> {
     })
 }
 
-/// Where the request's image is.
-enum Found<'a> {
-    /// Inline base64 in `Image.Bytes`.
-    Bytes(&'a str),
-    /// An S3 object, as `s3://bucket/name` (with `?versionId=` when given).
-    S3(String),
-    /// No image at all; the error says so.
-    Missing(ProtocolError),
-}
-
-/// Finds the request's image; wrong types are request-level errors.
-fn find_image(doc: &Value) -> Result<Found<'_>, ProtocolError> {
+/// Finds the request's image: the base64 text of `Image.Bytes`, or an S3 object as
+/// `s3://bucket/name` (with `?versionId=` when given); wrong types are request-level errors.
+fn find_image(doc: &Value) -> Result<Found<&str>, ProtocolError> {
     let Some(image) = doc.get("Image") else {
         return Ok(Found::Missing(ProtocolError::MissingField {
             path: "Image".to_owned(),
@@ -400,7 +378,7 @@ fn find_image(doc: &Value) -> Result<Found<'_>, ProtocolError> {
         });
     }
     match image.get("Bytes") {
-        Some(Value::String(text)) => return Ok(Found::Bytes(text)),
+        Some(Value::String(text)) => return Ok(Found::Inline(text)),
         Some(Value::Null) | None => {}
         Some(other) => {
             return Err(ProtocolError::InvalidValue {
@@ -416,7 +394,10 @@ fn find_image(doc: &Value) -> Result<Found<'_>, ProtocolError> {
         if !part("Version").is_empty() {
             reference = format!("{reference}?versionId={}", part("Version"));
         }
-        return Ok(Found::S3(reference));
+        return Ok(Found::Remote {
+            path: "Image.S3Object".to_owned(),
+            reference,
+        });
     }
     Ok(Found::Missing(ProtocolError::NoImage {
         path: "Image".to_owned(),
@@ -430,7 +411,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::Label;
-    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture};
+    use crate::protocol::{AnswerCase, Protocol, check_answer_cases, fixture, json_of};
 
     fn target(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -440,10 +421,6 @@ mod tests {
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
         parse_backend_request("/", &target(TARGET), body)
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
     }
 
     fn header<'a>(response: &'a BackendResponse, name: &str) -> Option<&'a str> {

@@ -245,10 +245,7 @@ pub(crate) fn facepp_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn json_of(r: &BackendResponse) -> serde_json::Value {
-        serde_json::from_slice(&r.body).expect("JSON")
-    }
+    use crate::protocol::json_of;
 
     /// Every API, every status the proxy makes: the API's own field names, the status kept,
     /// the message whole.
@@ -260,7 +257,7 @@ mod tests {
                 let status = StatusCode::from_u16(s).expect("status");
                 let r = proxy_error(protocol, status, "limit = 7", "rid-1");
                 assert_eq!(r.status, status, "{protocol} {s}");
-                let doc = json_of(&r);
+                let doc = json_of(&r.body);
                 let ok = match protocol {
                     Protocol::GoogleVision => {
                         doc["error"]["code"] == s

@@ -29,10 +29,11 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::multipart::{self, Multipart};
+use super::one_image::{Found, only_result, single_replacement, slot};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
-    normalise_score, parse_json, single_replacement, wire_number,
+    normalise_score, parse_json, wire_number,
 };
 
 /// The model name the client asks for; the local backend answers to any name.
@@ -158,9 +159,8 @@ pub fn parse_backend_request(
             expected: "`POST /predictions/{model}[/{version}]`",
         });
     }
-    let bytes = match read_body(headers, body)? {
-        Found::Raw(bytes) | Found::Part { bytes, .. } => bytes,
-        Found::Missing(err) => return Err(err),
+    let bytes = match read_body(headers, body)?.inline()? {
+        Body::Raw(bytes) | Body::Part { bytes, .. } => bytes,
     };
     if bytes.len() > MAX_REQUEST_BYTES {
         return Err(ProtocolError::ImageTooLarge {
@@ -178,14 +178,8 @@ pub fn parse_backend_request(
 /// Renders the answer for the request's single image: the labels as one object, best first.
 /// An undecodable image is 400 `BadRequestException`; anything but one result is our bug.
 pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> BackendResponse {
-    let count = results.len();
-    let mut results = results.into_iter();
-    let result = match (results.next(), count) {
-        (Some(result), 1) => result,
-        _ => {
-            tracing::error!(count, "TorchServe answers exactly one image");
-            return internal_error();
-        }
+    let Some(result) = only_result("TorchServe", results) else {
+        return internal_error();
     };
     match result {
         Ok(answer) => {
@@ -319,24 +313,16 @@ fn internal_error() -> BackendResponse {
 /// Errors on a broken multipart body; a JSON body or an empty one is an unusable slot.
 pub fn extract_images(headers: &HeaderMap, body: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError> {
     let slot = match read_body(headers, body) {
-        Ok(Found::Raw(bytes)) => slot("body", SlotImage::Inline(bytes.to_vec())),
-        Ok(Found::Part { name, bytes, .. }) => slot(name, SlotImage::Inline(bytes.to_vec())),
-        Ok(Found::Missing(err)) => slot("body", SlotImage::Unusable(err.to_string())),
+        Ok(found) => found.slot("body", "body", |image| match image {
+            Body::Raw(bytes) => ("body", SlotImage::Inline(bytes.to_vec())),
+            Body::Part { name, bytes, .. } => (*name, SlotImage::Inline(bytes.to_vec())),
+        }),
         Err(err @ ProtocolError::InvalidValue { .. }) => {
             slot("body", SlotImage::Unusable(err.to_string()))
         }
         Err(err) => return Err(err),
     };
     Ok(vec![slot])
-}
-
-/// A slot at index 0.
-fn slot(path: &str, image: SlotImage) -> ImageSlot {
-    ImageSlot {
-        index: 0,
-        path: path.to_owned(),
-        image,
-    }
 }
 
 /// The body with the image replaced (slot 0 is the only slot): see
@@ -355,13 +341,16 @@ pub fn replace_images(
         reason,
     };
     match read_body(headers, body) {
-        Ok(Found::Raw(_)) => Ok(bytes.to_vec()),
-        Ok(Found::Part {
+        Ok(Found::Inline(Body::Raw(_))) => Ok(bytes.to_vec()),
+        Ok(Found::Inline(Body::Part {
             name, part, form, ..
-        }) => form
+        })) => form
             .replace(&[(part, bytes)])
             .map_err(|err| not_replaceable(name, err.to_string())),
         Ok(Found::Missing(err)) => Err(not_replaceable("body", err.to_string())),
+        Ok(Found::Remote { reference, .. }) => {
+            Err(not_replaceable("body", format!("it refers to {reference}")))
+        }
         Err(err @ ProtocolError::InvalidValue { .. }) => {
             Err(not_replaceable("body", err.to_string()))
         }
@@ -369,8 +358,8 @@ pub fn replace_images(
     }
 }
 
-/// Where the image is.
-enum Found<'a> {
+/// The request's image.
+enum Body<'a> {
     /// The whole body.
     Raw(&'a [u8]),
     /// A multipart part.
@@ -384,13 +373,11 @@ enum Found<'a> {
         /// The parsed form, for rewriting.
         form: Multipart<'a>,
     },
-    /// No image; the error says so.
-    Missing(ProtocolError),
 }
 
 /// Reads the body by its content type: multipart (the `data` or `file` part), JSON (an
 /// error: no image), anything else raw.
-fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, ProtocolError> {
+fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<Body<'a>>, ProtocolError> {
     match media_type(headers).as_deref() {
         Some(multipart::FORM_DATA) => {
             let boundary = multipart::boundary(&content_type_text(headers))?;
@@ -401,12 +388,12 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, Proto
                     .map(|(part, found)| (*name, part, found.body))
             });
             Ok(match found {
-                Some((name, part, bytes)) => Found::Part {
+                Some((name, part, bytes)) => Found::Inline(Body::Part {
                     name,
                     part,
                     bytes,
                     form,
-                },
+                }),
                 None => Found::Missing(ProtocolError::NoImage {
                     path: "multipart body".to_owned(),
                     fields: "a data nor a file part",
@@ -422,27 +409,17 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<'a>, Proto
             path: "request body".to_owned(),
             fields: "image bytes nor a multipart data part",
         })),
-        _ => Ok(Found::Raw(body)),
+        _ => Ok(Found::Inline(Body::Raw(body))),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
     use crate::protocol::multipart::NewPart;
-    use crate::protocol::{AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture};
-
-    fn typed(content_type: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
-        headers
-    }
-
-    fn json_of(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
-    }
+    use crate::protocol::{
+        AnswerCase, Protocol, ProxyRequest, check_answer_cases, fixture, json_of, typed,
+    };
 
     #[test]
     fn ping_and_owned_paths() {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adacompress::backend::{self, Backend, BackendConfig};
+use adacompress::protocol::ClientRequest;
+use base64::Engine as _;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -50,6 +52,41 @@ pub async fn spawn_backend_with(
     .await
     .expect("bind backend");
     (format!("http://{addr}"), state, tx)
+}
+
+/// A fixture from `tests/fixtures/protocol/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = root().join("tests/fixtures/protocol").join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()))
+}
+
+/// Standard base64 of `bytes`.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The value of one un-labelled or labelled sample in a Prometheus exposition (0 when
+/// absent).
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A `POST` of `request` (its path, headers and body) to `base` (a proxy or a backend).
+pub fn post(
+    http: &reqwest::Client,
+    base: &str,
+    request: &ClientRequest,
+) -> reqwest::RequestBuilder {
+    let mut builder = http
+        .post(format!("{base}{}", request.path_and_query))
+        .body(request.body.clone());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
 }
 
 /// A fresh temporary folder.
@@ -131,13 +168,7 @@ pub async fn google_annotate(
     image: &[u8],
 ) -> (u16, String, serde_json::Value) {
     let req = adacompress::protocol::Protocol::GoogleVision.client_request(image, 5);
-    let mut b = http
-        .post(format!("{base}{}", req.path_and_query))
-        .body(req.body);
-    for (k, v) in &req.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    let resp = b.send().await.expect("an answer");
+    let resp = post(http, base, &req).send().await.expect("an answer");
     let status = resp.status().as_u16();
     let action = resp
         .headers()
