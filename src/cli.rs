@@ -64,17 +64,17 @@ pub struct DemoArgs {
     /// Sample photos (objects/, street/, indoor/), from scripts/fetch_photos.sh.
     #[arg(long, default_value = "data/photos")]
     pub photos: PathBuf,
-    /// The shipped agent.
-    #[arg(long, default_value = "models/agent.json")]
+    /// The shipped agent (a calibrated checkpoint: the demo shows the live pair).
+    #[arg(long, default_value = "models/agent-calibrated.json")]
     pub agent: PathBuf,
     /// Learned state folder; a fresh temporary one when not given.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Photos before the scenery change.
-    #[arg(long, default_value_t = 230)]
-    pub day: usize,
-    /// Photos after it (darkened, noisy: night).
+    /// Phone-like uploads (made from the sample photos) before the scenery change.
     #[arg(long, default_value_t = 300)]
+    pub day: usize,
+    /// Uploads after it (darkened, noisy: night).
+    #[arg(long, default_value_t = 400)]
     pub night: usize,
     /// Rolling window for the plot.
     #[arg(long, default_value_t = 20)]
@@ -82,12 +82,14 @@ pub struct DemoArgs {
     /// Writes the figures here as JSON, with .csv and .svg beside it.
     #[arg(long, default_value = "eval-out/demo.json")]
     pub json: PathBuf,
-    /// Proxy config to start from (estimator settings); listeners and upstreams are the demo's.
+    /// Proxy config to start from (its `[pair]` settings); listeners, upstreams, agent and
+    /// state folder are the demo's.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Do not start by learning the built-in backend on the day photos.
+    /// Learn at the config's `[pair]` settings (slower: hundreds of uploads before a pair is
+    /// certified) instead of the demo's faster ones.
     #[arg(long)]
-    pub no_warmup: bool,
+    pub shipped_learning: bool,
 }
 
 #[derive(Debug, Args)]
@@ -443,7 +445,7 @@ impl From<DemoArgs> for crate::demo::DemoOptions {
             window: a.window,
             json: a.json,
             config: a.config,
-            warmup: !a.no_warmup,
+            shipped_learning: a.shipped_learning,
         }
     }
 }

@@ -601,6 +601,7 @@ impl Config {
         for (key, z) in [
             ("pair.confidence_z", pc.confidence_z),
             ("pair.check_z", pc.check_z),
+            ("pair.hold_z", pc.hold_z),
         ] {
             if !(0.0..=5.0).contains(&z) {
                 return Err(bad(key, z.to_string(), "must be in 0..=5"));

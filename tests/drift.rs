@@ -1,70 +1,107 @@
-//! The estimate → retrain → recover loop, live: the demo's scenery change through a real
-//! proxy and backend, then a restart on the same state folder.
+//! The live pair's loop, live: the demo's phone-like uploads through a real proxy (the
+//! shipped calibrated agent) and backend (Lite0), a scenery change to night, then a restart
+//! on the same state folder.
 
 mod common;
 
+use adacompress::action::Action;
 use adacompress::config::Config;
-use adacompress::demo::{self, DemoConfig};
+use adacompress::demo::{self, DemoConfig, FAST_LEARNING};
 use adacompress::learn::online::Online;
+use adacompress::learn::pair::PairConfig;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agreement_drops_after_the_change_retraining_recovers_it_and_survives_a_restart() {
+async fn a_cheaper_pair_is_certified_by_day_night_steps_it_up_and_a_restart_keeps_it() {
     let state = temp_dir("drift-state");
+    let (day, night) = (200, 150);
     let cfg = DemoConfig {
         photos: root().join("data/photos"),
-        checkpoint: root().join("models/agent.json"),
+        checkpoint: root().join("models/agent-calibrated.json"),
         state_dir: state.clone(),
-        day: 230,
-        night: 300,
+        day,
+        night,
         window: 20,
         base: Config::default(),
-        warmup: true,
+        fast: true,
         progress: false,
     };
     let r = demo::run(cfg).await.expect("demo runs");
     eprintln!("{}", demo::table(&r));
-    let day = &r.spans[0];
-    // Retraining started after the change, and the agent came back to inference.
+    let first = &r.steps[0];
+    let day_span = &r.spans[0];
+
+    // By day the audits certified a pair cheaper than the shipped prior, and it was served.
+    let certified = r
+        .changes
+        .iter()
+        .find(|c| c.i < day && c.why == "certified")
+        .expect("a cheaper pair was certified by day");
+    assert_eq!(certified.from, first.pair, "it replaced the prior");
+    let before_change = &r.steps[day - 1];
+    assert!(
+        before_change.pair_cost < first.pair_cost,
+        "the pair served at the change ({}, {:.3}) is cheaper than the prior ({}, {:.3})",
+        before_change.pair,
+        before_change.pair_cost,
+        first.pair,
+        first.pair_cost
+    );
+    assert!(
+        day_span.bytes_vs_original < 0.8,
+        "the day went up compressed: {:.2}",
+        day_span.bytes_vs_original
+    );
+
+    // After the change the live pair stepped up (failed audits, a margin alarm or a
+    // default found short) to a more faithful, dearer pair.
     let detect = r
         .photos_to_detect
-        .expect("retraining started after the change");
-    let recover = r.photos_to_recover.expect("the agent recovered");
-    assert!(recover > detect);
-    assert!(
-        recover <= 300,
-        "recovered within 300 photos of the change: {recover}"
+        .expect("the live pair stepped up at night");
+    let step_up = &r.steps[day + detect];
+    let (from, to) = (
+        Action::parse(&before_change.pair).expect("a pair name"),
+        Action::parse(&step_up.pair).expect("a pair name"),
     );
-    // Agreement dropped before retraining...
-    let before = &r.spans[1];
-    assert_eq!(before.name, "night, before retraining");
+    let side = |a: &Action| a.max_side.unwrap_or(u32::MAX);
     assert!(
-        before.agreement < day.agreement,
-        "night {} !< day {}",
-        before.agreement,
-        day.agreement
+        to != from
+            && side(&to) >= side(&from)
+            && to.quality.unwrap_or(100) >= from.quality.unwrap_or(100),
+        "stepped up from {from} to {to}"
     );
-    // ... and is back to at least 95 % of the day's afterwards.
-    let ratio = r.recovered_ratio.expect("ratio after recovery");
-    assert!(ratio >= 0.95, "recovered to {ratio} of the day's agreement");
-    // Estimation stayed cheap in the steady day state.
-    assert!(day.estimation_share < 0.10, "{}", day.estimation_share);
-    assert!(r.agent_version_end > 2, "new heads were swapped in");
+    assert!(
+        step_up.drifts + step_up.margin_alarms + step_up.default_stepups
+            > before_change.drifts + before_change.margin_alarms + before_change.default_stepups
+    );
+    // Agreement after the step-up is back near the day's.
+    let ratio = r.recovered_ratio.expect("ratio after the step-up");
+    assert!(
+        ratio >= 0.9,
+        "agreement after the step-up = {ratio} of the day's"
+    );
 
-    // A restart finds the retrained agent, the memory and the estimator where they were.
-    let online = Online::open(
-        &root().join("models/agent.json"),
+    // A restart finds the live pair where it was: same pair, same evidence.
+    let end = r
+        .pair_end
+        .clone()
+        .expect("the live pair's status at the end");
+    let mut pcfg = PairConfig::default();
+    (pcfg.target_agreement, pcfg.learn_share, pcfg.max_audit_rate) = FAST_LEARNING;
+    pcfg.learn_images = (day + night) as u64;
+    let online = Online::open_with(
+        &root().join("models/agent-calibrated.json"),
         &state,
         Config::default().estimator,
+        pcfg,
         1,
     )
     .expect("reopen");
-    let st = online.status();
-    assert_eq!(st.version, r.agent_version_end);
-    assert!(st.memory > 0, "the memory buffer survived");
-    assert!(st.estimates > 0, "the estimator survived");
-    assert_eq!(st.retrains as usize, r.recover_events.len());
-    assert!(st.checkpoint.is_some_and(|p| p.starts_with(&state)));
+    let back = online.pair_status().expect("the live pair after a restart");
+    assert_eq!(back.served, end.served);
+    assert_eq!(back.audits, end.audits);
+    assert_eq!(back.drifts, end.drifts);
+    assert!(back.audits > 0 && back.drifts >= 1);
     online.shutdown();
 }
