@@ -11,35 +11,59 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-/// Metric names of the issue-3 plan (`/work/notes/issue3-plan.md`), as exported.
-const PLAN_METRICS: &[&str] = &[
-    "adacompress_requests_total",
-    "adacompress_request_duration_seconds",
-    "adacompress_stage_duration_seconds",
-    "adacompress_image_bytes_in_total",
-    "adacompress_image_bytes_out_total",
-    "adacompress_chosen_quality",
-    "adacompress_passthrough_total",
-    "adacompress_upstream_errors_total",
-    "adacompress_estimation_uploads_total",
-    "adacompress_estimation_bytes_total",
-    "adacompress_estimation_skipped_total",
-    "adacompress_estimated_accuracy",
-    "adacompress_p_est",
-    "adacompress_agent_state",
-    "adacompress_agent_state_seconds",
-    "adacompress_agent_version",
-    "adacompress_retrains_total",
-    "adacompress_inflight_requests",
-    "adacompress_ready",
-];
-
-/// The plan's histograms: their `_bucket`, `_count` and `_sum` series are fine too.
-const PLAN_HISTOGRAMS: &[&str] = &[
-    "adacompress_request_duration_seconds",
-    "adacompress_stage_duration_seconds",
-    "adacompress_chosen_quality",
-];
+/// Every series name the daemon exports, read from where it registers them
+/// (`src/proxy/metrics.rs`: each `registry.register("NAME", …, m.FIELD.clone())` and the
+/// field's type; a registry with empty label families does not print them, so its text
+/// cannot be used): counters as `NAME_total`, histograms as `NAME`, `NAME_bucket`,
+/// `NAME_count`, `NAME_sum`, gauges as `NAME`.
+fn exported_series() -> BTreeSet<String> {
+    let src = read(&root().join("src/proxy/metrics.rs"));
+    let struct_body = src
+        .split("pub struct Metrics {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("pub struct Metrics");
+    let field_type = |field: &str| -> Option<String> {
+        struct_body.lines().find_map(|l| {
+            let l = l.trim().strip_prefix("pub ")?;
+            let (name, ty) = l.split_once(':')?;
+            (name.trim() == field).then(|| ty.trim().trim_end_matches(',').to_owned())
+        })
+    };
+    let mut out = BTreeSet::new();
+    for call in src.split("registry.register(").skip(1) {
+        let name = call
+            .split('"')
+            .nth(1)
+            .expect("a metric name literal")
+            .to_owned();
+        let field = call
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("m.")?.strip_suffix(".clone(),"))
+            .expect("m.FIELD.clone(),");
+        let ty = field_type(field).unwrap_or_else(|| panic!("field {field} of {name}"));
+        if ty.contains("Histogram") {
+            for suffix in ["", "_bucket", "_count", "_sum"] {
+                out.insert(format!("{name}{suffix}"));
+            }
+        } else if ty.contains("Counter") {
+            out.insert(format!("{name}_total"));
+        } else {
+            out.insert(name);
+        }
+    }
+    assert!(out.len() > 30, "the daemon's metrics: {out:?}");
+    // The registry's own text agrees where it prints a metric at all.
+    let text = adacompress::proxy::metrics::Metrics::new().render();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            out.contains(name) || out.contains(&format!("{name}_total")),
+            "{name} is registered but was not found in the source"
+        );
+    }
+    out
+}
 
 /// Sections of the plan's config file. Upstreams are `[upstreams]` (protocol = URL) in the
 /// config the daemon reads; the plan's first draft had `[[upstream]]`: either counts.
@@ -131,34 +155,22 @@ fn metric_names(expr: &str) -> Vec<String> {
     out
 }
 
-/// The plan metric a series name belongs to, if any.
-fn plan_metric(series: &str) -> Option<&'static str> {
-    if let Some(m) = PLAN_METRICS.iter().find(|m| **m == series) {
-        return Some(m);
-    }
-    ["_bucket", "_count", "_sum"].iter().find_map(|suffix| {
-        let base = series.strip_suffix(suffix)?;
-        PLAN_HISTOGRAMS.iter().copied().find(|h| *h == base)
-    })
-}
-
-fn assert_plan_metrics(what: &str, expr: &str) -> Vec<&'static str> {
+/// The metric names in `expr`, each checked to be one the daemon exports.
+fn assert_exported(what: &str, expr: &str, exported: &BTreeSet<String>) -> Vec<String> {
     let names = metric_names(expr);
     assert!(
         !names.is_empty(),
         "{what}: no adacompress metric in `{expr}`"
     );
+    for n in &names {
+        assert!(
+            exported.contains(n),
+            "{what}: `{n}` is not a metric the daemon exports (expr `{expr}`)"
+        );
+    }
     names
-        .iter()
-        .map(|n| {
-            plan_metric(n).unwrap_or_else(|| {
-                panic!("{what}: `{n}` is not a metric of the plan (expr `{expr}`)")
-            })
-        })
-        .collect()
 }
 
-/// The TOML embedded in the ConfigMap `adacompress-config`.
 fn configmap_toml() -> String {
     let docs = yaml_docs(&root().join("deploy/kubernetes/configmap.yaml"));
     let cm = docs
@@ -535,7 +547,8 @@ fn configmap_uses_only_keys_the_daemon_documents() {
 }
 
 #[test]
-fn dashboard_uses_only_plan_metrics() {
+fn dashboard_uses_only_metrics_the_daemon_exports() {
+    let exported = exported_series();
     let path = root().join("deploy/grafana/adacompress-dashboard.json");
     let dash: serde_json::Value = serde_json::from_str(&read(&path)).expect("dashboard JSON");
     assert!(dash["title"].as_str().is_some_and(|t| !t.is_empty()));
@@ -561,7 +574,7 @@ fn dashboard_uses_only_plan_metrics() {
         assert!(!targets.is_empty(), "{title}: no query");
         for t in targets {
             let expr = t["expr"].as_str().expect("expr");
-            used.extend(assert_plan_metrics(title, expr));
+            used.extend(assert_exported(title, expr, &exported));
         }
     }
     for wanted in [
@@ -576,13 +589,26 @@ fn dashboard_uses_only_plan_metrics() {
         "adacompress_stage_duration_seconds",
         "adacompress_estimation_bytes_total",
         "adacompress_upstream_errors_total",
+        "adacompress_pair_served",
+        "adacompress_pair_certified",
+        "adacompress_pair_lower_bound",
+        "adacompress_pair_target_agreement",
+        "adacompress_pair_drifts_total",
+        "adacompress_pair_estimation_share",
     ] {
-        assert!(used.contains(wanted), "no panel shows {wanted}");
+        let shows = |u: &String| {
+            u == wanted
+                || ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .any(|sfx| u.strip_suffix(sfx) == Some(wanted))
+        };
+        assert!(used.iter().any(shows), "no panel shows {wanted}");
     }
 }
 
 #[test]
-fn alerts_use_plan_metrics_and_explain_themselves() {
+fn alerts_use_exported_metrics_and_explain_themselves() {
+    let exported = exported_series();
     let docs = yaml_docs(&root().join("deploy/prometheus/alerts.yaml"));
     let mut names = BTreeSet::new();
     for group in seq(&docs[0], &["groups"]) {
@@ -591,7 +617,7 @@ fn alerts_use_plan_metrics_and_explain_themselves() {
             let name = str_at(rule, &["alert"]).expect("alert name");
             names.insert(name.to_owned());
             let expr = str_at(rule, &["expr"]).unwrap_or_else(|| panic!("{name}: no expr"));
-            assert_plan_metrics(name, expr);
+            assert_exported(name, expr, &exported);
             assert!(str_at(rule, &["for"]).is_some(), "{name}: no `for`");
             for a in ["summary", "description"] {
                 assert!(
@@ -607,6 +633,9 @@ fn alerts_use_plan_metrics_and_explain_themselves() {
         "AdaCompressRetrainStuck",
         "AdaCompressUpstreamErrors",
         "AdaCompressDown",
+        "AdaCompressPairDriftStorm",
+        "AdaCompressPairUncertified",
+        "AdaCompressPairKeepsOriginals",
     ]
     .map(String::from)
     .into();
@@ -758,12 +787,22 @@ fn metric_name_extraction() {
         metric_names("1 - sum(rate(adacompress_image_bytes_out_total{job=~\"$job\"}[5m])) / x"),
         ["adacompress_image_bytes_out_total"]
     );
-    assert_eq!(
-        plan_metric("adacompress_stage_duration_seconds_bucket"),
-        Some("adacompress_stage_duration_seconds")
-    );
-    assert_eq!(plan_metric("adacompress_requests_total_bucket"), None);
-    assert_eq!(plan_metric("adacompress_bogus"), None);
+    let exported = exported_series();
+    for yes in [
+        "adacompress_stage_duration_seconds_bucket",
+        "adacompress_requests_total",
+        "adacompress_pair_served",
+        "adacompress_pair_margin_alarms_total",
+    ] {
+        assert!(exported.contains(yes), "{yes}");
+    }
+    for no in [
+        "adacompress_requests_total_bucket",
+        "adacompress_requests",
+        "adacompress_bogus",
+    ] {
+        assert!(!exported.contains(no), "{no}");
+    }
     assert_eq!(
         cargo_command("RUN cargo build --release --locked \\"),
         Some("cargo build --release --locked".to_owned())

@@ -140,6 +140,21 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     assert!(metrics.contains(&format!(
         "adacompress_pair_lower_bound{{action=\"{prior}\"}}"
     )));
+    assert!(metrics.contains("adacompress_pair_target_agreement 0.97"));
+    assert!(metrics.contains("adacompress_pair_margin_alarms_total 0"));
+    // Every action of the set has a row, so a drift that forgets audits leaves no stale
+    // bound behind; the original is exact.
+    let rows = |name: &str| metrics.lines().filter(|l| l.starts_with(name)).count();
+    let actions = pair["pairs"].as_array().unwrap().len();
+    assert!(
+        rows("adacompress_pair_lower_bound{") >= actions,
+        "{metrics}"
+    );
+    assert_eq!(
+        rows("adacompress_pair_lower_bound{"),
+        rows("adacompress_pair_served{")
+    );
+    assert!(metrics.contains("adacompress_pair_lower_bound{action=\"keep\"} 1"));
     let estimation_metric = metrics
         .lines()
         .find_map(|l| l.strip_prefix("adacompress_estimation_bytes_total "))

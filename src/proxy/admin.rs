@@ -148,19 +148,32 @@ pub fn refresh(s: &ProxyState) {
                 .get_or_create(&label(&name))
                 .set(i64::from(name == pair.served));
         }
-        for b in &pair.pairs {
-            m.pair_lower.get_or_create(&label(&b.action)).set(b.lower);
-            m.pair_upper.get_or_create(&label(&b.action)).set(b.upper);
-            m.pair_audited
-                .get_or_create(&label(&b.action))
-                .set(b.audits as i64);
+        // Every action is written each time: after a drift forgets the audits, a pair with
+        // none left reads 0 audits and bounds (0, 1), not the old scenery's.
+        for a in &online.actions.actions {
+            let name = a.name();
+            let (lower, upper, audits) = pair.pairs.iter().find(|b| b.action == name).map_or(
+                // The original is the reference: exact, whatever was audited.
+                if a.quality.is_none() {
+                    (1.0, 1.0, 0)
+                } else {
+                    (0.0, 1.0, 0)
+                },
+                |b| (b.lower, b.upper, b.audits),
+            );
+            let l = label(&name);
+            m.pair_lower.get_or_create(&l).set(lower);
+            m.pair_upper.get_or_create(&l).set(upper);
+            m.pair_audited.get_or_create(&l).set(audits as i64);
         }
         m.pair_certified.set(i64::from(pair.certified));
+        m.pair_target.set(pair.target_agreement);
         m.pair_estimation_share.set(pair.estimation_share);
         for (counter, total) in [
             (&m.pair_audits, pair.audits),
             (&m.pair_drifts, pair.drifts),
             (&m.pair_default_stepups, pair.default_stepups),
+            (&m.pair_margin_alarms, pair.margin_alarms),
         ] {
             let seen = counter.get();
             if total > seen {

@@ -91,6 +91,8 @@ pub struct Metrics {
     pub pair_audits: Counter,
     pub pair_drifts: Counter,
     pub pair_default_stepups: Counter,
+    pub pair_margin_alarms: Counter,
+    pub pair_target: FloatGauge,
     pub pair_estimation_share: FloatGauge,
     pub inflight: Gauge,
     pub busy_workers: Gauge,
@@ -231,6 +233,8 @@ impl Metrics {
             pair_audits: Counter::default(),
             pair_drifts: Counter::default(),
             pair_default_stepups: Counter::default(),
+            pair_margin_alarms: Counter::default(),
+            pair_target: FloatGauge::default(),
             pair_estimation_share: FloatGauge::default(),
             inflight: Gauge::default(),
             busy_workers: Gauge::default(),
@@ -381,6 +385,16 @@ impl Metrics {
             "adacompress_pair_default_stepups",
             "Times the uncertified default's own audits put it below pair.target_agreement and it stepped up.",
             m.pair_default_stepups.clone(),
+        );
+        registry.register(
+            "adacompress_pair_margin_alarms",
+            "Times a shift of the cloud's top-1 margins (before any audit failed) made the learner re-learn.",
+            m.pair_margin_alarms.clone(),
+        );
+        registry.register(
+            "adacompress_pair_target_agreement",
+            "pair.target_agreement: the top-1 agreement a pair must be certified for (compare with the bounds).",
+            m.pair_target.clone(),
         );
         registry.register(
             "adacompress_pair_estimation_share",
