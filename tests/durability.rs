@@ -14,8 +14,9 @@ use adacompress::learn::online::{KEEP_CHECKPOINTS, Observed, Online};
 
 use common::*;
 
+/// The Q-head agent, whose learned checkpoints these tests write and load.
 fn shipped() -> PathBuf {
-    root().join("models/agent.json")
+    qhead_agent()
 }
 
 /// Learns on every estimate, cheaply, so each `save` writes one checkpoint.
@@ -147,6 +148,7 @@ fn newest_corrupt_falls_back(tag: &str, corrupt: impl FnOnce(&Path)) {
 }
 
 #[test]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 fn truncated_newest_checkpoint_falls_back_to_the_previous_valid_one() {
     newest_corrupt_falls_back("durability-truncated", |p| {
         let bytes = std::fs::read(p).expect("checkpoint");
@@ -155,6 +157,7 @@ fn truncated_newest_checkpoint_falls_back_to_the_previous_valid_one() {
 }
 
 #[test]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 fn garbage_newest_checkpoint_falls_back_to_the_previous_valid_one() {
     newest_corrupt_falls_back("durability-garbage", |p| {
         let garbage: Vec<u8> = (0..4096u32)
@@ -165,6 +168,7 @@ fn garbage_newest_checkpoint_falls_back_to_the_previous_valid_one() {
 }
 
 #[test]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 fn empty_newest_checkpoint_falls_back_to_the_previous_valid_one() {
     // What ext4 typically leaves after a power loss: the rename, but no data.
     newest_corrupt_falls_back("durability-empty", |p| {
@@ -173,6 +177,7 @@ fn empty_newest_checkpoint_falls_back_to_the_previous_valid_one() {
 }
 
 #[test]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 fn every_checkpoint_corrupt_loads_the_shipped_one_and_keeps_the_files_aside() {
     let state = temp_dir("durability-all-corrupt");
     write_learned(&state, [10, 11]);
@@ -216,6 +221,7 @@ fn every_checkpoint_corrupt_loads_the_shipped_one_and_keeps_the_files_aside() {
 }
 
 #[test]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 fn a_saved_checkpoint_is_complete_json_that_loads_back_identically() {
     let state = temp_dir("durability-save");
     let online = open(&state);

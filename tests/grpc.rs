@@ -606,7 +606,6 @@ async fn live_pair_audits(kserve: bool) {
     use adacompress::codec::{self, EncoderMode, Limits};
     let (url, backend_state, _stop) = common::spawn_backend().await;
     let p = common::proxy_to(&url, "grpc-live-pair", |c| {
-        c.agent.checkpoint = common::root().join("models/agent-calibrated.json");
         c.pair.learn_share = 10.0;
         c.pair.max_audit_rate = 1.0;
     })
@@ -846,7 +845,7 @@ async fn upstreams_behind_a_private_ca_over_tls() {
         let mut cfg = adacompress::config::Config::default();
         cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
         cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-        cfg.agent.checkpoint = common::root().join("models/agent.json");
+        cfg.agent.checkpoint = common::calibrated_agent();
         cfg.state.dir = common::temp_dir("tls-upstream-bad-ca");
         cfg.upstreams.insert("google".to_owned(), upstream.clone());
         cfg.proxy.upstream_ca_file = Some(bad.clone());

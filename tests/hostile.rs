@@ -270,7 +270,7 @@ async fn more_images_than_the_api_takes_go_up_as_sent_and_the_header_stays_short
         resp.headers()["x-adacompress-action"],
         "original:too_many_images"
     );
-    // 5 images: compressed, the header lists 3 and counts the rest.
+    // 5 images: each gets an action; the header lists 3 and counts the rest.
     let resp = post(google_body(&vec![photo; 5])).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let action = resp.headers()["x-adacompress-action"].to_str().unwrap();
@@ -417,13 +417,18 @@ async fn an_upstream_password_never_reaches_the_client() {
     p.shutdown().await;
 }
 
+/// The guarded admin endpoints are the Q-head agent's (retraining, its replay memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
 async fn the_admin_token_guards_retraining_and_forgetting() {
     let (backend, _state, _stop) = spawn_backend().await;
     let dir = temp_dir("admin-token");
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret-admin\n").unwrap();
-    let p = proxy(&backend, |c| c.proxy.admin_token_file = Some(token_file)).await;
+    let p = proxy_to_qhead(&backend, "hostile-state", |c| {
+        c.proxy.admin_token_file = Some(token_file)
+    })
+    .await;
     let admin = format!("http://{}", p.admin_addr);
     let http = reqwest::Client::new();
     let no_token = http

@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use adacompress::codec::{self, EncoderMode, Limits};
 use adacompress::proxy::server::Server;
 
 use common::*;
@@ -18,28 +17,12 @@ use common::*;
 async fn calibrated_proxy(upstream: &str, state: &Path) -> Server {
     let state = state.to_path_buf();
     proxy_to(upstream, "live-pair", move |cfg| {
-        cfg.agent.checkpoint = root().join("models/agent-calibrated.json");
         cfg.state.dir = state;
         cfg.pair.learn_share = 10.0;
         cfg.pair.max_audit_rate = 1.0;
         cfg.pair.candidates = 2;
     })
     .await
-}
-
-/// A phone-like upload: the photo enlarged to 2048 px wide, saved at quality 95.
-fn phone_upload(path: &std::path::Path) -> Vec<u8> {
-    let photo = codec::decode(&std::fs::read(path).unwrap(), &Limits::default())
-        .unwrap()
-        .image;
-    let (w, h) = photo.dimensions();
-    let big = image::imageops::resize(
-        &photo,
-        2048,
-        2048 * h / w,
-        image::imageops::FilterType::Triangle,
-    );
-    codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap()
 }
 
 async fn agent_json(proxy: &Server) -> serde_json::Value {

@@ -118,9 +118,11 @@ fn image_of(protocol: Protocol, seen: &Seen) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
-    let (p, log, _stop) = stack(|_| {}).await;
-    // A street photo: the shipped agent re-encodes these (measured: q35–q65).
-    let original = photo("objects", "2.jpg");
+    // One image per protocol: reading the upstream's last request needs no audits beside it.
+    let (p, log, _stop) = stack(no_audits).await;
+    // A phone-like 2048 px upload at q95: the live pair (q95 at ≤ 960 px) shrinks it.
+    let original = phone_upload(&photos("objects").join("2.jpg"));
+    let served = served_pair(&p).await;
     for protocol in Protocol::ALL {
         let (resp, _) = send(&p, protocol, &original, &[]).await;
         assert_eq!(resp.status(), StatusCode::OK, "{protocol}");
@@ -140,7 +142,10 @@ async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
             "{protocol}: the client gets the upstream's bytes"
         );
         let uploaded = image_of(protocol, &seen);
-        assert!(action.starts_with('q'), "{protocol}: {action}");
+        assert_eq!(
+            action, served,
+            "{protocol}: every image goes up at the live pair"
+        );
         assert!(
             uploaded.len() < original.len(),
             "{protocol}: {} !< {}",
@@ -149,7 +154,12 @@ async fn every_protocol_uploads_a_smaller_jpeg_and_returns_the_exact_answer() {
         );
         assert_eq!(saved, original.len() - uploaded.len(), "{protocol}");
         let decoded = codec::decode(&uploaded, &Limits::default()).expect("a valid JPEG");
-        assert_eq!(decoded.image.dimensions(), (512, 512));
+        // The 2048 × 2048 upload at the served pair's side.
+        let side = adacompress::action::Action::parse(&served)
+            .unwrap()
+            .max_side
+            .expect("the served pair resizes");
+        assert_eq!(decoded.image.dimensions(), (side, side));
         let answer = protocol.parse_answer(200, &body).unwrap();
         assert!(answer.top1().is_some(), "{protocol}: {answer:?}");
     }
@@ -559,14 +569,10 @@ async fn admin_endpoints_and_draining() {
         .unwrap();
     assert_eq!(agent["state"], "inference");
     assert!(agent["version"].as_u64().is_some());
-    let resp = reqwest::Client::new()
-        .post(format!("{admin}/agent/retrain"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let agent: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(agent["state"], "retrain");
+    assert_eq!(
+        agent["pair"]["served"], "q95@960",
+        "the shipped prior: {agent}"
+    );
 
     // A request in flight when shutdown starts still gets its answer.
     let url = format!("http://{}/other", p.proxy_addr);
@@ -590,6 +596,25 @@ async fn admin_endpoints_and_draining() {
     assert!(drained.await.unwrap(), "drained within proxy.drain_secs");
 }
 
+/// `POST /agent/retrain` puts the Q-head agent into retraining at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
+async fn the_admin_port_enters_retraining_on_request() {
+    let p = proxy_to_qhead("http://127.0.0.1:9", "proxy-retrain", |_| {}).await;
+    let admin = format!("http://{}", p.admin_addr);
+    assert_eq!(agent_of(&p).await["state"], "inference");
+    let resp = reqwest::Client::new()
+        .post(format!("{admin}/agent/retrain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let agent: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(agent["state"], "retrain");
+    assert_eq!(agent_of(&p).await["state"], "retrain");
+    p.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstream() {
     use adacompress::sigv4::{AwsCredentials, Signer, Verifier};
@@ -607,7 +632,7 @@ async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstre
     let mut cfg = Config::default();
     cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
     cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.agent.checkpoint = calibrated_agent();
     cfg.state.dir = temp_dir("proxy-sigv4");
     cfg.upstreams.insert("rekognition".into(), backend.clone());
     let p = server::start(cfg, Some(resign)).await.unwrap();
@@ -616,7 +641,7 @@ async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstre
         AwsCredentials::new("AKIDCLIENT", "client-secret", None),
         "us-east-1",
     );
-    let image = photo("objects", "2.jpg");
+    let image = phone_upload(&photos("objects").join("2.jpg"));
     let req = Protocol::Rekognition.client_request(&image, 5);
     let url = format!("http://{}{}", p.proxy_addr, req.path_and_query);
     let mut headers = HeaderMap::new();
@@ -643,11 +668,10 @@ async fn rekognition_is_resigned_with_the_proxys_credentials_and_verifies_upstre
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(
-        resp.headers()["x-adacompress-action"]
-            .to_str()
-            .unwrap()
-            .starts_with('q')
+    assert_eq!(
+        resp.headers()["x-adacompress-action"],
+        served_pair(&p).await.as_str(),
+        "compressed at the live pair, then re-signed"
     );
     let answer = Protocol::Rekognition
         .parse_answer(200, &resp.bytes().await.unwrap())
@@ -665,6 +689,8 @@ async fn a_saturated_cpu_pool_forwards_originals_instead_of_queueing() {
     let (p, log, _stop) = stack(|c| {
         c.proxy.cpu_workers = 1;
         c.proxy.cpu_queue = 0;
+        // Eight images and an exact count of upstream requests: no audits beside them.
+        no_audits(c);
     })
     .await;
     let image = photo("street", &first_photo("street"));
@@ -708,14 +734,14 @@ async fn a_saturated_cpu_pool_forwards_originals_instead_of_queueing() {
     p.shutdown().await;
 }
 
-/// An estimate still uploading when shutdown starts is waited for only until
-/// `proxy.drain_secs`, then aborted: shutdown returns in time and leaves no estimate behind.
+/// A live-pair audit still uploading when shutdown starts is waited for only until
+/// `proxy.drain_secs`, then aborted: shutdown returns in time and leaves no audit behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_with_an_estimate_in_flight_returns_within_drain_secs() {
+async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
-    // Answers the client's request at once and hangs on every later one (the estimate).
+    // Answers the client's request at once and hangs on every later one (the audit's).
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     let upstream = axum::Router::new().fallback(move || {
@@ -730,19 +756,21 @@ async fn shutdown_with_an_estimate_in_flight_returns_within_drain_secs() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, upstream).await });
+    // Every image the credit pays for is audited, and the first one's served bytes pay for
+    // its audit (the reference upload and the candidates): no draw decides.
     let p = proxy(&format!("http://{addr}"), |c| {
         c.proxy.drain_secs = 1.0;
         c.proxy.upstream_timeout_secs = 300.0;
+        c.pair.learn_share = 10.0;
+        c.pair.max_audit_rate = 1.0;
     })
     .await;
-    // Retraining: every request is estimated, and the explored re-encode goes up beside the
-    // client's original.
-    assert!(p.state.online.as_ref().unwrap().force_retrain());
+    // 1280 × 960 at q95: the live pair (≤ 960 px) re-encodes it to about half its bytes.
     let mut seed = 0x9e37_79b9_u32;
-    let img = image::RgbImage::from_fn(512, 512, |x, y| {
+    let img = image::RgbImage::from_fn(1280, 960, |x, y| {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let n = (seed >> 28) as u8;
-        image::Rgb([(x / 2) as u8 ^ n, (y / 2) as u8, ((x + y) / 4) as u8])
+        image::Rgb([(x / 5) as u8 ^ n, (y / 4) as u8, ((x + y) / 9) as u8])
     });
     let original = codec::encode_jpeg(&img, 95, EncoderMode::Fastest).unwrap();
     let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
@@ -751,26 +779,28 @@ async fn shutdown_with_an_estimate_in_flight_returns_within_drain_secs() {
         .to_str()
         .unwrap()
         .to_owned();
+    assert_eq!(action, served_pair(&p).await, "served at the live pair");
     let _ = resp.bytes().await;
-    // The estimate's upload reaches the upstream and hangs there.
+    // The audit's reference upload (the original) reaches the upstream and hangs there.
     let wait = Instant::now() + Duration::from_secs(20);
     while seen.load(Ordering::SeqCst) < 2 && Instant::now() < wait {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        2,
-        "an estimate went up ({action})"
-    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "an audit went up");
     let state = p.state.clone();
     assert_eq!(state.estimates_running(), 1);
     let started = Instant::now();
     let drained = p.shutdown().await;
     let took = started.elapsed();
-    assert!(!drained, "the estimate could not have finished");
+    assert!(!drained, "the audit could not have finished");
     // drain_secs, plus the bounded reap of the aborted task and the store's flush.
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(state.estimates_running(), 0, "the estimate was aborted");
+    assert_eq!(state.estimates_running(), 0, "the audit was aborted");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "no candidate went up after it"
+    );
 }
 
 /// Issue 9: KServe/Triton and TorchServe health and metadata reach their own API's upstream
@@ -856,8 +886,9 @@ async fn health_and_metadata_go_to_their_apis_upstream_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_rest_with_numeric_enums_is_compressed_and_labelled() {
     use base64::Engine;
-    let (p, log, _stop) = stack(|_| {}).await;
-    let original = photo("objects", "2.jpg");
+    let (p, log, _stop) = stack(no_audits).await;
+    let original = phone_upload(&photos("objects").join("2.jpg"));
+    let served = served_pair(&p).await;
     let body = serde_json::json!({"requests": [{
         "image": {"content": base64::engine::general_purpose::STANDARD.encode(&original)},
         "features": [{"type": 4, "maxResults": 3}],
@@ -879,7 +910,7 @@ async fn google_rest_with_numeric_enums_is_compressed_and_labelled() {
             .to_str()
             .unwrap()
             .to_owned();
-        assert!(action.starts_with('q'), "{query}: {action}");
+        assert_eq!(action, served, "{query}");
         let answer: serde_json::Value = resp.json().await.unwrap();
         let labels = answer["responses"][0]["labelAnnotations"]
             .as_array()
@@ -898,8 +929,8 @@ async fn google_rest_with_numeric_enums_is_compressed_and_labelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_cleartext_and_http1_share_the_proxy_port() {
     use http_body_util::BodyExt;
-    let (p, log, _stop) = stack(|_| {}).await;
-    let original = photo("objects", "2.jpg");
+    let (p, log, _stop) = stack(no_audits).await;
+    let original = phone_upload(&photos("objects").join("2.jpg"));
     let req = Protocol::GoogleVision.client_request(&original, 5);
 
     let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.unwrap();
@@ -934,6 +965,7 @@ async fn http2_cleartext_and_http1_share_the_proxy_port() {
     assert_eq!(body, seen.answer, "the client gets the upstream's bytes");
     let over_h2 = image_of(Protocol::GoogleVision, &seen);
     assert!(over_h2.len() < original.len(), "compressed over HTTP/2");
+    assert_eq!(action, served_pair(&p).await, "at the live pair");
 
     // The same request over HTTP/1.1 on the same port: the same action and upload.
     let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;

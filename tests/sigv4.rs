@@ -212,7 +212,7 @@ async fn resigning_proxy(
     let mut cfg = adacompress::config::Config::default();
     cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
     cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = common::root().join("models/agent.json");
+    cfg.agent.checkpoint = common::calibrated_agent();
     cfg.state.dir = common::temp_dir(tag);
     cfg.upstreams
         .insert("rekognition".into(), backend.to_owned());

@@ -129,7 +129,6 @@ async fn a_short_stream_is_compressed_agrees_and_accounts_for_every_upstream_byt
     let state = temp_dir("stream-state");
     let (learn_images, learn_share, budget_share) = (40u64, 1.0f64, 0.08);
     let proxy = proxy_to(&hop, "stream", move |cfg| {
-        cfg.agent.checkpoint = root().join("models/agent-calibrated.json");
         cfg.state.dir = state;
         cfg.pair.learn_images = learn_images;
         cfg.pair.learn_share = learn_share;

@@ -34,6 +34,34 @@ pub fn photo(set: &str, name: &str) -> Vec<u8> {
     std::fs::read(photos(set).join(name)).expect("sample photo")
 }
 
+/// A phone-like upload of the photo at `path`: enlarged to 2048 px wide, saved at quality
+/// 95. The shipped pair (q95 at ≤ 960 px) shrinks it; a 512 px sample photo it leaves as
+/// sent (`not_smaller`).
+pub fn phone_upload(path: &std::path::Path) -> Vec<u8> {
+    use adacompress::codec::{self, EncoderMode, Limits};
+    let photo = codec::decode(
+        &std::fs::read(path).expect("sample photo"),
+        &Limits::default(),
+    )
+    .expect("a decodable photo")
+    .image;
+    let (w, h) = photo.dimensions();
+    let big = image::imageops::resize(
+        &photo,
+        2048,
+        2048 * h / w,
+        image::imageops::FilterType::Triangle,
+    );
+    codec::encode_jpeg(&big, 95, EncoderMode::default()).expect("encode")
+}
+
+/// Turns the live pair's audits off. Audits upload the original and candidate pairs beside
+/// the client's request, off the request path: a test that counts or reads what the upstream
+/// saw, over more than a couple of images, turns them off.
+pub fn no_audits(cfg: &mut adacompress::config::Config) {
+    cfg.pair.max_audit_rate = 0.0;
+}
+
 /// A local backend (lite0 at its native 224 px) on a free loopback port.
 /// Returns its base URL, its state (for request counts) and a shutdown sender.
 pub async fn spawn_backend() -> (String, Arc<Backend>, tokio::sync::oneshot::Sender<()>) {
@@ -107,17 +135,51 @@ fn rand_suffix() -> u64 {
         .map_or(0, |d| d.subsec_nanos() as u64)
 }
 
-/// A proxy on loopback ports with every protocol routed to `upstream`, the shipped agent,
-/// state in a fresh folder named by `tag`; `tweak` adjusts the config before it starts.
+/// The shipped agent (`agent.checkpoint` in `config/adacompress.toml`): the calibrated
+/// checkpoint, whose images all go up at the live pair. Every proxy the tests start runs it
+/// unless a test opts into [`qhead_agent`].
+pub fn calibrated_agent() -> PathBuf {
+    root().join("models/agent-calibrated.json")
+}
+
+/// The paper's Q-head agent (estimate → retrain, learned checkpoints). Only for tests of that
+/// machinery itself, each marked `// Q-head path: …` so they can be found when `serve` drops
+/// the Q-head agent (issue 15 item 1).
+pub fn qhead_agent() -> PathBuf {
+    root().join("models/agent.json")
+}
+
+/// A proxy on loopback ports with every protocol routed to `upstream`, the shipped
+/// (calibrated) agent, state in a fresh folder named by `tag`; `tweak` adjusts the config
+/// before it starts.
 pub async fn proxy_to(
     upstream: &str,
     tag: &str,
     tweak: impl FnOnce(&mut adacompress::config::Config),
 ) -> adacompress::proxy::server::Server {
+    proxy_with_agent(upstream, tag, calibrated_agent(), tweak).await
+}
+
+/// [`proxy_to`] on the old Q-head agent ([`qhead_agent`]): only for tests of the Q-head
+/// estimator and retraining machinery.
+pub async fn proxy_to_qhead(
+    upstream: &str,
+    tag: &str,
+    tweak: impl FnOnce(&mut adacompress::config::Config),
+) -> adacompress::proxy::server::Server {
+    proxy_with_agent(upstream, tag, qhead_agent(), tweak).await
+}
+
+async fn proxy_with_agent(
+    upstream: &str,
+    tag: &str,
+    checkpoint: PathBuf,
+    tweak: impl FnOnce(&mut adacompress::config::Config),
+) -> adacompress::proxy::server::Server {
     let mut cfg = adacompress::config::Config::default();
     cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
     cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agent.checkpoint = root().join("models/agent.json");
+    cfg.agent.checkpoint = checkpoint;
     cfg.state.dir = temp_dir(tag);
     for p in adacompress::protocol::Protocol::ALL {
         cfg.upstreams
@@ -157,6 +219,25 @@ pub async fn metrics_of(p: &adacompress::proxy::server::Server) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// A running proxy's `GET /agent` (its admin listener).
+pub async fn agent_of(p: &adacompress::proxy::server::Server) -> serde_json::Value {
+    reqwest::get(format!("http://{}/agent", p.admin_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The live pair a running proxy serves now (`pair.served` of `GET /agent`), e.g. `q95@960`.
+pub async fn served_pair(p: &adacompress::proxy::server::Server) -> String {
+    let agent = agent_of(p).await;
+    agent["pair"]["served"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no live pair in {agent}"))
+        .to_owned()
 }
 
 /// Sends `image` as a Google Vision `images:annotate` request to `base` (a proxy or a
