@@ -27,6 +27,12 @@
 //!    and its upper bound at the looser `check_z` falls below the target, the default steps
 //!    up (the evidence is kept: the scenery did not change, the prior was wrong). The drift
 //!    rule alone never caught a default just under the target (`docs/bench/notes.md`).
+//! 7. **Probe back down.** `probe_images` after the default was stepped up (by the check
+//!    or a drift), while it is still served, the default steps back down to the pair it came
+//!    from, with that pair's old audits dropped, and the check runs again on fresh ones. An easier
+//!    scenery never fails the more faithful pair, and after the learning phase the budget is
+//!    too small to certify a pair near the target, so without this a default only goes up
+//!    (`docs/bench/notes.md`, stream run 4).
 //!
 //! A certified pair, once served, stays until a cheaper pair is certified or its own lower
 //! bound at the looser `hold_z` falls below the target (hysteresis): a pair whose 95 % bound
@@ -92,6 +98,14 @@ pub struct PairConfig {
     /// bound at this looser z falling below the target moves it). Without it a pair whose
     /// bound sits at the target flaps with every audit.
     pub hold_z: f64,
+    /// Images after a default step-up (by the default check) before the default steps back
+    /// down to the pair it came from, to check it again on fresh audits (0 = never). The
+    /// scenery may have changed since without any audit failing (an easier scenery never
+    /// fails the more faithful pair), and after the learning phase the budget is too small
+    /// to certify a pair near the target: without this a default only ever goes up. Off by
+    /// default until a probe gathers its fresh audits fast enough (stream run 5,
+    /// `docs/bench/notes.md`).
+    pub probe_images: u64,
     /// Standard errors between the fast and slow moving averages of the served answers'
     /// top-1 margin that mean the scenery changed (0 = off).
     pub margin_alarm_sigmas: f64,
@@ -114,6 +128,7 @@ impl Default for PairConfig {
             check_z: 1.0,
             check_min_audits: 40,
             hold_z: 1.0,
+            probe_images: 0,
             margin_alarm_sigmas: 5.0,
         }
     }
@@ -266,6 +281,9 @@ pub struct PairStatus {
     pub default_stepups: u64,
     /// Drifts raised by a shift of the answers' top-1 margins (before any audit failed).
     pub margin_alarms: u64,
+    /// Times a stepped-up default stepped back down to be checked again
+    /// (`pair.probe_images`).
+    pub probes: u64,
     pub served_bytes: u64,
     pub original_bytes: u64,
     pub estimation_bytes: u64,
@@ -306,6 +324,15 @@ pub struct LivePair {
     /// Drifts raised by the margin watch.
     #[serde(default)]
     margin_alarms: u64,
+    /// Defaults stepped up from (by the default check or a drift), most recent last; at most 8.
+    #[serde(default)]
+    stepped_from: Vec<usize>,
+    /// Images since the last default step-up or step-down probe.
+    #[serde(default)]
+    since_stepup: u64,
+    /// Times the default stepped back down to be checked again.
+    #[serde(default)]
+    probes: u64,
     served_bytes: u64,
     original_bytes: u64,
     estimation_bytes: u64,
@@ -343,6 +370,9 @@ impl LivePair {
             drifts: 0,
             default_stepups: 0,
             margin_alarms: 0,
+            stepped_from: Vec::new(),
+            since_stepup: 0,
+            probes: 0,
             served_bytes: 0,
             original_bytes: 0,
             estimation_bytes: 0,
@@ -492,6 +522,8 @@ impl LivePair {
     pub fn plan_audit(&mut self, image: Served, xi: f64) -> Option<AuditPlan> {
         self.images += 1;
         self.since_change += 1;
+        self.since_stepup += 1;
+        self.probe_down();
         self.served_bytes += image.uploaded_bytes as u64;
         self.original_bytes += image.original_bytes as u64;
         let orig = image.original_bytes.max(1) as f64;
@@ -618,6 +650,11 @@ impl LivePair {
             self.default = self.step_up(from);
             self.default_stepups += 1;
             self.recent.clear();
+            self.stepped_from.push(from);
+            if self.stepped_from.len() > 8 {
+                self.stepped_from.remove(0);
+            }
+            self.since_stepup = 0;
             tracing::warn!(
                 from = %self.actions[from],
                 now = %self.actions[self.default],
@@ -667,10 +704,48 @@ impl LivePair {
             s.outcomes.clear();
         }
         self.default = if up { self.step_up(from) } else { from };
+        if self.default != from {
+            self.stepped_from.push(from);
+            if self.stepped_from.len() > 8 {
+                self.stepped_from.remove(0);
+            }
+        }
         self.recent.clear();
         self.margins = MarginWatch::default();
         self.since_change = 0;
         self.drifts += 1;
+        self.since_stepup = 0;
+    }
+
+    /// `probe_images` after a default step-up, while the default is still served, the default
+    /// steps back down to the pair it came from; that pair's old audits are dropped (they
+    /// are of the scenery it failed in), so it is served on the prior's word again until the
+    /// default check has `check_min_audits` fresh ones. If it still misses the target it
+    /// steps up again; the cost of a probe is those audits' worth of images at a pair just
+    /// under the target.
+    fn probe_down(&mut self) {
+        // Only while the default is served: a cheaper certified pair needs no probe.
+        if self.cfg.probe_images == 0
+            || self.since_stepup < self.cfg.probe_images
+            || self.served != self.default
+        {
+            return;
+        }
+        let Some(back) = self.stepped_from.pop() else {
+            return;
+        };
+        let from = self.default;
+        self.stats[back].outcomes.clear();
+        self.default = back;
+        self.recent.clear();
+        self.since_stepup = 0;
+        self.probes += 1;
+        self.choose();
+        tracing::info!(
+            from = %self.actions[from],
+            now = %self.actions[self.default],
+            "checking the default the audits had stepped up from again"
+        );
     }
 
     /// Estimation bytes the plan reserved but did not spend are given back.
@@ -708,6 +783,7 @@ impl LivePair {
             drifts: self.drifts,
             default_stepups: self.default_stepups,
             margin_alarms: self.margin_alarms,
+            probes: self.probes,
             served_bytes: self.served_bytes,
             original_bytes: self.original_bytes,
             estimation_bytes: self.estimation_bytes,
@@ -779,6 +855,46 @@ mod tests {
             changes += usize::from(l.served() != served);
         }
         changes
+    }
+
+    #[test]
+    fn a_stepped_up_default_is_checked_again_after_probe_images() {
+        // Scenery A: the prior (q95@960) misses the target, q95 at ≥ 1280 px meets it.
+        // Scenery B, easier: q95 at ≥ 960 px agrees 98.5 %. Cheaper pairs miss in both.
+        let at = |min_side: u32, p: f64| {
+            move |a: Action| {
+                if a.max_side.unwrap_or(u32::MAX) >= min_side && a.quality.is_none_or(|q| q >= 95) {
+                    p
+                } else {
+                    0.90
+                }
+            }
+        };
+        let run = |probe_images: u64| {
+            let mut l = learner();
+            l.cfg.probe_images = probe_images;
+            let prior = l.served();
+            stream(&mut l, 1500, 3, at(1280, 0.995));
+            let after_a = l.served();
+            let mut at_prior = 0;
+            for i in 0..4000 {
+                stream(&mut l, 1, 100 + i, at(960, 0.985));
+                at_prior += usize::from(l.served() == prior);
+            }
+            (prior, after_a, at_prior, l.status().probes)
+        };
+        let (prior, after_a, at_prior, probes) = run(1500);
+        let (_, _, at_prior_never, probes_never) = run(0);
+        eprintln!(
+            "scenery B: {at_prior} of 4000 images at the prior with {probes} probes, {at_prior_never} without"
+        );
+        assert_ne!(after_a, prior, "scenery A stepped the default up");
+        assert!(probes >= 1);
+        assert_eq!(probes_never, 0);
+        assert!(
+            at_prior >= 2000 && at_prior > at_prior_never + 1000,
+            "the prior came back in the easier scenery: {at_prior} vs {at_prior_never} of 4000"
+        );
     }
 
     #[test]
@@ -896,6 +1012,7 @@ mod tests {
         let (mut caught, mut stepped) = (0, 0);
         for seed in 20..25 {
             let mut l = learner();
+            l.cfg.probe_images = 0;
             let prior = l.served();
             stream(&mut l, 3000, seed, agree);
             let st = l.status();

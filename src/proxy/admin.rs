@@ -174,6 +174,7 @@ pub fn refresh(s: &ProxyState) {
             (&m.pair_drifts, pair.drifts),
             (&m.pair_default_stepups, pair.default_stepups),
             (&m.pair_margin_alarms, pair.margin_alarms),
+            (&m.pair_probes, pair.probes),
         ] {
             let seen = counter.get();
             if total > seen {

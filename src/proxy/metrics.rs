@@ -92,6 +92,7 @@ pub struct Metrics {
     pub pair_drifts: Counter,
     pub pair_default_stepups: Counter,
     pub pair_margin_alarms: Counter,
+    pub pair_probes: Counter,
     pub pair_target: FloatGauge,
     pub pair_estimation_share: FloatGauge,
     pub inflight: Gauge,
@@ -234,6 +235,7 @@ impl Metrics {
             pair_drifts: Counter::default(),
             pair_default_stepups: Counter::default(),
             pair_margin_alarms: Counter::default(),
+            pair_probes: Counter::default(),
             pair_target: FloatGauge::default(),
             pair_estimation_share: FloatGauge::default(),
             inflight: Gauge::default(),
@@ -390,6 +392,11 @@ impl Metrics {
             "adacompress_pair_margin_alarms",
             "Times a shift of the cloud's top-1 margins (before any audit failed) made the learner re-learn.",
             m.pair_margin_alarms.clone(),
+        );
+        registry.register(
+            "adacompress_pair_probes",
+            "Times a stepped-up default stepped back down to be checked again on fresh audits (pair.probe_images).",
+            m.pair_probes.clone(),
         );
         registry.register(
             "adacompress_pair_target_agreement",
