@@ -29,7 +29,9 @@
 //!    rule alone never caught a default just under the target (`docs/bench/notes.md`).
 //! 7. **Probe back down.** `probe_images` after the default was stepped up (by the check
 //!    or a drift), while it is still served, the default steps back down to the pair it came
-//!    from, with that pair's old audits dropped, and the check runs again on fresh ones. An easier
+//!    from, with that pair's old audits dropped, and the check runs again on fresh ones;
+//!    at once when the margin watch sees the answers grow more confident (an easier
+//!    scenery). An easier
 //!    scenery never fails the more faithful pair, and after the learning phase the budget is
 //!    too small to certify a pair near the target, so without this a default only goes up
 //!    (`docs/bench/notes.md`, stream run 4).
@@ -333,6 +335,10 @@ pub struct LivePair {
     /// Times the default stepped back down to be checked again.
     #[serde(default)]
     probes: u64,
+    /// A probe is gathering its fresh audits: paid at `learn_share` until the default has
+    /// `check_min_audits` of them (or is no longer what is served).
+    #[serde(default)]
+    probing: bool,
     served_bytes: u64,
     original_bytes: u64,
     estimation_bytes: u64,
@@ -373,6 +379,7 @@ impl LivePair {
             stepped_from: Vec::new(),
             since_stepup: 0,
             probes: 0,
+            probing: false,
             served_bytes: 0,
             original_bytes: 0,
             estimation_bytes: 0,
@@ -553,7 +560,7 @@ impl LivePair {
                 orig,
             );
         }
-        let share = if self.since_change <= self.cfg.learn_images {
+        let share = if self.since_change <= self.cfg.learn_images || self.probing {
             self.cfg.learn_share
         } else {
             self.cfg.budget_share
@@ -662,6 +669,12 @@ impl LivePair {
             );
         }
         self.choose();
+        if self.probing
+            && (self.served != self.default
+                || self.stats[self.default].agreed().1 >= self.cfg.check_min_audits)
+        {
+            self.probing = false;
+        }
     }
 
     /// The default is served uncertified and its own audits say it misses the target: at
@@ -703,8 +716,19 @@ impl LivePair {
         for s in &mut self.stats {
             s.outcomes.clear();
         }
-        self.default = if up { self.step_up(from) } else { from };
-        if self.default != from {
+        self.default = if up {
+            self.step_up(from)
+        } else if self.cfg.probe_images > 0
+            && let Some(back) = self.stepped_from.pop()
+        {
+            // The answers grew more confident: an easier scenery, so the pair stepped up
+            // from is checked again at once, in the learning phase that starts now.
+            self.probes += 1;
+            back
+        } else {
+            from
+        };
+        if up && self.default != from {
             self.stepped_from.push(from);
             if self.stepped_from.len() > 8 {
                 self.stepped_from.remove(0);
@@ -715,14 +739,17 @@ impl LivePair {
         self.since_change = 0;
         self.drifts += 1;
         self.since_stepup = 0;
+        self.probing = false;
     }
 
     /// `probe_images` after a default step-up, while the default is still served, the default
     /// steps back down to the pair it came from; that pair's old audits are dropped (they
     /// are of the scenery it failed in), so it is served on the prior's word again until the
     /// default check has `check_min_audits` fresh ones. If it still misses the target it
-    /// steps up again; the cost of a probe is those audits' worth of images at a pair just
-    /// under the target.
+    /// steps up again. Those fresh audits are paid at `learn_share` (see `probing`), so the
+    /// check has them within a couple of hundred images, not the ~800 the post-learning
+    /// budget would take; the cost of a probe is those audits and the images served
+    /// meanwhile at a pair that may sit just under the target.
     fn probe_down(&mut self) {
         // Only while the default is served: a cheaper certified pair needs no probe.
         if self.cfg.probe_images == 0
@@ -740,6 +767,7 @@ impl LivePair {
         self.recent.clear();
         self.since_stepup = 0;
         self.probes += 1;
+        self.probing = true;
         self.choose();
         tracing::info!(
             from = %self.actions[from],
@@ -777,7 +805,7 @@ impl LivePair {
             default: self.actions[self.default].name(),
             certified: self.certified(self.served),
             target_agreement: self.cfg.target_agreement,
-            learning: self.since_change <= self.cfg.learn_images,
+            learning: self.since_change <= self.cfg.learn_images || self.probing,
             images: self.images,
             audits: self.audits,
             drifts: self.drifts,
@@ -1067,6 +1095,25 @@ mod tests {
         assert!(alarm.is_some(), "no alarm");
         assert!(l.cost(l.served()) > l.cost(before), "stepped up");
         assert_eq!(l.status().margin_alarms, 1);
+        // With probes on, margins that rise again (an easier scenery) bring back the pair
+        // stepped up from, at once; without, the stepped-up default stays.
+        for probe_images in [1500, 0] {
+            let mut m = l.clone();
+            m.cfg.probe_images = probe_images;
+            let stepped = m.served();
+            for _ in 0..3000 {
+                m.observe_margin(0.25 + 0.3 * (rng.random::<f64>() - 0.5));
+            }
+            let rise =
+                (0..100).position(|_| m.observe_margin(0.5 + 0.3 * (rng.random::<f64>() - 0.5)));
+            assert!(rise.is_some(), "no alarm on the rise");
+            if probe_images > 0 {
+                assert_eq!(m.served(), before, "the pair stepped up from is back");
+                assert_eq!(m.status().probes, 1);
+            } else {
+                assert_eq!(m.served(), stepped, "no probe: the default stays up");
+            }
+        }
     }
 
     #[test]
