@@ -104,9 +104,8 @@ pub struct PairConfig {
     /// down to the pair it came from, to check it again on fresh audits (0 = never). The
     /// scenery may have changed since without any audit failing (an easier scenery never
     /// fails the more faithful pair), and after the learning phase the budget is too small
-    /// to certify a pair near the target: without this a default only ever goes up. Off by
-    /// default until a probe gathers its fresh audits fast enough (stream run 5,
-    /// `docs/bench/notes.md`).
+    /// to certify a pair near the target: without this a default only ever goes up (stream
+    /// runs 4–7, `docs/bench/notes.md`).
     pub probe_images: u64,
     /// Standard errors between the fast and slow moving averages of the served answers'
     /// top-1 margin that mean the scenery changed (0 = off).
@@ -130,7 +129,7 @@ impl Default for PairConfig {
             check_z: 1.0,
             check_min_audits: 40,
             hold_z: 1.0,
-            probe_images: 0,
+            probe_images: 1500,
             margin_alarm_sigmas: 5.0,
         }
     }
