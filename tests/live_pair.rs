@@ -25,20 +25,11 @@ async fn calibrated_proxy(upstream: &str, state: &Path) -> Server {
     .await
 }
 
-async fn agent_json(proxy: &Server) -> serde_json::Value {
-    reqwest::get(format!("http://{}/agent", proxy.admin_addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Waits until no audit is in flight (at most 60 s).
 async fn audits_done(proxy: &Server) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        if agent_json(proxy).await["state"] != "estimate" {
+        if agent_of(proxy).await["state"] != "estimate" {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -53,7 +44,7 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     let proxy = calibrated_proxy(&backend, &state).await;
 
     // A fresh proxy serves the shipped prior: the calibrated checkpoint's fallback pair.
-    let before = agent_json(&proxy).await;
+    let before = agent_of(&proxy).await;
     let prior = before["pair"]["served"]
         .as_str()
         .expect("a live pair")
@@ -87,7 +78,7 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
         audits_done(&proxy).await;
     }
 
-    let after = agent_json(&proxy).await;
+    let after = agent_of(&proxy).await;
     let pair = &after["pair"];
     let audits = pair["audits"].as_u64().unwrap();
     assert!(audits >= 1, "the learning credit pays for audits: {after}");
@@ -148,7 +139,7 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     // A restart finds what the audits taught.
     assert!(proxy.shutdown().await);
     let again = calibrated_proxy(&backend, &state).await;
-    let restored = agent_json(&again).await;
+    let restored = agent_of(&again).await;
     assert_eq!(
         restored["pair"]["audits"].as_u64(),
         Some(audits),

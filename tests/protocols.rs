@@ -17,6 +17,25 @@ use adacompress::proxy::compress::ImageWire;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::Engine as _;
 
+/// Sends `request` to the backend at `url`, asserts a 200 and parses the answer.
+async fn answer_of(
+    http: &reqwest::Client,
+    url: &str,
+    protocol: Protocol,
+    request: &ClientRequest,
+) -> Answer {
+    let (status, _, body) = send(http, url, request).await;
+    assert_eq!(
+        status,
+        200,
+        "{protocol}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    protocol
+        .parse_answer(status, &body)
+        .unwrap_or_else(|e| panic!("{protocol}: {e}"))
+}
+
 /// Sends a client request to the backend at `url`: (status, headers, body).
 async fn send(
     http: &reqwest::Client,
@@ -168,16 +187,7 @@ async fn every_protocol_round_trips_through_proxy_and_backend() {
             headers: new_list,
             body: rewritten.body,
         };
-        let (status, _, body) = send(&http, &url, &upload).await;
-        assert_eq!(
-            status,
-            200,
-            "{protocol}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        let answer = protocol
-            .parse_answer(status, &body)
-            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let answer = answer_of(&http, &url, protocol, &upload).await;
         assert!(!answer.labels.is_empty(), "{protocol}: {answer:?}");
     }
     assert_eq!(state.images_classified(), Protocol::ALL.len() as u64);
@@ -192,16 +202,7 @@ async fn every_protocol_agrees_with_google_on_the_top1() {
     let mut google_top1 = None;
     for protocol in Protocol::ALL {
         let request = protocol.client_request(&elephant, 10);
-        let (status, _, body) = send(&http, &url, &request).await;
-        assert_eq!(
-            status,
-            200,
-            "{protocol}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        let answer = protocol
-            .parse_answer(status, &body)
-            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let answer = answer_of(&http, &url, protocol, &request).await;
         let top1 = answer.top1().map(str::to_owned);
         let google = google_top1.get_or_insert_with(|| top1.clone());
         assert_eq!(&top1, google, "{protocol}: {answer:?}");

@@ -656,10 +656,7 @@ impl LivePair {
             self.default = self.step_up(from);
             self.default_stepups += 1;
             self.recent.clear();
-            self.stepped_from.push(from);
-            if self.stepped_from.len() > 8 {
-                self.stepped_from.remove(0);
-            }
+            self.remember_step(from);
             self.since_stepup = 0;
             tracing::warn!(
                 from = %self.actions[from],
@@ -728,10 +725,7 @@ impl LivePair {
             from
         };
         if up && self.default != from {
-            self.stepped_from.push(from);
-            if self.stepped_from.len() > 8 {
-                self.stepped_from.remove(0);
-            }
+            self.remember_step(from);
         }
         self.recent.clear();
         self.margins = MarginWatch::default();
@@ -739,6 +733,14 @@ impl LivePair {
         self.drifts += 1;
         self.since_stepup = 0;
         self.probing = false;
+    }
+
+    /// Remembers a default stepped up from, for a later probe (the 8 most recent).
+    fn remember_step(&mut self, from: usize) {
+        self.stepped_from.push(from);
+        if self.stepped_from.len() > 8 {
+            self.stepped_from.remove(0);
+        }
     }
 
     /// `probe_images` after a default step-up, while the default is still served, the default
