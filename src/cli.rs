@@ -36,8 +36,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the upload proxy daemon.
     Serve(ServeArgs),
-    /// The whole system live on embedded defaults: backend + proxy in-process, sample photos
-    /// through the proxy, a scenery change, estimate → retrain → recovery.
+    /// The whole system on embedded defaults: backend + proxy, day then night uploads, live pair.
     Demo(DemoArgs),
     /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
     Healthcheck(HealthcheckArgs),
