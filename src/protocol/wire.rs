@@ -3,7 +3,8 @@
 //! Each protocol file declares `#[derive(Deserialize)]` structs for the JSON it reads
 //! (request shapes where the proxy or backend looks for the image and options, answer shapes
 //! where labels are parsed), with the vendor's field names. They are deserialized from the
-//! already parsed `serde_json::Value` (`Wire::deserialize(&doc)`), which keeps the size check
+//! already parsed `serde_json::Value` ([`read`], or `read_request` / `read_answer` in the
+//! module root), which keeps the size check
 //! of `parse_json` in front and the rewrite on the `Value`: typed structs are for reading only,
 //! so no field the proxy does not know is ever dropped from a rewritten body.
 //!
@@ -47,9 +48,7 @@ impl<T> Field<T> {
     pub(super) fn is_unset(&self) -> bool {
         matches!(self, Field::Absent | Field::Wrong(Value::Null))
     }
-}
 
-impl<T> Field<T> {
     /// The value as sent when it has the wrong type; `null` when absent or of the expected
     /// type (which has no `Value` to quote).
     pub(super) fn wrong(&self) -> &Value {
@@ -232,6 +231,7 @@ impl<'de, T: Expect<'de>> Visitor<'de> for FieldVisitor<T> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // A `Value` holds no NaN or infinity; were one to come, it is `null` as JSON has it.
         Ok(match serde_json::Number::from_f64(v) {
             Some(number) => kept(T::number(number)),
             None => Field::Wrong(Value::Null),
