@@ -473,3 +473,148 @@ async fn saturated_backend_throttles_in_each_api_shape() {
     assert_eq!(long.await.unwrap(), 200);
     assert_eq!(state.images_classified(), 16);
 }
+
+/// The proxy's replacement in every JSON wire format changes the image and nothing else:
+/// fields it does not know (vendor options it has no struct field for, made-up keys, nested
+/// values of every JSON type) go up as the client sent them. Google, Rekognition and KServe
+/// (JSON and binary-data forms) carry the image in JSON; Azure's JSON form names a URL only,
+/// and the form, multipart and raw-body APIs keep every byte (their own unit tests).
+#[test]
+fn unknown_fields_survive_the_proxys_replacement_in_every_json_protocol() {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let image = common::photo("objects", "2.jpg");
+    let smaller = b"\xff\xd8\xff\xdb smaller".to_vec();
+    let extra = serde_json::json!({"a": [1, 2.5, "s", null, true, {"b": -3}], "c": ""});
+    // (protocol, headers, body with the original image, the same body with the smaller one)
+    let json_bodies = |content: &[u8]| {
+        let content = b64(content);
+        vec![
+            (
+                Protocol::GoogleVision,
+                vec![("content-type", "application/json")],
+                serde_json::json!({
+                    "requests": [{
+                        "image": {"content": content, "x-extra": extra},
+                        "features": [
+                            {"type": "LABEL_DETECTION", "maxResults": 3, "model": "builtin/latest"},
+                            {"type": "SAFE_SEARCH_DETECTION"},
+                        ],
+                        "imageContext": {"languageHints": ["en"], "cropHintsParams": {"aspectRatios": [1.5]}},
+                    }],
+                    "parent": "projects/p/locations/eu",
+                    "unknownTopLevel": extra,
+                }),
+            ),
+            (
+                Protocol::Rekognition,
+                vec![
+                    ("content-type", "application/x-amz-json-1.1"),
+                    ("x-amz-target", "RekognitionService.DetectLabels"),
+                ],
+                serde_json::json!({
+                    "Image": {"Bytes": content, "Extra": extra},
+                    "MaxLabels": 5,
+                    "MinConfidence": 70.5,
+                    "Settings": {"GeneralLabels": {"LabelInclusionFilters": ["Dog"]}},
+                    "Features": ["GENERAL_LABELS", "IMAGE_PROPERTIES"],
+                    "Unknown": extra,
+                }),
+            ),
+            (
+                Protocol::KServe,
+                vec![("content-type", "application/json")],
+                serde_json::json!({
+                    "id": "r-1",
+                    "inputs": [
+                        {"name": "meta", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+                        {
+                            "name": "image", "shape": [1], "datatype": "BYTES",
+                            "data": [{"b64": content, "note": extra}],
+                            "parameters": {"custom": "x"},
+                        },
+                    ],
+                    "outputs": [{"name": "labels", "parameters": {"binary_data": false, "extra": 1}}],
+                    "parameters": {"top_k": 3, "trace": extra},
+                    "x-unknown": extra,
+                }),
+            ),
+        ]
+    };
+    for ((protocol, headers, sent), (_, _, expected)) in
+        json_bodies(&image).into_iter().zip(json_bodies(&smaller))
+    {
+        let (_, headers) = with_headers(
+            &headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>(),
+            &[],
+        );
+        let body = sent.to_string().into_bytes();
+        let path = protocol.client_request(&image, 5).path_and_query;
+        let req = ProxyRequest {
+            path_and_query: &path,
+            headers: &headers,
+            body: &body,
+        };
+        let slots = protocol
+            .extract_images(&req)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let slot = slots
+            .iter()
+            .find(|slot| slot.bytes() == Some(&image[..]))
+            .unwrap_or_else(|| panic!("{protocol}: no slot holds the image: {slots:?}"));
+        let rewritten = protocol
+            .replace_images(&req, &[(slot.index, smaller.clone())])
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let got: serde_json::Value =
+            serde_json::from_slice(&rewritten.body).expect("the rewrite is JSON");
+        assert_eq!(got, expected, "{protocol}");
+    }
+
+    // KServe with the binary-data extension: the JSON header keeps every field but the
+    // image input's `binary_data_size`.
+    let request = Protocol::KServe.client_request(&image, 5);
+    let length: usize = request
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("inference-header-content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a header length");
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&request.body[..length]).expect("a JSON header");
+    header["id"] = "r-2".into();
+    header["inputs"][0]["parameters"]["custom"] = extra.clone();
+    header["outputs"][0]["parameters"] = serde_json::json!({"binary_data": true, "x": extra});
+    header["parameters"]["trace"] = extra.clone();
+    header["x-unknown"] = extra.clone();
+    let header_text = header.to_string();
+    let body = [header_text.as_bytes(), &request.body[length..]].concat();
+    let (_, headers) = with_headers(
+        &request.headers,
+        &[(
+            "inference-header-content-length".to_owned(),
+            header_text.len().to_string(),
+        )],
+    );
+    let req = ProxyRequest {
+        path_and_query: &request.path_and_query,
+        headers: &headers,
+        body: &body,
+    };
+    let rewritten = Protocol::KServe
+        .replace_images(&req, &[(0, smaller.clone())])
+        .expect("kserve rewrite");
+    let new_length: usize = rewritten
+        .headers
+        .iter()
+        .find(|(n, _)| n == "inference-header-content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a new header length");
+    let got: serde_json::Value =
+        serde_json::from_slice(&rewritten.body[..new_length]).expect("a JSON header");
+    let mut expected = header;
+    expected["inputs"][0]["parameters"]["binary_data_size"] = (smaller.len() + 4).into();
+    assert_eq!(got, expected);
+    assert_eq!(&rewritten.body[new_length + 4..], &smaller[..]);
+}

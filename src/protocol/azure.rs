@@ -27,15 +27,87 @@
 //! - There is no parameter for the number of tags: the backend answers [`MAX_TAGS`], and
 //!   `metadata` with the image's size read from its header.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
-    ProtocolError, SlotImage, content_type_text, describe, excerpt, is_success, labels_from,
-    media_type, parse_json, wire_number,
+    ProtocolError, SlotImage, WireLabel, content_type_text, describe, excerpt, is_success,
+    labels_from, media_type, parse_json, read_answer, read_request, wire_number,
 };
+
+/// An analyze request with a JSON body: `{"url": …}` (the image is fetched by the service).
+#[derive(Debug, Deserialize)]
+struct UrlRequest<'a> {
+    #[serde(default, borrow)]
+    url: Field<Cow<'a, str>>,
+}
+
+/// An analyze answer; only `tagsResult` is read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnalyzeAnswer<'a> {
+    #[serde(default, borrow)]
+    tags_result: Field<TagsResult<'a>>,
+}
+
+/// `tagsResult`: `{"values": [{"name", "confidence"}]}`.
+#[derive(Debug, Deserialize)]
+struct TagsResult<'a> {
+    #[serde(default, borrow)]
+    values: Field<Vec<Field<Tag<'a>>>>,
+}
+
+/// One of `tagsResult.values`; `confidence` is in `0..=1`.
+#[derive(Debug, Deserialize)]
+struct Tag<'a> {
+    #[serde(default, borrow)]
+    name: Field<Cow<'a, str>>,
+    #[serde(default)]
+    confidence: Field<serde_json::Number>,
+}
+
+impl WireLabel for Tag<'_> {
+    fn name(&self) -> Option<&str> {
+        self.name.text()
+    }
+
+    fn score(&self) -> Option<f64> {
+        self.confidence.ok().and_then(serde_json::Number::as_f64)
+    }
+}
+
+/// An error answer: `{"error": {"code", "message", "innererror": {"code", "message"}}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer<'a> {
+    #[serde(default, borrow)]
+    error: Field<ErrorBody<'a>>,
+}
+
+/// `error` and `error.innererror`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody<'a> {
+    #[serde(default, borrow)]
+    code: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    innererror: Field<InnerError<'a>>,
+}
+
+/// `error.innererror`: the more specific `code`.
+#[derive(Debug, Deserialize)]
+struct InnerError<'a> {
+    #[serde(default, borrow)]
+    code: Field<Cow<'a, str>>,
+}
+
+wire_object!('a, UrlRequest, AnalyzeAnswer, TagsResult, Tag, ErrorAnswer, ErrorBody, InnerError);
 
 /// The path of the analyze operation.
 pub const PATH: &str = "/computervision/imageanalysis:analyze";
@@ -103,36 +175,30 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
         return Err(error_from_answer(status, body));
     }
     let doc = parse_json(body, "answer body")?;
-    let values = doc
-        .get("tagsResult")
-        .and_then(|tags| tags.get("values"))
-        .and_then(Value::as_array)
+    let answer = read_answer::<AnalyzeAnswer>(&doc);
+    let values = answer
+        .as_ref()
+        .and_then(|answer| answer.tags_result.ok())
+        .and_then(|tags| tags.values.ok())
         .ok_or_else(|| ProtocolError::UnexpectedAnswer {
             detail: "no `tagsResult.values` array (was `features=tags` asked for?)".to_owned(),
         })?;
-    let labels = labels_from(
-        values,
-        "tagsResult.values",
-        ("name", "confidence"),
-        Value::as_f64,
-        1.0,
-    )?;
+    let labels = labels_from(values, "tagsResult.values", ("name", "confidence"), 1.0)?;
     Ok(Answer::new(labels))
 }
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     let doc = super::parse_json(body, "answer body").ok();
-    let error = doc.as_ref().and_then(|doc| doc.get("error"));
-    let text = |value: Option<&Value>, key: &str| {
-        value
-            .and_then(|v| v.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let inner = error.and_then(|e| e.get("innererror"));
-    let kind = text(inner, "code").or_else(|| text(error, "code"));
-    match (kind, text(error, "message")) {
+    let answer = doc.as_ref().and_then(read_answer::<ErrorAnswer>);
+    let error = answer.as_ref().and_then(|answer| answer.error.ok());
+    let inner = error.and_then(|e| e.innererror.ok());
+    let kind = inner
+        .and_then(|inner| inner.code.text())
+        .or_else(|| error.and_then(|e| e.code.text()))
+        .map(str::to_owned);
+    let message = error.and_then(|e| e.message.text()).map(str::to_owned);
+    match (kind, message) {
         (None, None) => ProtocolError::Upstream {
             status,
             excerpt: excerpt(body),
@@ -394,24 +460,18 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>,
         Some(kind) if kind.starts_with("image/") => {}
         Some("application/json") => {
             let doc = parse_json(body, "request body")?;
-            if !doc.is_object() {
-                return Err(ProtocolError::InvalidValue {
-                    path: "request body".to_owned(),
-                    expected: "a JSON object",
-                    got: describe(&doc),
-                });
-            }
-            return Ok(match doc.get("url") {
-                Some(Value::String(url)) if !url.is_empty() => Found::Remote {
+            let request: UrlRequest = read_request(&doc)?;
+            return Ok(match &request.url {
+                Field::Is(url) if !url.is_empty() => Found::Remote {
                     path: "url".to_owned(),
-                    reference: url.clone(),
+                    reference: url.clone().into_owned(),
                 },
-                None | Some(Value::Null) | Some(Value::String(_)) => {
+                Field::Absent | Field::Wrong(Value::Null) | Field::Is(_) => {
                     Found::Missing(ProtocolError::MissingField {
                         path: "url".to_owned(),
                     })
                 }
-                Some(other) => {
+                Field::Wrong(other) => {
                     return Err(ProtocolError::InvalidValue {
                         path: "url".to_owned(),
                         expected: "a string",

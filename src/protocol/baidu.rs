@@ -28,15 +28,53 @@
 //! - The access token is in the query and the body is not signed: the proxy rewrites only the
 //!   `image` value, and every other field keeps its bytes and its place.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
-    form_fields, is_success, labels_from, parse_json, splice, wire_number,
+    form_fields, is_success, labels_from, parse_json, read_answer, splice, wire_number,
 };
+use super::{WireLabel, wire::Field, wire::wire_object};
+
+/// An `advanced_general` answer: `result` on success, `error_code` / `error_msg` on failure
+/// (at HTTP 200 too).
+#[derive(Debug, Deserialize)]
+struct ClassifyAnswer<'a> {
+    #[serde(default)]
+    error_code: Field<Value>,
+    #[serde(default, borrow)]
+    error_msg: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    result: Field<Vec<Field<ResultItem<'a>>>>,
+}
+
+/// One of `result`: `{"keyword", "score", "root", "baike_info"}`; `score` in `0..=1`, a
+/// number or, in older answers, a numeric string.
+#[derive(Debug, Deserialize)]
+struct ResultItem<'a> {
+    #[serde(default, borrow)]
+    keyword: Field<Cow<'a, str>>,
+    #[serde(default)]
+    score: Field<Value>,
+}
+
+impl WireLabel for ResultItem<'_> {
+    fn name(&self) -> Option<&str> {
+        self.keyword.text()
+    }
+
+    fn score(&self) -> Option<f64> {
+        self.score.ok().and_then(as_number)
+    }
+}
+
+wire_object!('a, ClassifyAnswer, ResultItem);
 
 /// The path of `advanced_general`.
 pub const PATH: &str = "/rest/2.0/image-classify/v2/advanced_general";
@@ -107,13 +145,14 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
         }
         Err(err) => return Err(err),
     };
-    if let Some(code) = doc.get("error_code").filter(|c| !c.is_null()) {
+    let answer = read_answer::<ClassifyAnswer>(&doc);
+    if let Some(code) = answer.as_ref().and_then(|a| a.error_code.ok()) {
         return Err(ProtocolError::Service {
             status,
             kind: format!("error_code {code}"),
-            message: doc
-                .get("error_msg")
-                .and_then(Value::as_str)
+            message: answer
+                .as_ref()
+                .and_then(|a| a.error_msg.text())
                 .unwrap_or_default()
                 .to_owned(),
         });
@@ -124,12 +163,12 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
             excerpt: excerpt(body),
         });
     }
-    let results = doc.get("result").and_then(Value::as_array).ok_or_else(|| {
+    let results = answer.as_ref().and_then(|a| a.result.ok()).ok_or_else(|| {
         ProtocolError::UnexpectedAnswer {
             detail: "no `result` array".to_owned(),
         }
     })?;
-    let labels = labels_from(results, "result", ("keyword", "score"), as_number, 1.0)?;
+    let labels = labels_from(results, "result", ("keyword", "score"), 1.0)?;
     Ok(Answer::new(labels))
 }
 

@@ -33,11 +33,13 @@
 //!   ImageNet labels as `objects` ([`MAX_OBJECTS`] of them) and no `scenes`, and detect with the
 //!   face detector it was given, if any.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Number, Value, json};
 use sha2::Digest as _;
 
 use super::multipart::{self, Multipart, NewPart};
@@ -46,8 +48,65 @@ use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
     ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
     encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
-    media_type, parse_json, splice, wire_number,
+    media_type, parse_json, read_answer, splice, wire_number,
 };
+use super::{WireLabel, wire::Field, wire::wire_object};
+
+/// A Face++ answer: detect's `faces`, the scene operation's `objects` and `scenes`, or
+/// `error_message` (`CODE: detail`) at any status.
+#[derive(Debug, Deserialize)]
+struct WireAnswer<'a> {
+    #[serde(default, borrow)]
+    error_message: Field<Cow<'a, str>>,
+    #[serde(default)]
+    faces: Field<Vec<Field<Face>>>,
+    #[serde(default, borrow)]
+    objects: Field<Vec<Field<Thing<'a>>>>,
+    #[serde(default, borrow)]
+    scenes: Field<Vec<Field<Thing<'a>>>>,
+}
+
+/// One of `faces`; only the rectangle is read.
+#[derive(Debug, Deserialize)]
+struct Face {
+    #[serde(default)]
+    face_rectangle: Field<Rectangle>,
+}
+
+/// `face_rectangle`, in pixels.
+#[derive(Debug, Deserialize)]
+struct Rectangle {
+    #[serde(default)]
+    left: Field<Number>,
+    #[serde(default)]
+    top: Field<Number>,
+    #[serde(default)]
+    width: Field<Number>,
+    #[serde(default)]
+    height: Field<Number>,
+}
+
+/// One of `objects` or `scenes`: `{"value", "confidence"}` (percent).
+#[derive(Debug, Deserialize)]
+struct Thing<'a> {
+    #[serde(default, borrow)]
+    value: Field<Cow<'a, str>>,
+    #[serde(default)]
+    confidence: Field<Number>,
+}
+
+impl WireLabel for Thing<'_> {
+    fn name(&self) -> Option<&str> {
+        self.value.text()
+    }
+
+    fn score(&self) -> Option<f64> {
+        self.confidence.ok().and_then(Number::as_f64)
+    }
+}
+
+wire_object!(Face, Rectangle);
+wire_object!('a, WireAnswer, Thing);
 
 /// The path of face detection.
 pub const DETECT_PATH: &str = "/facepp/v3/detect";
@@ -171,11 +230,8 @@ fn form_request(
 /// answers 413 in plain text).
 pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
     let doc = super::parse_json(body, "answer body").ok();
-    if let Some(message) = doc
-        .as_ref()
-        .and_then(|doc| doc.get("error_message"))
-        .and_then(Value::as_str)
-    {
+    let answer = doc.as_ref().and_then(read_answer::<WireAnswer>);
+    if let Some(message) = answer.as_ref().and_then(|a| a.error_message.text()) {
         let (kind, detail) = message.split_once(':').unwrap_or((message, ""));
         return Err(ProtocolError::Service {
             status,
@@ -189,33 +245,44 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
             excerpt: excerpt(body),
         });
     }
-    let doc = match doc {
-        Some(doc) => doc,
-        None => parse_json(body, "answer body")?,
+    let Some(answer) = answer else {
+        if doc.is_none() {
+            // Not JSON: the parser's own error.
+            parse_json(body, "answer body")?;
+        }
+        return Err(ProtocolError::UnexpectedAnswer {
+            detail: "no `faces`, `objects` or `scenes`".to_owned(),
+        });
     };
-    if let Some(faces) = doc.get("faces") {
-        return parse_faces(faces).map(Answer::detections);
+    match &answer.faces {
+        Field::Absent => {}
+        Field::Is(faces) => return parse_faces(faces).map(Answer::detections),
+        Field::Wrong(_) => {
+            return Err(ProtocolError::UnexpectedAnswer {
+                detail: "`faces` is not an array".to_owned(),
+            });
+        }
     }
-    if doc.get("objects").is_none() && doc.get("scenes").is_none() {
+    if matches!(answer.objects, Field::Absent) && matches!(answer.scenes, Field::Absent) {
         return Err(ProtocolError::UnexpectedAnswer {
             detail: "no `faces`, `objects` or `scenes`".to_owned(),
         });
     }
     let mut labels = Vec::new();
-    for key in ["objects", "scenes"] {
-        let Some(items) = doc.get(key).filter(|v| !v.is_null()) else {
-            continue;
+    for (key, items) in [("objects", &answer.objects), ("scenes", &answer.scenes)] {
+        let items = match items {
+            Field::Absent | Field::Wrong(Value::Null) => continue,
+            Field::Is(items) => items,
+            Field::Wrong(_) => {
+                return Err(ProtocolError::UnexpectedAnswer {
+                    detail: format!("`{key}` is not an array"),
+                });
+            }
         };
-        let items = items
-            .as_array()
-            .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                detail: format!("`{key}` is not an array"),
-            })?;
         labels.extend(labels_from(
             items,
             key,
             ("value", "confidence"),
-            Value::as_f64,
             CONFIDENCE_SCALE,
         )?);
     }
@@ -223,20 +290,16 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
 }
 
 /// The `faces` array of a detect answer.
-fn parse_faces(faces: &Value) -> Result<Vec<Region>, ProtocolError> {
-    let faces = faces
-        .as_array()
-        .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-            detail: "`faces` is not an array".to_owned(),
-        })?;
+fn parse_faces(faces: &[Field<Face>]) -> Result<Vec<Region>, ProtocolError> {
     faces
         .iter()
         .enumerate()
         .map(|(i, face)| {
-            let number = |name: &str| {
-                face.get("face_rectangle")
-                    .and_then(|rect| rect.get(name))
-                    .and_then(Value::as_f64)
+            let rectangle = face.ok().and_then(|face| face.face_rectangle.ok());
+            let number = |name: &str, pick: fn(&Rectangle) -> &Field<Number>| {
+                rectangle
+                    .and_then(|rect| pick(rect).ok())
+                    .and_then(Number::as_f64)
                     .ok_or_else(|| ProtocolError::UnexpectedAnswer {
                         detail: format!(
                             "faces[{i}].face_rectangle.{name} is missing or not a number"
@@ -245,10 +308,10 @@ fn parse_faces(faces: &Value) -> Result<Vec<Region>, ProtocolError> {
             };
             // Pixel coordinates fit an f32 exactly up to 2^24.
             Ok(Region {
-                left: number("left")? as f32,
-                top: number("top")? as f32,
-                width: number("width")? as f32,
-                height: number("height")? as f32,
+                left: number("left", |r| &r.left)? as f32,
+                top: number("top", |r| &r.top)? as f32,
+                width: number("width", |r| &r.width)? as f32,
+                height: number("height", |r| &r.height)? as f32,
                 score: 1.0,
             })
         })

@@ -31,15 +31,132 @@
 //! - The backend renders labels without knowledge-graph ids: `mid` is empty and `topicality`
 //!   repeats `score`.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::one_image::Found;
+use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
-    encode_base64, excerpt, is_success, normalise_score, parse_json, wire_number,
+    encode_base64, excerpt, is_success, normalise_score, parse_json, read_answer, wire_number,
 };
+
+// Wire structs. Protobuf's JSON mapping accepts a field under its lowerCamel name or its
+// proto name; both are declared (`…_proto`) and the lowerCamel one wins, as in the parser.
+// The proxy rewrites the `Value` these are read from, so unknown fields go up as sent.
+
+/// An `images:annotate` request: `{"requests": [...]}`.
+#[derive(Debug, Deserialize)]
+struct AnnotateRequest<'a> {
+    #[serde(default, borrow)]
+    requests: Field<Vec<Field<ImageRequest<'a>>>>,
+}
+
+/// One of `requests`: `{"image", "features"}`.
+#[derive(Debug, Deserialize)]
+struct ImageRequest<'a> {
+    #[serde(default, borrow)]
+    image: Field<WireImage<'a>>,
+    #[serde(default)]
+    features: Field<Vec<Field<Feature>>>,
+}
+
+/// `requests[i].image`: inline `content` (base64) or a `source`.
+#[derive(Debug, Deserialize)]
+struct WireImage<'a> {
+    #[serde(default, borrow)]
+    content: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    source: Field<ImageSource<'a>>,
+}
+
+/// `requests[i].image.source`: a URL or a Cloud Storage object.
+#[derive(Debug, Deserialize)]
+struct ImageSource<'a> {
+    #[serde(default, rename = "imageUri", borrow)]
+    image_uri: Field<Cow<'a, str>>,
+    #[serde(default, rename = "image_uri", borrow)]
+    image_uri_proto: Field<Cow<'a, str>>,
+    #[serde(default, rename = "gcsImageUri", borrow)]
+    gcs_image_uri: Field<Cow<'a, str>>,
+    #[serde(default, rename = "gcs_image_uri", borrow)]
+    gcs_image_uri_proto: Field<Cow<'a, str>>,
+}
+
+/// One of `requests[i].features`: `type` by name or number, `maxResults` a number or a string.
+#[derive(Debug, Deserialize)]
+struct Feature {
+    #[serde(default, rename = "type")]
+    kind: Field<Value>,
+    #[serde(default, rename = "maxResults")]
+    max_results: Field<Value>,
+    #[serde(default, rename = "max_results")]
+    max_results_proto: Field<Value>,
+}
+
+/// An `images:annotate` answer: `{"responses": [...]}`, one per request.
+#[derive(Debug, Deserialize)]
+struct AnnotateAnswer<'a> {
+    #[serde(default, borrow)]
+    responses: Field<Vec<Field<ImageResponse<'a>>>>,
+}
+
+/// One of `responses`: labels, or a per-image `error`.
+#[derive(Debug, Deserialize)]
+struct ImageResponse<'a> {
+    #[serde(default, borrow)]
+    error: Field<Status<'a>>,
+    #[serde(default, rename = "labelAnnotations", borrow)]
+    label_annotations: Field<Vec<Field<LabelAnnotation<'a>>>>,
+    #[serde(default, rename = "label_annotations", borrow)]
+    label_annotations_proto: Field<Vec<Field<LabelAnnotation<'a>>>>,
+}
+
+/// One of `labelAnnotations`; `score` a number or a numeric string, both optional.
+#[derive(Debug, Deserialize)]
+struct LabelAnnotation<'a> {
+    #[serde(default, borrow)]
+    description: Field<Cow<'a, str>>,
+    #[serde(default)]
+    score: Field<Value>,
+}
+
+/// A `google.rpc.Status`: per image in `responses[i].error`, for the whole request in a non-2xx
+/// answer's `error` (with the `status` name).
+#[derive(Debug, Deserialize)]
+struct Status<'a> {
+    #[serde(default)]
+    code: Field<Value>,
+    #[serde(default, borrow)]
+    message: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    status: Field<Cow<'a, str>>,
+}
+
+/// A non-2xx answer: `{"error": {...}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer<'a> {
+    #[serde(default, borrow)]
+    error: Field<Status<'a>>,
+}
+
+wire_object!(Feature);
+wire_object!(
+    'a,
+    AnnotateRequest,
+    ImageRequest,
+    WireImage,
+    ImageSource,
+    AnnotateAnswer,
+    ImageResponse,
+    LabelAnnotation,
+    Status,
+    ErrorAnswer
+);
 
 /// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
 /// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
@@ -117,9 +234,10 @@ pub fn parse_answers(
         return Err(error_from_answer(status, body));
     }
     let doc = parse_json(body, "answer body")?;
-    let responses = doc
-        .get("responses")
-        .and_then(Value::as_array)
+    let answer = read_answer::<AnnotateAnswer>(&doc);
+    let responses = answer
+        .as_ref()
+        .and_then(|answer| answer.responses.ok())
         .ok_or_else(|| ProtocolError::UnexpectedAnswer {
             detail: "no `responses` array".to_owned(),
         })?;
@@ -131,44 +249,69 @@ pub fn parse_answers(
 }
 
 /// One element of `responses`.
-fn parse_one_response(i: usize, response: &Value) -> Result<Answer, ProtocolError> {
-    if let Some(error) = response.get("error") {
+fn parse_one_response(
+    i: usize,
+    response: &Field<ImageResponse<'_>>,
+) -> Result<Answer, ProtocolError> {
+    // Not an object: no error and no labels.
+    let Some(response) = response.ok() else {
+        return Ok(Answer::default());
+    };
+    if !matches!(response.error, Field::Absent) {
+        let error = response.error.ok();
         return Err(ProtocolError::ImageError {
             path: format!("responses[{i}]"),
-            code: error.get("code").and_then(as_integer).unwrap_or(0),
+            code: error
+                .and_then(|e| e.code.ok())
+                .and_then(as_integer)
+                .unwrap_or(0),
             message: error
-                .get("message")
-                .and_then(Value::as_str)
+                .and_then(|e| e.message.text())
                 .unwrap_or_default()
                 .to_owned(),
         });
     }
-    let Some(annotations) = field(response, "labelAnnotations", "label_annotations") else {
-        return Ok(Answer::default());
+    let annotations = match &response.label_annotations {
+        Field::Absent => &response.label_annotations_proto,
+        camel => camel,
     };
-    let annotations = annotations
-        .as_array()
-        .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-            detail: format!("responses[{i}].labelAnnotations is not an array"),
-        })?;
+    let annotations = match annotations {
+        Field::Absent => return Ok(Answer::default()),
+        Field::Is(annotations) => annotations,
+        Field::Wrong(_) => {
+            return Err(ProtocolError::UnexpectedAnswer {
+                detail: format!("responses[{i}].labelAnnotations is not an array"),
+            });
+        }
+    };
     let labels = annotations
         .iter()
         .enumerate()
         .map(|(j, annotation)| {
             let path = || format!("responses[{i}].labelAnnotations[{j}]");
-            let name = match annotation.get("description") {
-                None => "",
-                Some(value) => value
-                    .as_str()
-                    .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                        detail: format!("{}.description is not a string", path()),
-                    })?,
+            // An element that is not an object has neither field.
+            let Some(annotation) = annotation.ok() else {
+                return Ok(Label {
+                    name: String::new(),
+                    score: 0.0,
+                });
             };
-            let score = match annotation.get("score") {
-                None => 0.0,
-                Some(value) => as_float(value).ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!("{}.score is not a number", path()),
-                })?,
+            let name = match &annotation.description {
+                Field::Absent => "",
+                Field::Is(text) => text,
+                Field::Wrong(_) => {
+                    return Err(ProtocolError::UnexpectedAnswer {
+                        detail: format!("{}.description is not a string", path()),
+                    });
+                }
+            };
+            let score = match &annotation.score {
+                Field::Absent => 0.0,
+                Field::Is(value) | Field::Wrong(value) => {
+                    as_float(value).ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                        detail: format!("{}.score is not a number", path()),
+                    })?
+                }
             };
             Ok(Label {
                 name: name.to_owned(),
@@ -183,15 +326,16 @@ fn parse_one_response(i: usize, response: &Value) -> Result<Answer, ProtocolErro
 /// becomes [`ProtocolError::Service`], anything else [`ProtocolError::Upstream`].
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     let doc = super::parse_json(body, "answer body").ok();
-    let error = doc.as_ref().and_then(|doc| match doc {
-        Value::Array(items) => items.first().and_then(|item| item.get("error")),
-        _ => doc.get("error"),
+    let first = doc.as_ref().and_then(|doc| match doc {
+        Value::Array(items) => items.first(),
+        other => Some(other),
     });
-    let message = error.and_then(|e| e.get("message")).and_then(Value::as_str);
-    match (error, message) {
+    let answer = first.and_then(read_answer::<ErrorAnswer>);
+    let error = answer.as_ref().and_then(|answer| answer.error.ok());
+    match (error, error.and_then(|e| e.message.text())) {
         (Some(error), Some(message)) => {
-            let kind = match (error.get("status"), error.get("code")) {
-                (Some(Value::String(name)), _) => name.clone(),
+            let kind = match (error.status.text(), error.code.value()) {
+                (Some(name), _) => name.to_owned(),
                 (_, Some(code)) => code.to_string(),
                 _ => "error".to_owned(),
             };
@@ -229,7 +373,8 @@ pub fn parse_backend_request(
         });
     }
     let doc = parse_json(body, "request body")?;
-    let requests = requests_of(&doc)?;
+    let request = wire::read::<AnnotateRequest>(&doc);
+    let requests = requests_of(&request)?;
     if requests.len() > MAX_IMAGES_PER_REQUEST {
         return Err(ProtocolError::TooManyImages {
             limit: MAX_IMAGES_PER_REQUEST,
@@ -240,6 +385,7 @@ pub fn parse_backend_request(
         .iter()
         .enumerate()
         .map(|(i, request)| {
+            let request = object_at(i, request)?;
             let max_labels = max_labels_of(i, request)?;
             let image = find_image(i, request)?
                 .inline()
@@ -397,12 +543,13 @@ pub fn replace_images(
 
 /// Every `requests[i]` as a slot, with the pointer of its inline content.
 fn locate_slots(doc: &Value) -> Result<Vec<LocatedSlot>, ProtocolError> {
-    requests_of(doc)?
+    let request = wire::read::<AnnotateRequest>(doc);
+    requests_of(&request)?
         .iter()
         .enumerate()
         .map(|(i, request)| {
             let path = format!("requests[{i}].image");
-            let (image, content_pointer) = match find_image(i, request)? {
+            let (image, content_pointer) = match find_image(i, object_at(i, request)?)? {
                 Found::Inline((path, text)) => match decode_base64(text, || path) {
                     Ok(bytes) => (
                         SlotImage::Inline(bytes),
@@ -425,53 +572,75 @@ fn locate_slots(doc: &Value) -> Result<Vec<LocatedSlot>, ProtocolError> {
         .collect()
 }
 
-/// The `requests` array of a request body.
-fn requests_of(doc: &Value) -> Result<&Vec<Value>, ProtocolError> {
-    let requests = doc.get("requests").ok_or(ProtocolError::MissingField {
-        path: "requests".to_owned(),
-    })?;
-    requests
-        .as_array()
-        .ok_or_else(|| ProtocolError::InvalidValue {
+/// The `requests` array of a request body (a body that is not an object has none).
+fn requests_of<'r, 'a>(
+    request: &'r Field<AnnotateRequest<'a>>,
+) -> Result<&'r [Field<ImageRequest<'a>>], ProtocolError> {
+    let requests = match request {
+        Field::Is(request) => &request.requests,
+        Field::Absent | Field::Wrong(_) => &Field::Absent,
+    };
+    match requests {
+        Field::Is(requests) => Ok(requests),
+        Field::Absent => Err(ProtocolError::MissingField {
+            path: "requests".to_owned(),
+        }),
+        Field::Wrong(other) => Err(ProtocolError::InvalidValue {
             path: "requests".to_owned(),
             expected: "an array",
-            got: describe(requests),
-        })
+            got: describe(other),
+        }),
+    }
+}
+
+/// `requests[i]`, which must be an object.
+fn object_at<'r, 'a>(
+    i: usize,
+    request: &'r Field<ImageRequest<'a>>,
+) -> Result<&'r ImageRequest<'a>, ProtocolError> {
+    match request {
+        Field::Is(request) => Ok(request),
+        Field::Absent => Err(ProtocolError::MissingField {
+            path: format!("requests[{i}]"),
+        }),
+        Field::Wrong(other) => Err(ProtocolError::InvalidValue {
+            path: format!("requests[{i}]"),
+            expected: "an object",
+            got: describe(other),
+        }),
+    }
 }
 
 /// Finds the image of `requests[i]`: inline base64 as (JSON path, text), or a URL or Cloud
 /// Storage object; wrong types are request-level errors.
-fn find_image(i: usize, request: &Value) -> Result<Found<(String, &str)>, ProtocolError> {
+fn find_image<'r>(
+    i: usize,
+    request: &'r ImageRequest<'_>,
+) -> Result<Found<(String, &'r str)>, ProtocolError> {
     let base = format!("requests[{i}]");
-    if !request.is_object() {
-        return Err(ProtocolError::InvalidValue {
-            path: base,
-            expected: "an object",
-            got: describe(request),
-        });
-    }
     let missing = || {
         Found::Missing(ProtocolError::NoImage {
             path: format!("{base}.image"),
             fields: "content nor source",
         })
     };
-    let Some(image) = request.get("image") else {
-        return Ok(missing());
+    let image = match &request.image {
+        Field::Absent => return Ok(missing()),
+        Field::Is(image) => image,
+        Field::Wrong(other) => {
+            return Err(ProtocolError::InvalidValue {
+                path: format!("{base}.image"),
+                expected: "an object",
+                got: describe(other),
+            });
+        }
     };
-    if !image.is_object() {
-        return Err(ProtocolError::InvalidValue {
-            path: format!("{base}.image"),
-            expected: "an object",
-            got: describe(image),
-        });
-    }
-    match image.get("content") {
-        Some(Value::String(text)) if !text.is_empty() => {
+    match &image.content {
+        Field::Is(text) if !text.is_empty() => {
             return Ok(Found::Inline((format!("{base}.image.content"), text)));
         }
-        Some(Value::String(_) | Value::Null) | None => {}
-        Some(other) => {
+        Field::Is(_) | Field::Wrong(Value::Null) | Field::Absent => {}
+        Field::Wrong(other) => {
             return Err(ProtocolError::InvalidValue {
                 path: format!("{base}.image.content"),
                 expected: "a base64 string",
@@ -479,19 +648,31 @@ fn find_image(i: usize, request: &Value) -> Result<Found<(String, &str)>, Protoc
             });
         }
     }
-    let Some(source) = image.get("source") else {
+    // A `source` that is not an object names nothing.
+    let Some(source) = image.source.ok() else {
         return Ok(missing());
     };
-    for (camel, snake) in [("imageUri", "image_uri"), ("gcsImageUri", "gcs_image_uri")] {
-        match field(source, camel, snake) {
-            Some(Value::String(reference)) if !reference.is_empty() => {
+    for (camel, value, proto) in [
+        ("imageUri", &source.image_uri, &source.image_uri_proto),
+        (
+            "gcsImageUri",
+            &source.gcs_image_uri,
+            &source.gcs_image_uri_proto,
+        ),
+    ] {
+        let value = match value {
+            Field::Absent => proto,
+            camel => camel,
+        };
+        match value {
+            Field::Is(reference) if !reference.is_empty() => {
                 return Ok(Found::Remote {
                     path: format!("{base}.image.source.{camel}"),
-                    reference: reference.clone(),
+                    reference: reference.clone().into_owned(),
                 });
             }
-            Some(Value::String(_) | Value::Null) | None => {}
-            Some(other) => {
+            Field::Is(_) | Field::Wrong(Value::Null) | Field::Absent => {}
+            Field::Wrong(other) => {
                 return Err(ProtocolError::InvalidValue {
                     path: format!("{base}.image.source.{camel}"),
                     expected: "a string",
@@ -505,23 +686,29 @@ fn find_image(i: usize, request: &Value) -> Result<Found<(String, &str)>, Protoc
 
 /// The labels asked for by `requests[i].features`: the largest `LABEL_DETECTION`
 /// `maxResults` (0 or absent counts as [`DEFAULT_MAX_RESULTS`]), or 0 without such a feature.
-fn max_labels_of(i: usize, request: &Value) -> Result<usize, ProtocolError> {
-    let Some(features) = request.get("features") else {
-        return Ok(0);
+fn max_labels_of(i: usize, request: &ImageRequest<'_>) -> Result<usize, ProtocolError> {
+    let features = match &request.features {
+        Field::Absent => return Ok(0),
+        Field::Is(features) => features,
+        Field::Wrong(other) => {
+            return Err(ProtocolError::InvalidValue {
+                path: format!("requests[{i}].features"),
+                expected: "an array",
+                got: describe(other),
+            });
+        }
     };
-    let features = features
-        .as_array()
-        .ok_or_else(|| ProtocolError::InvalidValue {
-            path: format!("requests[{i}].features"),
-            expected: "an array",
-            got: describe(features),
-        })?;
     let mut max_labels = 0;
     for (j, feature) in features.iter().enumerate() {
-        if !asks_for_labels(feature.get("type")) {
+        // A feature that is not an object asks for nothing.
+        let Some(feature) = feature.ok().filter(|f| asks_for_labels(f.kind.ok())) else {
             continue;
-        }
-        let wanted = match field(feature, "maxResults", "max_results") {
+        };
+        let max_results = match &feature.max_results {
+            Field::Absent => &feature.max_results_proto,
+            camel => camel,
+        };
+        let wanted = match max_results.value() {
             None | Some(Value::Null) => DEFAULT_MAX_RESULTS,
             Some(value) => match as_integer(value).map(usize::try_from) {
                 Some(Ok(0)) => DEFAULT_MAX_RESULTS,
@@ -549,11 +736,6 @@ fn asks_for_labels(kind: Option<&Value>) -> bool {
         Some(Value::Number(n)) => n.as_i64() == Some(LABEL_DETECTION_NUMBER),
         _ => false,
     }
-}
-
-/// A field under its lowerCamel JSON name or its proto name.
-fn field<'a>(object: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
-    object.get(camel).or_else(|| object.get(snake))
 }
 
 /// An integer sent as a JSON number or, as protobuf's JSON mapping allows, a string.

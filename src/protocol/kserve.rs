@@ -45,16 +45,129 @@
 //!   proxy does not compress them and sends every `/v2` path ([`owns_path`]) to the KServe
 //!   upstream as it came.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, Rewritten, SlotImage, decode_base64, describe, encode_base64, excerpt,
-    is_success, looks_like_image, normalise_score,
+    is_success, looks_like_image, normalise_score, read_answer,
 };
+
+/// The JSON header of an `infer` request, the fields this crate reads. Tensor `data` is not
+/// in it: its elements are nested arrays addressed by position, walked on the `Value` by JSON
+/// pointer, which is also what the rewrite replaces; every other field goes up as sent.
+#[derive(Debug, Default, Deserialize)]
+struct InferRequest<'a> {
+    #[serde(default, borrow)]
+    id: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    inputs: Field<Vec<Field<RequestInput<'a>>>>,
+    #[serde(default, borrow)]
+    outputs: Field<Vec<Field<RequestOutput<'a>>>>,
+    #[serde(default)]
+    parameters: Field<InferParameters>,
+}
+
+/// One of `inputs`: `{"name", "datatype", "shape", "data" | "parameters": {"binary_data_size"}}`.
+#[derive(Debug, Deserialize)]
+struct RequestInput<'a> {
+    #[serde(default, borrow)]
+    datatype: Field<Cow<'a, str>>,
+    #[serde(default)]
+    shape: Field<Value>,
+    #[serde(default)]
+    parameters: Field<TensorParameters>,
+}
+
+/// A tensor's `parameters`: `binary_data_size` (binary-data extension), and for a requested
+/// output `binary_data`.
+#[derive(Debug, Deserialize)]
+struct TensorParameters {
+    #[serde(default)]
+    binary_data_size: Field<Value>,
+    #[serde(default)]
+    binary_data: Field<bool>,
+}
+
+/// One of the request's `outputs`: `{"name", "parameters": {"binary_data"}}`.
+#[derive(Debug, Deserialize)]
+struct RequestOutput<'a> {
+    #[serde(default, borrow)]
+    name: Field<Cow<'a, str>>,
+    #[serde(default)]
+    parameters: Field<TensorParameters>,
+}
+
+/// The request's `parameters`: `top_k`, `binary_data_output`.
+#[derive(Debug, Deserialize)]
+struct InferParameters {
+    #[serde(default)]
+    top_k: Field<Value>,
+    #[serde(default)]
+    binary_data_output: Field<bool>,
+}
+
+/// An `infer` answer's JSON header: `{"outputs": [...]}`, or `{"error": "…"}`.
+#[derive(Debug, Deserialize)]
+struct InferAnswer<'a> {
+    #[serde(default, borrow)]
+    outputs: Field<Vec<Field<AnswerOutput<'a>>>>,
+    #[serde(default, borrow)]
+    error: Field<Cow<'a, str>>,
+}
+
+/// One of the answer's `outputs`: `data` as JSON, or binary (`parameters.binary_data_size`).
+#[derive(Debug, Deserialize)]
+struct AnswerOutput<'a> {
+    #[serde(default, borrow)]
+    name: Field<Cow<'a, str>>,
+    #[serde(default)]
+    shape: Field<Vec<Value>>,
+    #[serde(default)]
+    parameters: Field<TensorParameters>,
+    #[serde(default)]
+    data: Field<Value>,
+}
+
+/// A JSON `BYTES` element in the `{"b64": "<base64>"}` form.
+#[derive(Debug, Deserialize)]
+struct B64Element<'a> {
+    #[serde(default, borrow)]
+    b64: Field<Cow<'a, str>>,
+}
+
+/// Whether an element of `data` is a `{"b64": string}` object.
+fn is_b64_element(value: &Value) -> bool {
+    match wire::read::<B64Element>(value) {
+        Field::Is(element) => element.b64.text().is_some(),
+        Field::Absent | Field::Wrong(_) => false,
+    }
+}
+
+wire_object!(TensorParameters, InferParameters);
+wire_object!(
+    'a,
+    InferRequest,
+    RequestInput,
+    RequestOutput,
+    InferAnswer,
+    AnswerOutput,
+    B64Element
+);
+
+/// The typed header of a request; a header that is not a JSON object has none of the fields.
+fn header_of(header: &Value) -> InferRequest<'_> {
+    match wire::read(header) {
+        Field::Is(request) => request,
+        Field::Absent | Field::Wrong(_) => InferRequest::default(),
+    }
+}
 
 /// The model name the client asks for; the local backend answers to any name.
 pub const DEFAULT_MODEL: &str = "classifier";
@@ -194,9 +307,10 @@ pub fn parse_answers(
         }
     };
     let binary = &body[stream.byte_offset()..];
-    let outputs = header
-        .get("outputs")
-        .and_then(Value::as_array)
+    let answer = read_answer::<InferAnswer>(&header);
+    let outputs = answer
+        .as_ref()
+        .and_then(|answer| answer.outputs.ok())
         .ok_or_else(|| ProtocolError::UnexpectedAnswer {
             detail: "no `outputs` array".to_owned(),
         })?;
@@ -204,11 +318,12 @@ pub fn parse_answers(
     let mut labels = None;
     let mut scores = None;
     for (j, output) in outputs.iter().enumerate() {
-        let name = output
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let size = binary_size(output, &format!("outputs[{j}]"))?;
+        // An output that is not an object has no name and is skipped.
+        let Some(output) = output.ok() else {
+            continue;
+        };
+        let name = output.name.text().unwrap_or_default();
+        let size = binary_size(&output.parameters, &format!("outputs[{j}]"))?;
         let data = match size {
             Some(size) => {
                 let range = take(binary, &mut cursor, size).ok_or_else(|| {
@@ -250,9 +365,9 @@ pub fn parse_answers(
 
 /// The error of a non-2xx answer: `{"error": "…"}` or, in no known shape, the body's start.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
-    let message = super::parse_json(body, "answer body")
-        .ok()
-        .and_then(|doc| doc.get("error").and_then(Value::as_str).map(str::to_owned));
+    let message = super::parse_json(body, "answer body").ok().and_then(|doc| {
+        read_answer::<InferAnswer>(&doc).and_then(|answer| answer.error.text().map(str::to_owned))
+    });
     match message {
         Some(message) => ProtocolError::Service {
             status,
@@ -273,7 +388,7 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
 /// The `labels` output: its strings and its number of rows.
 fn read_labels(
     j: usize,
-    output: &Value,
+    output: &AnswerOutput<'_>,
     binary: Option<&[u8]>,
 ) -> Result<(Vec<String>, usize), ProtocolError> {
     let values: Vec<String> = match binary {
@@ -306,7 +421,7 @@ fn read_labels(
 /// The `scores` output: its numbers and its number of rows.
 fn read_scores(
     j: usize,
-    output: &Value,
+    output: &AnswerOutput<'_>,
     binary: Option<&[u8]>,
 ) -> Result<(Vec<f32>, usize), ProtocolError> {
     let values: Vec<f32> = match binary {
@@ -328,10 +443,10 @@ fn read_scores(
 }
 
 /// Rows of an output: the first dimension of a 2-D `shape`, else 1 (0 when empty).
-fn rows_of(j: usize, output: &Value, count: usize) -> Result<usize, ProtocolError> {
+fn rows_of(j: usize, output: &AnswerOutput<'_>, count: usize) -> Result<usize, ProtocolError> {
     let shape: Vec<usize> = output
-        .get("shape")
-        .and_then(Value::as_array)
+        .shape
+        .ok()
         .map(|dims| {
             dims.iter()
                 .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
@@ -353,8 +468,8 @@ fn rows_of(j: usize, output: &Value, count: usize) -> Result<usize, ProtocolErro
     })
 }
 
-/// The `data` of a tensor, nested arrays flattened in row-major order.
-fn flat_data(tensor: &Value) -> Vec<&Value> {
+/// The `data` of an output, nested arrays flattened in row-major order.
+fn flat_data<'v>(output: &'v AnswerOutput<'_>) -> Vec<&'v Value> {
     fn walk<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
         match value {
             Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
@@ -362,18 +477,18 @@ fn flat_data(tensor: &Value) -> Vec<&Value> {
         }
     }
     let mut out = Vec::new();
-    if let Some(data) = tensor.get("data") {
+    if let Some(data) = output.data.value() {
         walk(data, &mut out);
     }
     out
 }
 
 /// `parameters.binary_data_size` of a tensor at `path`, if it has one.
-fn binary_size(tensor: &Value, path: &str) -> Result<Option<usize>, ProtocolError> {
-    match tensor
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_size"))
-    {
+fn binary_size(
+    parameters: &Field<TensorParameters>,
+    path: &str,
+) -> Result<Option<usize>, ProtocolError> {
+    match parameters.ok().and_then(|p| p.binary_data_size.value()) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => value
             .as_u64()
@@ -517,19 +632,22 @@ enum Element {
 
 /// Every input of a framed request, its binary data accounted for.
 fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
-    let inputs = framed
-        .header
-        .get("inputs")
-        .ok_or(ProtocolError::MissingField {
-            path: "inputs".to_owned(),
-        })?;
-    let inputs = inputs
-        .as_array()
-        .ok_or_else(|| ProtocolError::InvalidValue {
-            path: "inputs".to_owned(),
-            expected: "an array",
-            got: describe(inputs),
-        })?;
+    let header = header_of(&framed.header);
+    let inputs = match &header.inputs {
+        Field::Is(inputs) => inputs,
+        Field::Absent => {
+            return Err(ProtocolError::MissingField {
+                path: "inputs".to_owned(),
+            });
+        }
+        Field::Wrong(other) => {
+            return Err(ProtocolError::InvalidValue {
+                path: "inputs".to_owned(),
+                expected: "an array",
+                got: describe(other),
+            });
+        }
+    };
     let malformed = |detail: String| ProtocolError::Malformed {
         what: "request body",
         format: "KServe binary tensor data",
@@ -540,19 +658,18 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
     let mut elements_read = 0usize;
     let max_elements = super::parse_limits().max_tensor_elements;
     for (i, input) in inputs.iter().enumerate() {
-        if !input.is_object() {
-            return Err(ProtocolError::InvalidValue {
-                path: format!("inputs[{i}]"),
-                expected: "an object",
-                got: describe(input),
-            });
-        }
-        let datatype = input
-            .get("datatype")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let binary = match binary_size(input, &format!("inputs[{i}]"))? {
+        let input = match input {
+            Field::Is(input) => input,
+            Field::Absent | Field::Wrong(_) => {
+                return Err(ProtocolError::InvalidValue {
+                    path: format!("inputs[{i}]"),
+                    expected: "an object",
+                    got: describe(input.wrong()),
+                });
+            }
+        };
+        let datatype = input.datatype.text().unwrap_or_default().to_owned();
+        let binary = match binary_size(&input.parameters, &format!("inputs[{i}]"))? {
             Some(size) => Some(take(framed.binary, &mut cursor, size).ok_or_else(|| {
                 malformed(format!(
                     "inputs[{i}] declares binary_data_size {size}, only {} bytes remain",
@@ -572,7 +689,8 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
                 .map(|e| Element::Binary(range.start + e.start..range.start + e.end))
                 .collect(),
             (None, BYTES) => {
-                json_elements(i, input, room).ok_or_else(|| too_many_elements(max_elements))?
+                let data = framed.header.pointer(&format!("/inputs/{i}/data"));
+                json_elements(i, data, room).ok_or_else(|| too_many_elements(max_elements))?
             }
             _ => Vec::new(),
         };
@@ -592,9 +710,9 @@ fn read_inputs(framed: &Framed<'_>) -> Result<Vec<Input>, ProtocolError> {
     Ok(read)
 }
 
-/// The elements of a JSON `BYTES` input's `data`, nested arrays flattened; `None` when
-/// there are more than `room`.
-fn json_elements(i: usize, input: &Value, room: usize) -> Option<Vec<Element>> {
+/// The elements of a JSON `BYTES` input's `data` (`inputs[i].data`), nested arrays
+/// flattened; `None` when there are more than `room`.
+fn json_elements(i: usize, data: Option<&Value>, room: usize) -> Option<Vec<Element>> {
     fn walk(value: &Value, pointer: String, out: &mut Vec<Element>, room: usize) -> Option<()> {
         if out.len() >= room && !value.is_array() {
             return None;
@@ -606,7 +724,7 @@ fn json_elements(i: usize, input: &Value, room: usize) -> Option<Vec<Element>> {
                 }
             }
             Value::String(_) => out.push(Element::JsonString(pointer)),
-            Value::Object(object) if object.get("b64").is_some_and(Value::is_string) => {
+            Value::Object(_) if is_b64_element(value) => {
                 out.push(Element::JsonB64(format!("{pointer}/b64")));
             }
             _ => out.push(Element::Other(pointer)),
@@ -614,7 +732,7 @@ fn json_elements(i: usize, input: &Value, room: usize) -> Option<Vec<Element>> {
         Some(())
     }
     let mut out = Vec::new();
-    if let Some(data) = input.get("data") {
+    if let Some(data) = data {
         walk(data, format!("/inputs/{i}/data"), &mut out, room)?;
     }
     Some(out)
@@ -740,8 +858,13 @@ pub fn parse_backend_request(
             path: "inputs[] of datatype BYTES (encoded images)".to_owned(),
         })?;
     let input = &inputs[i];
-    let declared = &framed.header["inputs"][i];
-    if let Some(shape) = declared.get("shape") {
+    let header = header_of(&framed.header);
+    let declared = header
+        .inputs
+        .ok()
+        .and_then(|inputs| inputs.get(i))
+        .and_then(Field::ok);
+    if let Some(shape) = declared.and_then(|declared| declared.shape.value()) {
         let count = shape
             .as_array()
             .and_then(|dims| dims.iter().map(Value::as_u64).product::<Option<u64>>());
@@ -753,8 +876,8 @@ pub fn parse_backend_request(
             });
         }
     }
-    let parameters = framed.header.get("parameters");
-    let top_k = match parameters.and_then(|p| p.get("top_k")) {
+    let parameters = header.parameters.ok();
+    let top_k = match parameters.and_then(|p| p.top_k.value()) {
         None | Some(Value::Null) => DEFAULT_TOP_K,
         Some(value) => value
             .as_u64()
@@ -767,10 +890,9 @@ pub fn parse_backend_request(
             })?,
     };
     let binary_default = parameters
-        .and_then(|p| p.get("binary_data_output"))
-        .and_then(Value::as_bool)
+        .and_then(|p| p.binary_data_output.ok().copied())
         .unwrap_or(false);
-    let outputs = requested_outputs(&framed.header, binary_default)?;
+    let outputs = requested_outputs(&header.outputs, binary_default)?;
     let images = input
         .elements
         .iter()
@@ -812,11 +934,7 @@ pub fn parse_backend_request(
         reply: super::Reply::KServe(Reply {
             model: model.to_owned(),
             version: version.map(str::to_owned),
-            id: framed
-                .header
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            id: header.id.text().map(str::to_owned),
             outputs,
         }),
     })
@@ -825,34 +943,34 @@ pub fn parse_backend_request(
 /// The outputs a request asks for: `outputs[].name` (only `labels`, `scores`) with
 /// `parameters.binary_data`, else `binary_default`; both outputs when none are named.
 fn requested_outputs(
-    header: &Value,
+    outputs: &Field<Vec<Field<RequestOutput<'_>>>>,
     binary_default: bool,
 ) -> Result<Vec<RequestedOutput>, ProtocolError> {
-    let named = match header.get("outputs") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(outputs)) => outputs
+    let named = match outputs {
+        Field::Absent | Field::Wrong(Value::Null) => Vec::new(),
+        Field::Is(outputs) => outputs
             .iter()
             .enumerate()
             .map(|(j, output)| {
-                let name = output.get("name").and_then(Value::as_str);
-                match name {
+                let output = output.ok();
+                let name = output.map(|o| &o.name);
+                match name.and_then(Field::text) {
                     Some(name @ (LABELS_OUTPUT | SCORES_OUTPUT)) => Ok(RequestedOutput {
                         name: name.to_owned(),
                         binary: output
-                            .get("parameters")
-                            .and_then(|p| p.get("binary_data"))
-                            .and_then(Value::as_bool)
+                            .and_then(|o| o.parameters.ok())
+                            .and_then(|p| p.binary_data.ok().copied())
                             .unwrap_or(binary_default),
                     }),
                     _ => Err(ProtocolError::InvalidValue {
                         path: format!("outputs[{j}].name"),
                         expected: "`labels` or `scores`",
-                        got: describe(output.get("name").unwrap_or(&Value::Null)),
+                        got: describe(&name.map_or(Value::Null, Field::as_sent)),
                     }),
                 }
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => {
+        Field::Wrong(other) => {
             return Err(ProtocolError::InvalidValue {
                 path: "outputs".to_owned(),
                 expected: "an array",
@@ -919,7 +1037,7 @@ pub fn render_backend_response(
     }
     let default_outputs;
     let outputs = if reply.outputs.is_empty() {
-        default_outputs = requested_outputs(&Value::Null, false).unwrap_or_default();
+        default_outputs = requested_outputs(&Field::Absent, false).unwrap_or_default();
         &default_outputs
     } else {
         &reply.outputs

@@ -23,8 +23,15 @@
 //! The API-specific details (field names, limits, error shapes) live in one file per API:
 //! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
 //! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
-//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body.
+//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body;
+//! `wire` holds `wire::Field`, the field type of the typed wire structs.
 //! This file holds the shared types and small shared helpers.
+//!
+//! JSON is read through typed wire structs: each API file declares `#[derive(Deserialize)]`
+//! structs for the requests it reads and the answers it parses, with the vendor's field names,
+//! next to its adapter. They are read from the parsed `serde_json::Value` and only read it:
+//! the proxy rewrites that `Value`, so every field the structs do not name goes up as the
+//! client sent it (`tests/protocols.rs` checks this for every JSON API).
 //!
 //! # Adding an API
 //!
@@ -33,6 +40,14 @@
 //! lists marked *not checked*).
 //!
 //! In its own file, `src/protocol/<api>.rs`:
+//! - wire structs: `#[derive(Deserialize)]` structs for the JSON it reads (request fields the
+//!   backend or proxy needs, answer fields labels are parsed from), vendor field names via
+//!   `rename` / `rename_all`, every field a `wire::Field` with `#[serde(default)]` (absent,
+//!   of the expected type, or the value as sent, so errors can quote it), strings borrowed
+//!   (`Field<Cow<'a, str>>`, `#[serde(borrow)]`) and each struct listed in `wire_object!`;
+//!   read a request with `read_request` (refuses a body that is not an object) and an answer
+//!   with `read_answer`. Rewrites stay on the `serde_json::Value`, never on the structs, so
+//!   no unknown field is lost; do not walk a `Value` by key by hand;
 //! - client side: `client_request` (the request for one image) and `parse_answer` (status and
 //!   body into an [`Answer`], or the API's error as a [`ProtocolError`]);
 //! - proxy side: what [`Protocol::recognize`] and [`Protocol::owner`] test (a `PATH` constant
@@ -75,6 +90,7 @@ mod one_image;
 pub mod rekognition;
 pub mod shape;
 pub mod torchserve;
+mod wire;
 
 use std::fmt;
 use std::ops::Range;
@@ -1178,37 +1194,65 @@ fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
-/// Labels from an answer's array of `{name_key: "…", score_key: number}` objects, e.g.
-/// Rekognition's `Labels[].Name/.Confidence`. `path` names the array in errors; `score`
-/// reads the number (plain JSON numbers, or Baidu's quoted ones); `scale` is the score's
-/// full scale (100 for percentages).
-fn labels_from(
-    items: &[Value],
+/// One label object of an answer's wire struct, e.g. Rekognition's `{"Name", "Confidence"}`:
+/// its name and its score as read from the wire, `None` when missing or of the wrong type.
+trait WireLabel {
+    fn name(&self) -> Option<&str>;
+    fn score(&self) -> Option<f64>;
+}
+
+/// Labels from an answer's array of label objects, e.g. Rekognition's
+/// `Labels[].Name/.Confidence`. `path` names the array and `(name_key, score_key)` the fields
+/// in errors; `scale` is the score's full scale (100 for percentages). An element that is not
+/// an object has neither field.
+fn labels_from<L: WireLabel>(
+    items: &[wire::Field<L>],
     path: &str,
     (name_key, score_key): (&str, &str),
-    score: fn(&Value) -> Option<f64>,
     scale: f64,
 ) -> Result<Vec<Label>, ProtocolError> {
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let name = item.get(name_key).and_then(Value::as_str).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
+            let item = item.ok();
+            let name = item
+                .and_then(L::name)
+                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
                     detail: format!("{path}[{i}].{name_key} is missing or not a string"),
-                }
-            })?;
-            let value = item.get(score_key).and_then(score).ok_or_else(|| {
-                ProtocolError::UnexpectedAnswer {
+                })?;
+            let value = item
+                .and_then(L::score)
+                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
                     detail: format!("{path}[{i}].{score_key} is missing or not a number"),
-                }
-            })?;
+                })?;
             Ok(Label {
                 name: name.to_owned(),
                 score: normalise_score(value, scale),
             })
         })
         .collect()
+}
+
+/// Reads a request document as its wire struct `T`; a document that is not a JSON object is
+/// refused as `request body must be a JSON object`.
+fn read_request<'a, T: wire::Expect<'a>>(doc: &'a Value) -> Result<T, ProtocolError> {
+    match wire::read(doc) {
+        wire::Field::Is(request) => Ok(request),
+        _ => Err(ProtocolError::InvalidValue {
+            path: "request body".to_owned(),
+            expected: "a JSON object",
+            got: describe(doc),
+        }),
+    }
+}
+
+/// Reads an answer document as its wire struct `T`, `None` when it is not a JSON object.
+fn read_answer<'a, T: wire::Expect<'a>>(doc: &'a Value) -> Option<T> {
+    match wire::read(doc) {
+        wire::Field::Is(answer) => Some(answer),
+        _ => None,
+    }
 }
 
 /// Turns a label score from the wire into `0..=1`; `scale` is the wire's maximum (1 or 100).

@@ -26,15 +26,96 @@
 //! - The real service defaults `MinConfidence` to 55; this crate's local backend defaults it to
 //!   0 so that evaluation sees every label, and honours it when given.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::one_image::{Found, only_result};
+use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
-    LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
-    encode_base64, excerpt, is_success, labels_from, normalise_score, parse_json, wire_number,
+    LocatedSlot, ProtocolError, SlotImage, WireLabel, apply_replacements, decode_base64, describe,
+    encode_base64, excerpt, is_success, labels_from, normalise_score, parse_json, read_answer,
+    read_request, wire_number,
 };
+
+/// The fields of a `DetectLabels` request this crate reads. The proxy rewrites the `Value`
+/// the request was read from, so every other field goes up as sent.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DetectLabelsRequest<'a> {
+    #[serde(default, borrow)]
+    image: Field<WireImage<'a>>,
+    #[serde(default)]
+    max_labels: Field<Value>,
+    #[serde(default)]
+    min_confidence: Field<Value>,
+}
+
+/// `Image`: inline `Bytes` (base64) or an `S3Object`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireImage<'a> {
+    #[serde(default, borrow)]
+    bytes: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    s3_object: Field<S3Object<'a>>,
+}
+
+/// `Image.S3Object`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct S3Object<'a> {
+    #[serde(default, borrow)]
+    bucket: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Field<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    version: Field<Cow<'a, str>>,
+}
+
+/// A `DetectLabels` answer: `{"Labels": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DetectLabelsAnswer<'a> {
+    #[serde(default, borrow)]
+    labels: Field<Vec<Field<WireLabelItem<'a>>>>,
+}
+
+/// One of `Labels`: `{"Name", "Confidence"}` (percent).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireLabelItem<'a> {
+    #[serde(default, borrow)]
+    name: Field<Cow<'a, str>>,
+    #[serde(default)]
+    confidence: Field<serde_json::Number>,
+}
+
+impl WireLabel for WireLabelItem<'_> {
+    fn name(&self) -> Option<&str> {
+        self.name.text()
+    }
+
+    fn score(&self) -> Option<f64> {
+        self.confidence.ok().and_then(serde_json::Number::as_f64)
+    }
+}
+
+/// An error answer: `{"__type", "Message"}`, or `message` from some front ends.
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer<'a> {
+    #[serde(default, rename = "__type", borrow)]
+    kind: Field<Cow<'a, str>>,
+    #[serde(default, rename = "Message", borrow)]
+    message: Field<Cow<'a, str>>,
+    #[serde(default, rename = "message", borrow)]
+    message_lower: Field<Cow<'a, str>>,
+}
+
+wire_object!('a, DetectLabelsRequest, WireImage, S3Object, DetectLabelsAnswer, WireLabelItem, ErrorAnswer);
 
 /// The `X-Amz-Target` value of `DetectLabels`.
 pub const TARGET: &str = "RekognitionService.DetectLabels";
@@ -83,31 +164,23 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
         return Err(error_from_answer(status, body));
     }
     let doc = parse_json(body, "answer body")?;
-    let labels = doc.get("Labels").and_then(Value::as_array).ok_or_else(|| {
+    let answer = read_answer::<DetectLabelsAnswer>(&doc);
+    let labels = answer.as_ref().and_then(|a| a.labels.ok()).ok_or_else(|| {
         ProtocolError::UnexpectedAnswer {
             detail: "no `Labels` array".to_owned(),
         }
     })?;
-    let labels = labels_from(
-        labels,
-        "Labels",
-        ("Name", "Confidence"),
-        Value::as_f64,
-        CONFIDENCE_SCALE,
-    )?;
+    let labels = labels_from(labels, "Labels", ("Name", "Confidence"), CONFIDENCE_SCALE)?;
     Ok(Answer::new(labels))
 }
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     let doc = super::parse_json(body, "answer body").ok();
-    let field = |name: &str| {
-        doc.as_ref()
-            .and_then(|doc| doc.get(name))
-            .and_then(Value::as_str)
-    };
-    let kind = field("__type").map(short_error_kind);
-    let message = field("Message").or_else(|| field("message"));
+    let answer = doc.as_ref().and_then(read_answer::<ErrorAnswer>);
+    let answer = answer.as_ref();
+    let kind = answer.and_then(|a| a.kind.text()).map(short_error_kind);
+    let message = answer.and_then(|a| a.message.text().or_else(|| a.message_lower.text()));
     match (kind, message) {
         (None, None) => ProtocolError::Upstream {
             status,
@@ -141,15 +214,9 @@ pub fn parse_backend_request(
 ) -> Result<BackendRequest, ProtocolError> {
     check_target(headers)?;
     let doc = parse_json(body, "request body")?;
-    if !doc.is_object() {
-        return Err(ProtocolError::InvalidValue {
-            path: "request body".to_owned(),
-            expected: "a JSON object",
-            got: describe(&doc),
-        });
-    }
-    let max_labels = match doc.get("MaxLabels") {
-        None | Some(Value::Null) => DEFAULT_MAX_LABELS,
+    let request: DetectLabelsRequest = read_request(&doc)?;
+    let max_labels = match request.max_labels.ok() {
+        None => DEFAULT_MAX_LABELS,
         Some(value) => value
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
@@ -159,8 +226,8 @@ pub fn parse_backend_request(
                 got: describe(value),
             })?,
     };
-    let min_score = match doc.get("MinConfidence") {
-        None | Some(Value::Null) => 0.0,
+    let min_score = match request.min_confidence.ok() {
+        None => 0.0,
         Some(value) => value
             .as_f64()
             .filter(|c| (0.0..=CONFIDENCE_SCALE).contains(c))
@@ -171,7 +238,7 @@ pub fn parse_backend_request(
                 got: describe(value),
             })?,
     };
-    let text = find_image(&doc)?.inline()?;
+    let text = find_image(&request)?.inline()?;
     let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ProtocolError::ImageTooLarge {
@@ -337,14 +404,8 @@ pub fn replace_images(
 
 /// The request's image as a slot, with the pointer of its inline bytes.
 fn locate_slot(doc: &Value) -> Result<LocatedSlot, ProtocolError> {
-    if !doc.is_object() {
-        return Err(ProtocolError::InvalidValue {
-            path: "request body".to_owned(),
-            expected: "a JSON object",
-            got: describe(doc),
-        });
-    }
-    let (image, content_pointer) = match find_image(doc)? {
+    let request: DetectLabelsRequest = read_request(doc)?;
+    let (image, content_pointer) = match find_image(&request)? {
         Found::Inline(text) => match decode_base64(text, || "Image.Bytes".to_owned()) {
             Ok(bytes) => (SlotImage::Inline(bytes), Some("/Image/Bytes".to_owned())),
             Err(err) => (SlotImage::Unusable(err.to_string()), None),
@@ -364,23 +425,26 @@ fn locate_slot(doc: &Value) -> Result<LocatedSlot, ProtocolError> {
 
 /// Finds the request's image: the base64 text of `Image.Bytes`, or an S3 object as
 /// `s3://bucket/name` (with `?versionId=` when given); wrong types are request-level errors.
-fn find_image(doc: &Value) -> Result<Found<&str>, ProtocolError> {
-    let Some(image) = doc.get("Image") else {
-        return Ok(Found::Missing(ProtocolError::MissingField {
-            path: "Image".to_owned(),
-        }));
+fn find_image<'r>(request: &'r DetectLabelsRequest<'_>) -> Result<Found<&'r str>, ProtocolError> {
+    let image = match &request.image {
+        Field::Absent => {
+            return Ok(Found::Missing(ProtocolError::MissingField {
+                path: "Image".to_owned(),
+            }));
+        }
+        Field::Wrong(other) => {
+            return Err(ProtocolError::InvalidValue {
+                path: "Image".to_owned(),
+                expected: "an object",
+                got: describe(other),
+            });
+        }
+        Field::Is(image) => image,
     };
-    if !image.is_object() {
-        return Err(ProtocolError::InvalidValue {
-            path: "Image".to_owned(),
-            expected: "an object",
-            got: describe(image),
-        });
-    }
-    match image.get("Bytes") {
-        Some(Value::String(text)) => return Ok(Found::Inline(text)),
-        Some(Value::Null) | None => {}
-        Some(other) => {
+    match &image.bytes {
+        Field::Is(text) => return Ok(Found::Inline(text)),
+        Field::Absent | Field::Wrong(Value::Null) => {}
+        Field::Wrong(other) => {
             return Err(ProtocolError::InvalidValue {
                 path: "Image.Bytes".to_owned(),
                 expected: "a base64 string",
@@ -388,11 +452,18 @@ fn find_image(doc: &Value) -> Result<Found<&str>, ProtocolError> {
             });
         }
     }
-    if let Some(object) = image.get("S3Object").filter(|o| !o.is_null()) {
-        let part = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default();
-        let mut reference = format!("s3://{}/{}", part("Bucket"), part("Name"));
-        if !part("Version").is_empty() {
-            reference = format!("{reference}?versionId={}", part("Version"));
+    if !image.s3_object.is_unset() {
+        // Any non-null `S3Object` names a remote image; missing parts are left empty.
+        let object = image.s3_object.ok();
+        let part = |field: Option<&'r Field<Cow<'_, str>>>| {
+            field.and_then(Field::text).unwrap_or_default()
+        };
+        let bucket = part(object.map(|o| &o.bucket));
+        let name = part(object.map(|o| &o.name));
+        let version = part(object.map(|o| &o.version));
+        let mut reference = format!("s3://{bucket}/{name}");
+        if !version.is_empty() {
+            reference = format!("{reference}?versionId={version}");
         }
         return Ok(Found::Remote {
             path: "Image.S3Object".to_owned(),
