@@ -2,6 +2,7 @@
 //! the photo environment that connects them to a real vision service.
 
 pub mod augment;
+pub mod deviation;
 pub mod estimator;
 pub mod fit;
 pub mod online;

@@ -63,6 +63,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::deviation::{DeviationGate, DeviationStatus, GateRule};
 use crate::action::Action;
 
 /// How the live pair learns (`[pair]` in the config).
@@ -110,6 +111,12 @@ pub struct PairConfig {
     /// Standard errors between the fast and slow moving averages of the served answers'
     /// top-1 margin that mean the scenery changed (0 = off).
     pub margin_alarm_sigmas: f64,
+    /// Per-image deviations ([`crate::learn::deviation`]): an image's candidate is the
+    /// cheapest pair below the served one whose predicted agreement is at least this
+    /// (above 1 = no deviations, and no exploration uploads for them).
+    pub deviation_floor: f64,
+    /// Audited candidates a deviation threshold needs at least before it can switch on.
+    pub deviation_min_audits: usize,
 }
 
 impl Default for PairConfig {
@@ -131,6 +138,8 @@ impl Default for PairConfig {
             hold_z: 1.0,
             probe_images: 1500,
             margin_alarm_sigmas: 5.0,
+            deviation_floor: 0.98,
+            deviation_min_audits: 40,
         }
     }
 }
@@ -235,15 +244,27 @@ pub struct Served {
     pub uploaded_bytes: usize,
     /// The action whose bytes went up (`None`: the original went up for another reason).
     pub action: Option<usize>,
+    /// The image's deviation candidate and its predicted agreement, when the model ran.
+    pub deviation: Option<(usize, f32)>,
+    /// The image went up at that candidate instead of the served pair.
+    pub deviated: bool,
 }
 
 /// What to upload for one audit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditPlan {
-    /// The pair served to the client (its answer is the free candidate).
+    /// The live pair (its answer is free unless the image deviated).
     pub served: usize,
     /// Further pairs to encode and upload.
     pub candidates: Vec<usize>,
+    /// The image's deviation candidate and its prediction, if known; the auditor computes
+    /// it (off the request path) when `explore` and it is not.
+    pub deviation: Option<(usize, f32)>,
+    /// The image went up at `deviation`: the client's answer is the candidate's, and the
+    /// live pair gets no free answer.
+    pub deviated: bool,
+    /// Deviations are on (`deviation_floor` <= 1): find and upload the candidate.
+    pub explore: bool,
 }
 
 /// One audited action: did its answer agree with the original's, and its size ratio.
@@ -252,6 +273,9 @@ pub struct AuditResult {
     pub action: usize,
     pub agree: bool,
     pub size_ratio: Option<f64>,
+    /// The image's deviation candidate (chosen from the image, so it counts for the
+    /// deviation gate only, not for the pair's own uniform sample).
+    pub deviation: bool,
 }
 
 /// A pair's bounds, for `GET /agent` and the metrics.
@@ -292,6 +316,8 @@ pub struct PairStatus {
     pub estimation_share: f64,
     /// Every action with audits or a served image, cheapest first.
     pub pairs: Vec<PairBound>,
+    /// Per-image deviations below the served pair.
+    pub deviation: DeviationStatus,
 }
 
 /// The live pair learner (see the module doc).
@@ -338,6 +364,9 @@ pub struct LivePair {
     /// `check_min_audits` of them (or is no longer what is served).
     #[serde(default)]
     probing: bool,
+    /// Per-image deviations below the served pair.
+    #[serde(default)]
+    gate: DeviationGate,
     served_bytes: u64,
     original_bytes: u64,
     estimation_bytes: u64,
@@ -379,6 +408,7 @@ impl LivePair {
             since_stepup: 0,
             probes: 0,
             probing: false,
+            gate: DeviationGate::default(),
             served_bytes: 0,
             original_bytes: 0,
             estimation_bytes: 0,
@@ -568,10 +598,19 @@ impl LivePair {
         // Never bank more than a few audits' worth: credit unspent for a long time would
         // otherwise buy a burst of audits.
         self.credit = self.credit.min(8.0 * orig);
-        if image.action != Some(self.served) || xi >= self.cfg.max_audit_rate {
+        if image.deviated {
+            self.gate.count_deviation();
+        }
+        let rule = self.gate_rule();
+        self.gate
+            .expire(self.images.saturating_sub(self.cfg.max_age_images), rule);
+        if (image.action != Some(self.served) && !image.deviated) || xi >= self.cfg.max_audit_rate {
             return None;
         }
         let candidates = self.candidates();
+        let explore = self.cfg.deviation_floor <= 1.0;
+        // An exploring audit also uploads the image's candidate, if it has one: charged when
+        // its bytes are known (`record_audit`), as it may not exist.
         let expected: f64 = orig + candidates.iter().map(|&a| self.cost(a) * orig).sum::<f64>();
         if self.credit < expected {
             return None;
@@ -580,6 +619,9 @@ impl LivePair {
         Some(AuditPlan {
             served: self.served,
             candidates,
+            deviation: image.deviation,
+            deviated: image.deviated,
+            explore,
         })
     }
 
@@ -617,8 +659,21 @@ impl LivePair {
         self.estimation_bytes += estimation_bytes;
         let now = self.images;
         let orig = original_bytes.max(1) as f64;
+        let rule = self.gate_rule();
         for r in results {
             if r.action >= self.actions.len() || self.is_keep(r.action) {
+                continue;
+            }
+            if r.deviation {
+                if let Some((a, p)) = plan.deviation
+                    && a == r.action
+                {
+                    self.gate.record(now, p, r.agree, rule);
+                    // The exploration upload was not reserved: charge it now.
+                    if let Some(ratio) = r.size_ratio {
+                        self.credit -= ratio * orig;
+                    }
+                }
                 continue;
             }
             let s = &mut self.stats[r.action];
@@ -728,6 +783,7 @@ impl LivePair {
             self.remember_step(from);
         }
         self.recent.clear();
+        self.gate.clear();
         self.margins = MarginWatch::default();
         self.since_change = 0;
         self.drifts += 1;
@@ -777,6 +833,44 @@ impl LivePair {
         );
     }
 
+    fn gate_rule(&self) -> GateRule {
+        GateRule {
+            target: self.cfg.target_agreement,
+            z: self.cfg.confidence_z,
+            min_audits: self.cfg.deviation_min_audits,
+            window: self.cfg.window,
+        }
+    }
+
+    /// The deviation candidate of an image with per-action predictions `p`: the cheapest
+    /// pair below the served one predicted at least `deviation_floor`, and its prediction.
+    /// `None` when deviations are off.
+    pub fn deviation_candidate(&self, p: &[f32]) -> Option<(usize, f32)> {
+        if self.cfg.deviation_floor > 1.0 {
+            return None;
+        }
+        let cost: Vec<f64> = (0..self.actions.len())
+            .map(|a| {
+                if self.is_keep(a) {
+                    f64::INFINITY
+                } else {
+                    self.cost(a)
+                }
+            })
+            .collect();
+        super::deviation::candidate(p, &cost, self.served, self.cfg.deviation_floor as f32)
+    }
+
+    /// Whether an image whose candidate is predicted at `p` goes up at the candidate.
+    pub fn deviates(&self, p: f32) -> bool {
+        self.gate.deviates(p)
+    }
+
+    /// Whether the deviation gate is on (the model must run on every image).
+    pub fn deviations_on(&self) -> bool {
+        self.gate.threshold().is_some()
+    }
+
     /// Estimation bytes the plan reserved but did not spend are given back.
     pub fn refund(&mut self, bytes: f64) {
         self.credit += bytes.max(0.0);
@@ -818,6 +912,7 @@ impl LivePair {
             estimation_bytes: self.estimation_bytes,
             estimation_share: self.estimation_bytes as f64 / self.served_bytes.max(1) as f64,
             pairs,
+            deviation: self.gate.status(),
         }
     }
 }
@@ -853,6 +948,8 @@ mod tests {
             original_bytes: orig,
             uploaded_bytes: bytes,
             action: Some(action),
+            deviation: None,
+            deviated: false,
         }
     }
 
@@ -870,6 +967,7 @@ mod tests {
                     action: plan.served,
                     agree: rng.random::<f64>() < agree(l.actions[plan.served]),
                     size_ratio: None,
+                    deviation: false,
                 }];
                 for &c in &plan.candidates {
                     let b = image(l, c);
@@ -877,6 +975,7 @@ mod tests {
                         action: c,
                         agree: rng.random::<f64>() < agree(l.actions[c]),
                         size_ratio: Some(b.uploaded_bytes as f64 / b.original_bytes as f64),
+                        deviation: false,
                     });
                 }
                 l.record_audit(&plan, &results, 1_000_000, 2000, 1500, 1_000_000);
@@ -884,6 +983,85 @@ mod tests {
             changes += usize::from(l.served() != served);
         }
         changes
+    }
+
+    /// Runs `n` images whose deviation candidate is the cheapest pair, predicted uniformly
+    /// in [0.98, 1], agreeing with probability `truth`; the served pair agrees always.
+    /// Returns the images that went up at their candidate.
+    fn deviation_stream(l: &mut LivePair, n: usize, seed: u64, truth: f64) -> usize {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let cheapest = l.by_cost().into_iter().find(|&a| !l.is_keep(a)).unwrap();
+        let mut deviated_images = 0;
+        for _ in 0..n {
+            let served = l.served();
+            let mut p = vec![0.0f32; l.actions.len()];
+            p[cheapest] = rng.random_range(0.98..1.0);
+            let deviation = l.deviation_candidate(&p);
+            let deviated = deviation.is_some_and(|(_, pc)| l.deviates(pc));
+            deviated_images += usize::from(deviated);
+            let mut img = image(l, if deviated { cheapest } else { served });
+            img.deviation = deviation;
+            img.deviated = deviated;
+            let Some(plan) = l.plan_audit(img, rng.random::<f64>()) else {
+                continue;
+            };
+            let mut results = vec![];
+            if !plan.deviated {
+                results.push(AuditResult {
+                    action: plan.served,
+                    agree: true,
+                    size_ratio: None,
+                    deviation: false,
+                });
+            }
+            if let Some((c, _)) = plan.deviation {
+                results.push(AuditResult {
+                    action: c,
+                    agree: rng.random::<f64>() < truth,
+                    size_ratio: None,
+                    deviation: true,
+                });
+            }
+            l.record_audit(&plan, &results, 1_000_000, 2000, 1500, 1_000_000);
+        }
+        deviated_images
+    }
+
+    #[test]
+    fn deviations_switch_on_only_where_the_audits_back_them() {
+        // The candidate always agrees: the gate switches on and images deviate; audits of
+        // deviated images keep feeding the gate.
+        let mut l = learner();
+        let deviated = deviation_stream(&mut l, 3000, 1, 1.0);
+        let st = l.status().deviation;
+        assert!(st.threshold.is_some(), "{st:?}");
+        assert!(deviated > 1000, "only {deviated} of 3000 images deviated");
+        assert_eq!(st.deviated as usize, deviated);
+        assert!(st.records >= 88, "{st:?}");
+        // The candidate's audits never count for the pair itself (its sample is chosen by
+        // the image, not uniform).
+        let cheapest = l.by_cost().into_iter().find(|&a| !l.is_keep(a)).unwrap();
+        assert!(
+            l.stats[cheapest].outcomes.len() < st.records,
+            "deviation audits leaked into the pair's own sample"
+        );
+        // Now the candidate agrees only 80 % of the time: the gate switches off, on failed
+        // audits or, as images sent at a small candidate earn little audit credit, when
+        // its evidence expires (here after 1,000 images).
+        l.cfg.max_age_images = 1000;
+        deviation_stream(&mut l, 3000, 2, 0.8);
+        let st = l.status().deviation;
+        assert_eq!(st.threshold, None, "{st:?}");
+        assert!(st.switched_off >= 1);
+        // A candidate that never met the target never deviates at all.
+        let mut l = learner();
+        assert_eq!(deviation_stream(&mut l, 3000, 3, 0.9), 0);
+        // Off by config: no candidate, no exploration.
+        let mut l = learner();
+        l.cfg.deviation_floor = 1.5;
+        assert_eq!(deviation_stream(&mut l, 1000, 4, 1.0), 0);
+        assert_eq!(l.status().deviation.records, 0);
     }
 
     #[test]

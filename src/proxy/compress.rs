@@ -441,6 +441,8 @@ impl Job {
                     original_bytes: slot.original_len,
                     uploaded_bytes: uploaded_len,
                     action: slot.applied,
+                    deviation: None,
+                    deviated: false,
                 })
                 .map(|plan| Audit {
                     plan,

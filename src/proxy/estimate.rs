@@ -234,6 +234,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             action: plan.plan.served,
             agree: served_agrees,
             size_ratio: None,
+            deviation: false,
         }];
         for (a, applied) in encoded {
             let ratio = applied.bytes.len() as f64 / original.len().max(1) as f64;
@@ -258,6 +259,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
                 action: a,
                 agree,
                 size_ratio: Some(ratio),
+                deviation: false,
             });
         }
         online.record_audit(
