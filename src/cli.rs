@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the upload proxy daemon.
     Serve(ServeArgs),
     /// The whole system live on embedded defaults: backend + proxy in-process, sample photos
-    /// through the proxy, a scenery change, the live pair audited, stepped up and learnt again.
+    /// through the proxy, a scenery change, estimate → retrain → recovery.
     Demo(DemoArgs),
     /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
     Healthcheck(HealthcheckArgs),
