@@ -57,7 +57,7 @@ COPY config/adacompress.toml /etc/adacompress/adacompress.toml
 # Relative paths in the config (models/…) resolve against the shipped files.
 WORKDIR /usr/share/adacompress
 
-# Learned state: state.sqlite and checkpoints/agent-v{N}.json. Mount a volume here to keep
+# Learned state: state.sqlite (the live pair). Mount a volume here to keep
 # what the proxy learns across restarts.
 VOLUME /var/lib/adacompress
 

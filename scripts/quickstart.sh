@@ -4,7 +4,7 @@
 # runs `adacompress demo`: the built-in vision backend (EfficientNet-Lite0 behind the Google
 # Vision wire format) and the proxy start in-process on loopback, the sample photos go
 # through the proxy as a client would send them, then a scenery change (night shots), and
-# the proxy estimates, retrains and recovers live.
+# the live pair audits, steps up and learns again, live.
 # Output: a table on stdout; eval-out/demo.json, demo.csv and demo.svg.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

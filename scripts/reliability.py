@@ -239,8 +239,7 @@ class Proxy:
         proxy.update(self.extra_proxy)
         lines = ["[proxy]"] + [f"{k} = {v}" for k, v in proxy.items()]
         lines += ["", "[upstreams]", 'google = "local"', 'baidu = "local"', 'kserve = "local"', "",
-                  "[agent]", f'checkpoint = "{os.path.join(ROOT, "models", "agent.json")}"', "",
-                  "[estimator]", "explore_images = 4", "learn_every = 2", "batch = 16", "",
+                  "[agent]", f'checkpoint = "{os.path.join(ROOT, "models", "agent-calibrated.json")}"', "",
                   "[state]", f'dir = "{self.state}"', "",
                   "[log]", 'format = "text"', 'level = "warn"', ""]
         with open(self.cfg, "w") as f:
@@ -795,124 +794,8 @@ def main():
     R.run(9, "connection flood", "100 connections held open against max_connections = 64", 0, a9, ordinary_delay=None)
     fproxy.stop()
 
-    # 11: kill -9 during retraining.
-    R.proxy = proxy
-    POST_PORT[0] = proxy.port
-    proxy.start()
-
-    def a11():
-        st, _, data = http_req(proxy.admin, "POST", "/agent/retrain", timeout=5)
-        before = json.loads(http_get(proxy.admin, "/agent")[2] or b"{}")
-        v0 = before.get("version", 0)
-        statuses, lock, stop = {}, threading.Lock(), threading.Event()
-        inflight = []
-
-        def traffic(k):
-            i = 0
-            while not stop.is_set() and i < 200:
-                img = flat_jpeg(64 + 8 * (i % 8), 64, ycc=(30 + (7 * i + 50 * k) % 200, 100 + i % 50, 150 - i % 50))
-                with lock:
-                    inflight.append(k)
-                s2, _, _ = post_google(proxy.port, google_body([img]), timeout=10)
-                with lock:
-                    inflight.remove(k)
-                    statuses[s2] = statuses.get(s2, 0) + 1
-                i += 1
-        ths = [threading.Thread(target=traffic, args=(k,), daemon=True) for k in range(2)]
-        for t in ths:
-            t.start()
-        mid, posts, t_kill0 = {}, 1, time.monotonic()
-        while time.monotonic() - t_kill0 < 20:
-            mid = json.loads(http_get(proxy.admin, "/agent")[2] or b"{}")
-            if mid.get("state") == "retrain" and mid.get("version", 0) > v0:
-                break
-            if mid.get("state") != "retrain" and posts < 4:
-                http_req(proxy.admin, "POST", "/agent/retrain", timeout=5)
-                posts += 1
-            time.sleep(0.05)
-        with lock:
-            n_inflight = len(inflight)
-        stop.set()
-        proxy.kill9()
-        for t in ths:
-            t.join(15)
-        t0 = time.monotonic()
-        restart = proxy.start()
-        restart_wall = time.monotonic() - t0
-        after = json.loads(http_get(proxy.admin, "/agent")[2] or b"{}")
-        db = os.path.join(proxy.state, "state.sqlite")
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
-            con.close()
-        except Exception as e:  # noqa: BLE001
-            integrity = f"error: {e}"
-        ok = integrity == "ok" and after.get("version", -1) >= mid.get("version", 0)
-        lost = sum(v for k, v in statuses.items() if not isinstance(k, int))
-        return {"client_status": f"retrain {st}; traffic {statuses}",
-                "client_s": round(restart_wall, 2),
-                "notes": f"at the kill: state {mid.get('state')} v{mid.get('version')} (memory {mid.get('memory')}, "
-                         f"v{v0} at the retrain POST, {posts} POST(s)), {n_inflight} request(s) in flight a moment before it, {lost} got no answer (inherent to kill -9, "
-                         "not counted against the zero-lost target); "
-                         f"after restart: {after.get('state')} v{after.get('version')} (memory {after.get('memory')}), "
-                         f"ready {restart:.2f} s after start; state.sqlite integrity_check: {integrity}",
-                "ok": ok, "why": "state.sqlite not intact, or the agent version after restart is older than at the kill"}
-    R.run(11, "kill -9 during retraining", "POST /agent/retrain, 2 clients sending small JPEGs, kill -9 while state = retrain after a new version, restart",
-          0, a11, ordinary_delay=None)
-    R.rows[-1]["notes"] += "; client time = kill to /readyz 200"
-
-    # 12: truncated newest checkpoint.
-    def a12():
-        ck = sorted(glob.glob(os.path.join(proxy.state, "checkpoints", "agent-v*.json")),
-                    key=lambda p: int(os.path.basename(p)[7:-5]))
-        if not ck:
-            http_req(proxy.admin, "POST", "/agent/retrain", timeout=5)
-            for i in range(12):
-                post_google(proxy.port, google_body([flat_jpeg(64 + 8 * i, 64, ycc=(40 + 13 * i, 120, 130))]), timeout=10)
-            ck = sorted(glob.glob(os.path.join(proxy.state, "checkpoints", "agent-v*.json")),
-                        key=lambda p: int(os.path.basename(p)[7:-5]))
-        if not ck:
-            return {"client_status": "no learned checkpoint to corrupt", "client_s": None,
-                    "notes": "retraining wrote no checkpoints/agent-v*.json in this run", "ordinary_exempt": True}
-        # Two learned checkpoints at least, so that the fallback has a learned one to take.
-        t1, extra = time.monotonic(), 0
-        while len(ck) < 2 and time.monotonic() - t1 < 20:
-            http_req(proxy.admin, "POST", "/agent/retrain", timeout=5)
-            for i in range(6):
-                img = flat_jpeg(72 + 8 * i, 64, ycc=(200 - 9 * extra % 150, 90 + i, 160))
-                post_google(proxy.port, google_body([img]), timeout=10)
-                extra += 1
-            ck = sorted(glob.glob(os.path.join(proxy.state, "checkpoints", "agent-v*.json")),
-                        key=lambda p: int(os.path.basename(p)[7:-5]))
-        newest = ck[-1]
-        size = os.path.getsize(newest)
-        proxy.stop()
-        with open(newest, "r+b") as f:
-            f.truncate(size // 2)
-        t0 = time.monotonic()
-        try:
-            proxy.start(ready_timeout=60)
-            started_ok = True
-        except RuntimeError as e:
-            started_ok = False
-            err = str(e)
-        wall = time.monotonic() - t0
-        if not started_ok:
-            return {"client_status": f"did not start: {err}"[:120], "client_s": round(wall, 2), "ok": False,
-                    "why": "proxy did not start on a corrupt checkpoint", "ordinary_exempt": True}
-        ag = json.loads(http_get(proxy.admin, "/agent")[2] or b"{}")
-        loaded = ag.get("checkpoint")
-        ok = loaded is not None and os.path.basename(str(loaded)) != os.path.basename(newest)
-        return {"client_status": f"/agent: v{ag.get('version')} from {os.path.basename(str(loaded))}",
-                "client_s": round(wall, 2),
-                "notes": f"truncated {os.path.basename(newest)} ({size} -> {size // 2} B) of {len(ck)} checkpoint(s); "
-                         f"skipped_checkpoints = {ag.get('skipped_checkpoints')}; "
-                         f"moved aside: {[os.path.basename(p) for p in glob.glob(os.path.join(proxy.state, 'checkpoints', '*.corrupt*'))]}",
-                "ordinary_exempt": False,
-                "ok": ok, "why": "the truncated checkpoint was reported as loaded"}
-    R.run(12, "truncated newest checkpoint", "newest of >= 2 learned checkpoints/agent-v*.json cut to half its size, restart",
-          0, a12, ordinary_delay=None)
-    R.rows[-1]["notes"] += "; client time = start to /readyz 200"
+    # 11 (kill -9 during retraining) and 12 (a truncated learned checkpoint) went with the
+    # Q-head agent's retraining loop (issue 15): serve keeps no learned checkpoints now.
 
     proxy.stop()
     total = time.monotonic() - t_start
@@ -930,8 +813,7 @@ def main():
                      "ordinary_ms": base_ms, "rss_mib": base_rss},
         "config": {"cpu_workers": "0 (one per core = %d)" % cores, "header_read_timeout_secs": HEADER_TIMEOUT,
                    "body_read_timeout_secs": BODY_TIMEOUT, "max_body_bytes": MAX_BODY,
-                   "max_connections": "512 (64 for attack 9)", "limits": "defaults",
-                   "estimator": "explore_images = 4, learn_every = 2, batch = 16 (so that attack 11 retrains quickly)"},
+                   "max_connections": "512 (64 for attack 9)", "limits": "defaults"},
         "targets": {"rss_mib": RSS_LIMIT_MIB, "ordinary_s": ORDINARY_LIMIT_S},
         "runtime_s": round(total, 1),
         "ordinary_requests": {"sent": len(R.tally),

@@ -4,7 +4,7 @@
 //!
 //! Errors name the key, the value and what was expected, and say where the value came from
 //! (the file, the environment variable, the flag or the default), e.g.
-//! `estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN): must be in 0..=1`; a
+//! `pair.target_agreement = 2 (from ADACOMPRESS_PAIR__TARGET_AGREEMENT): must be in 0..=1`; a
 //! check between two keys names both origins (`agent.min_quality = 5 (the default;
 //! agent.max_quality from ADACOMPRESS_AGENT__MAX_QUALITY)`). A variable naming an unknown
 //! section or key is refused like an unknown key in the file (`ADACOMPRESS_*` names without
@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-pub use crate::learn::estimator::{EstimatorConfig, RetrainServes};
 use crate::protocol::Protocol;
 
 /// The `[upstreams]` key that is not a protocol: the upstream for requests no configured
@@ -57,6 +56,10 @@ pub struct Config {
     pub state: StateConfig,
     pub aws: AwsConfig,
     pub log: LogConfig,
+    /// Retired keys the file or the environment still set ([`RETIRED_ESTIMATOR_KEYS`]),
+    /// each with where it came from: ignored, and logged by `serve` as a warning.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// `[proxy]`: listeners, body limit, timeouts, CPU pool.
@@ -153,11 +156,58 @@ pub struct LimitsConfig {
     pub max_tensor_elements: usize,
 }
 
+/// `[estimator]`: the live pair's audits (uploads of the original and candidate pairs
+/// beside a sample of images, off the request path, see [`crate::learn::pair`]).
+///
+/// The keys of the paper's inference → estimate → retrain loop, which `serve` no longer
+/// runs, are [`RETIRED_ESTIMATOR_KEYS`]: still accepted, with a warning, and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimatorConfig {
+    /// Audit at all (`false`: the live pair stays at the shipped prior).
+    pub enabled: bool,
+    /// How an audited answer is compared with the original's.
+    pub accuracy: crate::learn::Accuracy,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            enabled: true,
+            accuracy: crate::learn::Accuracy::Top1,
+        }
+    }
+}
+
+/// `[estimator]` keys only the Q-head agent's online loop used (removed from `serve`, issue
+/// 15). A config that still sets one loads: the key is dropped and named in
+/// [`Config::ignored`], which `serve` logs as a warning.
+pub const RETIRED_ESTIMATOR_KEYS: &[&str] = &[
+    "p_est_initial",
+    "p_est_min",
+    "p_est_max",
+    "window",
+    "accuracy_threshold",
+    "recovered_accuracy",
+    "reward_threshold",
+    "size_weight",
+    "slope_gain",
+    "budget_bytes_per_minute",
+    "explore_images",
+    "learn_every",
+    "memory",
+    "batch",
+    "steps_per_learn",
+    "target_agreement",
+    "retrain_probes",
+    "retrain_serves",
+];
+
 /// `[state]`: where learned state lives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// Holds `state.sqlite` (memory buffer, estimator) and `checkpoints/agent-v{N}.json`.
+    /// Holds `state.sqlite` (the live pair).
     pub dir: PathBuf,
 }
 
@@ -386,7 +436,7 @@ impl Origins {
     }
 
     /// Where `key`'s value came from, and `other`'s when it differs: for checks between
-    /// two keys (`p_est_min` ≤ `p_est_max`), which either of them may have broken.
+    /// two keys (`min_quality` ≤ `max_quality`), which either of them may have broken.
     fn of_pair(&self, key: &str, other: &str) -> String {
         let (a, b) = (self.of(key), self.of(other));
         if a == b {
@@ -514,17 +564,27 @@ impl Config {
                 .set
                 .insert(format!("{section}.{key}"), format!("from {name}"));
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(
-            |e: serde_path_to_error::Error<toml::de::Error>| {
+        let mut ignored = Vec::new();
+        if let Some(estimator) = doc.get_mut("estimator").and_then(|v| v.as_table_mut()) {
+            for key in RETIRED_ESTIMATOR_KEYS {
+                if estimator.remove(*key).is_some() {
+                    let key = format!("estimator.{key}");
+                    let origin = origins.of(&key);
+                    ignored.push(format!("{key} ({origin})"));
+                }
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e: serde_path_to_error::Error<toml::de::Error>| {
                 let key = e.path().to_string();
                 let origin = origins.of_parse(&key);
                 ConfigError::Parse {
                     origin,
                     message: format!("{key}: {}", e.inner().message()),
                 }
-            },
-        )?;
+            })?;
         config.validate(&origins)?;
+        config.ignored = ignored;
         Ok(config)
     }
 
@@ -543,37 +603,6 @@ impl Config {
                 origin: origins.of_pair(key, other),
                 message: message.to_owned(),
             };
-        let e = &self.estimator;
-        for (key, v) in [
-            ("estimator.p_est_initial", e.p_est_initial),
-            ("estimator.p_est_min", e.p_est_min),
-            ("estimator.p_est_max", e.p_est_max),
-            ("estimator.accuracy_threshold", e.accuracy_threshold),
-            ("estimator.recovered_accuracy", e.recovered_accuracy),
-            ("estimator.target_agreement", e.target_agreement),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(bad(key, v.to_string(), "must be in 0..=1"));
-            }
-        }
-        if e.p_est_min > e.p_est_max {
-            return Err(bad_pair(
-                "estimator.p_est_min",
-                e.p_est_min.to_string(),
-                "estimator.p_est_max",
-                &format!("must not exceed estimator.p_est_max = {}", e.p_est_max),
-            ));
-        }
-        for (key, v) in [
-            ("estimator.window", e.window),
-            ("estimator.learn_every", e.learn_every),
-            ("estimator.memory", e.memory),
-            ("estimator.batch", e.batch),
-        ] {
-            if v == 0 {
-                return Err(bad(key, "0".into(), "must be at least 1"));
-            }
-        }
         let pc = &self.pair;
         for (key, v) in [
             ("pair.target_agreement", pc.target_agreement),
@@ -839,12 +868,48 @@ mod tests {
     fn the_example_file_parses_and_has_the_paper_values() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/adacompress.toml");
         let c = Config::load(Some(&path), Vec::new()).unwrap();
-        assert_eq!(c.estimator.window, 10);
-        assert_eq!(c.estimator.accuracy_threshold, 0.8);
-        assert_eq!(c.estimator.p_est_max, 0.95);
-        assert_eq!(c.estimator.memory, 2000);
+        assert!(c.estimator.enabled);
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert_eq!(
+            c.agent.checkpoint,
+            Path::new("models/agent-calibrated.json")
+        );
         assert_eq!(c.proxy.admin_listen.port(), 9090);
         assert_eq!(c.upstream_list().len(), 1);
+    }
+
+    #[test]
+    fn retired_estimator_keys_still_load_and_are_named_as_ignored() {
+        // A config written for the Q-head agent's retraining loop (gone from serve).
+        let dir = std::env::temp_dir().join(format!("adacompress-retired-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.toml");
+        std::fs::write(
+            &path,
+            "[estimator]\nenabled = false\np_est_min = 0.04\nmemory = 2000\nretrain_serves = \"original\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("ADACOMPRESS_ESTIMATOR__LEARN_EVERY", "5")]),
+        )
+        .unwrap();
+        assert!(!c.estimator.enabled);
+        assert_eq!(
+            c.ignored,
+            vec![
+                format!("estimator.p_est_min (from {})", path.display()),
+                "estimator.learn_every (from ADACOMPRESS_ESTIMATOR__LEARN_EVERY)".to_owned(),
+                format!("estimator.memory (from {})", path.display()),
+                format!("estimator.retrain_serves (from {})", path.display()),
+            ]
+        );
+        // Only retired keys: a misspelt one is still refused.
+        let err = Config::load(None, env(&[("ADACOMPRESS_ESTIMATOR__P_EST_MINN", "0.1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p_est_minn"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -869,7 +934,7 @@ mod tests {
         let c = Config::load(
             None,
             env(&[
-                ("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "0.1"),
+                ("ADACOMPRESS_PAIR__TARGET_AGREEMENT", "0.9"),
                 ("ADACOMPRESS_PROXY__LISTEN", "0.0.0.0:8081"),
                 ("ADACOMPRESS_UPSTREAMS__GOOGLE", "http://127.0.0.1:9000/"),
                 ("ADACOMPRESS_ESTIMATOR__ENABLED", "false"),
@@ -877,16 +942,16 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.estimator.p_est_min, 0.1);
+        assert_eq!(c.pair.target_agreement, 0.9);
         assert!(!c.estimator.enabled);
         assert_eq!(c.proxy.listen.port(), 8081);
         assert_eq!(c.upstream_list()[0].url, "http://127.0.0.1:9000");
 
-        let err = Config::load(None, env(&[("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")]))
+        let err = Config::load(None, env(&[("ADACOMPRESS_PAIR__TARGET_AGREEMENT", "2")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("estimator.p_est_min"), "{err}");
-        assert!(err.contains("ADACOMPRESS_ESTIMATOR__P_EST_MIN"), "{err}");
+        assert!(err.contains("pair.target_agreement"), "{err}");
+        assert!(err.contains("ADACOMPRESS_PAIR__TARGET_AGREEMENT"), "{err}");
         assert!(err.contains("0..=1"), "{err}");
 
         let err = Config::load(None, env(&[("ADACOMPRESS_PROXY__LISTEN", "nowhere")]))
@@ -1004,8 +1069,8 @@ mod tests {
             ),
             (
                 None,
-                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")],
-                vec!["estimator.p_est_min = 2 (from ADACOMPRESS_ESTIMATOR__P_EST_MIN)"],
+                vec![("ADACOMPRESS_PAIR__TARGET_AGREEMENT", "2")],
+                vec!["pair.target_agreement = 2 (from ADACOMPRESS_PAIR__TARGET_AGREEMENT)"],
                 vec!["default"],
             ),
             (
@@ -1029,8 +1094,8 @@ mod tests {
             ),
             (
                 Some(&file),
-                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MIN", "2")],
-                vec!["from ADACOMPRESS_ESTIMATOR__P_EST_MIN"],
+                vec![("ADACOMPRESS_PAIR__TARGET_AGREEMENT", "2")],
+                vec!["from ADACOMPRESS_PAIR__TARGET_AGREEMENT"],
                 vec!["o.toml", "default"],
             ),
             // A variable overriding a key the file sets.
@@ -1105,12 +1170,6 @@ mod tests {
                     "proxy.max_inflight_body_bytes = 10 (from ADACOMPRESS_PROXY__MAX_INFLIGHT_BODY_BYTES; proxy.max_body_bytes from",
                     "o.toml",
                 ],
-                vec![],
-            ),
-            (
-                None,
-                vec![("ADACOMPRESS_ESTIMATOR__P_EST_MAX", "0.01")],
-                vec!["estimator.p_est_max from ADACOMPRESS_ESTIMATOR__P_EST_MAX"],
                 vec![],
             ),
             (

@@ -361,13 +361,6 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/images:annotate", proxy.proxy_addr);
     let online = proxy.state.online.clone().ok_or("the proxy has no agent")?;
-    if !online.pair_mode() {
-        proxy.shutdown().await;
-        return Err(format!(
-            "{} is not a calibrated checkpoint: the demo shows the live pair (use models/agent-calibrated.json)",
-            cfg.checkpoint.display()
-        ));
-    }
     let mut progress = cfg.progress.then(|| Progress::new("demo", total as u64));
     let mut steps = Vec::with_capacity(total);
     for i in 0..total {
@@ -418,7 +411,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
         while online.status().state == "estimate" {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        let pair = online.pair_status().ok_or("the live pair is gone")?;
+        let pair = online.pair_status();
         let pair_cost = pair
             .pairs
             .iter()
@@ -449,7 +442,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
         p.finish();
     }
     let uploads = proxy.state.metrics.estimation_uploads.get();
-    let pair_end = online.pair_status();
+    let pair_end = Some(online.pair_status());
     proxy.shutdown().await;
     Ok(summarise(
         steps, cfg.day, cfg.window, uploads, pair_end, started,

@@ -12,18 +12,18 @@
 //!    [`action::Source`] reads its header only — limits from [`codec::Limits`], EXIF
 //!    orientation, the JPEG quality and subsampling it was saved with
 //!    ([`codec::inspect`]) — and decodes later at the DCT scale each step needs.
-//! 3. The agent ([`learn::online::Online::decide`]). With the calibrated agent `serve`
-//!    ships, the image goes up at the *live pair* ([`learn::pair`]): the cheapest
+//! 3. The agent ([`learn::online::Online::decide`]). `serve` runs only a calibrated agent
+//!    (any other checkpoint is refused at start-up unless `agent.fixed` is set); the image
+//!    goes up at the *live pair* ([`learn::pair`]): the cheapest
 //!    (max side, quality) pair whose lower confidence bound on agreement, over this
 //!    deployment's audits, clears the target, else the shipped prior; the backbone runs
 //!    only where the policy may deviate from the pair, and [`learn::pair::LivePair::plan_audit`]
-//!    decides whether this image is audited. With the paper's agents, the live copy of an
-//!    [`agent::Agent`] computes its state ([`agent::state`]: the compact state from a scaled decode and the
-//!    backbone in [`model`], or the paper's embedding), the head predicts each
-//!    [`action`]'s value or probability of agreeing, and the [`agent::Policy`] picks one
-//!    (for the calibrated agent: the action with the fewest expected bytes whose
-//!    probability clears a conformal threshold, else the fallback pair). `agent.fixed`
-//!    replaces all this with one fixed pair.
+//!    decides whether this image is audited. Where the policy may deviate, the head computes
+//!    its state ([`agent::state`]: the compact state from a scaled decode and the backbone
+//!    in [`model`]), predicts each [`action`]'s probability of agreeing, and the
+//!    [`agent::Policy`] picks the action with the fewest expected bytes whose probability
+//!    clears a conformal threshold (taken only when cheaper than the live pair).
+//!    `agent.fixed` replaces all this with one fixed pair.
 //! 4. [`action::Source::apply`] downscales and re-encodes with libjpeg (mozjpeg); the
 //!    original goes up when the result is not smaller, and an upload over the API's
 //!    documented size limit is made to fit. Any failure forwards the original.
@@ -31,12 +31,11 @@
 //!    upstream's answer returns to the client unchanged. Off the request path, an audited
 //!    image's original and candidate pairs are uploaded and every answer is compared with
 //!    the original's (`proxy::estimate::audit` → [`learn::pair`], persisted in [`store`]).
-//!    For the paper's agents, `proxy::estimate` sometimes uploads the original too, compares the answers
-//!    ([`mod@learn::reward`]) and feeds [`learn::estimator`] and [`learn::online`], which retrain
-//!    the head and persist it in [`store`] and checkpoint files.
 //!
 //! Offline: [`learn::table`] labels every photo × action against a service ([`client`],
-//! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent.
+//! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent. The paper's
+//! agents ([`agent::Agent`], the Q-head trained by [`learn::trainer`]) are reproduced
+//! offline by `train` and `eval`.
 //!
 //! # Commands
 //!

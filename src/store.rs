@@ -60,16 +60,6 @@ pub struct CachedAnswer {
     pub outcome: Outcome,
 }
 
-/// One remembered experience of the online learner: the state, the action uploaded, whether
-/// its answer agreed with the original's, and its size ratio.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemoryRow {
-    pub features: Vec<f32>,
-    pub action: usize,
-    pub agree: bool,
-    pub size_ratio: f32,
-}
-
 /// The SQLite database. One connection behind a mutex: every statement is short.
 #[derive(Debug)]
 pub struct Store {
@@ -107,14 +97,8 @@ impl Store {
                  created   INTEGER NOT NULL DEFAULT (unixepoch()),
                  PRIMARY KEY (service, image_sha, action)
              );
-             CREATE TABLE IF NOT EXISTS memory (
-                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                 features   BLOB NOT NULL,
-                 action     INTEGER NOT NULL,
-                 agree      INTEGER NOT NULL,
-                 size_ratio REAL NOT NULL,
-                 created    INTEGER NOT NULL DEFAULT (unixepoch())
-             );
+             -- The Q-head agent's replay memory, which serve no longer keeps.
+             DROP TABLE IF EXISTS memory;
              CREATE TABLE IF NOT EXISTS kv (
                  key   TEXT PRIMARY KEY,
                  value TEXT NOT NULL
@@ -171,51 +155,7 @@ impl Store {
         Ok(())
     }
 
-    /// Number of cached answers for a service.
-    /// Appends one experience to the replay memory and drops the oldest beyond `capacity`.
-    pub fn push_memory(&self, m: &MemoryRow, capacity: usize) -> Result<(), StoreError> {
-        let blob: Vec<u8> = m.features.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO memory (features, action, agree, size_ratio) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![blob, m.action as i64, m.agree, f64::from(m.size_ratio)],
-        )?;
-        conn.execute(
-            "DELETE FROM memory WHERE id <= (SELECT MAX(id) FROM memory) - ?1",
-            [capacity as i64],
-        )?;
-        Ok(())
-    }
-
-    /// The replay memory, oldest first.
-    pub fn load_memory(&self) -> Result<Vec<MemoryRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT features, action, agree, size_ratio FROM memory ORDER BY id")?;
-        let rows = stmt.query_map([], |row| {
-            let blob: Vec<u8> = row.get(0)?;
-            let action: i64 = row.get(1)?;
-            let ratio: f64 = row.get(3)?;
-            Ok(MemoryRow {
-                features: blob
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                action: usize::try_from(action).unwrap_or(0),
-                agree: row.get(2)?,
-                size_ratio: ratio as f32,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    /// Empties the replay memory (entering retraining).
-    pub fn clear_memory(&self) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM memory", [])?;
-        Ok(())
-    }
-
-    /// Sets a small named value (estimator state, agent version).
+    /// Sets a small named value (the live pair).
     pub fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO kv (key, value) VALUES (?1, ?2)
@@ -243,6 +183,7 @@ impl Store {
         Ok(())
     }
 
+    /// Number of cached answers for a service.
     pub fn answer_count(&self, service: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM answers WHERE service = ?1",
@@ -259,24 +200,8 @@ mod tests {
     use crate::protocol::Label;
 
     #[test]
-    fn memory_is_bounded_and_kv_overwrites() {
+    fn kv_overwrites() {
         let store = Store::in_memory().unwrap();
-        for i in 0..5 {
-            let row = MemoryRow {
-                features: vec![i as f32, -1.5],
-                action: i,
-                agree: i % 2 == 0,
-                size_ratio: 0.5,
-            };
-            store.push_memory(&row, 3).unwrap();
-        }
-        let rows = store.load_memory().unwrap();
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].action, 2);
-        assert_eq!(rows[2].features, vec![4.0, -1.5]);
-        assert!(rows[2].agree);
-        store.clear_memory().unwrap();
-        assert!(store.load_memory().unwrap().is_empty());
         store.put_kv("a", "1").unwrap();
         store.put_kv("a", "2").unwrap();
         assert_eq!(store.get_kv("a").unwrap().as_deref(), Some("2"));

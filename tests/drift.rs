@@ -90,15 +90,15 @@ async fn a_cheaper_pair_is_certified_by_day_night_steps_it_up_and_a_restart_keep
     let mut pcfg = PairConfig::default();
     (pcfg.target_agreement, pcfg.learn_share, pcfg.max_audit_rate) = FAST_LEARNING;
     pcfg.learn_images = (day + night) as u64;
-    let online = Online::open_with(
+    let online = Online::open(
         &root().join("models/agent-calibrated.json"),
         &state,
-        Config::default().estimator,
+        Config::default().estimator.accuracy,
         pcfg,
         1,
     )
     .expect("reopen");
-    let back = online.pair_status().expect("the live pair after a restart");
+    let back = online.pair_status();
     assert_eq!(back.served, end.served);
     assert_eq!(back.audits, end.audits);
     assert_eq!(back.drifts, end.drifts);

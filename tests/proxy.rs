@@ -596,22 +596,44 @@ async fn admin_endpoints_and_draining() {
     assert!(drained.await.unwrap(), "drained within proxy.drain_secs");
 }
 
-/// `POST /agent/retrain` puts the Q-head agent into retraining at once.
+/// `serve` runs only the calibrated live-pair agent (issue 15): the paper's Q-head agent as
+/// `agent.checkpoint` is refused at start-up, naming the key, the file and the way out;
+/// with `agent.fixed` set (the operator's override) the same file starts, no agent is
+/// loaded and every image goes up at the fixed pair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// Q-head path: goes when serve drops the Q-head agent (issue 15 item 1).
-async fn the_admin_port_enters_retraining_on_request() {
-    let p = proxy_to_qhead("http://127.0.0.1:9", "proxy-retrain", |_| {}).await;
-    let admin = format!("http://{}", p.admin_addr);
-    assert_eq!(agent_of(&p).await["state"], "inference");
-    let resp = reqwest::Client::new()
-        .post(format!("{admin}/agent/retrain"))
-        .send()
+async fn serve_refuses_a_q_head_checkpoint_unless_agent_fixed_is_set() {
+    let qhead = root().join("models/agent.json");
+    let err = proxy_with_agent("http://127.0.0.1:9", "proxy-qhead", qhead.clone(), |_| {})
+        .await
+        .err()
+        .expect("serve refuses a Q-head checkpoint")
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "agent.checkpoint = {}: not a calibrated checkpoint",
+            qhead.display()
+        )),
+        "{err}"
+    );
+    for says in ["models/agent-calibrated.json", "agent.fixed"] {
+        assert!(err.contains(says), "{says} in {err}");
+    }
+
+    let (backend, _state, _stop) = spawn_backend().await;
+    let (hop, _log) = recorder(backend).await;
+    let p = proxy_with_agent(&hop, "proxy-qhead-fixed", qhead, |c| {
+        c.agent.fixed = Some("q70@512".into())
+    })
+    .await
+    .expect("agent.fixed starts without an agent");
+    let original = photo("street", &first_photo("street"));
+    let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-adacompress-action"], "fixed:q70@512");
+    let agent = reqwest::get(format!("http://{}/agent", p.admin_addr))
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let agent: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(agent["state"], "retrain");
-    assert_eq!(agent_of(&p).await["state"], "retrain");
+    assert_eq!(agent.status(), StatusCode::NOT_FOUND);
     p.shutdown().await;
 }
 

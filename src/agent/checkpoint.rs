@@ -41,19 +41,6 @@ pub enum CheckpointError {
     Model(#[from] ModelError),
 }
 
-impl CheckpointError {
-    /// Whether the file itself is bad (truncated, not JSON, wrong format or shape), as
-    /// opposed to unreadable (permissions, I/O) or used with the wrong backbone.
-    pub fn is_corrupt(&self) -> bool {
-        matches!(
-            self,
-            CheckpointError::Corrupt { .. }
-                | CheckpointError::Format { .. }
-                | CheckpointError::Shape { .. }
-        )
-    }
-}
-
 /// Which backbone produced the head's input features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackboneInfo {
@@ -95,7 +82,7 @@ pub struct TrainingStats {
 pub struct Checkpoint {
     /// Always [`FORMAT`].
     pub format: String,
-    /// Monotonic agent version (incremented by every retrain).
+    /// Agent version (set by `train`).
     pub version: u64,
     /// Unix seconds when written.
     pub created_unix: u64,
@@ -268,35 +255,6 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Moves a bad checkpoint aside for an operator to inspect: `agent-v7.json` becomes
-/// `agent-v7.json.corrupt` (or `….corrupt.1`, `….corrupt.2`, … when that name is taken), a
-/// name no checkpoint scan picks up. Returns the new path.
-pub fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut target = path.with_file_name(format!("{name}.corrupt"));
-    let mut n = 0u32;
-    while target.exists() {
-        n += 1;
-        if n > 10_000 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "too many corrupt copies already",
-            ));
-        }
-        target = path.with_file_name(format!("{name}.corrupt.{n}"));
-    }
-    std::fs::rename(path, &target)?;
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir,
-        None => Path::new("."),
-    };
-    sync_dir(dir)?;
-    Ok(target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,39 +379,23 @@ mod tests {
                 matches!(err, CheckpointError::Corrupt { .. }),
                 "{what}: {err}"
             );
-            assert!(err.is_corrupt(), "{what}");
         }
 
         // Wrong format and wrong shape are corrupt too.
         let mut other = small_checkpoint(3);
         other.format = "adacompress-agent/0".into();
         other.write(&path).unwrap();
-        assert!(Checkpoint::read(&path).unwrap_err().is_corrupt());
+        let err = Checkpoint::read(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Format { .. }), "{err}");
         let mut other = small_checkpoint(3);
         other.dims = vec![9, 4, 3, 3, 11];
         other.write(&path).unwrap();
-        assert!(Checkpoint::read(&path).unwrap_err().is_corrupt());
+        let err = Checkpoint::read(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Shape { .. }), "{err}");
 
         // A missing file is unreadable, not corrupt.
         let err = Checkpoint::read(&dir.join("agent-v4.json")).unwrap_err();
         assert!(matches!(err, CheckpointError::Read { .. }), "{err}");
-        assert!(!err.is_corrupt());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn move_aside_keeps_every_copy() {
-        let dir = test_dir("aside");
-        let path = dir.join("agent-v5.json");
-        std::fs::write(&path, b"first").unwrap();
-        let a = move_aside(&path).unwrap();
-        assert_eq!(a, dir.join("agent-v5.json.corrupt"));
-        std::fs::write(&path, b"second").unwrap();
-        let b = move_aside(&path).unwrap();
-        assert_eq!(b, dir.join("agent-v5.json.corrupt.1"));
-        assert!(!path.exists());
-        assert_eq!(std::fs::read(&a).unwrap(), b"first");
-        assert_eq!(std::fs::read(&b).unwrap(), b"second");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

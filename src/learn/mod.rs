@@ -1,9 +1,8 @@
-//! Learning: rewards from answers, the replay memory and the Q-head trainer, and
+//! Learning: rewards from answers, the Q-head trainer, the calibrated fit, the live pair, and
 //! the photo environment that connects them to a real vision service.
 
 pub mod augment;
 pub mod deviation;
-pub mod estimator;
 pub mod fit;
 pub mod online;
 pub mod pair;

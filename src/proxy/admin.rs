@@ -5,22 +5,21 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process serves (liveness; checks no upstream) |
 //! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503; JSON `{"ready", "rekognition": {"forwardable", "resign", "reason"}}` (the latter with a Rekognition upstream) |
-//! | `GET /agent` | JSON: state, version, p_est, recent agreement, memory, threshold; `pair`: the live pair served, whether it is certified, every audited pair's bounds and cost, audits, drifts and the estimation bytes |
-//! | `POST /agent/retrain` | enters retraining now (the replay memory is kept); 202 with the new state |
-//! | `DELETE /agent/memory` | forgets the replay memory; 200 with how many rows went |
+//! | `GET /agent` | JSON: state, version, threshold, checkpoint; `pair`: the live pair served, whether it is certified, every audited pair's bounds and cost, audits, drifts and the estimation bytes |
 //!
-//! The mutating endpoints (`POST`, `DELETE`) need `Authorization: Bearer TOKEN` when a
-//! token is configured (`ADACOMPRESS_ADMIN_TOKEN`, or the file `proxy.admin_token_file`);
-//! without one they are refused unless `proxy.admin_listen` is a loopback address.
+//! Every endpoint only reads. The admin token (`ADACOMPRESS_ADMIN_TOKEN`, or the file
+//! `proxy.admin_token_file`) is still loaded and checked at start-up ([`AdminToken`]), but
+//! no endpoint needs it since the Q-head agent's `POST /agent/retrain` and
+//! `DELETE /agent/memory` went with that agent (issue 15).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
@@ -72,35 +71,6 @@ impl AdminToken {
     }
 }
 
-/// Why a mutating request may not go through (`None`: it may).
-fn refusal(s: &ProxyState, headers: &HeaderMap) -> Option<Response> {
-    let refuse = |status: StatusCode, message: &str| {
-        Some((status, Json(serde_json::json!({ "error": message }))).into_response())
-    };
-    match &s.admin_token {
-        Some(token) => {
-            let presented = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if token.matches(presented.trim()) {
-                None
-            } else {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "send Authorization: Bearer <the admin token> (ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)",
-                )
-            }
-        }
-        None if s.cfg.proxy.admin_listen.ip().is_loopback() => None,
-        None => refuse(
-            StatusCode::FORBIDDEN,
-            "the admin listener is not on loopback and no admin token is configured: set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file",
-        ),
-    }
-}
-
 /// The admin router.
 pub fn app(state: Arc<ProxyState>) -> axum::Router {
     axum::Router::new()
@@ -108,8 +78,6 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/agent", get(agent))
-        .route("/agent/retrain", post(retrain))
-        .route("/agent/memory", delete(clear_memory))
         .with_state(state)
 }
 
@@ -121,71 +89,55 @@ pub fn refresh(s: &ProxyState) {
         return;
     };
     let st = online.status();
-    m.p_est.set(st.p_est);
-    if let Some(acc) = st.recent_accuracy {
-        m.estimated_accuracy.set(acc);
-    }
-    for state in ["inference", "estimate", "retrain"] {
+    for state in ["inference", "estimate"] {
         m.agent_state
             .get_or_create(&super::metrics::StateLabel { state })
             .set(i64::from(state == st.state));
     }
-    m.agent_state_seconds.set(st.state_seconds);
     m.agent_version.set(st.version as i64);
-    let done = st.retrains;
-    let seen = m.retrains.get();
-    if done > seen {
-        m.retrains.inc_by(done - seen);
+    let pair = &st.pair;
+    use super::metrics::ActionLabel;
+    let label = |a: &str| ActionLabel {
+        action: a.to_owned(),
+    };
+    for a in &online.actions.actions {
+        let name = a.name();
+        m.pair_served
+            .get_or_create(&label(&name))
+            .set(i64::from(name == pair.served));
     }
-    if let Some(pair) = &st.pair {
-        use super::metrics::ActionLabel;
-        let label = |a: &str| ActionLabel {
-            action: a.to_owned(),
-        };
-        for a in &online.actions.actions {
-            let name = a.name();
-            m.pair_served
-                .get_or_create(&label(&name))
-                .set(i64::from(name == pair.served));
-        }
-        // Every action is written each time: after a drift forgets the audits, a pair with
-        // none left reads 0 audits and bounds (0, 1), not the old scenery's.
-        for a in &online.actions.actions {
-            let name = a.name();
-            let (lower, upper, audits) = pair.pairs.iter().find(|b| b.action == name).map_or(
-                // The original is the reference: exact, whatever was audited.
-                if a.quality.is_none() {
-                    (1.0, 1.0, 0)
-                } else {
-                    (0.0, 1.0, 0)
-                },
-                |b| (b.lower, b.upper, b.audits),
-            );
-            let l = label(&name);
-            m.pair_lower.get_or_create(&l).set(lower);
-            m.pair_upper.get_or_create(&l).set(upper);
-            m.pair_audited.get_or_create(&l).set(audits as i64);
-        }
-        m.pair_certified.set(i64::from(pair.certified));
-        m.pair_target.set(pair.target_agreement);
-        m.pair_estimation_share.set(pair.estimation_share);
-        for (counter, total) in [
-            (&m.pair_audits, pair.audits),
-            (&m.pair_drifts, pair.drifts),
-            (&m.pair_default_stepups, pair.default_stepups),
-            (&m.pair_margin_alarms, pair.margin_alarms),
-            (&m.pair_probes, pair.probes),
-        ] {
-            let seen = counter.get();
-            if total > seen {
-                counter.inc_by(total - seen);
-            }
-        }
+    // Every action is written each time: after a drift forgets the audits, a pair with
+    // none left reads 0 audits and bounds (0, 1), not the old scenery's.
+    for a in &online.actions.actions {
+        let name = a.name();
+        let (lower, upper, audits) = pair.pairs.iter().find(|b| b.action == name).map_or(
+            // The original is the reference: exact, whatever was audited.
+            if a.quality.is_none() {
+                (1.0, 1.0, 0)
+            } else {
+                (0.0, 1.0, 0)
+            },
+            |b| (b.lower, b.upper, b.audits),
+        );
+        let l = label(&name);
+        m.pair_lower.get_or_create(&l).set(lower);
+        m.pair_upper.get_or_create(&l).set(upper);
+        m.pair_audited.get_or_create(&l).set(audits as i64);
     }
-    let dropped = st.learn_jobs_dropped;
-    let counted = m.learn_jobs_dropped.get();
-    if dropped > counted {
-        m.learn_jobs_dropped.inc_by(dropped - counted);
+    m.pair_certified.set(i64::from(pair.certified));
+    m.pair_target.set(pair.target_agreement);
+    m.pair_estimation_share.set(pair.estimation_share);
+    for (counter, total) in [
+        (&m.pair_audits, pair.audits),
+        (&m.pair_drifts, pair.drifts),
+        (&m.pair_default_stepups, pair.default_stepups),
+        (&m.pair_margin_alarms, pair.margin_alarms),
+        (&m.pair_probes, pair.probes),
+    ] {
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
     }
 }
 
@@ -230,42 +182,6 @@ async fn agent(State(s): State<Arc<ProxyState>>) -> Response {
         None => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({"error": "no agent is loaded; every image passes through"})),
-        )
-            .into_response(),
-    }
-}
-
-async fn retrain(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&s, &headers) {
-        return refused;
-    }
-    match &s.online {
-        Some(online) => {
-            let entered = online.force_retrain();
-            tracing::info!(entered, "retraining requested on the admin port");
-            (StatusCode::ACCEPTED, Json(online.status())).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": "no agent is loaded"})),
-        )
-            .into_response(),
-    }
-}
-
-async fn clear_memory(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&s, &headers) {
-        return refused;
-    }
-    match &s.online {
-        Some(online) => {
-            let dropped = online.clear_memory();
-            tracing::info!(dropped, "replay memory cleared on the admin port");
-            Json(serde_json::json!({ "dropped": dropped })).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": "no agent is loaded"})),
         )
             .into_response(),
     }

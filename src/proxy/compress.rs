@@ -11,8 +11,6 @@ use super::{Metrics, Passthrough, ProxyState};
 use crate::action::{Action, Source};
 use crate::agent::StateError;
 use crate::codec::{self, CodecError, Limits};
-use crate::config::RetrainServes;
-use crate::learn::estimator::Mode;
 use crate::learn::online::{Decision, Online};
 use crate::learn::pair::{AuditPlan, Served};
 use crate::protocol::{ImageSlot, Protocol, ProtocolError, ProxyRequest, Rewritten, SlotImage};
@@ -68,11 +66,8 @@ pub struct SlotResult {
     pub action: String,
     /// The agent's decision, when it made one.
     pub decision: Option<Decision>,
-    /// Index (in the agent's action set) of the action whose bytes `alt` or the upload hold.
+    /// Index (in the agent's action set) of the action whose bytes the upload holds.
     pub applied: Option<usize>,
-    /// While retraining with `retrain_serves = "original"`: the explored re-encode, to upload
-    /// off the request path. `None` when the explored action leaves the original.
-    pub alt: Option<Vec<u8>>,
     /// The bytes uploaded for this slot are a re-encode (not the original).
     pub compressed: bool,
     /// The live pair chose to audit this image (see [`crate::learn::pair`]).
@@ -218,7 +213,6 @@ pub async fn compress_request(
         max_image_bytes: protocol.max_image_bytes(),
         min_q: s.cfg.agent.min_quality,
         max_q: s.cfg.agent.max_quality,
-        serve_original_in_retrain: s.cfg.estimator.retrain_serves == RetrainServes::Original,
         abandoned,
     };
     let results = tokio::task::spawn_blocking(move || {
@@ -301,7 +295,6 @@ struct Job {
     max_image_bytes: Option<usize>,
     min_q: u8,
     max_q: u8,
-    serve_original_in_retrain: bool,
     /// Set when the request is gone (see [`HangUp`]); read between images.
     abandoned: Arc<AtomicBool>,
 }
@@ -323,7 +316,6 @@ impl Job {
             action: String::new(),
             decision: None,
             applied: None,
-            alt: None,
             compressed: false,
             audit: None,
         };
@@ -421,14 +413,7 @@ impl Job {
         if action.quality.is_some() {
             self.metrics.stage("encode", t.elapsed().as_secs_f64());
         }
-        let retrain_original = !fitted
-            && self.serve_original_in_retrain
-            && self.forced.is_none()
-            && self
-                .online
-                .as_ref()
-                .is_some_and(|o| o.mode() == Mode::Retrain);
-        let uploaded_len = if applied.original || retrain_original {
+        let uploaded_len = if applied.original {
             slot.original_len
         } else {
             applied.bytes.len()
@@ -458,14 +443,6 @@ impl Job {
             } else {
                 slot.action = label;
             }
-            return (slot, None);
-        }
-        if retrain_original {
-            // Retraining: the client's own bytes go up; the explored re-encode goes up
-            // beside them, off the request path.
-            self.metrics.chosen_quality.observe(100.0);
-            slot.action = format!("original:retraining({label})");
-            slot.alt = Some(applied.bytes);
             return (slot, None);
         }
         self.metrics

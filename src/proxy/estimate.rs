@@ -1,17 +1,16 @@
-//! Step 6, off the request path: upload the other version of a request and compare answers.
+//! Step 6, off the request path: audit the live pair.
 //!
-//! The client got one answer; the estimate fetches the other one:
+//! The client got one answer; for an image the live pair chose to audit
+//! ([`Online::plan_audit`], on the request path) the estimate uploads the original request
+//! (the reference; not when the request already went up as sent) and each candidate pair
+//! in place of that image, and compares every answer, the served one included, with the
+//! reference's ([`crate::learn::pair`]). Every served answer also hands its top-1 margin to
+//! the live pair (free drift detection, no upload).
 //!
-//! - the client's images were re-encoded → upload the **original** request (the reference);
-//! - the client's originals went up while retraining → upload the **explored re-encodes**;
-//! - the agent kept the original (or the re-encode was not smaller) → nothing to upload:
-//!   the answer is the reference's, an agreement by definition.
-//!
-//! Each image with an agent decision becomes one [`Observed`] for the learner. Extra uploads
-//! are bounded: at most [`super::MAX_ESTIMATES_IN_FLIGHT`] at once and
-//! `estimator.budget_bytes_per_minute`; skipped ones are counted, never queued. The tasks
-//! live in a `JoinSet` owned by [`ProxyState`]: shutdown waits for them within
-//! `proxy.drain_secs` (the same deadline as the requests) and aborts what is left.
+//! Extra uploads are bounded: at most [`super::MAX_ESTIMATES_IN_FLIGHT`] at once, and the
+//! live pair's byte credit; skipped ones are counted, never queued. The tasks live in a
+//! `JoinSet` owned by [`ProxyState`]: shutdown waits for them within `proxy.drain_secs`
+//! (the same deadline as the requests) and aborts what is left.
 
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use axum::http::{HeaderMap, Method};
 use super::compress::{ImageWire, Outcome};
 use super::grpc::GrpcWire;
 use super::{ProxyState, UpstreamAnswer, send_upstream, upstream_headers};
-use crate::learn::online::{Observed, Online};
+use crate::learn::online::Online;
 use crate::learn::reward::answers_agree;
 use crate::protocol::{Answer, Protocol, ProtocolError, ProxyRequest};
 
@@ -45,83 +44,10 @@ pub struct Pending {
     pub request_id: String,
 }
 
-/// Which way round the comparison goes.
-enum Other {
-    /// Upload the original; the served answer is the candidate.
-    Original,
-    /// Upload these re-encodes; the served answer is the reference.
-    Explored(Vec<(usize, Vec<u8>)>),
-    /// Nothing to upload.
-    Nothing,
-}
-
-/// Draws whether to estimate `p` and, if so, spawns the estimate. With a live pair the
-/// decision was already taken on the request path ([`Online::plan_audit`]): an audited
-/// image is audited here.
+/// Watches the served answer's margins and audits `p` if the request path planned it.
 pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
-    if online.pair_mode() {
-        watch_margin(&online, &p);
-        audit(s, online, p);
-        return;
-    }
-    if !s.cfg.estimator.enabled || !online.draw_estimate() {
-        return;
-    }
-    let alts: Vec<(usize, Vec<u8>)> = p
-        .outcome
-        .slots
-        .iter()
-        .filter_map(|slot| slot.alt.clone().map(|a| (slot.index, a)))
-        .collect();
-    let other = if !p.served_original {
-        Other::Original
-    } else if !alts.is_empty() {
-        Other::Explored(alts)
-    } else {
-        Other::Nothing
-    };
-    let extra: usize = match &other {
-        Other::Original => p.outcome.slots.iter().map(|x| x.original_len).sum(),
-        Other::Explored(alts) => alts.iter().map(|(_, b)| b.len()).sum(),
-        Other::Nothing => 0,
-    };
-    if matches!(other, Other::Nothing) {
-        let _ = record(&online, &p, None);
-        return;
-    }
-    let Ok(permit) = s.estimation_slots().try_acquire_owned() else {
-        skipped(&s, "busy");
-        return;
-    };
-    if !online.try_spend(extra as u64) {
-        skipped(&s, "budget");
-        return;
-    }
-    let guard = online.estimate_guard();
-    let state = s.clone();
-    state.spawn_estimate(async move {
-        let _permit = permit;
-        let _guard = guard;
-        let replacements = match &other {
-            Other::Original => Vec::new(),
-            Other::Explored(alts) => alts.clone(),
-            Other::Nothing => return,
-        };
-        let Some(answer) = upload(&s, &p, &replacements, extra).await else {
-            return;
-        };
-        let other_answers = parse_for(&p, &answer);
-        let served_answers = parse_for(&p, &p.served);
-        let explored = matches!(other, Other::Explored(_));
-        let (reference, candidate) = match other {
-            Other::Original => (other_answers, served_answers),
-            _ => (served_answers, other_answers),
-        };
-        let observed = record(&online, &p, Some((&reference, &candidate)));
-        if explored {
-            probe(&s, &online, &p, &reference, observed).await;
-        }
-    });
+    watch_margin(&online, &p);
+    audit(s, online, p);
 }
 
 /// Hands the top-1 margin of the served answer, for each image that went up at the live
@@ -326,112 +252,6 @@ async fn upload(
     }
 }
 
-/// While retraining: more probes of the same image, by bisection over the quality ladder,
-/// so one image says where its answer starts to change (`estimator.retrain_probes` uploads
-/// in all, within the byte budget). Probes only teach the head (memory); they do not move
-/// the state machine.
-async fn probe(
-    s: &Arc<ProxyState>,
-    online: &Arc<Online>,
-    p: &Pending,
-    reference: &Answers,
-    first: Vec<Observed>,
-) {
-    let probes = s.cfg.estimator.retrain_probes;
-    // One image at a time: batches are rare while retraining and would multiply uploads.
-    let ([slot], [seen]) = (p.outcome.slots.as_slice(), first.as_slice()) else {
-        return;
-    };
-    let Some(reference) = reference.as_ref().ok().and_then(|l| l.get(slot.index)) else {
-        return;
-    };
-    let Ok(reference) = reference.as_ref() else {
-        return;
-    };
-    let actions = online.actions.clone();
-    let Some(taken) = actions.actions.get(seen.action).copied() else {
-        return;
-    };
-    // The ladder: this size's qualities, low to high.
-    let mut ladder: Vec<(u8, usize)> = actions
-        .actions
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.max_side == taken.max_side)
-        .filter_map(|(i, a)| a.quality.map(|q| (q, i)))
-        .collect();
-    ladder.sort_unstable();
-    let Some(mut pos) = ladder.iter().position(|&(_, i)| i == seen.action) else {
-        return;
-    };
-    // Known: everything at or below `lo` disagrees, at or above `hi` agrees.
-    let (mut lo, mut hi): (isize, isize) = (-1, ladder.len() as isize);
-    let mut agree = seen.agree;
-    let Some(original) = slot_bytes(p, slot.index) else {
-        return;
-    };
-    for _ in 1..probes {
-        if agree {
-            hi = pos as isize;
-        } else {
-            lo = pos as isize;
-        }
-        if hi - lo <= 1 {
-            return;
-        }
-        pos = ((lo + hi) / 2) as usize;
-        let (_, index) = ladder[pos];
-        let action = actions.actions[index];
-        let encoder = online.encoder;
-        let bytes = original.clone();
-        // A probe is compression work like any other: the configured limits, and a
-        // worker of the same pool (none free: the probe waits for a later image).
-        let Ok(worker) = s.pool().0.try_acquire_owned() else {
-            skipped(s, "busy");
-            return;
-        };
-        let limits = s.limits;
-        let encoded = tokio::task::spawn_blocking(move || {
-            let _worker = worker;
-            let mut source = crate::action::Source::new(&bytes, &limits).ok()?;
-            source.apply(&action, encoder).ok()
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(applied) = encoded else {
-            return;
-        };
-        let ratio = applied.bytes.len() as f32 / original.len().max(1) as f32;
-        agree = if applied.original {
-            true
-        } else {
-            if !online.try_spend(applied.bytes.len() as u64) {
-                skipped(s, "budget");
-                return;
-            }
-            let len = applied.bytes.len();
-            let Some(answer) = upload(s, p, &[(slot.index, applied.bytes)], len).await else {
-                return;
-            };
-            match parse_for(p, &answer) {
-                Ok(list) => match list.get(slot.index) {
-                    Some(Ok(c)) => answers_agree(reference, c, online.accuracy()),
-                    _ => false,
-                },
-                Err(_) => false,
-            }
-        };
-        online.remember(&[Observed {
-            features: seen.features.clone(),
-            action: index,
-            greedy: false,
-            agree,
-            size_ratio: ratio,
-        }]);
-    }
-}
-
 /// The client's bytes for one slot.
 fn slot_bytes(p: &Pending, index: usize) -> Option<Vec<u8>> {
     let view = ProxyRequest {
@@ -475,61 +295,4 @@ fn skipped(s: &ProxyState, reason: &'static str) {
         .estimation_skipped
         .get_or_create(&super::metrics::ReasonLabel { reason })
         .inc();
-}
-
-/// Turns the compared answers into observations and hands them to the learner.
-fn record(online: &Online, p: &Pending, answers: Option<(&Answers, &Answers)>) -> Vec<Observed> {
-    let accuracy = online.accuracy();
-    let mut observed = Vec::new();
-    for slot in &p.outcome.slots {
-        let Some(decision) = &slot.decision else {
-            continue;
-        };
-        let action = slot.applied.unwrap_or(decision.action);
-        let greedy = decision.action == decision.greedy;
-        let (uploaded, size_ratio) = match (&slot.alt, slot.compressed) {
-            (Some(alt), _) => (true, alt.len() as f32 / slot.original_len.max(1) as f32),
-            (None, true) => (
-                true,
-                slot.uploaded_len as f32 / slot.original_len.max(1) as f32,
-            ),
-            (None, false) => (false, 1.0),
-        };
-        let agree = if !uploaded {
-            // The original went up for this image: its answer is the reference.
-            true
-        } else {
-            let Some((reference, candidate)) = answers else {
-                continue;
-            };
-            let r = match reference {
-                Ok(list) => match list.get(slot.index) {
-                    Some(Ok(a)) => a,
-                    // No usable reference (upstream error): nothing to learn from.
-                    _ => continue,
-                },
-                Err(_) => continue,
-            };
-            match candidate {
-                Ok(list) => match list.get(slot.index) {
-                    Some(Ok(c)) => answers_agree(r, c, accuracy),
-                    _ => false,
-                },
-                Err(_) => false,
-            }
-        };
-        observed.push(Observed {
-            features: decision.features.clone(),
-            action,
-            greedy,
-            agree,
-            size_ratio,
-        });
-    }
-    if observed.is_empty() {
-        return observed;
-    }
-    let events = online.record(&observed);
-    tracing::debug!(id = %p.request_id, images = observed.len(), ?events, "estimated");
-    observed
 }

@@ -76,13 +76,8 @@ pub struct Metrics {
     pub estimation_bytes: Counter,
     pub fitted_to_limit: Counter,
     pub estimation_skipped: Family<ReasonLabel, Counter>,
-    pub estimated_accuracy: FloatGauge,
-    pub p_est: FloatGauge,
     pub agent_state: Family<StateLabel, Gauge>,
-    pub agent_state_seconds: FloatGauge,
     pub agent_version: Gauge,
-    pub retrains: Counter,
-    pub learn_jobs_dropped: Counter,
     pub pair_served: Family<ActionLabel, Gauge>,
     pub pair_lower: Family<ActionLabel, FloatGauge>,
     pub pair_upper: Family<ActionLabel, FloatGauge>,
@@ -219,13 +214,8 @@ impl Metrics {
             estimation_bytes: Counter::default(),
             fitted_to_limit: Counter::default(),
             estimation_skipped: Family::default(),
-            estimated_accuracy: FloatGauge::default(),
-            p_est: FloatGauge::default(),
             agent_state: Family::default(),
-            agent_state_seconds: FloatGauge::default(),
             agent_version: Gauge::default(),
-            retrains: Counter::default(),
-            learn_jobs_dropped: Counter::default(),
             pair_served: Family::default(),
             pair_lower: Family::default(),
             pair_upper: Family::default(),
@@ -310,43 +300,18 @@ impl Metrics {
         );
         registry.register(
             "adacompress_estimation_skipped",
-            "Estimates skipped: budget (per-minute byte cap reached) or error.",
+            "Audits skipped: busy (no estimation slot or CPU worker free) or error.",
             m.estimation_skipped.clone(),
         );
         registry.register(
-            "adacompress_estimated_accuracy",
-            "Mean agreement of the recent estimates.",
-            m.estimated_accuracy.clone(),
-        );
-        registry.register(
-            "adacompress_p_est",
-            "Current probability of estimating a request.",
-            m.p_est.clone(),
-        );
-        registry.register(
             "adacompress_agent_state",
-            "1 for the current estimator state (inference, estimate, retrain).",
+            "1 for the agent's current state (inference; estimate while audits are in flight).",
             m.agent_state.clone(),
         );
         registry.register(
-            "adacompress_agent_state_seconds",
-            "Seconds spent in the current state.",
-            m.agent_state_seconds.clone(),
-        );
-        registry.register(
             "adacompress_agent_version",
-            "Version of the live agent head.",
+            "Version of the loaded agent checkpoint.",
             m.agent_version.clone(),
-        );
-        registry.register(
-            "adacompress_retrains",
-            "Completed retraining rounds (the agent recovered and went back to inference).",
-            m.retrains.clone(),
-        );
-        registry.register(
-            "adacompress_learn_jobs_dropped",
-            "Learning calls dropped because the learner's queue was full (the memory keeps their rows).",
-            m.learn_jobs_dropped.clone(),
         );
         registry.register(
             "adacompress_pair_served",
@@ -438,9 +403,6 @@ impl Metrics {
             "1 when the agent is loaded and the proxy is not draining.",
             m.ready.clone(),
         );
-        // Unknown until the first estimate: NaN compares false, so no alert fires on an idle
-        // proxy.
-        m.estimated_accuracy.set(f64::NAN);
         Metrics { registry, ..m }
     }
 
@@ -493,7 +455,7 @@ mod tests {
         m.unrouted("unknown_path");
         m.stage("decode", 0.003);
         m.chosen_quality.observe(35.0);
-        m.p_est.set(0.2);
+        m.pair_target.set(0.97);
         let text = m.render();
         for name in [
             "adacompress_requests_total{protocol=\"google\",status=\"200\"} 1",
@@ -501,7 +463,7 @@ mod tests {
             "adacompress_unrouted_requests_total{reason=\"unknown_path\"} 1",
             "adacompress_stage_duration_seconds_bucket{le=\"0.005\",stage=\"decode\"} 1",
             "adacompress_chosen_quality_bucket{le=\"35.0\"} 1",
-            "adacompress_p_est 0.2",
+            "adacompress_pair_target_agreement 0.97",
             "adacompress_estimation_bytes_total 0",
             "adacompress_ready 0",
         ] {

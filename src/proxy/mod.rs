@@ -29,9 +29,9 @@
 //!    502, too slow → 504, answer over `limits.max_answer_bytes` → 502, each with a JSON
 //!    body saying which and why.
 //! 5. `answer_client`: the upstream's status, headers and body come back unchanged, plus
-//!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. With
-//!    probability `p_est` (always while retraining) the other version of the request goes up
-//!    too, off the request path, and the answers are compared ([`estimate`]).
+//!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. For an image
+//!    the live pair chose to audit, the original and candidate pairs go up too, off the
+//!    request path, and the answers are compared ([`estimate`]).
 //!
 //! The proxy's own answers keep their status and carry `X-Request-Id` and
 //! `X-AdaCompress-Error: <code>` (the stable reason). When the request's API is known

@@ -67,7 +67,9 @@ pub enum ServeError {
         "no upstream configured for an API: set [upstreams] in the config file, ADACOMPRESS_UPSTREAMS__<PROTOCOL>=URL, or --upstream PROTOCOL=URL (URL may be `local`); [upstreams].default alone forwards nothing the proxy compresses"
     )]
     NoUpstream,
-    #[error("agent.checkpoint = {path}: {source}")]
+    /// The agent did not load. [`OnlineError::NotCalibrated`] names `agent.checkpoint`
+    /// itself; the other errors get it here.
+    #[error("{}", agent_error(path, source))]
     Agent { path: PathBuf, source: OnlineError },
     #[error("upstream `local`: cannot load the built-in backend model {path}: {source}")]
     Backend { path: PathBuf, source: ModelError },
@@ -87,6 +89,13 @@ pub enum ServeError {
     Clients(#[from] super::ClientError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+fn agent_error(path: &std::path::Path, source: &OnlineError) -> String {
+    match source {
+        OnlineError::NotCalibrated { .. } => source.to_string(),
+        _ => format!("agent.checkpoint = {}: {source}", path.display()),
+    }
 }
 
 /// Open connections allowed on the admin listener (probes and scrapers need few).
@@ -145,16 +154,35 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
             base,
         });
     }
+    for key in &cfg.ignored {
+        tracing::warn!(
+            key = %key,
+            "ignored, no longer used: the Q-head agent's retraining loop is gone from serve; delete the key"
+        );
+    }
     let online = {
         let path = cfg.agent.checkpoint.clone();
         let state_dir = cfg.state.dir.clone();
-        let ecfg = cfg.estimator.clone();
+        let accuracy = cfg.estimator.accuracy;
         let pcfg = cfg.pair.clone();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || Online::open_with(&p, &state_dir, ecfg, pcfg, 0x5eed))
-            .await
-            .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
-            .map_err(|source| ServeError::Agent { path, source })?
+        let opened = tokio::task::spawn_blocking(move || {
+            Online::open(&p, &state_dir, accuracy, pcfg, 0x5eed)
+        })
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+        match opened {
+            Ok(online) => Some(online),
+            // `agent.fixed` is the operator's override: it needs no agent.
+            Err(e @ OnlineError::NotCalibrated { .. }) if cfg.agent.fixed.is_some() => {
+                tracing::warn!(
+                    error = %e,
+                    "no agent loaded: every image goes up at agent.fixed"
+                );
+                None
+            }
+            Err(source) => return Err(ServeError::Agent { path, source }),
+        }
     };
     let admin_token = super::admin::AdminToken::load(
         std::env::var(super::admin::ADMIN_TOKEN_ENV)
@@ -163,12 +191,6 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         cfg.proxy.admin_token_file.as_deref(),
     )
     .map_err(ServeError::AdminToken)?;
-    if admin_token.is_none() && !cfg.proxy.admin_listen.ip().is_loopback() {
-        tracing::warn!(
-            admin_listen = %cfg.proxy.admin_listen,
-            "no admin token: POST /agent/retrain and DELETE /agent/memory are refused on a non-loopback admin listener (set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)"
-        );
-    }
     cfg.check_resign()
         .map_err(|e| ServeError::Resign(e.to_string()))?;
     let trust = super::trust::ClientTrust::from_config(&cfg).map_err(ServeError::Resign)?;
@@ -181,7 +203,7 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
             "no AWS credentials (aws.access_key_id/aws.secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY): Rekognition requests cannot be forwarded: they cannot be re-signed for the upstream"
         );
     }
-    let mut state = ProxyState::new(cfg.clone(), routes, Some(online), resign)?;
+    let mut state = ProxyState::new(cfg.clone(), routes, online, resign)?;
     state.admin_token = admin_token;
     state.trust = trust;
     let state = Arc::new(state);

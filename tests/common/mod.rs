@@ -136,17 +136,10 @@ fn rand_suffix() -> u64 {
 }
 
 /// The shipped agent (`agent.checkpoint` in `config/adacompress.toml`): the calibrated
-/// checkpoint, whose images all go up at the live pair. Every proxy the tests start runs it
-/// unless a test opts into [`qhead_agent`].
+/// checkpoint, whose images all go up at the live pair (the only agent `serve` runs). Every
+/// proxy the tests start runs it.
 pub fn calibrated_agent() -> PathBuf {
     root().join("models/agent-calibrated.json")
-}
-
-/// The paper's Q-head agent (estimate → retrain, learned checkpoints). Only for tests of that
-/// machinery itself, each marked `// Q-head path: …` so they can be found when `serve` drops
-/// the Q-head agent (issue 15 item 1).
-pub fn qhead_agent() -> PathBuf {
-    root().join("models/agent.json")
 }
 
 /// A proxy on loopback ports with every protocol routed to `upstream`, the shipped
@@ -157,25 +150,18 @@ pub async fn proxy_to(
     tag: &str,
     tweak: impl FnOnce(&mut adacompress::config::Config),
 ) -> adacompress::proxy::server::Server {
-    proxy_with_agent(upstream, tag, calibrated_agent(), tweak).await
+    proxy_with_agent(upstream, tag, calibrated_agent(), tweak)
+        .await
+        .expect("proxy starts")
 }
 
-/// [`proxy_to`] on the old Q-head agent ([`qhead_agent`]): only for tests of the Q-head
-/// estimator and retraining machinery.
-pub async fn proxy_to_qhead(
-    upstream: &str,
-    tag: &str,
-    tweak: impl FnOnce(&mut adacompress::config::Config),
-) -> adacompress::proxy::server::Server {
-    proxy_with_agent(upstream, tag, qhead_agent(), tweak).await
-}
-
-async fn proxy_with_agent(
+/// [`proxy_to`] with `checkpoint` as `agent.checkpoint`; the start-up error as it is.
+pub async fn proxy_with_agent(
     upstream: &str,
     tag: &str,
     checkpoint: PathBuf,
     tweak: impl FnOnce(&mut adacompress::config::Config),
-) -> adacompress::proxy::server::Server {
+) -> Result<adacompress::proxy::server::Server, adacompress::proxy::server::ServeError> {
     let mut cfg = adacompress::config::Config::default();
     cfg.proxy.listen = "127.0.0.1:0".parse().unwrap();
     cfg.proxy.admin_listen = "127.0.0.1:0".parse().unwrap();
@@ -186,9 +172,7 @@ async fn proxy_with_agent(
             .insert(p.name().to_owned(), upstream.to_owned());
     }
     tweak(&mut cfg);
-    adacompress::proxy::server::start(cfg, None)
-        .await
-        .expect("proxy starts")
+    adacompress::proxy::server::start(cfg, None).await
 }
 
 /// A KServe v2 binary-data `infer` request of `n` zero-length `BYTES` elements: the
