@@ -13,7 +13,9 @@ use adacompress::proxy::server::Server;
 use common::*;
 
 /// A proxy on the shipped calibrated agent with state in `state`, auditing every image it
-/// can pay for (a large learning credit), routed to `upstream`.
+/// can pay for (a large learning credit), routed to `upstream`. Every image has a
+/// deviation candidate (`deviation_floor` 0: any cheaper pair qualifies), so every audit
+/// also uploads one for the deviation gate.
 async fn calibrated_proxy(upstream: &str, state: &Path) -> Server {
     let state = state.to_path_buf();
     proxy_to(upstream, "live-pair", move |cfg| {
@@ -21,6 +23,7 @@ async fn calibrated_proxy(upstream: &str, state: &Path) -> Server {
         cfg.pair.learn_share = 10.0;
         cfg.pair.max_audit_rate = 1.0;
         cfg.pair.candidates = 2;
+        cfg.pair.deviation_floor = 0.0;
     })
     .await
 }
@@ -103,6 +106,13 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
         served_row["lower"].as_f64().unwrap() < 0.97,
         "too few audits to certify"
     );
+    // Every audit found the image's deviation candidate off the request path (the head ran
+    // on the audited image) and recorded its outcome for the gate; 8 records cannot back
+    // a deviation, so none happened.
+    let gate = &pair["deviation"];
+    assert_eq!(gate["records"].as_u64(), Some(audits), "{after}");
+    assert!(gate["threshold"].is_null(), "{after}");
+    assert_eq!(gate["deviated"], 0);
 
     // The metrics show the pair, its bounds and the estimation bytes.
     let metrics = metrics_of(&proxy).await;
@@ -116,6 +126,8 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     )));
     assert!(metrics.contains("adacompress_pair_target_agreement 0.97"));
     assert!(metrics.contains("adacompress_pair_margin_alarms_total 0"));
+    assert!(metrics.contains("adacompress_pair_deviations_total 0"));
+    assert!(metrics.contains("adacompress_pair_deviation_threshold 2"));
     // Every action of the set has a row, so a drift that forgets audits leaves no stale
     // bound behind; the original is exact.
     let rows = |name: &str| metrics.lines().filter(|l| l.starts_with(name)).count();
@@ -146,5 +158,6 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
         "{restored}"
     );
     assert_eq!(restored["pair"]["served"], after["pair"]["served"]);
+    assert_eq!(restored["pair"]["deviation"]["records"].as_u64(), Some(audits));
     assert!(again.shutdown().await);
 }

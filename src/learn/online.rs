@@ -63,6 +63,11 @@ pub struct Decision {
     /// The action to upload.
     pub action: usize,
     pub version: u64,
+    /// The image's deviation candidate and its predicted agreement, when the head ran
+    /// (only while the deviation gate is on).
+    pub deviation: Option<(usize, f32)>,
+    /// The image goes up at that candidate instead of the live pair.
+    pub deviated: bool,
 }
 
 /// A snapshot for `GET /agent` and the metrics.
@@ -206,35 +211,56 @@ impl Online {
         self.pair.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides for an upload: the live pair. Where the calibrated policy can never deviate
-    /// from its fallback (threshold above 1), the backbone is not run at all; otherwise the
-    /// policy's own choice is taken only when it is cheaper than the live pair. CPU-bound:
+    /// Decides for an upload: the live pair, or the image's deviation candidate where the
+    /// deviation gate ([`crate::learn::deviation`]) is on and the head predicts the
+    /// candidate above its threshold. While the gate is off the head is not run at all (the
+    /// auditor runs it on audited images only, [`Online::deviation_candidate`]). CPU-bound:
     /// call it from a blocking thread.
     pub fn decide(&self, source: &mut Source<'_>) -> Result<Decision, StateError> {
-        let live = &self.live;
-        let served = self.pair().served();
-        let deviates =
-            matches!(live.policy, Policy::Calibrated { threshold, .. } if threshold <= 1.0);
-        if !deviates {
+        let version = self.live.version;
+        let (served, on) = {
+            let p = self.pair();
+            (p.served(), p.deviations_on())
+        };
+        if !on {
             return Ok(Decision {
                 action: served,
-                version: live.version,
+                version,
+                deviation: None,
+                deviated: false,
             });
         }
-        let features = crate::agent::state::observe(&self.backbone, self.state_kind, source)?;
-        let q = live.head.predict(&features);
-        let (choice, fallback) = live.policy.decide_explained(&q, &features, &self.actions);
-        // Costs are looked up only here, after the backbone: the common path (no deviation
-        // possible) takes the lock once, for the served index.
-        let cheaper = {
-            let p = self.pair();
-            choice < self.actions.len() && p.cost(choice) < p.cost(served)
-        };
-        let action = if !fallback && cheaper { choice } else { served };
+        let deviation = self.deviation_candidate(source)?;
+        let deviated = deviation.is_some_and(|(_, p)| self.pair().deviates(p));
         Ok(Decision {
-            action,
-            version: live.version,
+            action: match deviation {
+                Some((a, _)) if deviated => a,
+                _ => served,
+            },
+            version,
+            deviation,
+            deviated,
         })
+    }
+
+    /// The image's deviation candidate and its predicted agreement: the head's per-action
+    /// predictions (made monotone in side and quality), the cheapest pair below the live
+    /// one predicted at least `pair.deviation_floor`. Runs the backbone; `None` when no pair
+    /// qualifies or deviations are off.
+    pub fn deviation_candidate(
+        &self,
+        source: &mut Source<'_>,
+    ) -> Result<Option<(usize, f32)>, StateError> {
+        if !self.pair().explores() {
+            return Ok(None);
+        }
+        let features = crate::agent::state::observe(&self.backbone, self.state_kind, source)?;
+        let Some(g) = crate::agent::state::geometry(&features) else {
+            return Ok(None);
+        };
+        let q = self.live.head.predict(&features);
+        let p = crate::agent::monotone(&q, &self.actions, g.long);
+        Ok(self.pair().deviation_candidate(&p))
     }
 
     /// Counts one image served by the live pair and decides whether to audit it (a

@@ -608,7 +608,7 @@ impl LivePair {
             return None;
         }
         let candidates = self.candidates();
-        let explore = self.cfg.deviation_floor <= 1.0;
+        let explore = self.explores();
         // An exploring audit also uploads the image's candidate, if it has one: charged when
         // its bytes are known (`record_audit`), as it may not exist.
         let expected: f64 = orig + candidates.iter().map(|&a| self.cost(a) * orig).sum::<f64>();
@@ -864,6 +864,11 @@ impl LivePair {
     /// Whether an image whose candidate is predicted at `p` goes up at the candidate.
     pub fn deviates(&self, p: f32) -> bool {
         self.gate.deviates(p)
+    }
+
+    /// Whether deviations are explored at all (`deviation_floor` <= 1).
+    pub fn explores(&self) -> bool {
+        self.cfg.deviation_floor <= 1.0
     }
 
     /// Whether the deviation gate is on (the model must run on every image).

@@ -127,12 +127,15 @@ pub fn refresh(s: &ProxyState) {
     m.pair_certified.set(i64::from(pair.certified));
     m.pair_target.set(pair.target_agreement);
     m.pair_estimation_share.set(pair.estimation_share);
+    m.pair_deviation_threshold
+        .set(pair.deviation.threshold.map_or(2.0, f64::from));
     for (counter, total) in [
         (&m.pair_audits, pair.audits),
         (&m.pair_drifts, pair.drifts),
         (&m.pair_default_stepups, pair.default_stepups),
         (&m.pair_margin_alarms, pair.margin_alarms),
         (&m.pair_probes, pair.probes),
+        (&m.pair_deviations, pair.deviation.deviated),
     ] {
         let seen = counter.get();
         if total > seen {

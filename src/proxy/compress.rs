@@ -418,7 +418,7 @@ impl Job {
         } else {
             applied.bytes.len()
         };
-        if !fitted && let (Some(online), Some(_)) = (&self.online, &slot.decision) {
+        if !fitted && let (Some(online), Some(decision)) = (&self.online, &slot.decision) {
             slot.audit = online
                 .plan_audit(Served {
                     width: source.width,
@@ -426,8 +426,8 @@ impl Job {
                     original_bytes: slot.original_len,
                     uploaded_bytes: uploaded_len,
                     action: slot.applied,
-                    deviation: None,
-                    deviated: false,
+                    deviation: decision.deviation,
+                    deviated: decision.deviated,
                 })
                 .map(|plan| Audit {
                     plan,

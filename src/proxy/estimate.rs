@@ -57,10 +57,11 @@ fn watch_margin(online: &Online, p: &Pending) {
         return;
     };
     for slot in &p.outcome.slots {
+        // Deviated images went up smaller than the pair: their margins are not the pair's.
         let at_pair = slot
             .decision
             .as_ref()
-            .is_some_and(|d| slot.applied == Some(d.action));
+            .is_some_and(|d| !d.deviated && slot.applied == Some(d.action));
         if !at_pair {
             continue;
         }
@@ -78,7 +79,7 @@ fn watch_margin(online: &Online, p: &Pending) {
 /// the served one included, with the reference's. Runs off the request path within the
 /// same bounds as estimates (in-flight cap; the byte credit was reserved when planned).
 fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
-    let Some((slot_index, original_len, plan)) = p.outcome.slots.iter().find_map(|x| {
+    let Some((slot_index, original_len, mut plan)) = p.outcome.slots.iter().find_map(|x| {
         x.audit
             .as_ref()
             .map(|a| (x.index, x.original_len, a.clone()))
@@ -118,20 +119,41 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             .filter_map(|&a| online.actions.actions.get(a).map(|x| (a, *x)))
             .collect();
         let bytes = original.clone();
-        let encoded = tokio::task::spawn_blocking(move || {
+        let (explore, known) = (
+            plan.plan.explore && !plan.plan.deviated,
+            plan.plan.deviation,
+        );
+        let learner = online.clone();
+        let (encoded, deviation) = tokio::task::spawn_blocking(move || {
             let _worker = worker;
             let mut source = crate::action::Source::new(&bytes, &limits).ok()?;
-            Some(
-                actions
-                    .into_iter()
-                    .filter_map(|(a, action)| source.apply(&action, encoder).ok().map(|x| (a, x)))
-                    .collect::<Vec<_>>(),
-            )
+            let mut encoded: Vec<(usize, crate::action::Applied, bool)> = actions
+                .into_iter()
+                .filter_map(|(a, action)| {
+                    source.apply(&action, encoder).ok().map(|x| (a, x, false))
+                })
+                .collect();
+            // The image's deviation candidate (the head runs here, off the request path,
+            // when the request path did not run it), uploaded for the deviation gate.
+            let deviation = match known {
+                Some(d) => Some(d),
+                None if explore => learner.deviation_candidate(&mut source).ok().flatten(),
+                None => None,
+            };
+            if explore
+                && let Some((a, _)) = deviation
+                && let Some(action) = learner.actions.actions.get(a)
+                && let Ok(x) = source.apply(action, encoder)
+            {
+                encoded.push((a, x, true));
+            }
+            Some((encoded, deviation))
         })
         .await
         .ok()
         .flatten()
         .unwrap_or_default();
+        plan.plan.deviation = deviation;
         // The request went up as sent: the client's answer is the reference, no upload.
         let (reference, mut spent) = if p.served_original {
             (p.served.clone(), 0u64)
@@ -156,13 +178,17 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             },
             Err(_) => false,
         };
+        // A deviated image's free answer is its candidate's (for the gate only).
         let mut results = vec![crate::learn::pair::AuditResult {
-            action: plan.plan.served,
+            action: match plan.plan.deviation {
+                Some((a, _)) if plan.plan.deviated => a,
+                _ => plan.plan.served,
+            },
             agree: served_agrees,
             size_ratio: None,
-            deviation: false,
+            deviation: plan.plan.deviated,
         }];
-        for (a, applied) in encoded {
+        for (a, applied, deviation) in encoded {
             let ratio = applied.bytes.len() as f64 / original.len().max(1) as f64;
             let agree = if applied.original {
                 // The pair leaves this image as sent: its answer is the reference's.
@@ -185,7 +211,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
                 action: a,
                 agree,
                 size_ratio: Some(ratio),
-                deviation: false,
+                deviation,
             });
         }
         online.record_audit(

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub pair_default_stepups: Counter,
     pub pair_margin_alarms: Counter,
     pub pair_probes: Counter,
+    pub pair_deviations: Counter,
+    pub pair_deviation_threshold: FloatGauge,
     pub pair_target: FloatGauge,
     pub pair_estimation_share: FloatGauge,
     pub inflight: Gauge,
@@ -226,6 +228,8 @@ impl Metrics {
             pair_default_stepups: Counter::default(),
             pair_margin_alarms: Counter::default(),
             pair_probes: Counter::default(),
+            pair_deviations: Counter::default(),
+            pair_deviation_threshold: FloatGauge::default(),
             pair_target: FloatGauge::default(),
             pair_estimation_share: FloatGauge::default(),
             inflight: Gauge::default(),
@@ -362,6 +366,16 @@ impl Metrics {
             "adacompress_pair_probes",
             "Times a stepped-up default stepped back down to be checked again on fresh audits (pair.probe_images).",
             m.pair_probes.clone(),
+        );
+        registry.register(
+            "adacompress_pair_deviations",
+            "Images sent at their deviation candidate (a pair cheaper than the served one) because the audits back the head's prediction for it.",
+            m.pair_deviations.clone(),
+        );
+        registry.register(
+            "adacompress_pair_deviation_threshold",
+            "The head's predicted agreement an image's candidate needs to deviate (tuned from audits; 2 = deviations off).",
+            m.pair_deviation_threshold.clone(),
         );
         registry.register(
             "adacompress_pair_target_agreement",
