@@ -417,11 +417,12 @@ async fn an_upstream_password_never_reaches_the_client() {
     p.shutdown().await;
 }
 
-/// A configured admin token loads (a bad one stops `serve`, see `admin::tests`) but is
-/// never shown, and no admin endpoint needs it: the Q-head agent's guarded
-/// `POST /agent/retrain` and `DELETE /agent/memory` are gone (issue 15), answering 405.
+/// The admin token guards the one mutating endpoint, `POST /agent/relearn`: without it or
+/// with a wrong one the request is refused (401) and the live pair is untouched; with it
+/// the pair relearns (202). The token is never shown anywhere. The Q-head agent's
+/// `POST /agent/retrain` and `DELETE /agent/memory` are gone (issue 15).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_token_is_never_shown_and_the_q_head_endpoints_are_gone() {
+async fn the_admin_token_guards_relearn_and_is_never_shown() {
     let (backend, _state, _stop) = spawn_backend().await;
     let dir = temp_dir("admin-token");
     let token_file = dir.join("token");
@@ -432,6 +433,27 @@ async fn the_admin_token_is_never_shown_and_the_q_head_endpoints_are_gone() {
     .await;
     let admin = format!("http://{}", p.admin_addr);
     let http = reqwest::Client::new();
+    let relearn = |token: Option<&'static str>| {
+        let mut req = http.post(format!("{admin}/agent/relearn"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for token in [None, Some("wrong"), Some("s3cret-admin-but-longer")] {
+        let resp = relearn(token).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("Authorization: Bearer"), "{body}");
+        assert!(!body.contains("s3cret"), "{body}");
+    }
+    assert_eq!(agent_of(&p).await["pair"]["relearns"], 0);
+    let resp = relearn(Some("s3cret-admin")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let status: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status["pair"]["relearns"], 1, "{status}");
+    assert_eq!(status["pair"]["learning"], true, "{status}");
+    assert_eq!(agent_of(&p).await["pair"]["relearns"], 1);
     for (method, path) in [
         (reqwest::Method::POST, "/agent/retrain"),
         (reqwest::Method::DELETE, "/agent/memory"),

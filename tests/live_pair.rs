@@ -158,6 +158,9 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
         "{restored}"
     );
     assert_eq!(restored["pair"]["served"], after["pair"]["served"]);
-    assert_eq!(restored["pair"]["deviation"]["records"].as_u64(), Some(audits));
+    assert_eq!(
+        restored["pair"]["deviation"]["records"].as_u64(),
+        Some(audits)
+    );
     assert!(again.shutdown().await);
 }

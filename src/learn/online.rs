@@ -263,6 +263,17 @@ impl Online {
         Ok(self.pair().deviation_candidate(&p))
     }
 
+    /// Forgets the deployment's audits and starts a learning phase from the pair served now
+    /// (`POST /agent/relearn`), and persists that.
+    pub fn relearn(&self) {
+        let json = {
+            let mut p = self.pair();
+            p.relearn();
+            serde_json::to_string(&*p)
+        };
+        self.persist(json);
+    }
+
     /// Counts one image served by the live pair and decides whether to audit it (a
     /// uniform draw against the audit rate, paid from the estimation credit).
     pub fn plan_audit(&self, served: Served) -> Option<AuditPlan> {

@@ -318,6 +318,8 @@ pub struct PairStatus {
     pub pairs: Vec<PairBound>,
     /// Per-image deviations below the served pair.
     pub deviation: DeviationStatus,
+    /// Operator relearns (`POST /agent/relearn`).
+    pub relearns: u64,
 }
 
 /// The live pair learner (see the module doc).
@@ -367,6 +369,9 @@ pub struct LivePair {
     /// Per-image deviations below the served pair.
     #[serde(default)]
     gate: DeviationGate,
+    /// Operator relearns (`POST /agent/relearn`).
+    #[serde(default)]
+    relearns: u64,
     served_bytes: u64,
     original_bytes: u64,
     estimation_bytes: u64,
@@ -409,6 +414,7 @@ impl LivePair {
             probes: 0,
             probing: false,
             gate: DeviationGate::default(),
+            relearns: 0,
             served_bytes: 0,
             original_bytes: 0,
             estimation_bytes: 0,
@@ -791,6 +797,24 @@ impl LivePair {
         self.probing = false;
     }
 
+    /// An operator's relearn (`POST /agent/relearn`: a new camera, a new site): every audit
+    /// and the deviation gate's evidence are forgotten, the pair served now becomes the
+    /// default, and a learning phase starts. Not counted as a drift.
+    pub fn relearn(&mut self) {
+        for s in &mut self.stats {
+            s.outcomes.clear();
+        }
+        self.default = self.served;
+        self.recent.clear();
+        self.gate.clear();
+        self.margins = MarginWatch::default();
+        self.since_change = 0;
+        self.since_stepup = 0;
+        self.probing = false;
+        self.relearns += 1;
+        self.choose();
+    }
+
     /// Remembers a default stepped up from, for a later probe (the 8 most recent).
     fn remember_step(&mut self, from: usize) {
         self.stepped_from.push(from);
@@ -918,6 +942,7 @@ impl LivePair {
             estimation_share: self.estimation_bytes as f64 / self.served_bytes.max(1) as f64,
             pairs,
             deviation: self.gate.status(),
+            relearns: self.relearns,
         }
     }
 }
@@ -1031,6 +1056,21 @@ mod tests {
             l.record_audit(&plan, &results, 1_000_000, 2000, 1500, 1_000_000);
         }
         deviated_images
+    }
+
+    #[test]
+    fn relearn_forgets_the_audits_and_keeps_serving_the_pair_it_served() {
+        let mut l = learner();
+        stream(&mut l, 2000, 7, |_| 0.99);
+        let served = l.served();
+        assert!(l.status().audits > 0);
+        assert!(l.stats.iter().any(|s| !s.outcomes.is_empty()));
+        l.relearn();
+        let st = l.status();
+        assert!(l.stats.iter().all(|s| s.outcomes.is_empty()));
+        assert_eq!(l.served(), served, "the default is what was served");
+        assert!(st.learning);
+        assert_eq!((st.relearns, st.drifts), (1, 0));
     }
 
     #[test]

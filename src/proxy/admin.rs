@@ -6,20 +6,21 @@
 //! | `GET /healthz` | 200 while the process serves (liveness; checks no upstream) |
 //! | `GET /readyz` | 200 when the agent is loaded and the proxy is not draining, else 503; JSON `{"ready", "rekognition": {"forwardable", "resign", "reason"}}` (the latter with a Rekognition upstream) |
 //! | `GET /agent` | JSON: state, version, threshold, checkpoint; `pair`: the live pair served, whether it is certified, every audited pair's bounds and cost, audits, drifts and the estimation bytes |
+//! | `POST /agent/relearn` | the live pair forgets this deployment's audits and learns again from the pair it serves now (a known change: a new camera, a new site); 202 with the new state |
 //!
-//! Every endpoint only reads. The admin token (`ADACOMPRESS_ADMIN_TOKEN`, or the file
-//! `proxy.admin_token_file`) is still loaded and checked at start-up ([`AdminToken`]), but
-//! no endpoint needs it since the Q-head agent's `POST /agent/retrain` and
-//! `DELETE /agent/memory` went with that agent (issue 15).
+//! The mutating endpoint (`POST`) needs `Authorization: Bearer TOKEN` when a token is
+//! configured (`ADACOMPRESS_ADMIN_TOKEN`, or the file `proxy.admin_token_file`,
+//! [`AdminToken`]); without one it is refused unless `proxy.admin_listen` is a loopback
+//! address.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
@@ -71,6 +72,35 @@ impl AdminToken {
     }
 }
 
+/// Why a mutating request may not go through (`None`: it may).
+fn refusal(s: &ProxyState, headers: &HeaderMap) -> Option<Response> {
+    let refuse = |status: StatusCode, message: &str| {
+        Some((status, Json(serde_json::json!({ "error": message }))).into_response())
+    };
+    match &s.admin_token {
+        Some(token) => {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if token.matches(presented.trim()) {
+                None
+            } else {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "send Authorization: Bearer <the admin token> (ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file)",
+                )
+            }
+        }
+        None if s.cfg.proxy.admin_listen.ip().is_loopback() => None,
+        None => refuse(
+            StatusCode::FORBIDDEN,
+            "the admin listener is not on loopback and no admin token is configured: set ADACOMPRESS_ADMIN_TOKEN or proxy.admin_token_file",
+        ),
+    }
+}
+
 /// The admin router.
 pub fn app(state: Arc<ProxyState>) -> axum::Router {
     axum::Router::new()
@@ -78,7 +108,27 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/agent", get(agent))
+        .route("/agent/relearn", post(relearn))
         .with_state(state)
+}
+
+/// `POST /agent/relearn`: the live pair forgets its audits and starts a learning phase.
+async fn relearn(State(s): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&s, &headers) {
+        return refused;
+    }
+    match &s.online {
+        Some(online) => {
+            online.relearn();
+            tracing::info!("relearning requested on the admin port");
+            (StatusCode::ACCEPTED, Json(online.status())).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no agent is loaded (agent.fixed is set)"})),
+        )
+            .into_response(),
+    }
 }
 
 /// Copies the learner's state into the gauges.
