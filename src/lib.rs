@@ -16,21 +16,22 @@
 //!    (any other checkpoint is refused at start-up unless `agent.fixed` is set); the image
 //!    goes up at the *live pair* ([`learn::pair`]): the cheapest
 //!    (max side, quality) pair whose lower confidence bound on agreement, over this
-//!    deployment's audits, clears the target, else the shipped prior; the backbone runs
-//!    only where the policy may deviate from the pair, and [`learn::pair::LivePair::plan_audit`]
-//!    decides whether this image is audited. Where the policy may deviate, the head computes
-//!    its state ([`agent::state`]: the compact state from a scaled decode and the backbone
-//!    in [`model`]), predicts each [`action`]'s probability of agreeing, and the
-//!    [`agent::Policy`] picks the action with the fewest expected bytes whose probability
-//!    clears a conformal threshold (taken only when cheaper than the live pair).
+//!    deployment's audits, clears the target, else the shipped prior, and
+//!    [`learn::pair::LivePair::plan_audit`] decides whether this image is audited. Only
+//!    while the deviation gate ([`learn::deviation`]) is on does the head run here: it
+//!    computes its state ([`agent::state`]: the compact state from a scaled decode and the
+//!    backbone in [`model`]), predicts each [`action`]'s probability of agreeing, and the
+//!    image goes up at its candidate (the cheapest pair below the live one predicted above
+//!    the floor) when the prediction clears the threshold the audits have backed.
 //!    `agent.fixed` replaces all this with one fixed pair.
 //! 4. [`action::Source::apply`] downscales and re-encodes with libjpeg (mozjpeg); the
 //!    original goes up when the result is not smaller, and an upload over the API's
 //!    documented size limit is made to fit. Any failure forwards the original.
 //! 5. The adapter puts the image back (Rekognition is re-signed, [`sigv4`]) and the
 //!    upstream's answer returns to the client unchanged. Off the request path, an audited
-//!    image's original and candidate pairs are uploaded and every answer is compared with
-//!    the original's (`proxy::estimate::audit` → [`learn::pair`], persisted in [`store`]).
+//!    image's original, candidate pairs and deviation candidate are uploaded and every
+//!    answer is compared with the original's (`proxy::estimate::audit` → [`learn::pair`]
+//!    and [`learn::deviation`], persisted in [`store`]).
 //!
 //! Offline: [`learn::table`] labels every photo × action against a service ([`client`],
 //! answers cached in [`store`]); [`learn::fit`] fits the calibrated agent. The paper's
