@@ -353,8 +353,10 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
                 served_bytes=hop_img - int(est), estimation_bytes=int(est), estimation_uploads=int(est_n),
                 serve_bytes_out=int(out_b), action=hd.get("x-adacompress-action", ""),
                 top1=top1(data), reference=cache.get(r["sha256"]),
-                agent_state=state, retrains=int(metric(m, "adacompress_retrains_total")),
-                p_est=metric(m, "adacompress_p_est"), latency_ms=round(1000 * (t_ans - ts), 1)))
+                agent_state=state,
+                deviated=int(metric(m, "adacompress_pair_deviations_total") - metric(m_prev, "adacompress_pair_deviations_total")),
+                deviation_threshold=metric(m, "adacompress_pair_deviation_threshold"),
+                latency_ms=round(1000 * (t_ans - ts), 1)))
             m_prev = m
             if progress is not None:
                 if k == 0:
@@ -373,8 +375,12 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
         totals = dict(estimation_bytes_total=metric(m, "adacompress_estimation_bytes_total"),
                       image_bytes_out_total=metric(m, "adacompress_image_bytes_out_total"),
                       image_bytes_in_total=metric(m, "adacompress_image_bytes_in_total"),
-                      retrains_total=metric(m, "adacompress_retrains_total"))
+                      deviations_total=metric(m, "adacompress_pair_deviations_total"))
         _s, agent = get(serve.admin, "/agent")
+        try:
+            totals["deviation_gate"] = json.loads(agent)["pair"]["deviation"]
+        except (ValueError, KeyError, TypeError):
+            totals["deviation_gate"] = None
     finally:
         serve.stop()
     # late estimation bytes (after the last scrape) would break the per-upload split
@@ -495,8 +501,8 @@ def load_stream(out):
     """The per-upload records and totals of a previous run (--rescore)."""
     ints = {"order", "index", "status", "original_bytes", "client_body_bytes", "hop_image_bytes", "hop_body_bytes",
             "hop_requests", "served_bytes", "estimation_bytes", "estimation_uploads", "serve_bytes_out", "retrains",
-            "estimation_bytes_metric_delta"}
-    floats = {"p_est", "latency_ms"}
+            "estimation_bytes_metric_delta", "deviated"}
+    floats = {"p_est", "latency_ms", "deviation_threshold"}
     with open(out + ".csv") as f:
         recs = [{k: (int(v) if k in ints else float(v) if k in floats else v) for k, v in r.items()}
                 for r in csv.DictReader(f)]
@@ -536,7 +542,8 @@ def summarize(recs, best, cert):
     s = dict(uploads=n, original_bytes=orig, upstream_bytes=hop, estimation_bytes=est,
              bytes_vs_original=hop / orig, agreement=k / n, agreement_wilson_lower=wilson_lower(k, n),
              estimation_share=est / hop if hop else 0.0,
-             pairs_served=dict(sorted(pairs.items(), key=lambda x: -x[1])[:8]), distinct_pairs=len(pairs))
+             pairs_served=dict(sorted(pairs.items(), key=lambda x: -x[1])[:8]), distinct_pairs=len(pairs),
+             deviated=sum(int(d.get("deviated") or 0) for d in recs))
     for name, ref in (("best", best), ("certified", cert)):
         if ref:
             s[f"bytes_vs_{name}_pair"] = (hop / orig) / ref["bytes_vs_original"] if ref["bytes_vs_original"] else None
@@ -657,6 +664,12 @@ def render_md(res, path):
             tried = ", ".join(f"{t['pair']} {pct(t['agree'])} / {pct(t['bytes_vs_original'])}" for t in d["late_pairs"])
             L.append(f"| {dep} (n={d['late_n']}) | {b['pair']} | {pct(b['agree'])} | {pct(b['bytes_vs_original'])} "
                      f"| {c['pair']} | {pct(c['wilson_lower'])} | {pct(c['bytes_vs_original'])} | {tried} |")
+    gate = res["totals"].get("deviation_gate")
+    if gate is not None or "deviations_total" in res["totals"]:
+        per = ", ".join(f"{dep} {d['stream']['all'].get('deviated', 0)}" for dep, d in res["deployments"].items()
+                        if d["stream"].get("all"))
+        L += ["", f"Per-image deviations (`pair.deviation_floor`): images sent at their candidate below the live pair: "
+                  f"{per}. The gate at the end: {json.dumps(gate)}."]
     L += ["", "## Fixed pairs in hindsight (subsample)", "",
           "| deployment | best pair (97 %) | its agreement | its bytes vs original | certified pair (lower bound ≥ 97 %) | its lower bound | its bytes vs original |",
           "|---|---|---:|---:|---|---:|---:|"]
