@@ -29,10 +29,11 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::wire::{Field, wire_object};
 use super::{
@@ -40,6 +41,7 @@ use super::{
     ProtocolError, SlotImage, WireLabel, content_type_text, describe, excerpt, is_success,
     labels_from, media_type, parse_json, read_answer, read_request, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 /// An analyze request with a JSON body: `{"url": …}` (the image is fetched by the service).
 #[derive(Debug, Deserialize)]
@@ -495,6 +497,79 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>,
         }));
     }
     Ok(Found::Inline(body))
+}
+
+/// The Azure AI Vision adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
+/// entry of [`super::Protocol::Azure`].
+#[derive(Debug, Clone, Copy)]
+pub struct Azure;
+
+impl Api for Azure {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_IMAGE_BYTES)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Azure {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::Azure(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
+    }
 }
 
 #[cfg(test)]

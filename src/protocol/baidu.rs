@@ -30,16 +30,18 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
     form_fields, is_success, labels_from, parse_json, read_answer, splice, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
 /// An `advanced_general` answer: `result` on success, `error_code` / `error_msg` on failure
@@ -412,6 +414,79 @@ fn find_image(fields: &[super::FormField]) -> Found<&str> {
             path: "request body".to_owned(),
             fields: "image nor url",
         }),
+    }
+}
+
+/// The Baidu image-classify adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
+/// entry of [`super::Protocol::Baidu`].
+#[derive(Debug, Clone, Copy)]
+pub struct Baidu;
+
+impl Api for Baidu {
+    fn name(&self) -> &'static str {
+        "baidu"
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_BASE64_BYTES / 4 * 3)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Baidu {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::Baidu(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

@@ -36,12 +36,13 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
 use sha2::Digest as _;
 
+use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart, NewPart};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
 use super::{
@@ -50,6 +51,7 @@ use super::{
     encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
     media_type, parse_json, read_answer, splice, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
 /// A Face++ answer: detect's `faces`, the scene operation's `objects` and `scenes`, or
@@ -691,6 +693,79 @@ impl<'a> Form<'a> {
             path: "request body".to_owned(),
             fields: "image_file, image_base64 nor image_url",
         })
+    }
+}
+
+/// The Face++ adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
+/// entry of [`super::Protocol::FacePlusPlus`].
+#[derive(Debug, Clone, Copy)]
+pub struct FacePlusPlus;
+
+impl Api for FacePlusPlus {
+    fn name(&self) -> &'static str {
+        "facepp"
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_IMAGE_BYTES)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == DETECT_PATH || route == SCENE_PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        scene_request(image, None)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for FacePlusPlus {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::FacePlusPlus(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

@@ -33,10 +33,11 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::Found;
 use super::wire::{self, Field, wire_object};
 use super::{
@@ -44,6 +45,7 @@ use super::{
     Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
     encode_base64, excerpt, is_success, normalise_score, parse_json, read_answer, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 // Wire structs. Protobuf's JSON mapping accepts a field under its lowerCamel name or its
 // proto name; both are declared (`…_proto`) and the lowerCamel one wins, as in the parser.
@@ -753,6 +755,88 @@ fn as_float(value: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+/// The Google Vision adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
+/// entry of [`super::Protocol::GoogleVision`].
+#[derive(Debug, Clone, Copy)]
+pub struct Google;
+
+impl Api for Google {
+    fn name(&self) -> &'static str {
+        "google"
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(15 * 1024 * 1024 / 2)
+    }
+
+    fn max_images(&self) -> Option<usize> {
+        Some(MAX_IMAGES_PER_REQUEST)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
+        client_request(image, max_labels)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn parse_answers(
+        &self,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+        parse_answers(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Google {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        _reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        render_backend_response(results)
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

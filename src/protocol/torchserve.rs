@@ -25,9 +25,10 @@
 //!   inference path it does not compress ([`owns_path`]), to the TorchServe upstream as it
 //!   came.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart};
 use super::one_image::{Found, only_result, single_replacement, slot};
 use super::{
@@ -35,6 +36,7 @@ use super::{
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
     normalise_score, parse_json, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 /// The model name the client asks for; the local backend answers to any name.
 pub const DEFAULT_MODEL: &str = "classifier";
@@ -410,6 +412,80 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<Body<'a>>,
             fields: "image bytes nor a multipart data part",
         })),
         _ => Ok(Found::Inline(Body::Raw(body))),
+    }
+}
+
+/// The TorchServe adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
+/// entry of [`super::Protocol::TorchServe`].
+#[derive(Debug, Clone, Copy)]
+pub struct TorchServe;
+
+impl Api for TorchServe {
+    fn name(&self) -> &'static str {
+        "torchserve"
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    fn max_images(&self) -> Option<usize> {
+        None
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        model_of(route).is_some()
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for TorchServe {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        _reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        render_backend_response(results)
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 
