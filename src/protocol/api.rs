@@ -2,13 +2,19 @@
 //! API, and [`Emulated`], what the local backend needs to answer as that API.
 //!
 //! Each adapter file implements both on a unit struct of its own (`google::Google`,
-//! `rekognition::Rekognition`, ...); [`Protocol::api`](super::Protocol::api) and [`Protocol::emulated`](super::Protocol::emulated) are the
-//! registry that maps a [`Protocol`](super::Protocol) to them, and the only place that lists every API.
-//! [`Protocol`](super::Protocol)'s own methods delegate here, so callers keep writing
+//! `rekognition::Rekognition`, ...); [`Protocol::api`] and [`Protocol::emulated`] are the
+//! registry that maps a [`Protocol`] to them, and the only place that lists every API.
+//! [`Protocol`]'s own methods delegate here, so callers keep writing
 //! `protocol.extract_images(&req)`.
+//!
+//! [`Protocol`]: super::Protocol
+//! [`Protocol::api`]: super::Protocol::api
+//! [`Protocol::emulated`]: super::Protocol::emulated
 
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
+use serde_json::Value;
 
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot, ProtocolError,
     ProxyRequest, Reply, Rewritten,
@@ -20,6 +26,20 @@ pub trait Api: Sync {
     /// The name used on the CLI, in config files, in serde and in metric labels, e.g.
     /// `google`. Must be unique; [`Protocol`](super::Protocol)'s `FromStr` and `Display` use it.
     fn name(&self) -> &'static str;
+
+    /// The content type the API answers JSON with, its errors included.
+    fn content_type(&self) -> &'static str;
+
+    /// `err` as this API writes an error: the JSON body, and the headers its error shape
+    /// adds besides the content type (Rekognition's `x-amzn-ErrorType`). Used for the
+    /// backend's errors and the proxy's own alike ([`super::shape::render`]), so a client
+    /// reads both the same way.
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>);
+
+    /// This API's kind for an error the proxy answers with `status` itself (400, 403, 404,
+    /// 405, 408, 413, 429, 502, 503, 504); any other status is the API's generic server
+    /// error. Its [`Api::parse_answer`] must read such an error back.
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static>;
 
     /// The largest image, in raw bytes, the API documents accepting inline (after any
     /// base64 overhead is taken off); `None` where no limit is documented. The proxy makes

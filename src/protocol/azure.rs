@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -407,12 +408,12 @@ fn render_error(
     message: &str,
 ) -> BackendResponse {
     let kind = match inner {
-        Some(inner) => super::shape::Kind::Nested(code, inner),
-        None => super::shape::Kind::Name(code),
+        Some(inner) => Kind::Nested(code, inner),
+        None => Kind::Name(code),
     };
     super::shape::render(
         super::Protocol::Azure,
-        &super::shape::ApiError::new(status, kind, message),
+        &ApiError::new(status, kind, message),
     )
 }
 
@@ -499,14 +500,41 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>,
     Ok(Found::Inline(body))
 }
 
-/// The Azure AI Vision adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::Azure`].
+/// The Azure AI Vision adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Azure`].
 #[derive(Debug, Clone, Copy)]
 pub struct Azure;
 
 impl Api for Azure {
     fn name(&self) -> &'static str {
         "azure"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let mut error = json!({"code": err.kind.name(), "message": err.message});
+        if let Kind::Nested(_, inner) = err.kind {
+            error["innererror"] = json!({"code": inner, "message": err.message});
+        }
+        (json!({ "error": error }), Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        match status.as_u16() {
+            400 => Kind::Name("InvalidRequest"),
+            408 => Kind::Nested("InvalidRequest", "Timeout"),
+            413 => Kind::Nested("InvalidRequest", "InvalidImageSize"),
+            403 => Kind::Name("403"),
+            404 => Kind::Name("404"),
+            405 => Kind::Name("405"),
+            429 => Kind::Name("429"),
+            504 => Kind::Nested("ServiceUnavailable", "Timeout"),
+            502 | 503 => Kind::Name("ServiceUnavailable"),
+            _ => Kind::Name("InternalServerError"),
+        }
     }
 
     fn max_image_bytes(&self) -> Option<usize> {

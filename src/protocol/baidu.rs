@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
@@ -340,17 +341,20 @@ pub fn render_throttled() -> BackendResponse {
 fn error_response((code, message): (i64, &str), detail: Option<String>) -> BackendResponse {
     super::shape::render(
         super::Protocol::Baidu,
-        &super::shape::ApiError::new(
+        &ApiError::new(
             StatusCode::OK,
-            super::shape::Kind::Code(code, message),
+            Kind::Code(code, message),
             detail.as_deref().unwrap_or_default(),
         ),
     )
 }
 
+/// Baidu's `internal error`, for a kind Baidu has no code for.
+const INTERNAL: (i64, &str) = (282_000, "internal error");
+
 /// A random `log_id` below 2^53, so that JavaScript clients read it exactly.
 fn fresh_log_id() -> u64 {
-    super::shape::fresh_log_id()
+    uuid::Uuid::new_v4().as_u64_pair().0 >> 11
 }
 
 /// The request's single image slot (index 0): `image`, else `url`, else unusable.
@@ -417,14 +421,44 @@ fn find_image(fields: &[super::FormField]) -> Found<&str> {
     }
 }
 
-/// The Baidu image-classify adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::Baidu`].
+/// The Baidu image-classify adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Baidu`].
 #[derive(Debug, Clone, Copy)]
 pub struct Baidu;
 
 impl Api for Baidu {
     fn name(&self) -> &'static str {
         "baidu"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let (code, text) = match err.kind {
+            Kind::Code(code, text) => (code, text),
+            other => (INTERNAL.0, other.name()),
+        };
+        let body = json!({
+            "error_code": code,
+            "error_msg": err.with_detail(text),
+            "log_id": fresh_log_id(),
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        let (code, text) = match status.as_u16() {
+            400 | 408 => (216_100, "invalid param"),
+            403 => (6, "No permission to access data"),
+            404 | 405 => (3, "Unsupported openapi method"),
+            413 => (216_202, "image size error"),
+            429 | 503 => (18, "Open api qps request limit reached"),
+            502 | 504 => (2, "Service temporarily unavailable"),
+            _ => INTERNAL,
+        };
+        Kind::Code(code, text)
     }
 
     fn max_image_bytes(&self) -> Option<usize> {

@@ -34,7 +34,7 @@
 //!   face detector it was given, if any.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
@@ -45,6 +45,7 @@ use sha2::Digest as _;
 use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart, NewPart};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
     ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
@@ -516,7 +517,7 @@ pub fn render_throttled() -> BackendResponse {
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::FacePlusPlus,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(message), ""),
+        &ApiError::new(status, Kind::Name(message), ""),
     )
 }
 
@@ -527,7 +528,10 @@ fn internal_error() -> BackendResponse {
 
 /// A request id as Face++ writes them: `unix seconds,uuid`.
 fn request_id() -> String {
-    super::shape::facepp_request_id()
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{seconds},{}", uuid::Uuid::new_v4().hyphenated())
 }
 
 /// The request's single image slot (index 0) at `image_file`, `image_base64` or `image_url`.
@@ -696,14 +700,38 @@ impl<'a> Form<'a> {
     }
 }
 
-/// The Face++ adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::FacePlusPlus`].
+/// The Face++ adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::FacePlusPlus`].
 #[derive(Debug, Clone, Copy)]
 pub struct FacePlusPlus;
 
 impl Api for FacePlusPlus {
     fn name(&self) -> &'static str {
         "facepp"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({
+            "time_used": 0,
+            "error_message": err.with_detail(err.kind.name()),
+            "request_id": err.request_id.map_or_else(request_id, str::to_owned),
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "BAD_ARGUMENTS",
+            403 => "AUTHORIZATION_ERROR",
+            404 | 405 => "API_NOT_FOUND",
+            413 => "Request Entity Too Large",
+            429 | 503 => "CONCURRENCY_LIMIT_EXCEEDED",
+            _ => "INTERNAL_ERROR",
+        })
     }
 
     fn max_image_bytes(&self) -> Option<usize> {

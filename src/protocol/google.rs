@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::Found;
+use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -500,7 +501,7 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     }
     super::shape::render(
         super::Protocol::GoogleVision,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(status_name), &message),
+        &ApiError::new(status, Kind::Name(status_name), &message),
     )
 }
 
@@ -508,9 +509,9 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
 pub fn render_throttled() -> BackendResponse {
     super::shape::render(
         super::Protocol::GoogleVision,
-        &super::shape::ApiError::new(
+        &ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            super::shape::Kind::Name("RESOURCE_EXHAUSTED"),
+            Kind::Name("RESOURCE_EXHAUSTED"),
             "backend is saturated; retry later",
         ),
     )
@@ -758,8 +759,8 @@ fn as_float(value: &Value) -> Option<f64> {
     }
 }
 
-/// The Google Vision adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::GoogleVision`].
+/// The Google Vision adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::GoogleVision`].
 #[derive(Debug, Clone, Copy)]
 pub struct Google;
 
@@ -768,7 +769,35 @@ impl Api for Google {
         "google"
     }
 
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({"error": {
+            "code": err.status.as_u16(),
+            "message": err.message,
+            "status": err.kind.name(),
+        }});
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        // google.rpc.Code, by its documented HTTP mapping.
+        Kind::Name(match status.as_u16() {
+            400 | 413 => "INVALID_ARGUMENT",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            405 => "UNIMPLEMENTED",
+            429 => "RESOURCE_EXHAUSTED",
+            502 | 503 => "UNAVAILABLE",
+            408 | 504 => "DEADLINE_EXCEEDED",
+            _ => "INTERNAL",
+        })
+    }
+
     fn max_image_bytes(&self) -> Option<usize> {
+        // 10 MB per JSON request, base64 adding a third: 7.5 MB raw for one image.
         Some(15 * 1024 * 1024 / 2)
     }
 

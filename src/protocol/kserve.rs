@@ -54,6 +54,7 @@ use serde_json::{Value, json};
 
 use super::ProxyRequest;
 use super::api::{Api, Emulated};
+use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -1217,7 +1218,7 @@ pub fn render_model_ready(model: &str) -> BackendResponse {
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::KServe,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(""), message),
+        &ApiError::new(status, Kind::Name(""), message),
     )
 }
 
@@ -1334,14 +1335,26 @@ pub fn replace_images(
     Ok(rewritten)
 }
 
-/// The KServe v2 / Triton adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::KServe`].
+/// The KServe v2 / Triton adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::KServe`].
 #[derive(Debug, Clone, Copy)]
 pub struct KServe;
 
 impl Api for KServe {
     fn name(&self) -> &'static str {
         "kserve"
+    }
+
+    fn content_type(&self) -> &'static str {
+        JSON_CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        (json!({ "error": err.message }), Vec::new())
+    }
+
+    fn proxy_kind(&self, _status: StatusCode) -> Kind<'static> {
+        Kind::Name("")
     }
 
     fn max_image_bytes(&self) -> Option<usize> {

@@ -23,7 +23,8 @@
 //! The API-specific details (field names, limits, error shapes) live in one file per API:
 //! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
 //! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
-//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body;
+//! `one_image` holds what the one-image APIs share; [`shape`] renders every API's error
+//! (each API's body and kinds come from its [`Api`] impl);
 //! `wire` holds `wire::Field`, the field type of the typed wire structs.
 //! This file holds the shared types and small shared helpers.
 //!
@@ -35,11 +36,23 @@
 //!
 //! # Adding an API
 //!
-//! [`Protocol`] is still an enum that dispatches by `match`, not a trait, so an API is one file
-//! plus a line in each of the places below (the compiler points at every `match` but the
-//! lists marked *not checked*).
+//! An API is one file that implements two traits, plus its line in the registry. The traits
+//! are [`Api`] (what the proxy and the vision client need: recognise, extract, replace,
+//! parse answers, build a client request, write errors) and [`Emulated`] (what the local
+//! backend needs: parse, render, throttle); [`Protocol`] is only the registry in front of
+//! them, and its methods delegate to them.
 //!
-//! In its own file, `src/protocol/<api>.rs`:
+//! In its own file, `src/protocol/<api>.rs`, a unit struct (`pub struct Google;`) with:
+//! - [`Api`]: `name` (its CLI, config and serde name), `content_type`, `error_body` (its error
+//!   shape, built from a [`shape::ApiError`]), `proxy_kind` (its error kind for each status
+//!   the proxy answers), `max_image_bytes`, `max_images` (default: one image), `recognizes`
+//!   (the `POST` routes it compresses), `owns` (its other routes), `client_request`,
+//!   `parse_answer`, `parse_answers` (default: `parse_answer` as a one-element list; batch
+//!   APIs override it), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
+//!   (the body with new bytes in the given slots, every other byte kept; a [`Rewritten`]
+//!   with headers when one must change too);
+//! - [`Emulated`]: `parse_backend_request` (a [`BackendRequest`]), `render_backend_response`,
+//!   `render_backend_error` and `render_throttled` (the last two through [`shape::render`]);
 //! - wire structs: `#[derive(Deserialize)]` structs for the JSON it reads (request fields the
 //!   backend or proxy needs, answer fields labels are parsed from), vendor field names via
 //!   `rename` / `rename_all`, every field a `wire::Field` with `#[serde(default)]` (absent,
@@ -48,32 +61,23 @@
 //!   read a request with `read_request` (refuses a body that is not an object) and an answer
 //!   with `read_answer`. Rewrites stay on the `serde_json::Value`, never on the structs, so
 //!   no unknown field is lost; do not walk a `Value` by key by hand;
-//! - client side: `client_request` (the request for one image) and `parse_answer` (status and
-//!   body into an [`Answer`], or the API's error as a [`ProtocolError`]);
-//! - proxy side: what [`Protocol::recognize`] and [`Protocol::owner`] test (a `PATH` constant
-//!   or a path/header check), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
-//!   (the body with new bytes in the given slots, every other byte kept; return a
-//!   [`Rewritten`] when a header must change too);
-//! - backend side: `parse_backend_request` (a [`BackendRequest`]; a `Reply` struct of its own if
-//!   the renderer needs something from the request), `render_backend_response`,
-//!   `render_backend_error` and `render_throttled`, the last two through [`shape`];
 //! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
+//!
+//! The existing adapters keep each trait method's body in a free function of the same name
+//! (`google::parse_answer`, ...), which their unit tests call, and the impls forward to them.
 //!
 //! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
 //! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
 //! renderer) and `single_replacement` / `slot_not_replaceable` (in `replace_images`).
 //!
-//! Wiring:
-//! - here: a [`Protocol`] variant with its serde name; [`Protocol::ALL`] (checked by the round
-//!   trip in `tests/protocols.rs`) and [`PROTOCOL_NAMES`] (*not checked*); an arm in
-//!   [`Protocol::name`], [`Protocol::max_image_bytes`], [`Protocol::max_images`],
-//!   [`Protocol::client_request`], [`Protocol::parse_answer`], [`Protocol::parse_answers`],
-//!   [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`] (and a
-//!   [`Reply`] variant), [`Protocol::render_backend_error`], [`Protocol::render_throttled`],
-//!   [`Protocol::extract_images`] and [`Protocol::replace_images`]; a branch in
-//!   [`Protocol::recognize`] and [`Protocol::owner`] (*not checked*);
-//! - [`shape`]: the API's content type, error body and error kind for each status the proxy
-//!   answers;
+//! The registry, here (the compiler points at each `match`, and unit tests check `ALL` and
+//! `PROTOCOL_NAMES`):
+//! - a [`Protocol`] variant with its serde name, its place in [`Protocol::ALL`] and its arm
+//!   in [`Protocol::api`] and [`Protocol::emulated`]; its name in [`PROTOCOL_NAMES`];
+//! - a [`Reply`] variant only if its renderer needs something from the request (Face++'s
+//!   operation, KServe's model name and outputs, ...).
+//!
+//! Outside `src/protocol`:
 //! - `src/backend/mod.rs`: its routes (`serve_as`; *not checked*);
 //! - tests: its place in `position` in `tests/protocols.rs` (the round trip over every
 //!   protocol), `expected_labels` there, its seeds in `request_seeds` in `tests/fuzz.rs` and

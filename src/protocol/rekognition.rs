@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result};
+use super::shape::{ApiError, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -371,7 +372,7 @@ fn error_response(kind: &str, message: &str) -> BackendResponse {
 fn render_error(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::Rekognition,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+        &ApiError::new(status, Kind::Name(kind), message),
     )
 }
 
@@ -483,14 +484,36 @@ fn target_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(TARGET_HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// The Rekognition DetectLabels adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::Rekognition`].
+/// The Rekognition DetectLabels adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Rekognition`].
 #[derive(Debug, Clone, Copy)]
 pub struct Rekognition;
 
 impl Api for Rekognition {
     fn name(&self) -> &'static str {
         "rekognition"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let kind = err.kind.name();
+        let extra = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
+        (json!({"__type": kind, "Message": err.message}), extra)
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "InvalidParameterException",
+            403 => "AccessDeniedException",
+            404 | 405 => "UnknownOperationException",
+            413 => "ImageTooLargeException",
+            429 => "ThrottlingException",
+            502..=504 => "ServiceUnavailableException",
+            _ => "InternalServerError",
+        })
     }
 
     fn max_image_bytes(&self) -> Option<usize> {

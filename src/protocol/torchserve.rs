@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart};
 use super::one_image::{Found, only_result, single_replacement, slot};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
@@ -297,7 +298,7 @@ pub fn render_ping() -> BackendResponse {
 fn error_response(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::TorchServe,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+        &ApiError::new(status, Kind::Name(kind), message),
     )
 }
 
@@ -415,14 +416,39 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<Body<'a>>,
     }
 }
 
-/// The TorchServe adapter: [`Api`] and [`Emulated`] over this file's functions; the registry
-/// entry of [`super::Protocol::TorchServe`].
+/// The TorchServe adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::TorchServe`].
 #[derive(Debug, Clone, Copy)]
 pub struct TorchServe;
 
 impl Api for TorchServe {
     fn name(&self) -> &'static str {
         "torchserve"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({
+            "code": err.status.as_u16(),
+            "type": err.kind.name(),
+            "message": err.message,
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "BadRequestException",
+            403 => "InvalidKeyException",
+            404 => "ResourceNotFoundException",
+            405 => "MethodNotAllowedException",
+            413 => "RequestEntityTooLargeException",
+            429 | 502..=504 => "ServiceUnavailableException",
+            _ => "InternalServerException",
+        })
     }
 
     fn max_image_bytes(&self) -> Option<usize> {
