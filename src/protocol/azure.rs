@@ -29,17 +29,20 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, WireLabel, content_type_text, describe, excerpt, is_success,
     labels_from, media_type, parse_json, read_answer, read_request, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 /// An analyze request with a JSON body: `{"url": …}` (the image is fetched by the service).
 #[derive(Debug, Deserialize)]
@@ -405,12 +408,12 @@ fn render_error(
     message: &str,
 ) -> BackendResponse {
     let kind = match inner {
-        Some(inner) => super::shape::Kind::Nested(code, inner),
-        None => super::shape::Kind::Name(code),
+        Some(inner) => Kind::Nested(code, inner),
+        None => Kind::Name(code),
     };
     super::shape::render(
         super::Protocol::Azure,
-        &super::shape::ApiError::new(status, kind, message),
+        &ApiError::new(status, kind, message),
     )
 }
 
@@ -495,6 +498,106 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>,
         }));
     }
     Ok(Found::Inline(body))
+}
+
+/// The Azure AI Vision adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Azure`].
+#[derive(Debug, Clone, Copy)]
+pub struct Azure;
+
+impl Api for Azure {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let mut error = json!({"code": err.kind.name(), "message": err.message});
+        if let Kind::Nested(_, inner) = err.kind {
+            error["innererror"] = json!({"code": inner, "message": err.message});
+        }
+        (json!({ "error": error }), Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        match status.as_u16() {
+            400 => Kind::Name("InvalidRequest"),
+            408 => Kind::Nested("InvalidRequest", "Timeout"),
+            413 => Kind::Nested("InvalidRequest", "InvalidImageSize"),
+            403 => Kind::Name("403"),
+            404 => Kind::Name("404"),
+            405 => Kind::Name("405"),
+            429 => Kind::Name("429"),
+            504 => Kind::Nested("ServiceUnavailable", "Timeout"),
+            502 | 503 => Kind::Name("ServiceUnavailable"),
+            _ => Kind::Name("InternalServerError"),
+        }
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_IMAGE_BYTES)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Azure {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::Azure(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
+    }
 }
 
 #[cfg(test)]

@@ -30,16 +30,19 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
     form_fields, is_success, labels_from, parse_json, read_answer, splice, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
 /// An `advanced_general` answer: `result` on success, `error_code` / `error_msg` on failure
@@ -338,17 +341,20 @@ pub fn render_throttled() -> BackendResponse {
 fn error_response((code, message): (i64, &str), detail: Option<String>) -> BackendResponse {
     super::shape::render(
         super::Protocol::Baidu,
-        &super::shape::ApiError::new(
+        &ApiError::new(
             StatusCode::OK,
-            super::shape::Kind::Code(code, message),
+            Kind::Code(code, message),
             detail.as_deref().unwrap_or_default(),
         ),
     )
 }
 
+/// Baidu's `internal error`, for a kind Baidu has no code for.
+const INTERNAL: (i64, &str) = (282_000, "internal error");
+
 /// A random `log_id` below 2^53, so that JavaScript clients read it exactly.
 fn fresh_log_id() -> u64 {
-    super::shape::fresh_log_id()
+    uuid::Uuid::new_v4().as_u64_pair().0 >> 11
 }
 
 /// The request's single image slot (index 0): `image`, else `url`, else unusable.
@@ -412,6 +418,109 @@ fn find_image(fields: &[super::FormField]) -> Found<&str> {
             path: "request body".to_owned(),
             fields: "image nor url",
         }),
+    }
+}
+
+/// The Baidu image-classify adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Baidu`].
+#[derive(Debug, Clone, Copy)]
+pub struct Baidu;
+
+impl Api for Baidu {
+    fn name(&self) -> &'static str {
+        "baidu"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let (code, text) = match err.kind {
+            Kind::Code(code, text) => (code, text),
+            other => (INTERNAL.0, other.name()),
+        };
+        let body = json!({
+            "error_code": code,
+            "error_msg": err.with_detail(text),
+            "log_id": fresh_log_id(),
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        let (code, text) = match status.as_u16() {
+            400 | 408 => (216_100, "invalid param"),
+            403 => (6, "No permission to access data"),
+            404 | 405 => (3, "Unsupported openapi method"),
+            413 => (216_202, "image size error"),
+            429 | 503 => (18, "Open api qps request limit reached"),
+            502 | 504 => (2, "Service temporarily unavailable"),
+            _ => INTERNAL,
+        };
+        Kind::Code(code, text)
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_BASE64_BYTES / 4 * 3)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Baidu {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::Baidu(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

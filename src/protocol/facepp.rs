@@ -34,22 +34,25 @@
 //!   face detector it was given, if any.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
 use sha2::Digest as _;
 
+use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart, NewPart};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
     ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
     encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
     media_type, parse_json, read_answer, splice, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
 /// A Face++ answer: detect's `faces`, the scene operation's `objects` and `scenes`, or
@@ -514,7 +517,7 @@ pub fn render_throttled() -> BackendResponse {
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::FacePlusPlus,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(message), ""),
+        &ApiError::new(status, Kind::Name(message), ""),
     )
 }
 
@@ -525,7 +528,10 @@ fn internal_error() -> BackendResponse {
 
 /// A request id as Face++ writes them: `unix seconds,uuid`.
 fn request_id() -> String {
-    super::shape::facepp_request_id()
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{seconds},{}", uuid::Uuid::new_v4().hyphenated())
 }
 
 /// The request's single image slot (index 0) at `image_file`, `image_base64` or `image_url`.
@@ -691,6 +697,103 @@ impl<'a> Form<'a> {
             path: "request body".to_owned(),
             fields: "image_file, image_base64 nor image_url",
         })
+    }
+}
+
+/// The Face++ adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::FacePlusPlus`].
+#[derive(Debug, Clone, Copy)]
+pub struct FacePlusPlus;
+
+impl Api for FacePlusPlus {
+    fn name(&self) -> &'static str {
+        "facepp"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({
+            "time_used": 0,
+            "error_message": err.with_detail(err.kind.name()),
+            "request_id": err.request_id.map_or_else(request_id, str::to_owned),
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "BAD_ARGUMENTS",
+            403 => "AUTHORIZATION_ERROR",
+            404 | 405 => "API_NOT_FOUND",
+            413 => "Request Entity Too Large",
+            429 | 503 => "CONCURRENCY_LIMIT_EXCEEDED",
+            _ => "INTERNAL_ERROR",
+        })
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_IMAGE_BYTES)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == DETECT_PATH || route == SCENE_PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        scene_request(image, None)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for FacePlusPlus {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::FacePlusPlus(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

@@ -33,17 +33,20 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::Found;
+use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, LocatedSlot, ProtocolError, SlotImage, apply_replacements, decode_base64, describe,
     encode_base64, excerpt, is_success, normalise_score, parse_json, read_answer, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 // Wire structs. Protobuf's JSON mapping accepts a field under its lowerCamel name or its
 // proto name; both are declared (`…_proto`) and the lowerCamel one wins, as in the parser.
@@ -498,7 +501,7 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     }
     super::shape::render(
         super::Protocol::GoogleVision,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(status_name), &message),
+        &ApiError::new(status, Kind::Name(status_name), &message),
     )
 }
 
@@ -506,9 +509,9 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
 pub fn render_throttled() -> BackendResponse {
     super::shape::render(
         super::Protocol::GoogleVision,
-        &super::shape::ApiError::new(
+        &ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            super::shape::Kind::Name("RESOURCE_EXHAUSTED"),
+            Kind::Name("RESOURCE_EXHAUSTED"),
             "backend is saturated; retry later",
         ),
     )
@@ -753,6 +756,116 @@ fn as_float(value: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+/// The Google Vision adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::GoogleVision`].
+#[derive(Debug, Clone, Copy)]
+pub struct Google;
+
+impl Api for Google {
+    fn name(&self) -> &'static str {
+        "google"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({"error": {
+            "code": err.status.as_u16(),
+            "message": err.message,
+            "status": err.kind.name(),
+        }});
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        // google.rpc.Code, by its documented HTTP mapping.
+        Kind::Name(match status.as_u16() {
+            400 | 413 => "INVALID_ARGUMENT",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            405 => "UNIMPLEMENTED",
+            429 => "RESOURCE_EXHAUSTED",
+            502 | 503 => "UNAVAILABLE",
+            408 | 504 => "DEADLINE_EXCEEDED",
+            _ => "INTERNAL",
+        })
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        // 10 MB per JSON request, base64 adding a third: 7.5 MB raw for one image.
+        Some(15 * 1024 * 1024 / 2)
+    }
+
+    fn max_images(&self) -> Option<usize> {
+        Some(MAX_IMAGES_PER_REQUEST)
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        route == PATH
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
+        client_request(image, max_labels)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn parse_answers(
+        &self,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+        parse_answers(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Google {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        _reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        render_backend_response(results)
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 

@@ -48,10 +48,13 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ProxyRequest;
+use super::api::{Api, Emulated};
+use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -1215,7 +1218,7 @@ pub fn render_model_ready(model: &str) -> BackendResponse {
 fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::KServe,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(""), message),
+        &ApiError::new(status, Kind::Name(""), message),
     )
 }
 
@@ -1330,6 +1333,103 @@ pub fn replace_images(
             .push((HEADER_LENGTH.to_owned(), header.len().to_string()));
     }
     Ok(rewritten)
+}
+
+/// The KServe v2 / Triton adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::KServe`].
+#[derive(Debug, Clone, Copy)]
+pub struct KServe;
+
+impl Api for KServe {
+    fn name(&self) -> &'static str {
+        "kserve"
+    }
+
+    fn content_type(&self) -> &'static str {
+        JSON_CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        (json!({ "error": err.message }), Vec::new())
+    }
+
+    fn proxy_kind(&self, _status: StatusCode) -> Kind<'static> {
+        Kind::Name("")
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    fn max_images(&self) -> Option<usize> {
+        None
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        model_of(route).is_some()
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
+        client_request(image, max_labels)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn parse_answers(
+        &self,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
+        parse_answers(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements)
+    }
+}
+
+impl Emulated for KServe {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        match reply {
+            super::Reply::KServe(reply) => render_backend_response(reply, results),
+            _ => render_backend_response(&Reply::default(), results),
+        }
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
+    }
 }
 
 #[cfg(test)]

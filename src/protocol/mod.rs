@@ -23,7 +23,8 @@
 //! The API-specific details (field names, limits, error shapes) live in one file per API:
 //! [`google`], [`rekognition`], [`baidu`], [`facepp`], [`azure`], [`kserve`], [`torchserve`];
 //! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
-//! `one_image` holds what the one-image APIs share; [`shape`] holds every API's error body;
+//! `one_image` holds what the one-image APIs share; [`shape`] renders every API's error
+//! (each API's body and kinds come from its [`Api`] impl);
 //! `wire` holds `wire::Field`, the field type of the typed wire structs.
 //! This file holds the shared types and small shared helpers.
 //!
@@ -35,11 +36,23 @@
 //!
 //! # Adding an API
 //!
-//! [`Protocol`] is still an enum that dispatches by `match`, not a trait, so an API is one file
-//! plus a line in each of the places below (the compiler points at every `match` but the
-//! lists marked *not checked*).
+//! An API is one file that implements two traits, plus its line in the registry. The traits
+//! are [`Api`] (what the proxy and the vision client need: recognise, extract, replace,
+//! parse answers, build a client request, write errors) and [`Emulated`] (what the local
+//! backend needs: parse, render, throttle); [`Protocol`] is only the registry in front of
+//! them, and its methods delegate to them.
 //!
-//! In its own file, `src/protocol/<api>.rs`:
+//! In its own file, `src/protocol/<api>.rs`, a unit struct (`pub struct Google;`) with:
+//! - [`Api`]: `name` (its CLI, config and serde name), `content_type`, `error_body` (its error
+//!   shape, built from a [`shape::ApiError`]), `proxy_kind` (its error kind for each status
+//!   the proxy answers), `max_image_bytes`, `max_images` (default: one image), `recognizes`
+//!   (the `POST` routes it compresses), `owns` (its other routes), `client_request`,
+//!   `parse_answer`, `parse_answers` (default: `parse_answer` as a one-element list; batch
+//!   APIs override it), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
+//!   (the body with new bytes in the given slots, every other byte kept; a [`Rewritten`]
+//!   with headers when one must change too);
+//! - [`Emulated`]: `parse_backend_request` (a [`BackendRequest`]), `render_backend_response`,
+//!   `render_backend_error` and `render_throttled` (the last two through [`shape::render`]);
 //! - wire structs: `#[derive(Deserialize)]` structs for the JSON it reads (request fields the
 //!   backend or proxy needs, answer fields labels are parsed from), vendor field names via
 //!   `rename` / `rename_all`, every field a `wire::Field` with `#[serde(default)]` (absent,
@@ -48,38 +61,30 @@
 //!   read a request with `read_request` (refuses a body that is not an object) and an answer
 //!   with `read_answer`. Rewrites stay on the `serde_json::Value`, never on the structs, so
 //!   no unknown field is lost; do not walk a `Value` by key by hand;
-//! - client side: `client_request` (the request for one image) and `parse_answer` (status and
-//!   body into an [`Answer`], or the API's error as a [`ProtocolError`]);
-//! - proxy side: what [`Protocol::recognize`] and [`Protocol::owner`] test (a `PATH` constant
-//!   or a path/header check), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
-//!   (the body with new bytes in the given slots, every other byte kept; return a
-//!   [`Rewritten`] when a header must change too);
-//! - backend side: `parse_backend_request` (a [`BackendRequest`]; a `Reply` struct of its own if
-//!   the renderer needs something from the request), `render_backend_response`,
-//!   `render_backend_error` and `render_throttled`, the last two through [`shape`];
 //! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
+//!
+//! The existing adapters keep each trait method's body in a free function of the same name
+//! (`google::parse_answer`, ...), which their unit tests call, and the impls forward to them.
 //!
 //! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
 //! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
 //! renderer) and `single_replacement` / `slot_not_replaceable` (in `replace_images`).
 //!
-//! Wiring:
-//! - here: a [`Protocol`] variant with its serde name; [`Protocol::ALL`] (checked by the round
-//!   trip in `tests/protocols.rs`) and [`PROTOCOL_NAMES`] (*not checked*); an arm in
-//!   [`Protocol::name`], [`Protocol::max_image_bytes`], [`Protocol::max_images`],
-//!   [`Protocol::client_request`], [`Protocol::parse_answer`], [`Protocol::parse_answers`],
-//!   [`Protocol::parse_backend_request`], [`Protocol::render_backend_response`] (and a
-//!   [`Reply`] variant), [`Protocol::render_backend_error`], [`Protocol::render_throttled`],
-//!   [`Protocol::extract_images`] and [`Protocol::replace_images`]; a branch in
-//!   [`Protocol::recognize`] and [`Protocol::owner`] (*not checked*);
-//! - [`shape`]: the API's content type, error body and error kind for each status the proxy
-//!   answers;
+//! The registry, here (the compiler points at each `match`, and unit tests check `ALL` and
+//! `PROTOCOL_NAMES`):
+//! - a [`Protocol`] variant with its serde name, its place in [`Protocol::ALL`] and its arm
+//!   in [`Protocol::api`] and [`Protocol::emulated`]; its name in [`PROTOCOL_NAMES`];
+//! - a [`Reply`] variant only if its renderer needs something from the request (Face++'s
+//!   operation, KServe's model name and outputs, ...).
+//!
+//! Outside `src/protocol`:
 //! - `src/backend/mod.rs`: its routes (`serve_as`; *not checked*);
 //! - tests: its place in `position` in `tests/protocols.rs` (the round trip over every
 //!   protocol), `expected_labels` there, its seeds in `request_seeds` in `tests/fuzz.rs` and
 //!   its error shape in `tests/errors.rs`;
 //! - a gRPC form only: `src/proxy/grpc.rs` and `src/backend/grpc.rs`.
 
+mod api;
 pub mod azure;
 pub mod baidu;
 pub mod facepp;
@@ -103,6 +108,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use api::{Api, Emulated};
 
 /// One label of an answer, e.g. `golden retriever` at `0.93`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,36 +269,6 @@ pub enum Protocol {
 pub const PROTOCOL_NAMES: &str = "google, rekognition, baidu, facepp, azure, kserve, torchserve";
 
 impl Protocol {
-    /// The largest image, in raw bytes, the API documents accepting inline; `None` where
-    /// no limit is documented. Rekognition: 5 MB as bytes. Baidu: 4 MB after base64
-    /// (3 MB raw). Face++: 2 MB. Google Vision: 10 MB per JSON request, base64 adding a
-    /// third (7.5 MB raw for a one-image request). Azure Image Analysis 4.0: 20 MB.
-    pub fn max_image_bytes(self) -> Option<usize> {
-        const MB: usize = 1024 * 1024;
-        match self {
-            Protocol::Rekognition => Some(5 * MB),
-            Protocol::Baidu => Some(3 * MB),
-            Protocol::FacePlusPlus => Some(2 * MB),
-            Protocol::GoogleVision => Some(15 * MB / 2),
-            Protocol::Azure => Some(20 * MB),
-            Protocol::KServe | Protocol::TorchServe => None,
-        }
-    }
-
-    /// The most images one request may carry, where the API documents it: Google Vision's
-    /// `images:annotate` takes 16; Rekognition, Baidu, Face++ and Azure take one. KServe
-    /// and TorchServe batches are the deployment's own ([`None`]: only
-    /// `limits.max_images_per_request` applies).
-    pub fn max_images(self) -> Option<usize> {
-        match self {
-            Protocol::GoogleVision => Some(16),
-            Protocol::Rekognition | Protocol::Baidu | Protocol::FacePlusPlus | Protocol::Azure => {
-                Some(1)
-            }
-            Protocol::KServe | Protocol::TorchServe => None,
-        }
-    }
-
     /// Every protocol, in a stable order.
     pub const ALL: [Protocol; 7] = [
         Protocol::GoogleVision,
@@ -303,17 +280,51 @@ impl Protocol {
         Protocol::TorchServe,
     ];
 
+    /// The registry, proxy and client side: this API's adapter.
+    pub fn api(self) -> &'static dyn Api {
+        match self {
+            Protocol::GoogleVision => &google::Google,
+            Protocol::Rekognition => &rekognition::Rekognition,
+            Protocol::Baidu => &baidu::Baidu,
+            Protocol::FacePlusPlus => &facepp::FacePlusPlus,
+            Protocol::Azure => &azure::Azure,
+            Protocol::KServe => &kserve::KServe,
+            Protocol::TorchServe => &torchserve::TorchServe,
+        }
+    }
+
+    /// The registry, backend side: how the local backend emulates this API.
+    pub fn emulated(self) -> &'static dyn Emulated {
+        match self {
+            Protocol::GoogleVision => &google::Google,
+            Protocol::Rekognition => &rekognition::Rekognition,
+            Protocol::Baidu => &baidu::Baidu,
+            Protocol::FacePlusPlus => &facepp::FacePlusPlus,
+            Protocol::Azure => &azure::Azure,
+            Protocol::KServe => &kserve::KServe,
+            Protocol::TorchServe => &torchserve::TorchServe,
+        }
+    }
+
+    /// The largest image, in raw bytes, the API documents accepting inline; `None` where
+    /// no limit is documented. Rekognition: 5 MB as bytes. Baidu: 4 MB after base64
+    /// (3 MB raw). Face++: 2 MB. Google Vision: 10 MB per JSON request, base64 adding a
+    /// third (7.5 MB raw for a one-image request). Azure Image Analysis 4.0: 20 MB.
+    pub fn max_image_bytes(self) -> Option<usize> {
+        self.api().max_image_bytes()
+    }
+
+    /// The most images one request may carry, where the API documents it: Google Vision's
+    /// `images:annotate` takes 16; Rekognition, Baidu, Face++ and Azure take one. KServe
+    /// and TorchServe batches are the deployment's own ([`None`]: only
+    /// `limits.max_images_per_request` applies).
+    pub fn max_images(self) -> Option<usize> {
+        self.api().max_images()
+    }
+
     /// The name used on the CLI, in config files and in serde.
     pub fn name(self) -> &'static str {
-        match self {
-            Protocol::GoogleVision => "google",
-            Protocol::Rekognition => "rekognition",
-            Protocol::Baidu => "baidu",
-            Protocol::FacePlusPlus => "facepp",
-            Protocol::Azure => "azure",
-            Protocol::KServe => "kserve",
-            Protocol::TorchServe => "torchserve",
-        }
+        self.api().name()
     }
 
     /// Client side: the request that asks for at most `max_labels` labels of one image.
@@ -324,15 +335,7 @@ impl Protocol {
     /// the caller's: Baidu's `access_token` goes into the query, Face++'s `api_key` and
     /// `api_secret` into the form ([`facepp::scene_request`] takes them).
     pub fn client_request(self, image: &[u8], max_labels: usize) -> ClientRequest {
-        match self {
-            Protocol::GoogleVision => google::client_request(image, max_labels),
-            Protocol::Rekognition => rekognition::client_request(image, max_labels),
-            Protocol::Baidu => baidu::client_request(image),
-            Protocol::FacePlusPlus => facepp::scene_request(image, None),
-            Protocol::Azure => azure::client_request(image),
-            Protocol::KServe => kserve::client_request(image, max_labels),
-            Protocol::TorchServe => torchserve::client_request(image),
-        }
+        self.api().client_request(image, max_labels)
     }
 
     /// Client side: reads the answer to a [`Protocol::client_request`] (status and body).
@@ -340,15 +343,7 @@ impl Protocol {
     /// Error answers, in the API's own shape or not, become a [`ProtocolError`] (Baidu's come
     /// with HTTP 200: a [`ProtocolError::Service`] with status 200).
     pub fn parse_answer(self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        match self {
-            Protocol::GoogleVision => google::parse_answer(status, body),
-            Protocol::Rekognition => rekognition::parse_answer(status, body),
-            Protocol::Baidu => baidu::parse_answer(status, body),
-            Protocol::FacePlusPlus => facepp::parse_answer(status, body),
-            Protocol::Azure => azure::parse_answer(status, body),
-            Protocol::KServe => kserve::parse_answer(status, body),
-            Protocol::TorchServe => torchserve::parse_answer(status, body),
-        }
+        self.api().parse_answer(status, body)
     }
 
     /// Client or proxy side: reads an answer about several images, one result per image in
@@ -360,15 +355,7 @@ impl Protocol {
         status: u16,
         body: &[u8],
     ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError> {
-        match self {
-            Protocol::GoogleVision => google::parse_answers(status, body),
-            Protocol::KServe => kserve::parse_answers(status, body),
-            Protocol::Rekognition
-            | Protocol::Baidu
-            | Protocol::FacePlusPlus
-            | Protocol::Azure
-            | Protocol::TorchServe => Ok(vec![self.parse_answer(status, body)]),
-        }
+        self.api().parse_answers(status, body)
     }
 
     /// Backend side: reads the images and their per-image options out of an incoming request.
@@ -381,15 +368,7 @@ impl Protocol {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        match self {
-            Protocol::GoogleVision => google::parse_backend_request(path, headers, body),
-            Protocol::Rekognition => rekognition::parse_backend_request(path, headers, body),
-            Protocol::Baidu => baidu::parse_backend_request(path, headers, body),
-            Protocol::FacePlusPlus => facepp::parse_backend_request(path, headers, body),
-            Protocol::Azure => azure::parse_backend_request(path, headers, body),
-            Protocol::KServe => kserve::parse_backend_request(path, headers, body),
-            Protocol::TorchServe => torchserve::parse_backend_request(path, headers, body),
-        }
+        self.emulated().parse_backend_request(path, headers, body)
     }
 
     /// Backend side: the answer to a request, one result per image of
@@ -403,48 +382,12 @@ impl Protocol {
         reply: &Reply,
         results: Vec<Result<Answer, ImageProblem>>,
     ) -> BackendResponse {
-        match (self, reply) {
-            (Protocol::GoogleVision, _) => google::render_backend_response(results),
-            (Protocol::Rekognition, _) => rekognition::render_backend_response(results),
-            (Protocol::Baidu, Reply::Baidu(reply)) => {
-                baidu::render_backend_response(reply, results)
-            }
-            (Protocol::Baidu, _) => {
-                baidu::render_backend_response(&baidu::Reply::default(), results)
-            }
-            (Protocol::FacePlusPlus, Reply::FacePlusPlus(reply)) => {
-                facepp::render_backend_response(reply, results)
-            }
-            (Protocol::FacePlusPlus, _) => {
-                facepp::render_backend_response(&facepp::Reply::default(), results)
-            }
-            (Protocol::Azure, Reply::Azure(reply)) => {
-                azure::render_backend_response(reply, results)
-            }
-            (Protocol::Azure, _) => {
-                azure::render_backend_response(&azure::Reply::default(), results)
-            }
-            (Protocol::KServe, Reply::KServe(reply)) => {
-                kserve::render_backend_response(reply, results)
-            }
-            (Protocol::KServe, _) => {
-                kserve::render_backend_response(&kserve::Reply::default(), results)
-            }
-            (Protocol::TorchServe, _) => torchserve::render_backend_response(results),
-        }
+        self.emulated().render_backend_response(reply, results)
     }
 
     /// Backend side: a request-level error in the API's own error shape and status.
     pub fn render_backend_error(self, err: &ProtocolError) -> BackendResponse {
-        match self {
-            Protocol::GoogleVision => google::render_backend_error(err),
-            Protocol::Rekognition => rekognition::render_backend_error(err),
-            Protocol::Baidu => baidu::render_backend_error(err),
-            Protocol::FacePlusPlus => facepp::render_backend_error(err),
-            Protocol::Azure => azure::render_backend_error(err),
-            Protocol::KServe => kserve::render_backend_error(err),
-            Protocol::TorchServe => torchserve::render_backend_error(err),
-        }
+        self.emulated().render_backend_error(err)
     }
 
     /// Backend side: "too many requests, retry later" in the API's own body shape.
@@ -454,57 +397,26 @@ impl Protocol {
     /// TorchServe 503): one status that every client retries on is worth more than
     /// faithfulness here. The caller adds `retry-after`.
     pub fn render_throttled(self) -> BackendResponse {
-        match self {
-            Protocol::GoogleVision => google::render_throttled(),
-            Protocol::Rekognition => rekognition::render_throttled(),
-            Protocol::Baidu => baidu::render_throttled(),
-            Protocol::FacePlusPlus => facepp::render_throttled(),
-            Protocol::Azure => azure::render_throttled(),
-            Protocol::KServe => kserve::render_throttled(),
-            Protocol::TorchServe => torchserve::render_throttled(),
-        }
+        self.emulated().render_throttled()
     }
 
     /// Proxy side: which API a client's request speaks, from its method, path and headers
-    /// alone (the body is not read). `None` for anything no adapter compresses (health checks
-    /// of the upstream, other operations of the same API): the proxy sends those
-    /// [`Protocol::owner`] places to that API's upstream untouched, and refuses the rest
-    /// unless `[upstreams].default` takes them.
+    /// alone (the body is not read): a `POST` that one adapter [`Api::recognizes`]. `None`
+    /// for anything no adapter compresses (health checks of the upstream, other operations of
+    /// the same API): the proxy sends those [`Protocol::owner`] places to that API's upstream
+    /// untouched, and refuses the rest unless `[upstreams].default` takes them.
     pub fn recognize(method: &Method, path: &str, headers: &HeaderMap) -> Option<Protocol> {
         if method != Method::POST {
             return None;
         }
-        let path = path.split('?').next().unwrap_or(path);
-        if path == google::PATH {
-            return Some(Protocol::GoogleVision);
-        }
-        let target = headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if path == "/" && target == rekognition::TARGET {
-            return Some(Protocol::Rekognition);
-        }
-        if path == baidu::PATH {
-            return Some(Protocol::Baidu);
-        }
-        if path == facepp::DETECT_PATH || path == facepp::SCENE_PATH {
-            return Some(Protocol::FacePlusPlus);
-        }
-        if path == azure::PATH {
-            return Some(Protocol::Azure);
-        }
-        if kserve::model_of(path).is_some() {
-            return Some(Protocol::KServe);
-        }
-        if torchserve::model_of(path).is_some() {
-            return Some(Protocol::TorchServe);
-        }
-        None
+        let route = path.split('?').next().unwrap_or(path);
+        Protocol::ALL
+            .into_iter()
+            .find(|protocol| protocol.api().recognizes(route, headers))
     }
 
     /// Proxy side: which API's upstream a request belongs to, compressed or not: what
-    /// [`Protocol::recognize`] says, else the API whose other routes it takes — another
+    /// [`Protocol::recognize`] says, else the API that [`Api::owns`] it — another
     /// Rekognition operation (`POST /` with `X-Amz-Target: RekognitionService.*`), KServe /
     /// Triton health, metadata and repository routes (any method under `/v2`), TorchServe's
     /// `/ping` and inference paths, and (any method) each API's other endpoints: Google's
@@ -516,29 +428,9 @@ impl Protocol {
             return Some(protocol);
         }
         let route = path.split('?').next().unwrap_or(path);
-        let rekognition_operation = method == Method::POST
-            && route == "/"
-            && headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| t.starts_with("RekognitionService."));
-        if rekognition_operation {
-            Some(Protocol::Rekognition)
-        } else if kserve::owns_path(route) {
-            Some(Protocol::KServe)
-        } else if torchserve::owns_path(route) {
-            Some(Protocol::TorchServe)
-        } else if google::owns_path(route) {
-            Some(Protocol::GoogleVision)
-        } else if azure::owns_path(route) {
-            Some(Protocol::Azure)
-        } else if facepp::owns_path(route) {
-            Some(Protocol::FacePlusPlus)
-        } else if baidu::owns_path(route) {
-            Some(Protocol::Baidu)
-        } else {
-            None
-        }
+        Protocol::ALL
+            .into_iter()
+            .find(|protocol| protocol.api().owns(method, route, headers))
     }
 
     /// Proxy side: the image slots of a client's request, in request order.
@@ -546,15 +438,7 @@ impl Protocol {
     /// Slots that hold no inline image (URLs, S3 objects, broken base64) are listed too, as
     /// not replaceable; an `Err` means the request is not one of this API at all.
     pub fn extract_images(self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
-        match self {
-            Protocol::GoogleVision => google::extract_images(req.body),
-            Protocol::Rekognition => rekognition::extract_images(req.body),
-            Protocol::Baidu => baidu::extract_images(req.body),
-            Protocol::FacePlusPlus => facepp::extract_images(req.headers, req.body),
-            Protocol::Azure => azure::extract_images(req.headers, req.body),
-            Protocol::KServe => kserve::extract_images(req.headers, req.body),
-            Protocol::TorchServe => torchserve::extract_images(req.headers, req.body),
-        }
+        self.api().extract_images(req)
     }
 
     /// Proxy side: the request body with the images of the given slots (by [`ImageSlot::index`])
@@ -570,25 +454,7 @@ impl Protocol {
         req: &ProxyRequest<'_>,
         replacements: &[(usize, Vec<u8>)],
     ) -> Result<Rewritten, ProtocolError> {
-        match self {
-            Protocol::GoogleVision => {
-                google::replace_images(req.body, replacements).map(Rewritten::body)
-            }
-            Protocol::Rekognition => {
-                rekognition::replace_images(req.body, replacements).map(Rewritten::body)
-            }
-            Protocol::Baidu => baidu::replace_images(req.body, replacements).map(Rewritten::body),
-            Protocol::FacePlusPlus => {
-                facepp::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
-            }
-            Protocol::Azure => {
-                azure::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
-            }
-            Protocol::KServe => kserve::replace_images(req.headers, req.body, replacements),
-            Protocol::TorchServe => {
-                torchserve::replace_images(req.headers, req.body, replacements).map(Rewritten::body)
-            }
-        }
+        self.api().replace_images(req, replacements)
     }
 }
 

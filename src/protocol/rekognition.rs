@@ -28,11 +28,13 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result};
+use super::shape::{ApiError, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -40,6 +42,7 @@ use super::{
     encode_base64, excerpt, is_success, labels_from, normalise_score, parse_json, read_answer,
     read_request, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 /// The fields of a `DetectLabels` request this crate reads. The proxy rewrites the `Value`
 /// the request was read from, so every other field goes up as sent.
@@ -369,7 +372,7 @@ fn error_response(kind: &str, message: &str) -> BackendResponse {
 fn render_error(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::Rekognition,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+        &ApiError::new(status, Kind::Name(kind), message),
     )
 }
 
@@ -474,6 +477,105 @@ fn find_image<'r>(request: &'r DetectLabelsRequest<'_>) -> Result<Found<&'r str>
         path: "Image".to_owned(),
         fields: "Bytes nor S3Object",
     }))
+}
+
+/// The `X-Amz-Target` header as text, `None` when absent or not text.
+fn target_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(TARGET_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// The Rekognition DetectLabels adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::Rekognition`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rekognition;
+
+impl Api for Rekognition {
+    fn name(&self) -> &'static str {
+        "rekognition"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let kind = err.kind.name();
+        let extra = vec![("x-amzn-ErrorType".to_owned(), kind.to_owned())];
+        (json!({"__type": kind, "Message": err.message}), extra)
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "InvalidParameterException",
+            403 => "AccessDeniedException",
+            404 | 405 => "UnknownOperationException",
+            413 => "ImageTooLargeException",
+            429 => "ThrottlingException",
+            502..=504 => "ServiceUnavailableException",
+            _ => "InternalServerError",
+        })
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        Some(MAX_IMAGE_BYTES)
+    }
+
+    fn recognizes(&self, route: &str, headers: &HeaderMap) -> bool {
+        route == "/" && target_of(headers) == Some(TARGET)
+    }
+
+    fn owns(&self, method: &Method, route: &str, headers: &HeaderMap) -> bool {
+        method == Method::POST
+            && route == "/"
+            && target_of(headers).is_some_and(|t| t.starts_with("RekognitionService."))
+    }
+
+    fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
+        client_request(image, max_labels)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for Rekognition {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        _reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        render_backend_response(results)
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! Every API's error shape, in one place: the local backend's errors
+//! Every API's errors are rendered here: the local backend's
 //! ([`super::Protocol::render_backend_error`], [`super::Protocol::render_throttled`]) and the
-//! proxy's own ([`proxy_error`]) are written here, so that a client of an API reads every
-//! error it gets the same way, whoever made it.
+//! proxy's own ([`proxy_error`]), so that a client of an API reads every error it gets the same
+//! way, whoever made it. Each API's body, content type and kinds come from its adapter
+//! ([`super::Api::error_body`], [`super::Api::content_type`], [`super::Api::proxy_kind`]); the
+//! shapes, for reference:
 //!
 //! | API | body | kind |
 //! |---|---|---|
@@ -13,12 +15,11 @@
 //! | KServe / Triton | `{"error": "message"}` | none |
 //! | TorchServe | `{"code": HTTP, "type", "message"}` | `type` |
 //!
-//! [`proxy_kind`] is the one table from an HTTP status the proxy answers with to each API's
-//! kind.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! [`proxy_kind`] is the table from an HTTP status the proxy answers with to each API's
+//! kind, one column per adapter.
 
 use axum::http::StatusCode;
+#[cfg(test)]
 use serde_json::json;
 
 use super::{BackendResponse, Protocol};
@@ -68,145 +69,36 @@ impl<'a> ApiError<'a> {
     }
 }
 
-/// The content type each API answers JSON with.
-pub fn content_type(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::GoogleVision => super::google::CONTENT_TYPE,
-        Protocol::Rekognition => super::rekognition::CONTENT_TYPE,
-        Protocol::Baidu => super::baidu::CONTENT_TYPE,
-        Protocol::FacePlusPlus => super::facepp::CONTENT_TYPE,
-        Protocol::Azure => super::azure::CONTENT_TYPE,
-        Protocol::KServe => super::kserve::JSON_CONTENT_TYPE,
-        Protocol::TorchServe => super::torchserve::CONTENT_TYPE,
-    }
-}
-
-/// `err` in `protocol`'s error shape (see the module doc).
-pub fn render(protocol: Protocol, err: &ApiError<'_>) -> BackendResponse {
-    let ApiError {
-        status,
-        kind,
-        message,
-        request_id,
-    } = *err;
-    let with_detail = |text: &str| {
-        if message.is_empty() {
+impl ApiError<'_> {
+    /// `text`, then `: message` when there is a message: how Face++ and Baidu write an
+    /// error after their code's text.
+    pub fn with_detail(&self, text: &str) -> String {
+        if self.message.is_empty() {
             text.to_owned()
         } else {
-            format!("{text}: {message}")
+            format!("{text}: {}", self.message)
         }
-    };
-    let mut extra = Vec::new();
-    let body = match protocol {
-        Protocol::GoogleVision => json!({"error": {
-            "code": status.as_u16(),
-            "message": message,
-            "status": kind.name(),
-        }}),
-        Protocol::Rekognition => {
-            extra.push(("x-amzn-ErrorType".to_owned(), kind.name().to_owned()));
-            json!({"__type": kind.name(), "Message": message})
-        }
-        Protocol::Baidu => {
-            let (code, text) = match kind {
-                Kind::Code(code, text) => (code, text),
-                other => (BAIDU_INTERNAL.0, other.name()),
-            };
-            json!({"error_code": code, "error_msg": with_detail(text), "log_id": fresh_log_id()})
-        }
-        Protocol::FacePlusPlus => json!({
-            "time_used": 0,
-            "error_message": with_detail(kind.name()),
-            "request_id": request_id.map_or_else(facepp_request_id, str::to_owned),
-        }),
-        Protocol::Azure => {
-            let mut error = json!({"code": kind.name(), "message": message});
-            if let Kind::Nested(_, inner) = kind {
-                error["innererror"] = json!({"code": inner, "message": message});
-            }
-            json!({ "error": error })
-        }
-        Protocol::KServe => json!({ "error": message }),
-        Protocol::TorchServe => json!({
-            "code": status.as_u16(),
-            "type": kind.name(),
-            "message": message,
-        }),
-    };
-    BackendResponse::json(status, content_type(protocol), extra, &body)
+    }
 }
 
-/// Baidu's `internal error`, for a kind Baidu has no code for.
-const BAIDU_INTERNAL: (i64, &str) = (282_000, "internal error");
+/// The content type each API answers JSON with ([`super::Api::content_type`]).
+pub fn content_type(protocol: Protocol) -> &'static str {
+    protocol.api().content_type()
+}
 
-/// The table: which kind each API gives an error the proxy answers with `status` itself.
-/// Statuses the proxy never makes fall back to the API's generic server error.
+/// `err` in `protocol`'s error shape (see the module doc): the body and headers of
+/// [`super::Api::error_body`], the status and the API's content type.
+pub fn render(protocol: Protocol, err: &ApiError<'_>) -> BackendResponse {
+    let api = protocol.api();
+    let (body, extra) = api.error_body(err);
+    BackendResponse::json(err.status, api.content_type(), extra, &body)
+}
+
+/// The table: which kind each API gives an error the proxy answers with `status` itself
+/// ([`super::Api::proxy_kind`]). Statuses the proxy never makes fall back to the API's
+/// generic server error.
 pub fn proxy_kind(protocol: Protocol, status: StatusCode) -> Kind<'static> {
-    let s = status.as_u16();
-    match protocol {
-        // google.rpc.Code, by its documented HTTP mapping.
-        Protocol::GoogleVision => Kind::Name(match s {
-            400 | 413 => "INVALID_ARGUMENT",
-            403 => "PERMISSION_DENIED",
-            404 => "NOT_FOUND",
-            405 => "UNIMPLEMENTED",
-            429 => "RESOURCE_EXHAUSTED",
-            502 | 503 => "UNAVAILABLE",
-            408 | 504 => "DEADLINE_EXCEEDED",
-            _ => "INTERNAL",
-        }),
-        Protocol::Rekognition => Kind::Name(match s {
-            400 | 408 => "InvalidParameterException",
-            403 => "AccessDeniedException",
-            404 | 405 => "UnknownOperationException",
-            413 => "ImageTooLargeException",
-            429 => "ThrottlingException",
-            502..=504 => "ServiceUnavailableException",
-            _ => "InternalServerError",
-        }),
-        Protocol::Baidu => {
-            let (code, text) = match s {
-                400 | 408 => (216_100, "invalid param"),
-                403 => (6, "No permission to access data"),
-                404 | 405 => (3, "Unsupported openapi method"),
-                413 => (216_202, "image size error"),
-                429 | 503 => (18, "Open api qps request limit reached"),
-                502 | 504 => (2, "Service temporarily unavailable"),
-                _ => BAIDU_INTERNAL,
-            };
-            Kind::Code(code, text)
-        }
-        Protocol::FacePlusPlus => Kind::Name(match s {
-            400 | 408 => "BAD_ARGUMENTS",
-            403 => "AUTHORIZATION_ERROR",
-            404 | 405 => "API_NOT_FOUND",
-            413 => "Request Entity Too Large",
-            429 | 503 => "CONCURRENCY_LIMIT_EXCEEDED",
-            _ => "INTERNAL_ERROR",
-        }),
-        Protocol::Azure => match s {
-            400 => Kind::Name("InvalidRequest"),
-            408 => Kind::Nested("InvalidRequest", "Timeout"),
-            413 => Kind::Nested("InvalidRequest", "InvalidImageSize"),
-            403 => Kind::Name("403"),
-            404 => Kind::Name("404"),
-            405 => Kind::Name("405"),
-            429 => Kind::Name("429"),
-            504 => Kind::Nested("ServiceUnavailable", "Timeout"),
-            502 | 503 => Kind::Name("ServiceUnavailable"),
-            _ => Kind::Name("InternalServerError"),
-        },
-        Protocol::KServe => Kind::Name(""),
-        Protocol::TorchServe => Kind::Name(match s {
-            400 | 408 => "BadRequestException",
-            403 => "InvalidKeyException",
-            404 => "ResourceNotFoundException",
-            405 => "MethodNotAllowedException",
-            413 => "RequestEntityTooLargeException",
-            429 | 502..=504 => "ServiceUnavailableException",
-            _ => "InternalServerException",
-        }),
-    }
+    protocol.api().proxy_kind(status)
 }
 
 /// An error the proxy answers itself, in `protocol`'s shape: the status kept, the kind from
@@ -227,19 +119,6 @@ pub fn proxy_error(
             request_id: Some(request_id),
         },
     )
-}
-
-/// A random Baidu `log_id` below 2^53, so that JavaScript clients read it exactly.
-pub(crate) fn fresh_log_id() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0 >> 11
-}
-
-/// A request id as Face++ writes them: `unix seconds,uuid`.
-pub(crate) fn facepp_request_id() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{seconds},{}", uuid::Uuid::new_v4().hyphenated())
 }
 
 #[cfg(test)]

@@ -25,16 +25,19 @@
 //!   inference path it does not compress ([`owns_path`]), to the TorchServe upstream as it
 //!   came.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart};
 use super::one_image::{Found, only_result, single_replacement, slot};
+use super::shape::{ApiError, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
     normalise_score, parse_json, wire_number,
 };
+use super::{ProxyRequest, Rewritten};
 
 /// The model name the client asks for; the local backend answers to any name.
 pub const DEFAULT_MODEL: &str = "classifier";
@@ -295,7 +298,7 @@ pub fn render_ping() -> BackendResponse {
 fn error_response(status: StatusCode, kind: &str, message: &str) -> BackendResponse {
     super::shape::render(
         super::Protocol::TorchServe,
-        &super::shape::ApiError::new(status, super::shape::Kind::Name(kind), message),
+        &ApiError::new(status, Kind::Name(kind), message),
     )
 }
 
@@ -410,6 +413,105 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<Body<'a>>,
             fields: "image bytes nor a multipart data part",
         })),
         _ => Ok(Found::Inline(Body::Raw(body))),
+    }
+}
+
+/// The TorchServe adapter: [`Api`] and [`Emulated`], forwarding to this file's functions;
+/// registered as [`super::Protocol::TorchServe`].
+#[derive(Debug, Clone, Copy)]
+pub struct TorchServe;
+
+impl Api for TorchServe {
+    fn name(&self) -> &'static str {
+        "torchserve"
+    }
+
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn error_body(&self, err: &ApiError<'_>) -> (Value, Vec<(String, String)>) {
+        let body = json!({
+            "code": err.status.as_u16(),
+            "type": err.kind.name(),
+            "message": err.message,
+        });
+        (body, Vec::new())
+    }
+
+    fn proxy_kind(&self, status: StatusCode) -> Kind<'static> {
+        Kind::Name(match status.as_u16() {
+            400 | 408 => "BadRequestException",
+            403 => "InvalidKeyException",
+            404 => "ResourceNotFoundException",
+            405 => "MethodNotAllowedException",
+            413 => "RequestEntityTooLargeException",
+            429 | 502..=504 => "ServiceUnavailableException",
+            _ => "InternalServerException",
+        })
+    }
+
+    fn max_image_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    fn max_images(&self) -> Option<usize> {
+        None
+    }
+
+    fn recognizes(&self, route: &str, _headers: &HeaderMap) -> bool {
+        model_of(route).is_some()
+    }
+
+    fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
+        owns_path(route)
+    }
+
+    fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
+        client_request(image)
+    }
+
+    fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
+        parse_answer(status, body)
+    }
+
+    fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
+        extract_images(req.headers, req.body)
+    }
+
+    fn replace_images(
+        &self,
+        req: &ProxyRequest<'_>,
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Rewritten, ProtocolError> {
+        replace_images(req.headers, req.body, replacements).map(Rewritten::body)
+    }
+}
+
+impl Emulated for TorchServe {
+    fn parse_backend_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BackendRequest, ProtocolError> {
+        parse_backend_request(path, headers, body)
+    }
+
+    fn render_backend_response(
+        &self,
+        _reply: &super::Reply,
+        results: Vec<Result<Answer, ImageProblem>>,
+    ) -> BackendResponse {
+        render_backend_response(results)
+    }
+
+    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
+        render_backend_error(err)
+    }
+
+    fn render_throttled(&self) -> BackendResponse {
+        render_throttled()
     }
 }
 
