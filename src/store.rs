@@ -166,12 +166,23 @@ impl Store {
     }
 
     /// A named value, if set.
+    ///
+    /// A damaged value (not UTF-8, or stored as a blob) comes back with replacement
+    /// characters rather than as an error: the caller's parse then fails on it as on any
+    /// damaged value, and it starts fresh instead of refusing to start.
     pub fn get_kv(&self, key: &str) -> Result<Option<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT value FROM kv WHERE key = ?1")?;
         let mut rows = stmt.query([key])?;
         Ok(match rows.next()? {
-            Some(row) => Some(row.get(0)?),
+            Some(row) => Some(match row.get_ref(0)? {
+                rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                rusqlite::types::ValueRef::Null => String::new(),
+                rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                rusqlite::types::ValueRef::Real(f) => f.to_string(),
+            }),
             None => None,
         })
     }
@@ -206,6 +217,15 @@ mod tests {
         store.put_kv("a", "2").unwrap();
         assert_eq!(store.get_kv("a").unwrap().as_deref(), Some("2"));
         assert_eq!(store.get_kv("b").unwrap(), None);
+        // Bit rot: a value that is not UTF-8 reads back damaged, not as an error.
+        store
+            .conn()
+            .execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES ('c', CAST(X'7B22FF22' AS TEXT))",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.get_kv("c").unwrap().as_deref(), Some("{\"\u{FFFD}\""));
     }
 
     #[test]

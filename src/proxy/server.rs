@@ -69,8 +69,12 @@ pub enum ServeError {
     NoUpstream,
     /// The agent did not load. [`OnlineError::NotCalibrated`] names `agent.checkpoint`
     /// itself; the other errors get it here.
-    #[error("{}", agent_error(path, source))]
-    Agent { path: PathBuf, source: OnlineError },
+    #[error("{}", agent_error(path, state, source))]
+    Agent {
+        path: PathBuf,
+        state: PathBuf,
+        source: Box<OnlineError>,
+    },
     #[error("upstream `local`: cannot load the built-in backend model {path}: {source}")]
     Backend { path: PathBuf, source: ModelError },
     #[error("cannot listen on {key} = {addr}: {source}")]
@@ -91,9 +95,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-fn agent_error(path: &std::path::Path, source: &OnlineError) -> String {
+fn agent_error(path: &std::path::Path, state: &std::path::Path, source: &OnlineError) -> String {
     match source {
         OnlineError::NotCalibrated { .. } => source.to_string(),
+        // The agent's own state, not the checkpoint, could not be read or written.
+        OnlineError::Store(_) => {
+            format!("state.dir = {} (state.sqlite): {source}", state.display())
+        }
         _ => format!("agent.checkpoint = {}: {source}", path.display()),
     }
 }
@@ -181,7 +189,13 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
                 );
                 None
             }
-            Err(source) => return Err(ServeError::Agent { path, source }),
+            Err(source) => {
+                return Err(ServeError::Agent {
+                    path,
+                    state: cfg.state.dir.clone(),
+                    source: Box::new(source),
+                });
+            }
         }
     };
     let admin_token = super::admin::AdminToken::load(
