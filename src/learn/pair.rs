@@ -108,6 +108,13 @@ pub struct PairConfig {
     /// to certify a pair near the target: without this a default only ever goes up (stream
     /// runs 4–7, `docs/bench/notes.md`).
     pub probe_images: u64,
+    /// A probe is a trial: once the probed pair has this many fresh audits (paid at
+    /// `learn_share`), its lower bound at `hold_z` must clear the target, or the default
+    /// steps back up to the pair the probe came from (0 = the probed pair stays unless the
+    /// default check steps it up). Without it a probe on rising margins brought back a pair
+    /// 1–3 points under the target that the budget could not reject for a whole deployment
+    /// (stream run 8, `docs/bench/notes.md`).
+    pub probe_trial_audits: usize,
     /// Standard errors between the fast and slow moving averages of the served answers'
     /// top-1 margin that mean the scenery changed (0 = off).
     pub margin_alarm_sigmas: f64,
@@ -137,6 +144,7 @@ impl Default for PairConfig {
             check_min_audits: 40,
             hold_z: 1.0,
             probe_images: 1500,
+            probe_trial_audits: 120,
             margin_alarm_sigmas: 5.0,
             deviation_floor: 0.98,
             deviation_min_audits: 40,
@@ -320,6 +328,8 @@ pub struct PairStatus {
     pub deviation: DeviationStatus,
     /// Operator relearns (`POST /agent/relearn`).
     pub relearns: u64,
+    /// Probes whose pair failed its trial (`pair.probe_trial_audits`) and stepped back up.
+    pub trials_failed: u64,
 }
 
 /// The live pair learner (see the module doc).
@@ -372,6 +382,12 @@ pub struct LivePair {
     /// Operator relearns (`POST /agent/relearn`).
     #[serde(default)]
     relearns: u64,
+    /// A probe on trial: the pair it stepped down from (`probe_trial_audits`).
+    #[serde(default)]
+    trial_from: Option<usize>,
+    /// Probes whose pair failed its trial and stepped back up.
+    #[serde(default)]
+    trials_failed: u64,
     served_bytes: u64,
     original_bytes: u64,
     estimation_bytes: u64,
@@ -415,6 +431,8 @@ impl LivePair {
             probing: false,
             gate: DeviationGate::default(),
             relearns: 0,
+            trial_from: None,
+            trials_failed: 0,
             served_bytes: 0,
             original_bytes: 0,
             estimation_bytes: 0,
@@ -719,6 +737,7 @@ impl LivePair {
             self.recent.clear();
             self.remember_step(from);
             self.since_stepup = 0;
+            self.trial_from = None;
             tracing::warn!(
                 from = %self.actions[from],
                 now = %self.actions[self.default],
@@ -726,12 +745,50 @@ impl LivePair {
             );
         }
         self.choose();
+        self.judge_trial();
         if self.probing
+            && self.trial_from.is_none()
             && (self.served != self.default
                 || self.stats[self.default].agreed().1 >= self.cfg.check_min_audits)
         {
             self.probing = false;
         }
+    }
+
+    /// A probed pair on trial keeps its place once it has `probe_trial_audits` fresh audits
+    /// and its lower bound at `hold_z` clears the target; otherwise the default steps back
+    /// up to the pair the probe came from (and may be probed again `probe_images` later).
+    /// A cheaper certified pair taking over ends the trial too.
+    fn judge_trial(&mut self) {
+        let Some(up) = self.trial_from else {
+            return;
+        };
+        let d = self.default;
+        if self.served != d {
+            self.trial_from = None;
+            return;
+        }
+        let (ok, n) = self.stats[d].agreed();
+        if n < self.cfg.probe_trial_audits {
+            return;
+        }
+        self.trial_from = None;
+        if wilson(ok, n, self.cfg.hold_z).0 >= self.cfg.target_agreement {
+            return;
+        }
+        self.default = up;
+        self.trials_failed += 1;
+        self.recent.clear();
+        self.remember_step(d);
+        self.since_stepup = 0;
+        self.choose();
+        tracing::warn!(
+            probed = %self.actions[d],
+            now = %self.actions[up],
+            agreed = ok,
+            audits = n,
+            "the probed pair failed its trial; stepped back up"
+        );
     }
 
     /// The default is served uncertified and its own audits say it misses the target: at
@@ -795,6 +852,11 @@ impl LivePair {
         self.drifts += 1;
         self.since_stepup = 0;
         self.probing = false;
+        self.trial_from = None;
+        if !up && self.default != from && self.cfg.probe_trial_audits > 0 {
+            self.trial_from = Some(from);
+            self.probing = true;
+        }
     }
 
     /// An operator's relearn (`POST /agent/relearn`: a new camera, a new site): every audit
@@ -811,6 +873,7 @@ impl LivePair {
         self.since_change = 0;
         self.since_stepup = 0;
         self.probing = false;
+        self.trial_from = None;
         self.relearns += 1;
         self.choose();
     }
@@ -849,6 +912,9 @@ impl LivePair {
         self.since_stepup = 0;
         self.probes += 1;
         self.probing = true;
+        if self.cfg.probe_trial_audits > 0 {
+            self.trial_from = Some(from);
+        }
         self.choose();
         tracing::info!(
             from = %self.actions[from],
@@ -943,6 +1009,7 @@ impl LivePair {
             pairs,
             deviation: self.gate.status(),
             relearns: self.relearns,
+            trials_failed: self.trials_failed,
         }
     }
 }
@@ -1146,6 +1213,53 @@ mod tests {
         assert!(
             at_prior >= 2000 && at_prior > at_prior_never + 1000,
             "the prior came back in the easier scenery: {at_prior} vs {at_prior_never} of 4000"
+        );
+    }
+
+    #[test]
+    fn a_probed_pair_under_the_target_fails_its_trial_and_steps_back_up() {
+        // Scenery A: the prior (q95@960) at 90 %, q95 at >= 1280 px at 99.5 %: the default
+        // steps up. Scenery B: the prior at 95.5 %, 1.5 points under the target, close enough
+        // that the default check cannot reject it on the few audits after a probe.
+        let scenery = |prior_p: f64| {
+            move |a: Action| {
+                let side = a.max_side.unwrap_or(u32::MAX);
+                if a.quality.is_none_or(|q| q >= 95) && side >= 1280 {
+                    0.995
+                } else if a.quality.is_none_or(|q| q >= 95) && side >= 960 {
+                    prior_p
+                } else {
+                    0.85
+                }
+            }
+        };
+        let run = |trial: usize| {
+            let mut l = learner();
+            l.cfg.probe_trial_audits = trial;
+            let prior = l.served();
+            stream(&mut l, 1500, 5, scenery(0.90));
+            // (the prior is q95@960, the pair at `prior_p`)
+            let after_a = l.status().default_stepups;
+            let mut at_prior = 0;
+            for i in 0..4000 {
+                stream(&mut l, 1, 500 + i, scenery(0.955));
+                at_prior += usize::from(l.served() == prior);
+            }
+            (after_a, at_prior, l.status())
+        };
+        let (after_a, with_trial, st) = run(120);
+        let (_, without, st_without) = run(0);
+        eprintln!(
+            "scenery B: {with_trial} of 4000 images at the under-target prior with trials \
+             ({} probes, {} failed), {without} without ({} probes)",
+            st.probes, st.trials_failed, st_without.probes
+        );
+        assert!(after_a >= 1, "scenery A stepped the default up");
+        assert!(st.probes >= 1 && st.trials_failed >= 1, "{st:?}");
+        assert_eq!(st_without.trials_failed, 0);
+        assert!(
+            with_trial * 2 < without,
+            "trials keep the under-target prior off: {with_trial} vs {without} of 4000"
         );
     }
 
