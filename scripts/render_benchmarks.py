@@ -219,7 +219,7 @@ def main():
           "local backend running Lite2, through a hop that counts every upstream byte (estimation "
           "included). \"vs best pair\" and \"vs certified pair\" compare with the deployment's best "
           "fixed pair in hindsight (97 % top-1) and the cheapest pair whose 95 % lower bound clears 97 %, "
-          "both measured on a subsample.\n")
+          "the rows \"750+\" measured on every upload 750+ over all 41 pairs of the action set, the rows \"all\" on a subsample (every 10th upload).\n")
         if lines and lines[0].startswith("# "):
             w(lines[0][2:] + "\n")
         if head is not None:
