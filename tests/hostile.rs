@@ -454,6 +454,11 @@ async fn the_admin_token_guards_relearn_and_is_never_shown() {
     assert_eq!(status["pair"]["relearns"], 1, "{status}");
     assert_eq!(status["pair"]["learning"], true, "{status}");
     assert_eq!(agent_of(&p).await["pair"]["relearns"], 1);
+    assert!(
+        metrics_of(&p)
+            .await
+            .contains("adacompress_pair_relearns_total 1")
+    );
     for (method, path) in [
         (reqwest::Method::POST, "/agent/retrain"),
         (reqwest::Method::DELETE, "/agent/memory"),

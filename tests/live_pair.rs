@@ -127,6 +127,7 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     assert!(metrics.contains("adacompress_pair_target_agreement 0.97"));
     assert!(metrics.contains("adacompress_pair_margin_alarms_total 0"));
     assert!(metrics.contains("adacompress_pair_deviations_total 0"));
+    assert!(metrics.contains("adacompress_pair_trials_failed_total 0"));
     assert!(metrics.contains("adacompress_pair_deviation_threshold 2"));
     // Every action of the set has a row, so a drift that forgets audits leaves no stale
     // bound behind; the original is exact.

@@ -186,6 +186,8 @@ pub fn refresh(s: &ProxyState) {
         (&m.pair_margin_alarms, pair.margin_alarms),
         (&m.pair_probes, pair.probes),
         (&m.pair_deviations, pair.deviation.deviated),
+        (&m.pair_trials_failed, pair.trials_failed),
+        (&m.pair_relearns, pair.relearns),
     ] {
         let seen = counter.get();
         if total > seen {

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub pair_margin_alarms: Counter,
     pub pair_probes: Counter,
     pub pair_deviations: Counter,
+    pub pair_trials_failed: Counter,
+    pub pair_relearns: Counter,
     pub pair_deviation_threshold: FloatGauge,
     pub pair_target: FloatGauge,
     pub pair_estimation_share: FloatGauge,
@@ -229,6 +231,8 @@ impl Metrics {
             pair_margin_alarms: Counter::default(),
             pair_probes: Counter::default(),
             pair_deviations: Counter::default(),
+            pair_trials_failed: Counter::default(),
+            pair_relearns: Counter::default(),
             pair_deviation_threshold: FloatGauge::default(),
             pair_target: FloatGauge::default(),
             pair_estimation_share: FloatGauge::default(),
@@ -371,6 +375,16 @@ impl Metrics {
             "adacompress_pair_deviations",
             "Images sent at their deviation candidate (a pair cheaper than the served one) because the audits back the head's prediction for it.",
             m.pair_deviations.clone(),
+        );
+        registry.register(
+            "adacompress_pair_trials_failed",
+            "Probes whose pair failed its trial (pair.probe_trial_audits) and stepped back up.",
+            m.pair_trials_failed.clone(),
+        );
+        registry.register(
+            "adacompress_pair_relearns",
+            "Operator relearns (POST /agent/relearn on the admin port).",
+            m.pair_relearns.clone(),
         );
         registry.register(
             "adacompress_pair_deviation_threshold",
