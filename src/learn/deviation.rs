@@ -68,14 +68,27 @@ pub struct DeviationStatus {
     pub switched_off: u64,
 }
 
-/// The deviation candidate of one image: the cheapest action whose cost is below the served
-/// pair's and whose prediction is at least `floor`, with its prediction.
-pub fn candidate(p: &[f32], cost: &[f64], served: usize, floor: f32) -> Option<(usize, f32)> {
-    let limit = *cost.get(served)?;
-    (0..p.len().min(cost.len()))
-        .filter(|&a| a != served && cost[a] < limit && p[a] >= floor)
-        .min_by(|&a, &b| cost[a].total_cmp(&cost[b]))
-        .map(|a| (a, p[a]))
+/// The deviation candidate of one image: among the first `n` actions, the cheapest whose
+/// `cost` is below the served pair's and whose prediction is at least `floor`, with its
+/// prediction.
+pub fn candidate(
+    p: &[f32],
+    n: usize,
+    cost: impl Fn(usize) -> f64,
+    served: usize,
+    floor: f32,
+) -> Option<(usize, f32)> {
+    let n = n.min(p.len());
+    if served >= n {
+        return None;
+    }
+    let limit = cost(served);
+    (0..n)
+        .filter(|&a| a != served && p[a] >= floor)
+        .map(|a| (a, cost(a)))
+        .filter(|&(_, c)| c < limit)
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map(|(a, _)| (a, p[a]))
 }
 
 impl DeviationGate {
@@ -191,15 +204,16 @@ mod tests {
     #[test]
     fn the_candidate_is_the_cheapest_confident_action_below_the_served_pair() {
         let p = [1.0, 0.99, 0.95, 0.7];
-        let cost = [1.0, 0.6, 0.3, 0.1];
-        assert_eq!(candidate(&p, &cost, 0, 0.9), Some((2, 0.95)));
-        assert_eq!(candidate(&p, &cost, 0, 0.98), Some((1, 0.99)));
+        let costs = [1.0, 0.6, 0.3, 0.1];
+        let cost = |a: usize| costs[a];
+        assert_eq!(candidate(&p, 4, cost, 0, 0.9), Some((2, 0.95)));
+        assert_eq!(candidate(&p, 4, cost, 0, 0.98), Some((1, 0.99)));
         // Nothing below the served pair is confident enough.
-        assert_eq!(candidate(&p, &cost, 1, 0.98), None);
+        assert_eq!(candidate(&p, 4, cost, 1, 0.98), None);
         // Never the served pair itself, never a dearer one.
-        assert_eq!(candidate(&p, &cost, 2, 0.5), Some((3, 0.7)));
-        assert_eq!(candidate(&p, &cost, 3, 0.0), None);
-        assert_eq!(candidate(&p, &cost, 9, 0.0), None);
+        assert_eq!(candidate(&p, 4, cost, 2, 0.5), Some((3, 0.7)));
+        assert_eq!(candidate(&p, 4, cost, 3, 0.0), None);
+        assert_eq!(candidate(&p, 4, cost, 9, 0.0), None);
     }
 
     /// Images whose candidate agrees with probability `truth(p)`, p uniform in [0.98, 1]

@@ -827,9 +827,7 @@ impl LivePair {
     /// (else keep serving it as the default), and start a learning phase.
     fn drift(&mut self, up: bool) {
         let from = self.served;
-        for s in &mut self.stats {
-            s.outcomes.clear();
-        }
+        self.forget();
         self.default = if up {
             self.step_up(from)
         } else if self.cfg.probe_images > 0
@@ -845,14 +843,7 @@ impl LivePair {
         if up && self.default != from {
             self.remember_step(from);
         }
-        self.recent.clear();
-        self.gate.clear();
-        self.margins = MarginWatch::default();
-        self.since_change = 0;
         self.drifts += 1;
-        self.since_stepup = 0;
-        self.probing = false;
-        self.trial_from = None;
         if !up && self.default != from && self.cfg.probe_trial_audits > 0 {
             self.trial_from = Some(from);
             self.probing = true;
@@ -863,10 +854,19 @@ impl LivePair {
     /// and the deviation gate's evidence are forgotten, the pair served now becomes the
     /// default, and a learning phase starts. Not counted as a drift.
     pub fn relearn(&mut self) {
+        self.forget();
+        self.default = self.served;
+        self.relearns += 1;
+        self.choose();
+    }
+
+    /// What a drift and a relearn share: every audit, the drift window, the deviation
+    /// gate's evidence and the margin baseline are dropped, any probe or trial ends, and a
+    /// learning phase starts.
+    fn forget(&mut self) {
         for s in &mut self.stats {
             s.outcomes.clear();
         }
-        self.default = self.served;
         self.recent.clear();
         self.gate.clear();
         self.margins = MarginWatch::default();
@@ -874,8 +874,6 @@ impl LivePair {
         self.since_stepup = 0;
         self.probing = false;
         self.trial_from = None;
-        self.relearns += 1;
-        self.choose();
     }
 
     /// Remembers a default stepped up from, for a later probe (the 8 most recent).
@@ -939,16 +937,20 @@ impl LivePair {
         if self.cfg.deviation_floor > 1.0 {
             return None;
         }
-        let cost: Vec<f64> = (0..self.actions.len())
-            .map(|a| {
-                if self.is_keep(a) {
-                    f64::INFINITY
-                } else {
-                    self.cost(a)
-                }
-            })
-            .collect();
-        super::deviation::candidate(p, &cost, self.served, self.cfg.deviation_floor as f32)
+        let cost = |a: usize| {
+            if self.is_keep(a) {
+                f64::INFINITY
+            } else {
+                self.cost(a)
+            }
+        };
+        super::deviation::candidate(
+            p,
+            self.actions.len(),
+            cost,
+            self.served,
+            self.cfg.deviation_floor as f32,
+        )
     }
 
     /// Whether an image whose candidate is predicted at `p` goes up at the candidate.
