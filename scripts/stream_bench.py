@@ -355,6 +355,8 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
                 top1=top1(data), reference=cache.get(r["sha256"]),
                 agent_state=state,
                 deviated=int(metric(m, "adacompress_pair_deviations_total") - metric(m_prev, "adacompress_pair_deviations_total")),
+                reasked=int(metric(m, "adacompress_reasks_total") - metric(m_prev, "adacompress_reasks_total")),
+                reask_bytes=int(metric(m, "adacompress_reask_bytes_total") - metric(m_prev, "adacompress_reask_bytes_total")),
                 deviation_threshold=metric(m, "adacompress_pair_deviation_threshold"),
                 latency_ms=round(1000 * (t_ans - ts), 1)))
             m_prev = m
@@ -375,7 +377,9 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
         totals = dict(estimation_bytes_total=metric(m, "adacompress_estimation_bytes_total"),
                       image_bytes_out_total=metric(m, "adacompress_image_bytes_out_total"),
                       image_bytes_in_total=metric(m, "adacompress_image_bytes_in_total"),
-                      deviations_total=metric(m, "adacompress_pair_deviations_total"))
+                      deviations_total=metric(m, "adacompress_pair_deviations_total"),
+                      reasks_total=metric(m, "adacompress_reasks_total"),
+                      reask_bytes_total=metric(m, "adacompress_reask_bytes_total"))
         _s, agent = get(serve.admin, "/agent")
         try:
             totals["deviation_gate"] = json.loads(agent)["pair"]["deviation"]
@@ -501,7 +505,7 @@ def load_stream(out):
     """The per-upload records and totals of a previous run (--rescore)."""
     ints = {"order", "index", "status", "original_bytes", "client_body_bytes", "hop_image_bytes", "hop_body_bytes",
             "hop_requests", "served_bytes", "estimation_bytes", "estimation_uploads", "serve_bytes_out", "retrains",
-            "estimation_bytes_metric_delta", "deviated"}
+            "estimation_bytes_metric_delta", "deviated", "reasked", "reask_bytes"}
     floats = {"p_est", "latency_ms", "deviation_threshold"}
     with open(out + ".csv") as f:
         recs = [{k: (int(v) if k in ints else float(v) if k in floats else v) for k, v in r.items()}
@@ -543,7 +547,9 @@ def summarize(recs, best, cert):
              bytes_vs_original=hop / orig, agreement=k / n, agreement_wilson_lower=wilson_lower(k, n),
              estimation_share=est / hop if hop else 0.0,
              pairs_served=dict(sorted(pairs.items(), key=lambda x: -x[1])[:8]), distinct_pairs=len(pairs),
-             deviated=sum(int(d.get("deviated") or 0) for d in recs))
+             deviated=sum(int(d.get("deviated") or 0) for d in recs),
+             reasked=sum(int(d.get("reasked") or 0) for d in recs),
+             reask_share=sum(int(d.get("reask_bytes") or 0) for d in recs) / hop if hop else 0.0)
     for name, ref in (("best", best), ("certified", cert)):
         if ref:
             s[f"bytes_vs_{name}_pair"] = (hop / orig) / ref["bytes_vs_original"] if ref["bytes_vs_original"] else None
@@ -639,8 +645,8 @@ def render_md(res, path):
          f"pair whose subsample agreement is at least {100*LATE_BAND:.0f} %, cheapest first, until one is "
          "certified (next section). Bytes vs a pair = (stream's bytes / original) ÷ (pair's bytes / original "
          "on the same uploads).", ""]
-    L += ["| deployment | part | uploads | bytes vs original | vs best pair | vs certified pair | top-1 agreement (95 % lower) | estimation share | pairs served (top 3) |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    L += ["| deployment | part | uploads | bytes vs original | vs best pair | vs certified pair | top-1 agreement (95 % lower) | estimation share | re-asked (bytes share) | pairs served (top 3) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for dep, d in res["deployments"].items():
         for part in ("all", "750+"):
             s = d["stream"].get(part)
@@ -649,10 +655,10 @@ def render_md(res, path):
             top = ", ".join(f"{k} {v}" for k, v in list(s["pairs_served"].items())[:3])
             L.append(f"| {dep} | {part} | {s['uploads']} | {pct(s['bytes_vs_original'])} | {ratio(s.get('bytes_vs_best_pair'))} "
                      f"| {ratio(s.get('bytes_vs_certified_pair'))} | {pct(s['agreement'])} ({pct(s['agreement_wilson_lower'])}) "
-                     f"| {pct(s['estimation_share'])} | {top} ({s['distinct_pairs']} distinct) |")
+                     f"| {pct(s['estimation_share'])} | {s.get('reasked', 0)} ({pct(s.get('reask_share', 0.0))}) | {top} ({s['distinct_pairs']} distinct) |")
     s = res["whole_run"]
     L.append(f"| **whole run** | all | {s['uploads']} | {pct(s['bytes_vs_original'])} | | | {pct(s['agreement'])} "
-             f"({pct(s['agreement_wilson_lower'])}) | {pct(s['estimation_share'])} | {s['distinct_pairs']} distinct |")
+             f"({pct(s['agreement_wilson_lower'])}) | {pct(s['estimation_share'])} | {s.get('reasked', 0)} ({pct(s.get('reask_share', 0.0))}) | {s['distinct_pairs']} distinct |")
     late = {dep: d for dep, d in res["deployments"].items() if d.get("late_pairs")}
     if late:
         L += ["", "## Fixed pairs in hindsight over every upload 750+", "",

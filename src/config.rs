@@ -608,6 +608,7 @@ impl Config {
             ("pair.target_agreement", pc.target_agreement),
             ("pair.max_audit_rate", pc.max_audit_rate),
             ("pair.budget_share", pc.budget_share),
+            ("pair.reask_rate", pc.reask_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, v.to_string(), "must be in 0..=1"));

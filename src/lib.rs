@@ -28,7 +28,10 @@
 //!    original goes up when the result is not smaller, and an upload over the API's
 //!    documented size limit is made to fit. Any failure forwards the original.
 //! 5. The adapter puts the image back (Rekognition is re-signed, [`sigv4`]) and the
-//!    upstream's answer returns to the client unchanged. Off the request path, an audited
+//!    upstream's answer returns to the client unchanged, unless the cloud was unsure of an
+//!    image sent at the live pair (its answer's top-1 margin among the lowest
+//!    `pair.reask_rate` of recent ones, [`learn::reask`]): then the client's request goes up
+//!    again as sent and the client gets that answer (`proxy::reask`). Off the request path, an audited
 //!    image's original, candidate pairs and deviation candidate are uploaded and every
 //!    answer is compared with the original's (`proxy::estimate::audit` → [`learn::pair`]
 //!    and [`learn::deviation`], persisted in [`store`]).

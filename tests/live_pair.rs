@@ -165,3 +165,88 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
     );
     assert!(again.shutdown().await);
 }
+
+/// `path` at 1280 px wide and JPEG q95: large enough that the live pair (`q95@960`)
+/// shrinks it, cheaper to make than a 2048-px phone upload.
+fn large_upload(path: &Path) -> Vec<u8> {
+    use adacompress::codec::{self, EncoderMode, Limits};
+    let photo = codec::decode(&std::fs::read(path).unwrap(), &Limits::default())
+        .unwrap()
+        .image;
+    let (w, h) = photo.dimensions();
+    let big = image::imageops::resize(
+        &photo,
+        1280,
+        1280 * h / w,
+        image::imageops::FilterType::Triangle,
+    );
+    codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsure_answer_is_asked_again_as_sent_and_the_client_gets_the_originals_answer() {
+    let (backend, backend_state, _stop) = spawn_backend().await;
+    let state = temp_dir("reask-state");
+    let st = state.clone();
+    // No audits, so every upload the backend sees is a served request or a re-ask; half of
+    // the answers at the pair (the less sure half) are asked again.
+    let proxy = proxy_to(&backend, "reask", move |cfg| {
+        cfg.state.dir = st;
+        no_audits(cfg);
+        cfg.pair.reask_rate = 0.5;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", proxy.proxy_addr);
+    let mut paths: Vec<_> = ["street", "objects"]
+        .iter()
+        .flat_map(|set| std::fs::read_dir(photos(set)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let n = 70;
+    let (mut reasked, mut reasked_bytes) = (0u64, 0u64);
+    for (k, path) in paths.iter().take(n).enumerate() {
+        let image = large_upload(path);
+        let (status, action, body) = google_annotate(&http, &base, &image).await;
+        assert_eq!(status, 200);
+        if let Some(actions) = action.strip_prefix("reasked:") {
+            // Nothing is re-asked before 40 margins at the pair were seen.
+            assert!(k >= adacompress::learn::reask::MIN_MARGINS, "image {k}");
+            assert_eq!(actions, "q95@960");
+            reasked += 1;
+            reasked_bytes += image.len() as u64;
+            // The client got the answer to its own request, as the backend gives it.
+            let (_, _, direct) = google_annotate(&http, &backend, &image).await;
+            assert_eq!(
+                body["responses"][0]["labelAnnotations"],
+                direct["responses"][0]["labelAnnotations"]
+            );
+        } else {
+            assert_eq!(action, "q95@960", "image {k} goes up at the live pair");
+        }
+    }
+    // About half of the 30 images after the window filled (the quantile moves as it goes).
+    assert!(
+        (5..=25).contains(&reasked),
+        "{reasked} of {} re-asked",
+        n - 40
+    );
+    let metrics = metrics_of(&proxy).await;
+    assert_eq!(
+        metric_value(&metrics, "adacompress_reasks_total{outcome=\"answered\"}") as u64,
+        reasked,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "adacompress_reask_bytes_total") as u64,
+        reasked_bytes
+    );
+    // The backend saw each request once, each re-ask once more, and the direct requests.
+    assert_eq!(
+        backend_state.images_classified(),
+        n as u64 + 2 * reasked,
+        "no audits: only served requests, re-asks and this test's direct ones"
+    );
+    assert!(proxy.shutdown().await);
+}

@@ -152,13 +152,18 @@ async fn a_short_stream_is_compressed_agrees_and_accounts_for_every_upstream_byt
     }
 
     let (mut agree, mut original_bytes, mut max_original) = (0usize, 0u64, 0u64);
+    let mut reasked = 0usize;
     for (path, night) in &traffic {
         let image = upload(path, *night);
         original_bytes += image.len() as u64;
         max_original = max_original.max(image.len() as u64);
         let (direct, _) = ask(&http, &backend, &image).await;
         let (served, action) = ask(&http, &base, &image).await;
-        assert!(action.starts_with('q'), "served at a pair: {action}");
+        // An unsure answer at the pair was asked again as sent (`pair.reask_rate`).
+        let pair_action = action.strip_prefix("reasked:");
+        reasked += usize::from(pair_action.is_some());
+        let pair_action = pair_action.unwrap_or(&action);
+        assert!(pair_action.starts_with('q'), "served at a pair: {action}");
         agree += usize::from(top1(&direct).is_some() && top1(&direct) == top1(&served));
         // One upload at a time: let its audit finish (what the full benchmark does too).
         let started = Instant::now();
@@ -174,17 +179,24 @@ async fn a_short_stream_is_compressed_agrees_and_accounts_for_every_upstream_byt
     let hop = hop_bytes.load(Ordering::SeqCst);
     eprintln!(
         "stream: {} uploads, served {:.3}× the originals, estimation {:.3}× the served bytes, \
-         top-1 agreement {:.3}",
+         top-1 agreement {:.3}, {} re-asked",
         traffic.len(),
         served as f64 / original_bytes as f64,
         estimation as f64 / served.max(1) as f64,
-        agree as f64 / traffic.len() as f64
+        agree as f64 / traffic.len() as f64,
+        reasked
     );
+    // Served bytes include the re-asked originals (also counted on their own).
     assert_eq!(
         hop,
         served + estimation,
         "every upstream byte accounted for"
     );
+    assert_eq!(
+        metric(&metrics, "adacompress_reasks_total{outcome=\"answered\"}") as usize,
+        reasked
+    );
+    assert!(metric(&metrics, "adacompress_reask_bytes_total") as u64 <= served);
     assert!(served < original_bytes, "the stream is compressed");
     // The credit bound: at most learn_share of what was served (the share of a learning
     // phase; after one, budget_share is smaller), plus at most 8 originals banked.

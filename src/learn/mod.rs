@@ -7,6 +7,7 @@ pub mod fit;
 pub mod online;
 pub mod pair;
 pub mod photos_env;
+pub mod reask;
 pub mod reward;
 pub mod table;
 pub mod trainer;

@@ -124,6 +124,10 @@ pub struct PairConfig {
     pub deviation_floor: f64,
     /// Audited candidates a deviation threshold needs at least before it can switch on.
     pub deviation_min_audits: usize,
+    /// Share of the images sent at the live pair that also go up as sent when the cloud's
+    /// answer is unsure (its top-1 margin among the lowest this share of recent answers);
+    /// the client gets the answer to the original ([`crate::learn::reask`]). 0 = never.
+    pub reask_rate: f64,
 }
 
 impl Default for PairConfig {
@@ -148,6 +152,7 @@ impl Default for PairConfig {
             margin_alarm_sigmas: 5.0,
             deviation_floor: 0.98,
             deviation_min_audits: 40,
+            reask_rate: 0.05,
         }
     }
 }

@@ -74,6 +74,16 @@ pub struct SlotResult {
     pub audit: Option<Audit>,
 }
 
+impl SlotResult {
+    /// The image went up at the live pair's own action: decided, not deviated, and not
+    /// left as sent. Only such answers say something about the pair.
+    pub fn at_live_pair(&self) -> bool {
+        self.decision
+            .as_ref()
+            .is_some_and(|d| !d.deviated && self.applied == Some(d.action))
+    }
+}
+
 /// An audit the live pair planned for one image, with the image's size.
 #[derive(Debug, Clone)]
 pub struct Audit {

@@ -21,6 +21,7 @@ use super::compress::{ImageWire, Outcome};
 use super::grpc::GrpcWire;
 use super::{ProxyState, UpstreamAnswer, send_upstream, upstream_headers};
 use crate::learn::online::Online;
+use crate::learn::reask::top1_margin;
 use crate::learn::reward::answers_agree;
 use crate::protocol::{Answer, Protocol, ProtocolError, ProxyRequest};
 
@@ -36,10 +37,13 @@ pub struct Pending {
     pub client_headers: HeaderMap,
     pub path_and_query: String,
     pub original_body: Bytes,
-    /// The answer the client got.
+    /// The answer to the upload as compressed (the client's, unless it was re-asked).
     pub served: UpstreamAnswer,
     /// The client's request went up as sent (no slot re-encoded on the request path).
     pub served_original: bool,
+    /// The answer to the request sent again as sent, when the cloud was unsure of `served`
+    /// (stage 4b, `proxy::reask`); the client got this one.
+    pub reasked: Option<UpstreamAnswer>,
     pub outcome: Outcome,
     pub request_id: String,
 }
@@ -56,20 +60,12 @@ fn watch_margin(online: &Online, p: &Pending) {
     let Ok(answers) = parse_for(p, &p.served) else {
         return;
     };
-    for slot in &p.outcome.slots {
-        // Deviated images went up smaller than the pair: their margins are not the pair's.
-        let at_pair = slot
-            .decision
-            .as_ref()
-            .is_some_and(|d| !d.deviated && slot.applied == Some(d.action));
-        if !at_pair {
-            continue;
-        }
-        if let Some(Ok(answer)) = answers.get(slot.index) {
-            let score = |i: usize| answer.labels.get(i).map_or(0.0, |l| f64::from(l.score));
-            if !answer.labels.is_empty() {
-                online.observe_margin(score(0) - score(1));
-            }
+    // Deviated images went up smaller than the pair: their margins are not the pair's.
+    for slot in p.outcome.slots.iter().filter(|x| x.at_live_pair()) {
+        if let Some(Ok(answer)) = answers.get(slot.index)
+            && let Some(margin) = top1_margin(answer)
+        {
+            online.observe_margin(margin);
         }
     }
 }
@@ -157,6 +153,10 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
         // The request went up as sent: the client's answer is the reference, no upload.
         let (reference, mut spent) = if p.served_original {
             (p.served.clone(), 0u64)
+        } else if let Some(reasked) = &p.reasked {
+            // The request was re-asked as sent on the request path: its answer is the
+            // reference, no upload.
+            (reasked.clone(), 0u64)
         } else {
             match upload(&s, &p, &[], original.len()).await {
                 Some(a) => (a, original.len() as u64),
@@ -305,15 +305,20 @@ fn wire(p: &Pending) -> Box<dyn ImageWire + Send + Sync> {
 
 /// The answers of `p`'s API in `a`, per image.
 fn parse_for(p: &Pending, a: &UpstreamAnswer) -> Answers {
-    if p.grpc {
-        return super::grpc::parse_answers(p.protocol, &a.headers, &a.body, a.trailers.as_ref())
+    answers_of(p.protocol, p.grpc, a)
+}
+
+/// The answers of `protocol` (over gRPC when `grpc`) in `a`, per image.
+pub(super) fn answers_of(protocol: Protocol, grpc: bool, a: &UpstreamAnswer) -> Answers {
+    if grpc {
+        return super::grpc::parse_answers(protocol, &a.headers, &a.body, a.trailers.as_ref())
             .unwrap_or_else(|| {
                 Err(ProtocolError::UnexpectedAnswer {
-                    detail: format!("{} gRPC answers are not read", p.protocol.name()),
+                    detail: format!("{} gRPC answers are not read", protocol.name()),
                 })
             });
     }
-    p.protocol.parse_answers(a.status.as_u16(), &a.body)
+    protocol.parse_answers(a.status.as_u16(), &a.body)
 }
 
 fn skipped(s: &ProxyState, reason: &'static str) {

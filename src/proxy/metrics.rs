@@ -35,6 +35,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -76,6 +81,11 @@ pub struct Metrics {
     pub estimation_bytes: Counter,
     pub fitted_to_limit: Counter,
     pub estimation_skipped: Family<ReasonLabel, Counter>,
+    /// Requests sent a second time as sent because the cloud was unsure of the answer at
+    /// the live pair, by outcome (`answered`: the client got the original's answer).
+    pub reasks: Family<OutcomeLabel, Counter>,
+    /// Image bytes of those second uploads (also in `image_bytes_out`).
+    pub reask_bytes: Counter,
     pub agent_state: Family<StateLabel, Gauge>,
     pub agent_version: Gauge,
     pub pair_served: Family<ActionLabel, Gauge>,
@@ -218,6 +228,8 @@ impl Metrics {
             estimation_bytes: Counter::default(),
             fitted_to_limit: Counter::default(),
             estimation_skipped: Family::default(),
+            reasks: Family::default(),
+            reask_bytes: Counter::default(),
             agent_state: Family::default(),
             agent_version: Gauge::default(),
             pair_served: Family::default(),
@@ -310,6 +322,16 @@ impl Metrics {
             "adacompress_estimation_skipped",
             "Audits skipped: busy (no estimation slot or CPU worker free) or error.",
             m.estimation_skipped.clone(),
+        );
+        registry.register(
+            "adacompress_reasks",
+            "Requests also sent as sent because the cloud's answer at the live pair was unsure (pair.reask_rate), by outcome: answered (the client got the original's answer), upstream_status or upstream_error (the client got the first answer).",
+            m.reasks.clone(),
+        );
+        registry.register(
+            "adacompress_reask_bytes",
+            "Image bytes of the re-asked originals (also counted in adacompress_image_bytes_out).",
+            m.reask_bytes.clone(),
         );
         registry.register(
             "adacompress_agent_state",

@@ -28,6 +28,10 @@
 //! 4. `forward`: the upload goes to the upstream ([`send_upstream`]). Unreachable upstream →
 //!    502, too slow → 504, answer over `limits.max_answer_bytes` → 502, each with a JSON
 //!    body saying which and why.
+//!    Then `reask` (stage 4b): when the cloud's answer to an image sent at the live pair is
+//!    unsure (its top-1 margin among the lowest `pair.reask_rate` of the recent ones), the
+//!    client's request goes up again as sent and the client gets that answer
+//!    (`X-AdaCompress-Action: reasked:…`); a failed second request leaves the first answer.
 //! 5. `answer_client`: the upstream's status, headers and body come back unchanged, plus
 //!    `X-AdaCompress-Action`, `X-AdaCompress-Bytes-Saved` and `X-Request-Id`. For an image
 //!    the live pair chose to audit, the original and candidate pairs go up too, off the
@@ -46,6 +50,7 @@ pub mod estimate;
 pub mod grpc;
 pub mod listener;
 pub mod metrics;
+mod reask;
 pub mod server;
 pub mod trust;
 
@@ -945,7 +950,10 @@ async fn stages(
     }
     let upload = compress(s, ctx, &routed, &body).await;
     let answer = forward(s, &routed, &upload, ctx.parts.method.clone()).await?;
-    Ok(answer_client(s, ctx, &routed, body, upload, answer))
+    let reasked = reask::maybe_reask(s, ctx, &routed, &body, &upload, &answer).await;
+    Ok(answer_client(
+        s, ctx, &routed, body, upload, answer, reasked,
+    ))
 }
 
 /// Stage 1: recognise the API and pick its upstream; never a guess (see the module doc).
@@ -1215,24 +1223,33 @@ fn answer_client(
     body: Bytes,
     upload: Upload,
     answer: UpstreamAnswer,
+    reasked: Option<reask::Reasked>,
 ) -> Response {
     let Upload {
         outcome,
         url,
         original: uploaded_all_original,
-        bytes_saved,
+        mut bytes_saved,
         ..
     } = upload;
+    let reask_bytes = reasked.as_ref().map_or(0, |r| r.image_bytes);
+    let reasked = reasked.and_then(|r| r.answer);
+    // The client gets the answer to the original when it was re-asked.
+    let client = reasked.clone().unwrap_or_else(|| answer.clone());
+    if reask_bytes > 0 {
+        bytes_saved = 0;
+    }
     let protocol = routed.protocol;
     let request_id = &ctx.request_id;
     let compressed_call = routed.grpc.filter(|c| c.compress).map(|c| c.api);
     if let Some(p) = protocol.or(compressed_call) {
         let in_bytes: usize = outcome.slots.iter().map(|x| x.original_len).sum();
-        let out_bytes: usize = if uploaded_all_original {
-            in_bytes
-        } else {
-            outcome.slots.iter().map(|x| x.uploaded_len).sum()
-        };
+        let out_bytes: usize = reask_bytes
+            + if uploaded_all_original {
+                in_bytes
+            } else {
+                outcome.slots.iter().map(|x| x.uploaded_len).sum()
+            };
         let l = metrics::ProtocolLabel {
             protocol: p.name().to_owned(),
         };
@@ -1242,19 +1259,22 @@ fn answer_client(
             .get_or_create(&l)
             .inc_by(out_bytes as u64);
     }
-    let mut resp = Response::builder().status(answer.status);
+    let mut resp = Response::builder().status(client.status);
     if let Some(h) = resp.headers_mut() {
-        let listed = connection_listed(&answer.headers);
-        for (name, value) in &answer.headers {
+        let listed = connection_listed(&client.headers);
+        for (name, value) in &client.headers {
             if !is_hop_by_hop(name) && !listed.iter().any(|l| l == name.as_str()) {
                 h.append(name.clone(), value.clone());
             }
         }
-        let actions = if uploaded_all_original && outcome.body.is_some() {
+        let mut actions = if uploaded_all_original && outcome.body.is_some() {
             "original".to_owned()
         } else {
             outcome.action_header(s.cfg.limits.max_header_images)
         };
+        if reasked.is_some() {
+            actions.insert_str(0, "reasked:");
+        }
         if let Ok(v) = HeaderValue::from_str(&actions) {
             h.insert(ACTION_HEADER, v);
         }
@@ -1266,7 +1286,8 @@ fn answer_client(
     tracing::info!(
         id = %request_id,
         protocol = ctx.label.unwrap_or("other"),
-        status = answer.status.as_u16(),
+        status = client.status.as_u16(),
+        reasked = reasked.is_some(),
         actions = %outcome.action_header(s.cfg.limits.max_header_images),
         bytes_saved,
         ms = ctx.started.elapsed().as_millis() as u64,
@@ -1299,16 +1320,17 @@ fn answer_client(
                 client_headers: ctx.parts.headers.clone(),
                 path_and_query: ctx.path_q.clone(),
                 original_body: body,
-                served: answer.clone(),
+                served: answer,
                 served_original: uploaded_all_original,
+                reasked,
                 outcome,
                 request_id: request_id.clone(),
             },
         );
     }
-    let body = match answer.trailers {
-        Some(trailers) => grpc::body_with_trailers(answer.body, Some(trailers)),
-        None => Body::from(answer.body),
+    let body = match client.trailers {
+        Some(trailers) => grpc::body_with_trailers(client.body, Some(trailers)),
+        None => Body::from(client.body),
     };
     resp.body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
