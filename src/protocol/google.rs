@@ -30,6 +30,10 @@
 //!   leaves untouched.
 //! - The backend renders labels without knowledge-graph ids: `mid` is empty and `topicality`
 //!   repeats `score`.
+//! - gRPC: `ImageAnnotator/BatchAnnotateImages` is compressed like `images:annotate`
+//!   ([`grpc`]).
+
+pub mod grpc;
 
 use std::borrow::Cow;
 
@@ -37,7 +41,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{Api, Emulated};
+use super::api::{Api, Emulated, GrpcApi};
 use super::one_image::Found;
 use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
@@ -839,6 +843,10 @@ impl Api for Google {
         replacements: &[(usize, Vec<u8>)],
     ) -> Result<Rewritten, ProtocolError> {
         replace_images(req.body, replacements).map(Rewritten::body)
+    }
+
+    fn grpc(&self) -> Option<&'static dyn GrpcApi> {
+        Some(&Google)
     }
 }
 

@@ -44,6 +44,9 @@
 //!   [`render_server_metadata`], [`render_model_metadata`], [`render_model_ready`]); the
 //!   proxy does not compress them and sends every `/v2` path ([`owns_path`]) to the KServe
 //!   upstream as it came.
+//! - gRPC: `GRPCInferenceService/ModelInfer` is compressed like `infer` ([`grpc`]).
+
+pub mod grpc;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -53,7 +56,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ProxyRequest;
-use super::api::{Api, Emulated};
+use super::api::{Api, Emulated, GrpcApi};
 use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
@@ -543,7 +546,7 @@ pub(crate) enum SplitError {
 
 /// The elements of a binary `BYTES` tensor: the range of each element's bytes (after its
 /// length prefix), at most `room` of them. Also how the proxy reads a gRPC `ModelInfer`'s
-/// `raw_input_contents` ([`crate::proxy::grpc`]).
+/// `raw_input_contents` ([`grpc`]).
 pub(crate) fn split_elements(blob: &[u8], room: usize) -> Result<Vec<Range<usize>>, SplitError> {
     let mut elements = Vec::new();
     let mut cursor = 0;
@@ -1399,6 +1402,10 @@ impl Api for KServe {
         replacements: &[(usize, Vec<u8>)],
     ) -> Result<Rewritten, ProtocolError> {
         replace_images(req.headers, req.body, replacements)
+    }
+
+    fn grpc(&self) -> Option<&'static dyn GrpcApi> {
+        Some(&KServe)
     }
 }
 
