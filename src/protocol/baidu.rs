@@ -13,7 +13,7 @@
 //!
 //! Quirks this file handles:
 //! - Errors come with **HTTP 200**: `{"error_code": 216201, "error_msg": "image format error",
-//!   "log_id": …}`. [`parse_answer`] turns them into [`ProtocolError::Service`] with status 200
+//!   "log_id": …}`. [`Baidu::parse_answer`] turns them into [`ProtocolError::Service`] with status 200
 //!   and kind `error_code N`; QPS and cluster limits (18, 4) count as throttling
 //!   ([`ProtocolError::is_throttling`]).
 //! - `image` is base64 without a `data:` header, then urlencoded; the base64 text may be at
@@ -82,13 +82,6 @@ wire_object!('a, ClassifyAnswer, ResultItem);
 /// The path of `advanced_general`.
 pub const PATH: &str = "/rest/2.0/image-classify/v2/advanced_general";
 
-/// Whether a path (query ignored) is one of Baidu's image-classify endpoints: anything under
-/// `/rest/2.0/image-classify/`.
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/rest/2.0/image-classify/")
-}
-
 /// The content type of requests.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -121,58 +114,6 @@ const THROTTLING_CODES: [i64; 2] = [4, code::QPS_LIMIT.0];
 pub struct Reply {
     /// `baike_num`: how many results carry `baike_info`.
     pub baike_num: usize,
-}
-
-/// The request for labels of one image: see [`super::Protocol::client_request`]. Append
-/// `?access_token=…` for the real service.
-pub fn client_request(image: &[u8]) -> ClientRequest {
-    ClientRequest {
-        path_and_query: PATH.to_owned(),
-        headers: vec![("Content-Type".to_owned(), FORM_CONTENT_TYPE.to_owned())],
-        body: format!("image={}", form_encode(&encode_base64(image))).into_bytes(),
-    }
-}
-
-/// The labels of an `advanced_general` answer.
-///
-/// An `error_code` (at any status) becomes [`ProtocolError::Service`] with kind
-/// `error_code N`; a non-2xx answer in no known shape [`ProtocolError::Upstream`].
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    let doc = match parse_json(body, "answer body") {
-        Ok(doc) => doc,
-        Err(_) if !is_success(status) => {
-            return Err(ProtocolError::Upstream {
-                status,
-                excerpt: excerpt(body),
-            });
-        }
-        Err(err) => return Err(err),
-    };
-    let answer = read_answer::<ClassifyAnswer>(&doc);
-    if let Some(code) = answer.as_ref().and_then(|a| a.error_code.ok()) {
-        return Err(ProtocolError::Service {
-            status,
-            kind: format!("error_code {code}"),
-            message: answer
-                .as_ref()
-                .and_then(|a| a.error_msg.text())
-                .unwrap_or_default()
-                .to_owned(),
-        });
-    }
-    if !is_success(status) {
-        return Err(ProtocolError::Upstream {
-            status,
-            excerpt: excerpt(body),
-        });
-    }
-    let results = answer.as_ref().and_then(|a| a.result.ok()).ok_or_else(|| {
-        ProtocolError::UnexpectedAnswer {
-            detail: "no `result` array".to_owned(),
-        }
-    })?;
-    let labels = labels_from(results, "result", ("keyword", "score"), 1.0)?;
-    Ok(Answer::new(labels))
 }
 
 /// A score as a JSON number or a numeric string (older Baidu answers quote them).
@@ -329,14 +270,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     error_response(code, Some(detail))
 }
 
-/// Baidu's QPS-limit error (`error_code` 18) with status 429: see
-/// [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    let mut response = error_response(code::QPS_LIMIT, None);
-    response.status = StatusCode::TOO_MANY_REQUESTS;
-    response
-}
-
 /// An error answer: HTTP 200, Baidu's message, then `: detail` when there is one.
 fn error_response((code, message): (i64, &str), detail: Option<String>) -> BackendResponse {
     super::shape::render(
@@ -469,16 +402,63 @@ impl Api for Baidu {
         route == PATH
     }
 
+    /// Whether a path (query ignored) is one of Baidu's image-classify endpoints: anything under
+    /// `/rest/2.0/image-classify/`.
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/rest/2.0/image-classify/")
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`]. Append
+    /// `?access_token=…` for the real service.
     fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
-        client_request(image)
+        ClientRequest {
+            path_and_query: PATH.to_owned(),
+            headers: vec![("Content-Type".to_owned(), FORM_CONTENT_TYPE.to_owned())],
+            body: format!("image={}", form_encode(&encode_base64(image))).into_bytes(),
+        }
     }
 
+    /// The labels of an `advanced_general` answer.
+    ///
+    /// An `error_code` (at any status) becomes [`ProtocolError::Service`] with kind
+    /// `error_code N`; a non-2xx answer in no known shape [`ProtocolError::Upstream`].
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        let doc = match parse_json(body, "answer body") {
+            Ok(doc) => doc,
+            Err(_) if !is_success(status) => {
+                return Err(ProtocolError::Upstream {
+                    status,
+                    excerpt: excerpt(body),
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        let answer = read_answer::<ClassifyAnswer>(&doc);
+        if let Some(code) = answer.as_ref().and_then(|a| a.error_code.ok()) {
+            return Err(ProtocolError::Service {
+                status,
+                kind: format!("error_code {code}"),
+                message: answer
+                    .as_ref()
+                    .and_then(|a| a.error_msg.text())
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+        if !is_success(status) {
+            return Err(ProtocolError::Upstream {
+                status,
+                excerpt: excerpt(body),
+            });
+        }
+        let results = answer.as_ref().and_then(|a| a.result.ok()).ok_or_else(|| {
+            ProtocolError::UnexpectedAnswer {
+                detail: "no `result` array".to_owned(),
+            }
+        })?;
+        let labels = labels_from(results, "result", ("keyword", "score"), 1.0)?;
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -519,8 +499,12 @@ impl Emulated for Baidu {
         render_backend_error(err)
     }
 
+    /// Baidu's QPS-limit error (`error_code` 18) with status 429: see
+    /// [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        let mut response = error_response(code::QPS_LIMIT, None);
+        response.status = StatusCode::TOO_MANY_REQUESTS;
+        response
     }
 }
 
@@ -593,26 +577,32 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
-        let answer = parse_answer(200, &fixture("baidu_answer.json")).unwrap();
+        check_answer_cases(cases, |status, body| Baidu.parse_answer(status, body));
+        let answer = Baidu
+            .parse_answer(200, &fixture("baidu_answer.json"))
+            .unwrap();
         assert!((answer.labels[0].score - 0.953_114).abs() < 1e-6);
         assert!(answer.labels.windows(2).all(|w| w[0].score >= w[1].score));
     }
 
     #[test]
     fn throttling_codes_are_retryable() {
-        let qps = parse_answer(
-            200,
-            br#"{"error_code": 18, "error_msg": "Open api qps request limit reached"}"#,
-        )
-        .unwrap_err();
+        let qps = Baidu
+            .parse_answer(
+                200,
+                br#"{"error_code": 18, "error_msg": "Open api qps request limit reached"}"#,
+            )
+            .unwrap_err();
         assert!(qps.is_throttling(), "{qps}");
-        let format = parse_answer(200, &fixture("baidu_error_image_format.json")).unwrap_err();
+        let format = Baidu
+            .parse_answer(200, &fixture("baidu_error_image_format.json"))
+            .unwrap_err();
         assert!(!format.is_throttling());
-        let rendered = render_throttled();
+        let rendered = Baidu.render_throttled();
         assert_eq!(rendered.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
-            parse_answer(429, &rendered.body)
+            Baidu
+                .parse_answer(429, &rendered.body)
                 .unwrap_err()
                 .is_throttling()
         );
@@ -688,7 +678,7 @@ mod tests {
             json!({"keyword": "giant panda", "score": 0.91, "root": "", "baike_info": {}})
         );
         assert!(doc["result"][1].get("baike_info").is_none());
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Baidu.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.top1(), Some("giant panda"));
         assert_eq!(back.labels.len(), 2);
     }
@@ -757,7 +747,7 @@ mod tests {
             assert_eq!(doc["error_code"], code, "{name}");
             let message = doc["error_msg"].as_str().unwrap();
             assert!(message.contains(fragment), "{name}: {message}");
-            match parse_answer(200, &rendered.body) {
+            match Baidu.parse_answer(200, &rendered.body) {
                 Err(ProtocolError::Service {
                     status: 200, kind, ..
                 }) => {

@@ -165,18 +165,6 @@ wire_object!(
     ErrorAnswer
 );
 
-/// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
-/// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/v1/images:")
-        || route.starts_with("/v1/files:")
-        || route
-            .strip_prefix("/v1p")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(version, rest)| !version.is_empty() && !rest.is_empty())
-}
-
 /// The path of the annotate method.
 pub const PATH: &str = "/v1/images:annotate";
 
@@ -201,36 +189,6 @@ const CODE_INVALID_ARGUMENT: i64 = 3;
 
 /// `google.rpc.Code` for a failure on the server's side.
 const CODE_INTERNAL: i64 = 13;
-
-/// The request for labels of one image: see [`super::Protocol::client_request`].
-pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
-    let body = json!({
-        "requests": [{
-            "image": {"content": encode_base64(image)},
-            "features": [{"type": LABEL_DETECTION, "maxResults": max_labels}],
-        }],
-    });
-    ClientRequest {
-        path_and_query: PATH.to_owned(),
-        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// The answer for the first (for a client request: the only) image.
-///
-/// A per-image `error` becomes [`ProtocolError::ImageError`]; no `labelAnnotations` is an
-/// empty answer.
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    parse_answers(status, body)?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| {
-            Err(ProtocolError::UnexpectedAnswer {
-                detail: "`responses` is empty".to_owned(),
-            })
-        })
-}
 
 /// The answers for every image of a batch, in request order.
 pub fn parse_answers(
@@ -506,18 +464,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     super::shape::render(
         super::Protocol::GoogleVision,
         &ApiError::new(status, Kind::Name(status_name), &message),
-    )
-}
-
-/// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    super::shape::render(
-        super::Protocol::GoogleVision,
-        &ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Kind::Name("RESOURCE_EXHAUSTED"),
-            "backend is saturated; retry later",
-        ),
     )
 }
 
@@ -813,16 +759,46 @@ impl Api for Google {
         route == PATH
     }
 
+    /// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
+    /// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/v1/images:")
+            || route.starts_with("/v1/files:")
+            || route
+                .strip_prefix("/v1p")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(version, rest)| !version.is_empty() && !rest.is_empty())
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`].
     fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
-        client_request(image, max_labels)
+        let body = json!({
+            "requests": [{
+                "image": {"content": encode_base64(image)},
+                "features": [{"type": LABEL_DETECTION, "maxResults": max_labels}],
+            }],
+        });
+        ClientRequest {
+            path_and_query: PATH.to_owned(),
+            headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+            body: body.to_string().into_bytes(),
+        }
     }
 
+    /// The answer for the first (for a client request: the only) image.
+    ///
+    /// A per-image `error` becomes [`ProtocolError::ImageError`]; no `labelAnnotations` is an
+    /// empty answer.
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        parse_answers(status, body)?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(ProtocolError::UnexpectedAnswer {
+                    detail: "`responses` is empty".to_owned(),
+                })
+            })
     }
 
     fn parse_answers(
@@ -872,8 +848,16 @@ impl Emulated for Google {
         render_backend_error(err)
     }
 
+    /// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        super::shape::render(
+            super::Protocol::GoogleVision,
+            &ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Kind::Name("RESOURCE_EXHAUSTED"),
+                "backend is saturated; retry later",
+            ),
+        )
     }
 }
 
@@ -968,12 +952,14 @@ mod tests {
                 Err("`responses` is empty"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| Google.parse_answer(status, body));
     }
 
     #[test]
     fn labels_are_sorted_and_scores_kept() {
-        let answer = parse_answer(200, &fixture("google_labels.json")).unwrap();
+        let answer = Google
+            .parse_answer(200, &fixture("google_labels.json"))
+            .unwrap();
         let scores: Vec<f32> = answer.labels.iter().map(|l| l.score).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
         assert_eq!(answer.labels[1].name, "Dog breed");
@@ -1004,7 +990,7 @@ mod tests {
 
     #[test]
     fn client_request_has_the_documented_shape() {
-        let request = client_request(b"\xff\xd8\xff\xd9", 7);
+        let request = Google.client_request(b"\xff\xd8\xff\xd9", 7);
         assert_eq!(request.path_and_query, "/v1/images:annotate");
         assert_eq!(
             request.headers,
@@ -1141,7 +1127,7 @@ mod tests {
                    "message": "request has 17 images, over the limit of 16 images per request"}})
         );
         // Our own client reads it back as a service error.
-        let back = parse_answer(400, &rendered.body).unwrap_err();
+        let back = Google.parse_answer(400, &rendered.body).unwrap_err();
         assert!(
             matches!(back, ProtocolError::Service { status: 400, ref kind, .. }
             if kind == "INVALID_ARGUMENT")

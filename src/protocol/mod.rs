@@ -65,8 +65,10 @@
 //!   no unknown field is lost; do not walk a `Value` by key by hand;
 //! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
 //!
-//! The existing adapters keep each trait method's body in a free function of the same name
-//! (`google::parse_answer`, ...), which their unit tests call, and the impls forward to them.
+//! A method whose body only its impl needs is written in the impl, and the adapter's unit
+//! tests call it through the struct (`Baidu.parse_answer(status, body)`); a free function
+//! of the adapter holds what its other code or other modules call too (`extract_images` on
+//! the body alone, `render_backend_error`, `model_of`, ...), and the impl calls it.
 //!
 //! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
 //! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its

@@ -18,7 +18,7 @@
 //!   per-image errors: every failure is an HTTP 4xx/5xx with the kind in the
 //!   `x-amzn-ErrorType` header and `{"__type": kind, "Message": text}` in the body. Some AWS
 //!   front ends spell it `message` and qualify the kind (`com.amazon.coral.service#Kind`);
-//!   [`parse_answer`] accepts both.
+//!   [`Rekognition::parse_answer`] accepts both.
 //! - `Image.S3Object` names an image in S3: the backend does not fetch it
 //!   (`InvalidS3ObjectException`), the proxy leaves it untouched. `Image.Bytes` wins if both
 //!   are present.
@@ -140,42 +140,6 @@ const CONFIDENCE_SCALE: f64 = 100.0;
 
 /// The header naming the operation.
 const TARGET_HEADER: &str = "x-amz-target";
-
-/// The request for labels of one image: see [`super::Protocol::client_request`]. Unsigned:
-/// the caller adds SigV4 headers when talking to the real service.
-pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
-    let body = json!({
-        "Image": {"Bytes": encode_base64(image)},
-        "MaxLabels": max_labels,
-    });
-    ClientRequest {
-        path_and_query: "/".to_owned(),
-        headers: vec![
-            ("X-Amz-Target".to_owned(), TARGET.to_owned()),
-            ("Content-Type".to_owned(), CONTENT_TYPE.to_owned()),
-        ],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// The labels of a `DetectLabels` answer, `Confidence` divided by 100.
-///
-/// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `__type`, message from
-/// `Message` or `message`) or, if it is not in that shape, [`ProtocolError::Upstream`].
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    if !is_success(status) {
-        return Err(error_from_answer(status, body));
-    }
-    let doc = parse_json(body, "answer body")?;
-    let answer = read_answer::<DetectLabelsAnswer>(&doc);
-    let labels = answer.as_ref().and_then(|a| a.labels.ok()).ok_or_else(|| {
-        ProtocolError::UnexpectedAnswer {
-            detail: "no `Labels` array".to_owned(),
-        }
-    })?;
-    let labels = labels_from(labels, "Labels", ("Name", "Confidence"), CONFIDENCE_SCALE)?;
-    Ok(Answer::new(labels))
-}
 
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
@@ -355,14 +319,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     error_response(kind, &err.to_string())
 }
 
-/// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
-/// [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    let mut response = error_response("ThrottlingException", "backend is saturated; retry later");
-    response.status = StatusCode::TOO_MANY_REQUESTS;
-    response
-}
-
 /// A 400 error answer of the given kind.
 fn error_response(kind: &str, message: &str) -> BackendResponse {
     render_error(StatusCode::BAD_REQUEST, kind, message)
@@ -530,12 +486,40 @@ impl Api for Rekognition {
             && target_of(headers).is_some_and(|t| t.starts_with("RekognitionService."))
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`]. Unsigned:
+    /// the caller adds SigV4 headers when talking to the real service.
     fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
-        client_request(image, max_labels)
+        let body = json!({
+            "Image": {"Bytes": encode_base64(image)},
+            "MaxLabels": max_labels,
+        });
+        ClientRequest {
+            path_and_query: "/".to_owned(),
+            headers: vec![
+                ("X-Amz-Target".to_owned(), TARGET.to_owned()),
+                ("Content-Type".to_owned(), CONTENT_TYPE.to_owned()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
     }
 
+    /// The labels of a `DetectLabels` answer, `Confidence` divided by 100.
+    ///
+    /// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `__type`, message from
+    /// `Message` or `message`) or, if it is not in that shape, [`ProtocolError::Upstream`].
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        if !is_success(status) {
+            return Err(error_from_answer(status, body));
+        }
+        let doc = parse_json(body, "answer body")?;
+        let answer = read_answer::<DetectLabelsAnswer>(&doc);
+        let labels = answer.as_ref().and_then(|a| a.labels.ok()).ok_or_else(|| {
+            ProtocolError::UnexpectedAnswer {
+                detail: "no `Labels` array".to_owned(),
+            }
+        })?;
+        let labels = labels_from(labels, "Labels", ("Name", "Confidence"), CONFIDENCE_SCALE)?;
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -573,8 +557,13 @@ impl Emulated for Rekognition {
         render_backend_error(err)
     }
 
+    /// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
+    /// [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        let mut response =
+            error_response("ThrottlingException", "backend is saturated; retry later");
+        response.status = StatusCode::TOO_MANY_REQUESTS;
+        response
     }
 }
 
@@ -665,12 +654,14 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| Rekognition.parse_answer(status, body));
     }
 
     #[test]
     fn confidence_is_normalised_to_unit_scores() {
-        let answer = parse_answer(200, &fixture("rekognition_labels.json")).unwrap();
+        let answer = Rekognition
+            .parse_answer(200, &fixture("rekognition_labels.json"))
+            .unwrap();
         let expected = [
             ("Animal", 0.999_678_9),
             ("Dog", 0.999_678_9),
@@ -683,13 +674,14 @@ mod tests {
             assert_eq!(label.name, name);
             assert!((label.score - score).abs() < 1e-6, "{label:?}");
         }
-        let clamped = parse_answer(200, br#"{"Labels":[{"Name":"x","Confidence":100.0001}]}"#);
+        let clamped =
+            Rekognition.parse_answer(200, br#"{"Labels":[{"Name":"x","Confidence":100.0001}]}"#);
         assert_eq!(clamped.unwrap().labels[0].score, 1.0);
     }
 
     #[test]
     fn client_request_has_the_documented_shape() {
-        let request = client_request(b"\xff\xd8\xff\xd9", 12);
+        let request = Rekognition.client_request(b"\xff\xd8\xff\xd9", 12);
         assert_eq!(request.path_and_query, "/");
         assert_eq!(
             request.headers,
@@ -750,7 +742,7 @@ mod tests {
             },
         ]);
         let rendered = render_backend_response(vec![Ok(image.limit(classified))]);
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Rekognition.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.labels.len(), 1);
         assert_eq!(back.top1(), Some("tabby"));
 
@@ -788,7 +780,7 @@ mod tests {
             json!({"Name": "golden retriever", "Confidence": 87.13, "Instances": [],
                    "Parents": []})
         );
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Rekognition.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.labels.len(), sent.labels.len());
         for (a, b) in back.labels.iter().zip(&sent.labels) {
             assert_eq!(a.name, b.name);
@@ -891,7 +883,7 @@ mod tests {
             let doc = json_of(&rendered.body);
             assert_eq!(doc["__type"], kind, "{name}");
             assert_eq!(doc["Message"], err.to_string(), "{name}");
-            match parse_answer(400, &rendered.body) {
+            match Rekognition.parse_answer(400, &rendered.body) {
                 Err(ProtocolError::Service {
                     status: 400,
                     kind: got,
