@@ -132,56 +132,6 @@ pub(super) fn is_throttling_kind(kind: &str) -> bool {
         .is_some_and(|code| THROTTLING_CODES.contains(&code))
 }
 
-/// Reads an `advanced_general` request: see [`super::Protocol::parse_backend_request`].
-///
-/// One image, so every problem is a request-level `Err`: another path, a bad `baike_num`, no
-/// `image` (a `url` is a [`ProtocolError::RemoteImage`]), bad base64, base64 over
-/// [`MAX_BASE64_BYTES`]. The content type is not checked (the body is read as a form).
-pub fn parse_backend_request(
-    path: &str,
-    _headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let route = path.split('?').next().unwrap_or_default();
-    if route != PATH {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{route}`"),
-            expected: "`POST /rest/2.0/image-classify/v2/advanced_general`",
-        });
-    }
-    let fields = form_fields(body)?;
-    let baike_num = match fields.iter().find(|f| f.name == "baike_num") {
-        None => 0,
-        Some(field) => {
-            field
-                .value
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| ProtocolError::InvalidValue {
-                    path: "baike_num".to_owned(),
-                    expected: "a non-negative integer",
-                    got: describe(&Value::String(field.value.clone())),
-                })?
-        }
-    };
-    let text = find_image(&fields).inline()?;
-    if text.len() > MAX_BASE64_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_BASE64_BYTES,
-            actual: text.len(),
-        });
-    }
-    let bytes = decode_form_base64(text, || "image".to_owned())?;
-    Ok(BackendRequest {
-        images: vec![Ok(BackendImage {
-            bytes,
-            max_labels: RESULT_NUM,
-            min_score: 0.0,
-        })],
-        reply: super::Reply::Baidu(Reply { baike_num }),
-    })
-}
-
 /// Renders the answer for the request's single image (HTTP 200 either way, as Baidu does).
 ///
 /// `Ok` is rendered with exactly its labels, `root` empty, `baike_info` `{}` on the first
@@ -475,13 +425,52 @@ impl Api for Baidu {
 }
 
 impl Emulated for Baidu {
+    /// Reads an `advanced_general` request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// One image, so every problem is a request-level `Err`: another path, a bad `baike_num`, no
+    /// `image` (a `url` is a [`ProtocolError::RemoteImage`]), bad base64, base64 over
+    /// [`MAX_BASE64_BYTES`]. The content type is not checked (the body is read as a form).
     fn parse_backend_request(
         &self,
         path: &str,
-        headers: &HeaderMap,
+        _headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let route = path.split('?').next().unwrap_or_default();
+        if route != PATH {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{route}`"),
+                expected: "`POST /rest/2.0/image-classify/v2/advanced_general`",
+            });
+        }
+        let fields = form_fields(body)?;
+        let baike_num =
+            match fields.iter().find(|f| f.name == "baike_num") {
+                None => 0,
+                Some(field) => field.value.trim().parse::<usize>().map_err(|_| {
+                    ProtocolError::InvalidValue {
+                        path: "baike_num".to_owned(),
+                        expected: "a non-negative integer",
+                        got: describe(&Value::String(field.value.clone())),
+                    }
+                })?,
+            };
+        let text = find_image(&fields).inline()?;
+        if text.len() > MAX_BASE64_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_BASE64_BYTES,
+                actual: text.len(),
+            });
+        }
+        let bytes = decode_form_base64(text, || "image".to_owned())?;
+        Ok(BackendRequest {
+            images: vec![Ok(BackendImage {
+                bytes,
+                max_labels: RESULT_NUM,
+                min_score: 0.0,
+            })],
+            reply: super::Reply::Baidu(Reply { baike_num }),
+        })
     }
 
     fn render_backend_response(
@@ -517,7 +506,7 @@ mod tests {
     };
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(
+        Baidu.parse_backend_request(
             &format!("{PATH}?access_token=24.abc"),
             &HeaderMap::new(),
             body,
@@ -740,7 +729,9 @@ mod tests {
             ),
         ];
         for (name, path, body, code, fragment) in cases {
-            let err = parse_backend_request(path, &HeaderMap::new(), &body).unwrap_err();
+            let err = Baidu
+                .parse_backend_request(path, &HeaderMap::new(), &body)
+                .unwrap_err();
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::OK, "{name}");
             let doc = json_of(&rendered.body);

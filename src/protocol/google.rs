@@ -317,56 +317,6 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     }
 }
 
-/// Reads an `images:annotate` request into its images: see
-/// [`super::Protocol::parse_backend_request`].
-///
-/// Request-level errors: a path that is not `…/images:annotate`, a body that is not JSON, no
-/// `requests` array, more than [`MAX_IMAGES_PER_REQUEST`] entries, fields of the wrong type.
-/// Per-image errors (answered inside the 200): no image, bad base64, a remote image.
-/// `max_labels` is the largest `maxResults` of the `LABEL_DETECTION` features (0 when no such
-/// feature is asked for: the image's response is then `{}`); `min_score` is always 0.
-pub fn parse_backend_request(
-    path: &str,
-    _headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let route = path.split('?').next().unwrap_or_default();
-    if !route.ends_with("/images:annotate") {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{route}`"),
-            expected: "`POST /v1/images:annotate`",
-        });
-    }
-    let doc = parse_json(body, "request body")?;
-    let request = wire::read::<AnnotateRequest>(&doc);
-    let requests = requests_of(&request)?;
-    if requests.len() > MAX_IMAGES_PER_REQUEST {
-        return Err(ProtocolError::TooManyImages {
-            limit: MAX_IMAGES_PER_REQUEST,
-            actual: requests.len(),
-        });
-    }
-    let images = requests
-        .iter()
-        .enumerate()
-        .map(|(i, request)| {
-            let request = object_at(i, request)?;
-            let max_labels = max_labels_of(i, request)?;
-            let image = find_image(i, request)?
-                .inline()
-                .and_then(|(path, text)| decode_base64(text, || path))
-                .map(|bytes| BackendImage {
-                    bytes,
-                    max_labels,
-                    min_score: 0.0,
-                })
-                .map_err(ImageProblem::from);
-            Ok(image)
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
-    Ok(BackendRequest::plain(images))
-}
-
 /// Renders the 200 answer to a batch: one response per result, in order.
 ///
 /// An `Ok` answer is rendered with exactly its labels (`{}` when there are none); an
@@ -827,13 +777,55 @@ impl Api for Google {
 }
 
 impl Emulated for Google {
+    /// Reads an `images:annotate` request into its images: see
+    /// [`super::Protocol::parse_backend_request`].
+    ///
+    /// Request-level errors: a path that is not `…/images:annotate`, a body that is not JSON, no
+    /// `requests` array, more than [`MAX_IMAGES_PER_REQUEST`] entries, fields of the wrong type.
+    /// Per-image errors (answered inside the 200): no image, bad base64, a remote image.
+    /// `max_labels` is the largest `maxResults` of the `LABEL_DETECTION` features (0 when no such
+    /// feature is asked for: the image's response is then `{}`); `min_score` is always 0.
     fn parse_backend_request(
         &self,
         path: &str,
-        headers: &HeaderMap,
+        _headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let route = path.split('?').next().unwrap_or_default();
+        if !route.ends_with("/images:annotate") {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{route}`"),
+                expected: "`POST /v1/images:annotate`",
+            });
+        }
+        let doc = parse_json(body, "request body")?;
+        let request = wire::read::<AnnotateRequest>(&doc);
+        let requests = requests_of(&request)?;
+        if requests.len() > MAX_IMAGES_PER_REQUEST {
+            return Err(ProtocolError::TooManyImages {
+                limit: MAX_IMAGES_PER_REQUEST,
+                actual: requests.len(),
+            });
+        }
+        let images = requests
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                let request = object_at(i, request)?;
+                let max_labels = max_labels_of(i, request)?;
+                let image = find_image(i, request)?
+                    .inline()
+                    .and_then(|(path, text)| decode_base64(text, || path))
+                    .map(|bytes| BackendImage {
+                        bytes,
+                        max_labels,
+                        min_score: 0.0,
+                    })
+                    .map_err(ImageProblem::from);
+                Ok(image)
+            })
+            .collect::<Result<Vec<_>, ProtocolError>>()?;
+        Ok(BackendRequest::plain(images))
     }
 
     fn render_backend_response(
@@ -880,7 +872,7 @@ mod tests {
     }
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(PATH, &HeaderMap::new(), body)
+        Google.parse_backend_request(PATH, &HeaderMap::new(), body)
     }
 
     /// A request body with one `requests[]` entry per given `image` object.
@@ -1244,9 +1236,9 @@ mod tests {
         ];
         for (path, features, wanted) in cases {
             let body = json!({"requests": [{"image": {"content": jpeg}, "features": features}]});
-            let request =
-                parse_backend_request(path, &HeaderMap::new(), body.to_string().as_bytes())
-                    .unwrap_or_else(|e| panic!("{path} {features}: {e}"));
+            let request = Google
+                .parse_backend_request(path, &HeaderMap::new(), body.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{path} {features}: {e}"));
             let image = request.images[0].as_ref().unwrap();
             assert_eq!(image.max_labels, wanted, "{path} {features}");
             // The proxy's side recognises and reads the same request.
@@ -1305,7 +1297,9 @@ mod tests {
             ),
         ];
         for (path, body, status, fragment) in cases {
-            let err = parse_backend_request(path, &HeaderMap::new(), &body).unwrap_err();
+            let err = Google
+                .parse_backend_request(path, &HeaderMap::new(), &body)
+                .unwrap_err();
             assert!(err.to_string().contains(fragment), "{path}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, status, "{err}");
@@ -1315,7 +1309,9 @@ mod tests {
         }
         // An API key in the query string does not matter.
         assert!(
-            parse_backend_request("/v1/images:annotate?key=abc", &HeaderMap::new(), &good).is_ok()
+            Google
+                .parse_backend_request("/v1/images:annotate?key=abc", &HeaderMap::new(), &good)
+                .is_ok()
         );
     }
 

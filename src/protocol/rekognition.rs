@@ -167,59 +167,6 @@ fn short_error_kind(kind: &str) -> &str {
     kind.split(':').next().unwrap_or(kind)
 }
 
-/// Reads a `DetectLabels` request: see [`super::Protocol::parse_backend_request`].
-///
-/// The result always holds exactly one `Ok` image: Rekognition has no per-image errors, so
-/// every problem (wrong `X-Amz-Target`, bad JSON or parameters, no image, bad base64,
-/// `S3Object`, over [`MAX_IMAGE_BYTES`]) is a request-level `Err`. The path is not checked
-/// (AWS JSON routes by header). `max_labels` is `MaxLabels` (default
-/// [`DEFAULT_MAX_LABELS`]); `min_score` is `MinConfidence / 100` (default 0).
-pub fn parse_backend_request(
-    _path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    check_target(headers)?;
-    let doc = parse_json(body, "request body")?;
-    let request: DetectLabelsRequest = read_request(&doc)?;
-    let max_labels = match request.max_labels.ok() {
-        None => DEFAULT_MAX_LABELS,
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| ProtocolError::InvalidValue {
-                path: "MaxLabels".to_owned(),
-                expected: "a non-negative integer",
-                got: describe(value),
-            })?,
-    };
-    let min_score = match request.min_confidence.ok() {
-        None => 0.0,
-        Some(value) => value
-            .as_f64()
-            .filter(|c| (0.0..=CONFIDENCE_SCALE).contains(c))
-            .map(|c| normalise_score(c, CONFIDENCE_SCALE))
-            .ok_or_else(|| ProtocolError::InvalidValue {
-                path: "MinConfidence".to_owned(),
-                expected: "a number between 0 and 100",
-                got: describe(value),
-            })?,
-    };
-    let text = find_image(&request)?.inline()?;
-    let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
-    if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_IMAGE_BYTES,
-            actual: bytes.len(),
-        });
-    }
-    Ok(BackendRequest::plain(vec![Ok(BackendImage {
-        bytes,
-        max_labels,
-        min_score,
-    })]))
-}
-
 /// Fails unless `X-Amz-Target` names `DetectLabels`.
 fn check_target(headers: &HeaderMap) -> Result<(), ProtocolError> {
     let expected = "`X-Amz-Target: RekognitionService.DetectLabels`";
@@ -536,13 +483,58 @@ impl Api for Rekognition {
 }
 
 impl Emulated for Rekognition {
+    /// Reads a `DetectLabels` request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// The result always holds exactly one `Ok` image: Rekognition has no per-image errors, so
+    /// every problem (wrong `X-Amz-Target`, bad JSON or parameters, no image, bad base64,
+    /// `S3Object`, over [`MAX_IMAGE_BYTES`]) is a request-level `Err`. The path is not checked
+    /// (AWS JSON routes by header). `max_labels` is `MaxLabels` (default
+    /// [`DEFAULT_MAX_LABELS`]); `min_score` is `MinConfidence / 100` (default 0).
     fn parse_backend_request(
         &self,
-        path: &str,
+        _path: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        check_target(headers)?;
+        let doc = parse_json(body, "request body")?;
+        let request: DetectLabelsRequest = read_request(&doc)?;
+        let max_labels = match request.max_labels.ok() {
+            None => DEFAULT_MAX_LABELS,
+            Some(value) => value
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| ProtocolError::InvalidValue {
+                    path: "MaxLabels".to_owned(),
+                    expected: "a non-negative integer",
+                    got: describe(value),
+                })?,
+        };
+        let min_score = match request.min_confidence.ok() {
+            None => 0.0,
+            Some(value) => value
+                .as_f64()
+                .filter(|c| (0.0..=CONFIDENCE_SCALE).contains(c))
+                .map(|c| normalise_score(c, CONFIDENCE_SCALE))
+                .ok_or_else(|| ProtocolError::InvalidValue {
+                    path: "MinConfidence".to_owned(),
+                    expected: "a number between 0 and 100",
+                    got: describe(value),
+                })?,
+        };
+        let text = find_image(&request)?.inline()?;
+        let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_IMAGE_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        Ok(BackendRequest::plain(vec![Ok(BackendImage {
+            bytes,
+            max_labels,
+            min_score,
+        })]))
     }
 
     fn render_backend_response(
@@ -582,7 +574,7 @@ mod tests {
     }
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request("/", &target(TARGET), body)
+        Rekognition.parse_backend_request("/", &target(TARGET), body)
     }
 
     fn header<'a>(response: &'a BackendResponse, name: &str) -> Option<&'a str> {
@@ -875,7 +867,9 @@ mod tests {
             ),
         ];
         for (name, headers, body, kind, fragment) in cases {
-            let err = parse_backend_request("/", &headers, &body).unwrap_err();
+            let err = Rekognition
+                .parse_backend_request("/", &headers, &body)
+                .unwrap_err();
             assert!(err.to_string().contains(fragment), "{name}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::BAD_REQUEST, "{name}");
