@@ -7,6 +7,11 @@
 //! [`Protocol`]'s own methods delegate here, so callers keep writing
 //! `protocol.extract_images(&req)`.
 //!
+//! An API with a gRPC form also implements [`GrpcApi`] (in a file next to its adapter,
+//! `src/protocol/<api>/grpc.rs`) and returns it from [`Api::grpc`]; the proxy's gRPC
+//! transport (`crate::proxy::grpc`) asks every API's [`Api::grpc`] which calls it knows,
+//! and leaves the messages to it.
+//!
 //! [`Protocol`]: super::Protocol
 //! [`Protocol::api`]: super::Protocol::api
 //! [`Protocol::emulated`]: super::Protocol::emulated
@@ -98,6 +103,44 @@ pub trait Api: Sync {
         req: &ProxyRequest<'_>,
         replacements: &[(usize, Vec<u8>)],
     ) -> Result<Rewritten, ProtocolError>;
+
+    /// This API's gRPC form, where the proxy serves one; the default is none (a gRPC call
+    /// to the API's services is then `UNIMPLEMENTED`).
+    fn grpc(&self) -> Option<&'static dyn GrpcApi> {
+        None
+    }
+}
+
+/// The proxy's view of an API's gRPC form: which calls are its own, and the images and
+/// answers in its protobuf messages. The transport (framing, HTTP/2, statuses, trailers)
+/// is the proxy's; these methods see one unframed message. Messages are read and
+/// rewritten on the wire with `protocol::protobuf`, so fields the proxy does not know
+/// survive.
+pub trait GrpcApi: Sync {
+    /// Whether a gRPC call to `path` (`/package.Service/Method`, without query) is this
+    /// API's: `Some(true)` for the method whose images the proxy compresses,
+    /// `Some(false)` for its other methods (health, metadata, ...), which go up untouched,
+    /// `None` for a call that is not this API's. No two APIs may claim the same path.
+    fn method(&self, path: &str) -> Option<bool>;
+
+    /// The image slots of a request message of the compressed method, in request order,
+    /// like [`Api::extract_images`].
+    fn extract_images(&self, msg: &[u8]) -> Result<Vec<ImageSlot>, ProtocolError>;
+
+    /// The request message with the images of the given slots replaced and every other
+    /// byte copied as it came, like [`Api::replace_images`] (same errors).
+    fn replace_images(
+        &self,
+        msg: &[u8],
+        replacements: &[(usize, Vec<u8>)],
+    ) -> Result<Vec<u8>, ProtocolError>;
+
+    /// The answers in the response message of an OK call, one per image in request order,
+    /// like [`Api::parse_answers`] for the REST answer.
+    fn parse_answers(
+        &self,
+        msg: &[u8],
+    ) -> Result<Vec<Result<Answer, ProtocolError>>, ProtocolError>;
 }
 
 /// The local backend's view of a cloud API: read the images out of a request and answer in

@@ -115,19 +115,6 @@ wire_object!('a, UrlRequest, AnalyzeAnswer, TagsResult, Tag, ErrorAnswer, ErrorB
 /// The path of the analyze operation.
 pub const PATH: &str = "/computervision/imageanalysis:analyze";
 
-/// Whether a path (query ignored) is one of Azure AI Vision's endpoints: anything under
-/// `/computervision/` (4.0) or `/vision/vN…/` (3.x: `/vision/v3.2/analyze`).
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/computervision/")
-        || route
-            .strip_prefix("/vision/v")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(version, rest)| {
-                version.starts_with(|c: char| c.is_ascii_digit()) && !rest.is_empty()
-            })
-}
-
 /// The API version our client sends.
 pub const API_VERSION: &str = "2024-02-01";
 
@@ -157,16 +144,6 @@ pub(crate) const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 pub struct Reply {
     /// The image's width and height, read from its header (0 × 0 when unreadable).
     pub size: (u32, u32),
-}
-
-/// The request for tags of one image: see [`super::Protocol::client_request`]. The caller adds
-/// `Ocp-Apim-Subscription-Key` for the real service.
-pub fn client_request(image: &[u8]) -> ClientRequest {
-    ClientRequest {
-        path_and_query: format!("{PATH}?features=tags&api-version={API_VERSION}"),
-        headers: vec![("Content-Type".to_owned(), OCTET_STREAM.to_owned())],
-        body: image.to_vec(),
-    }
 }
 
 /// The tags of an analyze answer.
@@ -212,80 +189,6 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
             message: message.unwrap_or_default(),
         },
     }
-}
-
-/// Reads an analyze request: see [`super::Protocol::parse_backend_request`].
-///
-/// One image, so every problem is a request-level `Err`: another path, no `api-version`, no
-/// `features` or features other than `tags`, a content type other than raw bytes or JSON, an
-/// empty body, a `url`, an image over [`MAX_IMAGE_BYTES`].
-pub fn parse_backend_request(
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    if route != PATH {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{route}`"),
-            expected: "`POST /computervision/imageanalysis:analyze`",
-        });
-    }
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
-    if param("api-version").is_none_or(str::is_empty) {
-        return Err(ProtocolError::MissingField {
-            path: "api-version query parameter".to_owned(),
-        });
-    }
-    let features = param("features").unwrap_or_default();
-    let wanted: Vec<&str> = features
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
-    if wanted.is_empty() {
-        return Err(ProtocolError::MissingField {
-            path: "features query parameter".to_owned(),
-        });
-    }
-    if let Some(other) = wanted.iter().find(|f| !f.eq_ignore_ascii_case("tags")) {
-        return Err(ProtocolError::InvalidValue {
-            path: "features query parameter".to_owned(),
-            expected: "`tags` (the only feature this backend serves)",
-            got: describe(&Value::String((*other).to_owned())),
-        });
-    }
-    let bytes = read_body(headers, body)?.inline()?;
-    if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_IMAGE_BYTES,
-            actual: bytes.len(),
-        });
-    }
-    let limits = crate::codec::Limits {
-        max_bytes: MAX_IMAGE_BYTES,
-        max_pixels: u64::MAX,
-        max_aspect: u32::MAX,
-        max_scans: u32::MAX,
-        max_decode_ms: u32::MAX,
-    };
-    let size = crate::codec::probe(bytes, &limits).map_or((0, 0), |(_, w, h)| (w, h));
-    Ok(BackendRequest {
-        images: vec![Ok(BackendImage {
-            bytes: bytes.to_vec(),
-            max_labels: MAX_TAGS,
-            min_score: 0.0,
-        })],
-        reply: super::Reply::Azure(Reply { size }),
-    })
 }
 
 /// Renders the answer for the request's single image: `modelVersion`, `metadata` and
@@ -383,16 +286,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     };
     tracing::debug!(%err, "request rejected");
     error_response(status, inner, &message)
-}
-
-/// Azure's rate-limit error (429, `code` "429"): see [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    render_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "429",
-        None,
-        "Rate limit is exceeded. Try again in 1 seconds.",
-    )
 }
 
 /// An `InvalidRequest` error with an optional inner code carrying the same message.
@@ -545,12 +438,27 @@ impl Api for Azure {
         route == PATH
     }
 
+    /// Whether a path (query ignored) is one of Azure AI Vision's endpoints: anything under
+    /// `/computervision/` (4.0) or `/vision/vN…/` (3.x: `/vision/v3.2/analyze`).
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/computervision/")
+            || route
+                .strip_prefix("/vision/v")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(version, rest)| {
+                    version.starts_with(|c: char| c.is_ascii_digit()) && !rest.is_empty()
+                })
     }
 
+    /// The request for tags of one image: see [`super::Protocol::client_request`]. The caller adds
+    /// `Ocp-Apim-Subscription-Key` for the real service.
     fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
-        client_request(image)
+        ClientRequest {
+            path_and_query: format!("{PATH}?features=tags&api-version={API_VERSION}"),
+            headers: vec![("Content-Type".to_owned(), OCTET_STREAM.to_owned())],
+            body: image.to_vec(),
+        }
     }
 
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
@@ -571,13 +479,79 @@ impl Api for Azure {
 }
 
 impl Emulated for Azure {
+    /// Reads an analyze request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// One image, so every problem is a request-level `Err`: another path, no `api-version`, no
+    /// `features` or features other than `tags`, a content type other than raw bytes or JSON, an
+    /// empty body, a `url`, an image over [`MAX_IMAGE_BYTES`].
     fn parse_backend_request(
         &self,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        if route != PATH {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{route}`"),
+                expected: "`POST /computervision/imageanalysis:analyze`",
+            });
+        }
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        if param("api-version").is_none_or(str::is_empty) {
+            return Err(ProtocolError::MissingField {
+                path: "api-version query parameter".to_owned(),
+            });
+        }
+        let features = param("features").unwrap_or_default();
+        let wanted: Vec<&str> = features
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Err(ProtocolError::MissingField {
+                path: "features query parameter".to_owned(),
+            });
+        }
+        if let Some(other) = wanted.iter().find(|f| !f.eq_ignore_ascii_case("tags")) {
+            return Err(ProtocolError::InvalidValue {
+                path: "features query parameter".to_owned(),
+                expected: "`tags` (the only feature this backend serves)",
+                got: describe(&Value::String((*other).to_owned())),
+            });
+        }
+        let bytes = read_body(headers, body)?.inline()?;
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_IMAGE_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        let limits = crate::codec::Limits {
+            max_bytes: MAX_IMAGE_BYTES,
+            max_pixels: u64::MAX,
+            max_aspect: u32::MAX,
+            max_scans: u32::MAX,
+            max_decode_ms: u32::MAX,
+        };
+        let size = crate::codec::probe(bytes, &limits).map_or((0, 0), |(_, w, h)| (w, h));
+        Ok(BackendRequest {
+            images: vec![Ok(BackendImage {
+                bytes: bytes.to_vec(),
+                max_labels: MAX_TAGS,
+                min_score: 0.0,
+            })],
+            reply: super::Reply::Azure(Reply { size }),
+        })
     }
 
     fn render_backend_response(
@@ -595,8 +569,14 @@ impl Emulated for Azure {
         render_backend_error(err)
     }
 
+    /// Azure's rate-limit error (429, `code` "429"): see [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        render_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "429",
+            None,
+            "Rate limit is exceeded. Try again in 1 seconds.",
+        )
     }
 }
 
@@ -666,7 +646,7 @@ mod tests {
                 Err("tagsResult.values[0].confidence is missing or not a number"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| Azure.parse_answer(status, body));
         let answer = parse_answer(200, &fixture("azure_tags.json")).unwrap();
         assert!((answer.labels[0].score - 0.998_423_3).abs() < 1e-6);
     }
@@ -681,8 +661,9 @@ mod tests {
         );
         assert_eq!(request.body, image);
         let headers = typed("application/octet-stream");
-        let parsed =
-            parse_backend_request(&request.path_and_query, &headers, &request.body).unwrap();
+        let parsed = Azure
+            .parse_backend_request(&request.path_and_query, &headers, &request.body)
+            .unwrap();
         let got = parsed.images[0].as_ref().unwrap();
         assert_eq!(got.bytes, image);
         assert_eq!(got.max_labels, MAX_TAGS);
@@ -751,7 +732,8 @@ mod tests {
                 Some(Protocol::Azure),
                 "{path}"
             );
-            let parsed = parse_backend_request(&path, &raw, b"img")
+            let parsed = Azure
+                .parse_backend_request(&path, &raw, b"img")
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(parsed.images.len(), 1, "{path}");
             assert_eq!(parsed.images[0].as_ref().unwrap().bytes, b"img", "{path}");
@@ -830,7 +812,9 @@ mod tests {
             ),
         ];
         for (name, path, headers, body, status, inner, fragment) in cases {
-            let err = parse_backend_request(&path, &headers, body).unwrap_err();
+            let err = Azure
+                .parse_backend_request(&path, &headers, body)
+                .unwrap_err();
             assert!(err.to_string().contains(fragment), "{name}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status.as_u16(), status, "{name}");
@@ -840,7 +824,9 @@ mod tests {
             let back = parse_answer(status, &rendered.body).unwrap_err();
             assert!(back.to_string().contains(fragment), "{name}: {back}");
         }
-        let other = parse_backend_request("/vision/v3.2/analyze", &raw, b"img").unwrap_err();
+        let other = Azure
+            .parse_backend_request("/vision/v3.2/analyze", &raw, b"img")
+            .unwrap_err();
         assert_eq!(render_backend_error(&other).status, StatusCode::NOT_FOUND);
         let undecodable = render_backend_response(
             &Reply::default(),
@@ -850,7 +836,7 @@ mod tests {
             json_of(&undecodable.body)["error"]["innererror"]["code"],
             "InvalidImageFormat"
         );
-        let throttled = render_throttled();
+        let throttled = Azure.render_throttled();
         assert!(
             parse_answer(429, &throttled.body)
                 .unwrap_err()

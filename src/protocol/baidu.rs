@@ -13,7 +13,7 @@
 //!
 //! Quirks this file handles:
 //! - Errors come with **HTTP 200**: `{"error_code": 216201, "error_msg": "image format error",
-//!   "log_id": …}`. [`parse_answer`] turns them into [`ProtocolError::Service`] with status 200
+//!   "log_id": …}`. [`Baidu::parse_answer`] turns them into [`ProtocolError::Service`] with status 200
 //!   and kind `error_code N`; QPS and cluster limits (18, 4) count as throttling
 //!   ([`ProtocolError::is_throttling`]).
 //! - `image` is base64 without a `data:` header, then urlencoded; the base64 text may be at
@@ -82,13 +82,6 @@ wire_object!('a, ClassifyAnswer, ResultItem);
 /// The path of `advanced_general`.
 pub const PATH: &str = "/rest/2.0/image-classify/v2/advanced_general";
 
-/// Whether a path (query ignored) is one of Baidu's image-classify endpoints: anything under
-/// `/rest/2.0/image-classify/`.
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/rest/2.0/image-classify/")
-}
-
 /// The content type of requests.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -123,58 +116,6 @@ pub struct Reply {
     pub baike_num: usize,
 }
 
-/// The request for labels of one image: see [`super::Protocol::client_request`]. Append
-/// `?access_token=…` for the real service.
-pub fn client_request(image: &[u8]) -> ClientRequest {
-    ClientRequest {
-        path_and_query: PATH.to_owned(),
-        headers: vec![("Content-Type".to_owned(), FORM_CONTENT_TYPE.to_owned())],
-        body: format!("image={}", form_encode(&encode_base64(image))).into_bytes(),
-    }
-}
-
-/// The labels of an `advanced_general` answer.
-///
-/// An `error_code` (at any status) becomes [`ProtocolError::Service`] with kind
-/// `error_code N`; a non-2xx answer in no known shape [`ProtocolError::Upstream`].
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    let doc = match parse_json(body, "answer body") {
-        Ok(doc) => doc,
-        Err(_) if !is_success(status) => {
-            return Err(ProtocolError::Upstream {
-                status,
-                excerpt: excerpt(body),
-            });
-        }
-        Err(err) => return Err(err),
-    };
-    let answer = read_answer::<ClassifyAnswer>(&doc);
-    if let Some(code) = answer.as_ref().and_then(|a| a.error_code.ok()) {
-        return Err(ProtocolError::Service {
-            status,
-            kind: format!("error_code {code}"),
-            message: answer
-                .as_ref()
-                .and_then(|a| a.error_msg.text())
-                .unwrap_or_default()
-                .to_owned(),
-        });
-    }
-    if !is_success(status) {
-        return Err(ProtocolError::Upstream {
-            status,
-            excerpt: excerpt(body),
-        });
-    }
-    let results = answer.as_ref().and_then(|a| a.result.ok()).ok_or_else(|| {
-        ProtocolError::UnexpectedAnswer {
-            detail: "no `result` array".to_owned(),
-        }
-    })?;
-    let labels = labels_from(results, "result", ("keyword", "score"), 1.0)?;
-    Ok(Answer::new(labels))
-}
-
 /// A score as a JSON number or a numeric string (older Baidu answers quote them).
 fn as_number(value: &Value) -> Option<f64> {
     match value {
@@ -189,56 +130,6 @@ pub(super) fn is_throttling_kind(kind: &str) -> bool {
     kind.strip_prefix("error_code ")
         .and_then(|code| code.parse::<i64>().ok())
         .is_some_and(|code| THROTTLING_CODES.contains(&code))
-}
-
-/// Reads an `advanced_general` request: see [`super::Protocol::parse_backend_request`].
-///
-/// One image, so every problem is a request-level `Err`: another path, a bad `baike_num`, no
-/// `image` (a `url` is a [`ProtocolError::RemoteImage`]), bad base64, base64 over
-/// [`MAX_BASE64_BYTES`]. The content type is not checked (the body is read as a form).
-pub fn parse_backend_request(
-    path: &str,
-    _headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let route = path.split('?').next().unwrap_or_default();
-    if route != PATH {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{route}`"),
-            expected: "`POST /rest/2.0/image-classify/v2/advanced_general`",
-        });
-    }
-    let fields = form_fields(body)?;
-    let baike_num = match fields.iter().find(|f| f.name == "baike_num") {
-        None => 0,
-        Some(field) => {
-            field
-                .value
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| ProtocolError::InvalidValue {
-                    path: "baike_num".to_owned(),
-                    expected: "a non-negative integer",
-                    got: describe(&Value::String(field.value.clone())),
-                })?
-        }
-    };
-    let text = find_image(&fields).inline()?;
-    if text.len() > MAX_BASE64_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_BASE64_BYTES,
-            actual: text.len(),
-        });
-    }
-    let bytes = decode_form_base64(text, || "image".to_owned())?;
-    Ok(BackendRequest {
-        images: vec![Ok(BackendImage {
-            bytes,
-            max_labels: RESULT_NUM,
-            min_score: 0.0,
-        })],
-        reply: super::Reply::Baidu(Reply { baike_num }),
-    })
 }
 
 /// Renders the answer for the request's single image (HTTP 200 either way, as Baidu does).
@@ -327,14 +218,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     };
     tracing::debug!(%err, code = code.0, "request rejected");
     error_response(code, Some(detail))
-}
-
-/// Baidu's QPS-limit error (`error_code` 18) with status 429: see
-/// [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    let mut response = error_response(code::QPS_LIMIT, None);
-    response.status = StatusCode::TOO_MANY_REQUESTS;
-    response
 }
 
 /// An error answer: HTTP 200, Baidu's message, then `: detail` when there is one.
@@ -469,16 +352,63 @@ impl Api for Baidu {
         route == PATH
     }
 
+    /// Whether a path (query ignored) is one of Baidu's image-classify endpoints: anything under
+    /// `/rest/2.0/image-classify/`.
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/rest/2.0/image-classify/")
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`]. Append
+    /// `?access_token=…` for the real service.
     fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
-        client_request(image)
+        ClientRequest {
+            path_and_query: PATH.to_owned(),
+            headers: vec![("Content-Type".to_owned(), FORM_CONTENT_TYPE.to_owned())],
+            body: format!("image={}", form_encode(&encode_base64(image))).into_bytes(),
+        }
     }
 
+    /// The labels of an `advanced_general` answer.
+    ///
+    /// An `error_code` (at any status) becomes [`ProtocolError::Service`] with kind
+    /// `error_code N`; a non-2xx answer in no known shape [`ProtocolError::Upstream`].
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        let doc = match parse_json(body, "answer body") {
+            Ok(doc) => doc,
+            Err(_) if !is_success(status) => {
+                return Err(ProtocolError::Upstream {
+                    status,
+                    excerpt: excerpt(body),
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        let answer = read_answer::<ClassifyAnswer>(&doc);
+        if let Some(code) = answer.as_ref().and_then(|a| a.error_code.ok()) {
+            return Err(ProtocolError::Service {
+                status,
+                kind: format!("error_code {code}"),
+                message: answer
+                    .as_ref()
+                    .and_then(|a| a.error_msg.text())
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+        if !is_success(status) {
+            return Err(ProtocolError::Upstream {
+                status,
+                excerpt: excerpt(body),
+            });
+        }
+        let results = answer.as_ref().and_then(|a| a.result.ok()).ok_or_else(|| {
+            ProtocolError::UnexpectedAnswer {
+                detail: "no `result` array".to_owned(),
+            }
+        })?;
+        let labels = labels_from(results, "result", ("keyword", "score"), 1.0)?;
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -495,13 +425,52 @@ impl Api for Baidu {
 }
 
 impl Emulated for Baidu {
+    /// Reads an `advanced_general` request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// One image, so every problem is a request-level `Err`: another path, a bad `baike_num`, no
+    /// `image` (a `url` is a [`ProtocolError::RemoteImage`]), bad base64, base64 over
+    /// [`MAX_BASE64_BYTES`]. The content type is not checked (the body is read as a form).
     fn parse_backend_request(
         &self,
         path: &str,
-        headers: &HeaderMap,
+        _headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let route = path.split('?').next().unwrap_or_default();
+        if route != PATH {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{route}`"),
+                expected: "`POST /rest/2.0/image-classify/v2/advanced_general`",
+            });
+        }
+        let fields = form_fields(body)?;
+        let baike_num =
+            match fields.iter().find(|f| f.name == "baike_num") {
+                None => 0,
+                Some(field) => field.value.trim().parse::<usize>().map_err(|_| {
+                    ProtocolError::InvalidValue {
+                        path: "baike_num".to_owned(),
+                        expected: "a non-negative integer",
+                        got: describe(&Value::String(field.value.clone())),
+                    }
+                })?,
+            };
+        let text = find_image(&fields).inline()?;
+        if text.len() > MAX_BASE64_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_BASE64_BYTES,
+                actual: text.len(),
+            });
+        }
+        let bytes = decode_form_base64(text, || "image".to_owned())?;
+        Ok(BackendRequest {
+            images: vec![Ok(BackendImage {
+                bytes,
+                max_labels: RESULT_NUM,
+                min_score: 0.0,
+            })],
+            reply: super::Reply::Baidu(Reply { baike_num }),
+        })
     }
 
     fn render_backend_response(
@@ -519,8 +488,12 @@ impl Emulated for Baidu {
         render_backend_error(err)
     }
 
+    /// Baidu's QPS-limit error (`error_code` 18) with status 429: see
+    /// [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        let mut response = error_response(code::QPS_LIMIT, None);
+        response.status = StatusCode::TOO_MANY_REQUESTS;
+        response
     }
 }
 
@@ -533,7 +506,7 @@ mod tests {
     };
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(
+        Baidu.parse_backend_request(
             &format!("{PATH}?access_token=24.abc"),
             &HeaderMap::new(),
             body,
@@ -593,26 +566,32 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
-        let answer = parse_answer(200, &fixture("baidu_answer.json")).unwrap();
+        check_answer_cases(cases, |status, body| Baidu.parse_answer(status, body));
+        let answer = Baidu
+            .parse_answer(200, &fixture("baidu_answer.json"))
+            .unwrap();
         assert!((answer.labels[0].score - 0.953_114).abs() < 1e-6);
         assert!(answer.labels.windows(2).all(|w| w[0].score >= w[1].score));
     }
 
     #[test]
     fn throttling_codes_are_retryable() {
-        let qps = parse_answer(
-            200,
-            br#"{"error_code": 18, "error_msg": "Open api qps request limit reached"}"#,
-        )
-        .unwrap_err();
+        let qps = Baidu
+            .parse_answer(
+                200,
+                br#"{"error_code": 18, "error_msg": "Open api qps request limit reached"}"#,
+            )
+            .unwrap_err();
         assert!(qps.is_throttling(), "{qps}");
-        let format = parse_answer(200, &fixture("baidu_error_image_format.json")).unwrap_err();
+        let format = Baidu
+            .parse_answer(200, &fixture("baidu_error_image_format.json"))
+            .unwrap_err();
         assert!(!format.is_throttling());
-        let rendered = render_throttled();
+        let rendered = Baidu.render_throttled();
         assert_eq!(rendered.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
-            parse_answer(429, &rendered.body)
+            Baidu
+                .parse_answer(429, &rendered.body)
                 .unwrap_err()
                 .is_throttling()
         );
@@ -688,7 +667,7 @@ mod tests {
             json!({"keyword": "giant panda", "score": 0.91, "root": "", "baike_info": {}})
         );
         assert!(doc["result"][1].get("baike_info").is_none());
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Baidu.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.top1(), Some("giant panda"));
         assert_eq!(back.labels.len(), 2);
     }
@@ -750,14 +729,16 @@ mod tests {
             ),
         ];
         for (name, path, body, code, fragment) in cases {
-            let err = parse_backend_request(path, &HeaderMap::new(), &body).unwrap_err();
+            let err = Baidu
+                .parse_backend_request(path, &HeaderMap::new(), &body)
+                .unwrap_err();
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::OK, "{name}");
             let doc = json_of(&rendered.body);
             assert_eq!(doc["error_code"], code, "{name}");
             let message = doc["error_msg"].as_str().unwrap();
             assert!(message.contains(fragment), "{name}: {message}");
-            match parse_answer(200, &rendered.body) {
+            match Baidu.parse_answer(200, &rendered.body) {
                 Err(ProtocolError::Service {
                     status: 200, kind, ..
                 }) => {

@@ -24,7 +24,7 @@
 //!   (`MISSING_ARGUMENTS`, `BAD_ARGUMENTS`, `INVALID_IMAGE_URL`, `IMAGE_FILE_TOO_LARGE`,
 //!   `IMAGE_ERROR_UNSUPPORTED_FORMAT`), 401/403 (`AUTHENTICATION_ERROR`,
 //!   `CONCURRENCY_LIMIT_EXCEEDED`), 404 (`API_NOT_FOUND`), 413, 500 (`INTERNAL_ERROR`).
-//!   [`parse_answer`] splits the code (the kind) from the detail (the message).
+//!   [`FacePlusPlus::parse_answer`] splits the code (the kind) from the detail (the message).
 //! - `confidence` is a percentage; detect's faces carry no confidence ([`Region::score`] is 1).
 //! - The multipart form is rewritten by [`super::multipart`], every byte but the image's kept;
 //!   in a urlencoded form only the `image_base64` value changes.
@@ -116,13 +116,6 @@ pub const DETECT_PATH: &str = "/facepp/v3/detect";
 
 /// The path of scene and object detection.
 pub const SCENE_PATH: &str = "/imagepp/beta/detectsceneandobject";
-
-/// Whether a path (query ignored) is one of Face++'s endpoints: anything under `/facepp/`
-/// or `/imagepp/`.
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/facepp/") || route.starts_with("/imagepp/")
-}
 
 /// The largest image accepted, decoded (2 MiB).
 pub const MAX_IMAGE_BYTES: usize = 2 * 1024 * 1024;
@@ -225,73 +218,6 @@ fn form_request(
     }
 }
 
-/// A detect answer's faces as [`Answer::regions`], or a scene answer's objects and scenes as
-/// labels (confidence divided by 100).
-///
-/// `error_message` (at any status) becomes [`ProtocolError::Service`] with the code before
-/// the colon as kind; a non-2xx answer in no known shape [`ProtocolError::Upstream`] (Face++
-/// answers 413 in plain text).
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    let doc = super::parse_json(body, "answer body").ok();
-    let answer = doc.as_ref().and_then(read_answer::<WireAnswer>);
-    if let Some(message) = answer.as_ref().and_then(|a| a.error_message.text()) {
-        let (kind, detail) = message.split_once(':').unwrap_or((message, ""));
-        return Err(ProtocolError::Service {
-            status,
-            kind: kind.trim().to_owned(),
-            message: detail.trim().to_owned(),
-        });
-    }
-    if !is_success(status) {
-        return Err(ProtocolError::Upstream {
-            status,
-            excerpt: excerpt(body),
-        });
-    }
-    let Some(answer) = answer else {
-        if doc.is_none() {
-            // Not JSON: the parser's own error.
-            parse_json(body, "answer body")?;
-        }
-        return Err(ProtocolError::UnexpectedAnswer {
-            detail: "no `faces`, `objects` or `scenes`".to_owned(),
-        });
-    };
-    match &answer.faces {
-        Field::Absent => {}
-        Field::Is(faces) => return parse_faces(faces).map(Answer::detections),
-        Field::Wrong(_) => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                detail: "`faces` is not an array".to_owned(),
-            });
-        }
-    }
-    if matches!(answer.objects, Field::Absent) && matches!(answer.scenes, Field::Absent) {
-        return Err(ProtocolError::UnexpectedAnswer {
-            detail: "no `faces`, `objects` or `scenes`".to_owned(),
-        });
-    }
-    let mut labels = Vec::new();
-    for (key, items) in [("objects", &answer.objects), ("scenes", &answer.scenes)] {
-        let items = match items {
-            Field::Absent | Field::Wrong(Value::Null) => continue,
-            Field::Is(items) => items,
-            Field::Wrong(_) => {
-                return Err(ProtocolError::UnexpectedAnswer {
-                    detail: format!("`{key}` is not an array"),
-                });
-            }
-        };
-        labels.extend(labels_from(
-            items,
-            key,
-            ("value", "confidence"),
-            CONFIDENCE_SCALE,
-        )?);
-    }
-    Ok(Answer::new(labels))
-}
-
 /// The `faces` array of a detect answer.
 fn parse_faces(faces: &[Field<Face>]) -> Result<Vec<Region>, ProtocolError> {
     faces
@@ -319,52 +245,6 @@ fn parse_faces(faces: &[Field<Face>]) -> Result<Vec<Region>, ProtocolError> {
             })
         })
         .collect()
-}
-
-/// Reads a detect or scene request: see [`super::Protocol::parse_backend_request`].
-///
-/// One image, so every problem is a request-level `Err`: another path, a body that is neither
-/// form, no image, bad base64, an `image_url`, an image over [`MAX_IMAGE_BYTES`].
-/// [`BackendRequest::task`] tells detect (faces) from scene (labels).
-pub fn parse_backend_request(
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let operation =
-        Operation::of_path(path).ok_or_else(|| ProtocolError::UnsupportedOperation {
-            found: format!("path `{}`", path.split('?').next().unwrap_or_default()),
-            expected: "`POST /facepp/v3/detect` or `POST /imagepp/beta/detectsceneandobject`",
-        })?;
-    let form = Form::read(headers, body)?;
-    let bytes = match form.find_image().inline()? {
-        Image::File { bytes, .. } => bytes.to_vec(),
-        Image::Base64 { text, .. } => decode_form_base64(&text, || "image_base64".to_owned())?,
-    };
-    if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_IMAGE_BYTES,
-            actual: bytes.len(),
-        });
-    }
-    let digest = sha2::Sha256::digest(&bytes);
-    let image_id = base64::engine::general_purpose::STANDARD.encode(&digest[..16]);
-    let max_labels = match operation {
-        Operation::Detect => 0,
-        Operation::Scene => MAX_OBJECTS,
-    };
-    Ok(BackendRequest {
-        images: vec![Ok(BackendImage {
-            bytes,
-            max_labels,
-            min_score: 0.0,
-        })],
-        reply: super::Reply::FacePlusPlus(Reply {
-            operation,
-            image_id,
-            received: Some(Instant::now()),
-        }),
-    })
 }
 
 /// Renders the answer for the request's single image in the shape of `reply.operation`.
@@ -505,12 +385,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
         tracing::debug!(%err, "request rejected");
     }
     error_response(status, &message)
-}
-
-/// Face++'s concurrency-limit error with status 429 (Face++ itself uses 403): see
-/// [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    error_response(StatusCode::TOO_MANY_REQUESTS, "CONCURRENCY_LIMIT_EXCEEDED")
 }
 
 /// An error answer with `message` as `error_message`.
@@ -742,16 +616,82 @@ impl Api for FacePlusPlus {
         route == DETECT_PATH || route == SCENE_PATH
     }
 
+    /// Whether a path (query ignored) is one of Face++'s endpoints: anything under `/facepp/`
+    /// or `/imagepp/`.
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/facepp/") || route.starts_with("/imagepp/")
     }
 
     fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
         scene_request(image, None)
     }
 
+    /// A detect answer's faces as [`Answer::regions`], or a scene answer's objects and scenes as
+    /// labels (confidence divided by 100).
+    ///
+    /// `error_message` (at any status) becomes [`ProtocolError::Service`] with the code before
+    /// the colon as kind; a non-2xx answer in no known shape [`ProtocolError::Upstream`] (Face++
+    /// answers 413 in plain text).
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        let doc = super::parse_json(body, "answer body").ok();
+        let answer = doc.as_ref().and_then(read_answer::<WireAnswer>);
+        if let Some(message) = answer.as_ref().and_then(|a| a.error_message.text()) {
+            let (kind, detail) = message.split_once(':').unwrap_or((message, ""));
+            return Err(ProtocolError::Service {
+                status,
+                kind: kind.trim().to_owned(),
+                message: detail.trim().to_owned(),
+            });
+        }
+        if !is_success(status) {
+            return Err(ProtocolError::Upstream {
+                status,
+                excerpt: excerpt(body),
+            });
+        }
+        let Some(answer) = answer else {
+            if doc.is_none() {
+                // Not JSON: the parser's own error.
+                parse_json(body, "answer body")?;
+            }
+            return Err(ProtocolError::UnexpectedAnswer {
+                detail: "no `faces`, `objects` or `scenes`".to_owned(),
+            });
+        };
+        match &answer.faces {
+            Field::Absent => {}
+            Field::Is(faces) => return parse_faces(faces).map(Answer::detections),
+            Field::Wrong(_) => {
+                return Err(ProtocolError::UnexpectedAnswer {
+                    detail: "`faces` is not an array".to_owned(),
+                });
+            }
+        }
+        if matches!(answer.objects, Field::Absent) && matches!(answer.scenes, Field::Absent) {
+            return Err(ProtocolError::UnexpectedAnswer {
+                detail: "no `faces`, `objects` or `scenes`".to_owned(),
+            });
+        }
+        let mut labels = Vec::new();
+        for (key, items) in [("objects", &answer.objects), ("scenes", &answer.scenes)] {
+            let items = match items {
+                Field::Absent | Field::Wrong(Value::Null) => continue,
+                Field::Is(items) => items,
+                Field::Wrong(_) => {
+                    return Err(ProtocolError::UnexpectedAnswer {
+                        detail: format!("`{key}` is not an array"),
+                    });
+                }
+            };
+            labels.extend(labels_from(
+                items,
+                key,
+                ("value", "confidence"),
+                CONFIDENCE_SCALE,
+            )?);
+        }
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -768,13 +708,51 @@ impl Api for FacePlusPlus {
 }
 
 impl Emulated for FacePlusPlus {
+    /// Reads a detect or scene request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// One image, so every problem is a request-level `Err`: another path, a body that is neither
+    /// form, no image, bad base64, an `image_url`, an image over [`MAX_IMAGE_BYTES`].
+    /// [`BackendRequest::task`] tells detect (faces) from scene (labels).
     fn parse_backend_request(
         &self,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let operation =
+            Operation::of_path(path).ok_or_else(|| ProtocolError::UnsupportedOperation {
+                found: format!("path `{}`", path.split('?').next().unwrap_or_default()),
+                expected: "`POST /facepp/v3/detect` or `POST /imagepp/beta/detectsceneandobject`",
+            })?;
+        let form = Form::read(headers, body)?;
+        let bytes = match form.find_image().inline()? {
+            Image::File { bytes, .. } => bytes.to_vec(),
+            Image::Base64 { text, .. } => decode_form_base64(&text, || "image_base64".to_owned())?,
+        };
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_IMAGE_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        let digest = sha2::Sha256::digest(&bytes);
+        let image_id = base64::engine::general_purpose::STANDARD.encode(&digest[..16]);
+        let max_labels = match operation {
+            Operation::Detect => 0,
+            Operation::Scene => MAX_OBJECTS,
+        };
+        Ok(BackendRequest {
+            images: vec![Ok(BackendImage {
+                bytes,
+                max_labels,
+                min_score: 0.0,
+            })],
+            reply: super::Reply::FacePlusPlus(Reply {
+                operation,
+                image_id,
+                received: Some(Instant::now()),
+            }),
+        })
     }
 
     fn render_backend_response(
@@ -792,8 +770,10 @@ impl Emulated for FacePlusPlus {
         render_backend_error(err)
     }
 
+    /// Face++'s concurrency-limit error with status 429 (Face++ itself uses 403): see
+    /// [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        error_response(StatusCode::TOO_MANY_REQUESTS, "CONCURRENCY_LIMIT_EXCEEDED")
     }
 }
 
@@ -867,14 +847,20 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| {
+            FacePlusPlus.parse_answer(status, body)
+        });
 
-        let scene = parse_answer(200, &fixture("facepp_scene_answer.json")).unwrap();
+        let scene = FacePlusPlus
+            .parse_answer(200, &fixture("facepp_scene_answer.json"))
+            .unwrap();
         let names: Vec<&str> = scene.labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["dog", "grass", "park", "ball"]);
         assert!((scene.labels[0].score - 0.95127).abs() < 1e-6);
 
-        let detect = parse_answer(200, &fixture("facepp_detect_answer.json")).unwrap();
+        let detect = FacePlusPlus
+            .parse_answer(200, &fixture("facepp_detect_answer.json"))
+            .unwrap();
         assert_eq!(detect.regions.len(), 2);
         assert_eq!(
             detect.regions[0],
@@ -886,7 +872,8 @@ mod tests {
                 score: 1.0
             }
         );
-        let err = parse_answer(403, br#"{"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}"#);
+        let err =
+            FacePlusPlus.parse_answer(403, br#"{"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}"#);
         assert!(err.unwrap_err().is_throttling());
     }
 
@@ -903,8 +890,9 @@ mod tests {
             let headers = header_map(&request.headers);
             let content_type = headers["content-type"].to_str().unwrap();
             assert!(content_type.starts_with("multipart/form-data; boundary=adacompress-"));
-            let parsed =
-                parse_backend_request(&request.path_and_query, &headers, &request.body).unwrap();
+            let parsed = FacePlusPlus
+                .parse_backend_request(&request.path_and_query, &headers, &request.body)
+                .unwrap();
             assert_eq!(parsed.task(), task);
             let got = parsed.images[0].as_ref().unwrap();
             assert_eq!(got.bytes, image);
@@ -993,7 +981,10 @@ mod tests {
             ),
         ];
         for (headers, body, path, expected) in cases {
-            match (parse_backend_request(path, &headers, &body), expected) {
+            match (
+                FacePlusPlus.parse_backend_request(path, &headers, &body),
+                expected,
+            ) {
                 (Ok(parsed), Ok(start)) => {
                     let bytes = &parsed.images[0].as_ref().unwrap().bytes;
                     assert!(bytes.starts_with(start), "{path}");
@@ -1041,7 +1032,7 @@ mod tests {
         );
         assert_eq!(doc["faces"][0]["face_token"].as_str().unwrap().len(), 32);
         assert!(doc["request_id"].as_str().unwrap().contains(','));
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = FacePlusPlus.parse_answer(200, &rendered.body).unwrap();
         assert!(back.regions_match(&Answer::detections(regions), 0.9));
 
         let scene = Reply {
@@ -1059,7 +1050,7 @@ mod tests {
             doc["objects"][0],
             json!({"value": "golden retriever", "confidence": 87.13})
         );
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = FacePlusPlus.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.top1(), Some("golden retriever"));
         assert!((back.labels[0].score - 0.8713).abs() < 1e-6);
     }
@@ -1115,7 +1106,9 @@ mod tests {
             let message = doc["error_message"].as_str().unwrap();
             assert!(message.starts_with(prefix), "{message}");
             assert!(!message.contains("secret"));
-            let back = parse_answer(status.as_u16(), &rendered.body).unwrap_err();
+            let back = FacePlusPlus
+                .parse_answer(status.as_u16(), &rendered.body)
+                .unwrap_err();
             let code = prefix.split(':').next().unwrap();
             assert!(
                 matches!(&back, ProtocolError::Service { kind, .. } if kind == code),
@@ -1133,10 +1126,11 @@ mod tests {
                 .unwrap()
                 .starts_with("IMAGE_ERROR_UNSUPPORTED_FORMAT: image could not be decoded")
         );
-        let throttled = render_throttled();
+        let throttled = FacePlusPlus.render_throttled();
         assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
-            parse_answer(429, &throttled.body)
+            FacePlusPlus
+                .parse_answer(429, &throttled.body)
                 .unwrap_err()
                 .is_throttling()
         );

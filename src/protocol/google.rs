@@ -30,6 +30,10 @@
 //!   leaves untouched.
 //! - The backend renders labels without knowledge-graph ids: `mid` is empty and `topicality`
 //!   repeats `score`.
+//! - gRPC: `ImageAnnotator/BatchAnnotateImages` is compressed like `images:annotate`
+//!   ([`grpc`]).
+
+pub mod grpc;
 
 use std::borrow::Cow;
 
@@ -37,7 +41,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{Api, Emulated};
+use super::api::{Api, Emulated, GrpcApi};
 use super::one_image::Found;
 use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
@@ -161,18 +165,6 @@ wire_object!(
     ErrorAnswer
 );
 
-/// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
-/// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
-pub fn owns_path(path: &str) -> bool {
-    let route = path.split('?').next().unwrap_or_default();
-    route.starts_with("/v1/images:")
-        || route.starts_with("/v1/files:")
-        || route
-            .strip_prefix("/v1p")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(version, rest)| !version.is_empty() && !rest.is_empty())
-}
-
 /// The path of the annotate method.
 pub const PATH: &str = "/v1/images:annotate";
 
@@ -197,36 +189,6 @@ const CODE_INVALID_ARGUMENT: i64 = 3;
 
 /// `google.rpc.Code` for a failure on the server's side.
 const CODE_INTERNAL: i64 = 13;
-
-/// The request for labels of one image: see [`super::Protocol::client_request`].
-pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
-    let body = json!({
-        "requests": [{
-            "image": {"content": encode_base64(image)},
-            "features": [{"type": LABEL_DETECTION, "maxResults": max_labels}],
-        }],
-    });
-    ClientRequest {
-        path_and_query: PATH.to_owned(),
-        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// The answer for the first (for a client request: the only) image.
-///
-/// A per-image `error` becomes [`ProtocolError::ImageError`]; no `labelAnnotations` is an
-/// empty answer.
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    parse_answers(status, body)?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| {
-            Err(ProtocolError::UnexpectedAnswer {
-                detail: "`responses` is empty".to_owned(),
-            })
-        })
-}
 
 /// The answers for every image of a batch, in request order.
 pub fn parse_answers(
@@ -355,56 +317,6 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     }
 }
 
-/// Reads an `images:annotate` request into its images: see
-/// [`super::Protocol::parse_backend_request`].
-///
-/// Request-level errors: a path that is not `…/images:annotate`, a body that is not JSON, no
-/// `requests` array, more than [`MAX_IMAGES_PER_REQUEST`] entries, fields of the wrong type.
-/// Per-image errors (answered inside the 200): no image, bad base64, a remote image.
-/// `max_labels` is the largest `maxResults` of the `LABEL_DETECTION` features (0 when no such
-/// feature is asked for: the image's response is then `{}`); `min_score` is always 0.
-pub fn parse_backend_request(
-    path: &str,
-    _headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    let route = path.split('?').next().unwrap_or_default();
-    if !route.ends_with("/images:annotate") {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{route}`"),
-            expected: "`POST /v1/images:annotate`",
-        });
-    }
-    let doc = parse_json(body, "request body")?;
-    let request = wire::read::<AnnotateRequest>(&doc);
-    let requests = requests_of(&request)?;
-    if requests.len() > MAX_IMAGES_PER_REQUEST {
-        return Err(ProtocolError::TooManyImages {
-            limit: MAX_IMAGES_PER_REQUEST,
-            actual: requests.len(),
-        });
-    }
-    let images = requests
-        .iter()
-        .enumerate()
-        .map(|(i, request)| {
-            let request = object_at(i, request)?;
-            let max_labels = max_labels_of(i, request)?;
-            let image = find_image(i, request)?
-                .inline()
-                .and_then(|(path, text)| decode_base64(text, || path))
-                .map(|bytes| BackendImage {
-                    bytes,
-                    max_labels,
-                    min_score: 0.0,
-                })
-                .map_err(ImageProblem::from);
-            Ok(image)
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
-    Ok(BackendRequest::plain(images))
-}
-
 /// Renders the 200 answer to a batch: one response per result, in order.
 ///
 /// An `Ok` answer is rendered with exactly its labels (`{}` when there are none); an
@@ -502,18 +414,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     super::shape::render(
         super::Protocol::GoogleVision,
         &ApiError::new(status, Kind::Name(status_name), &message),
-    )
-}
-
-/// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    super::shape::render(
-        super::Protocol::GoogleVision,
-        &ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Kind::Name("RESOURCE_EXHAUSTED"),
-            "backend is saturated; retry later",
-        ),
     )
 }
 
@@ -809,16 +709,46 @@ impl Api for Google {
         route == PATH
     }
 
+    /// Whether a path (query ignored) is one of Cloud Vision's endpoints: `/v1/images:*`,
+    /// `/v1/files:*`, or anything under a beta version `/v1p…/` (`/v1p4beta1/images:annotate`).
     fn owns(&self, _method: &Method, route: &str, _headers: &HeaderMap) -> bool {
-        owns_path(route)
+        let route = route.split('?').next().unwrap_or_default();
+        route.starts_with("/v1/images:")
+            || route.starts_with("/v1/files:")
+            || route
+                .strip_prefix("/v1p")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(version, rest)| !version.is_empty() && !rest.is_empty())
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`].
     fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
-        client_request(image, max_labels)
+        let body = json!({
+            "requests": [{
+                "image": {"content": encode_base64(image)},
+                "features": [{"type": LABEL_DETECTION, "maxResults": max_labels}],
+            }],
+        });
+        ClientRequest {
+            path_and_query: PATH.to_owned(),
+            headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+            body: body.to_string().into_bytes(),
+        }
     }
 
+    /// The answer for the first (for a client request: the only) image.
+    ///
+    /// A per-image `error` becomes [`ProtocolError::ImageError`]; no `labelAnnotations` is an
+    /// empty answer.
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        parse_answers(status, body)?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(ProtocolError::UnexpectedAnswer {
+                    detail: "`responses` is empty".to_owned(),
+                })
+            })
     }
 
     fn parse_answers(
@@ -840,16 +770,62 @@ impl Api for Google {
     ) -> Result<Rewritten, ProtocolError> {
         replace_images(req.body, replacements).map(Rewritten::body)
     }
+
+    fn grpc(&self) -> Option<&'static dyn GrpcApi> {
+        Some(&Google)
+    }
 }
 
 impl Emulated for Google {
+    /// Reads an `images:annotate` request into its images: see
+    /// [`super::Protocol::parse_backend_request`].
+    ///
+    /// Request-level errors: a path that is not `…/images:annotate`, a body that is not JSON, no
+    /// `requests` array, more than [`MAX_IMAGES_PER_REQUEST`] entries, fields of the wrong type.
+    /// Per-image errors (answered inside the 200): no image, bad base64, a remote image.
+    /// `max_labels` is the largest `maxResults` of the `LABEL_DETECTION` features (0 when no such
+    /// feature is asked for: the image's response is then `{}`); `min_score` is always 0.
     fn parse_backend_request(
         &self,
         path: &str,
-        headers: &HeaderMap,
+        _headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        let route = path.split('?').next().unwrap_or_default();
+        if !route.ends_with("/images:annotate") {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{route}`"),
+                expected: "`POST /v1/images:annotate`",
+            });
+        }
+        let doc = parse_json(body, "request body")?;
+        let request = wire::read::<AnnotateRequest>(&doc);
+        let requests = requests_of(&request)?;
+        if requests.len() > MAX_IMAGES_PER_REQUEST {
+            return Err(ProtocolError::TooManyImages {
+                limit: MAX_IMAGES_PER_REQUEST,
+                actual: requests.len(),
+            });
+        }
+        let images = requests
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                let request = object_at(i, request)?;
+                let max_labels = max_labels_of(i, request)?;
+                let image = find_image(i, request)?
+                    .inline()
+                    .and_then(|(path, text)| decode_base64(text, || path))
+                    .map(|bytes| BackendImage {
+                        bytes,
+                        max_labels,
+                        min_score: 0.0,
+                    })
+                    .map_err(ImageProblem::from);
+                Ok(image)
+            })
+            .collect::<Result<Vec<_>, ProtocolError>>()?;
+        Ok(BackendRequest::plain(images))
     }
 
     fn render_backend_response(
@@ -864,8 +840,16 @@ impl Emulated for Google {
         render_backend_error(err)
     }
 
+    /// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        super::shape::render(
+            super::Protocol::GoogleVision,
+            &ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Kind::Name("RESOURCE_EXHAUSTED"),
+                "backend is saturated; retry later",
+            ),
+        )
     }
 }
 
@@ -888,7 +872,7 @@ mod tests {
     }
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(PATH, &HeaderMap::new(), body)
+        Google.parse_backend_request(PATH, &HeaderMap::new(), body)
     }
 
     /// A request body with one `requests[]` entry per given `image` object.
@@ -960,12 +944,14 @@ mod tests {
                 Err("`responses` is empty"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| Google.parse_answer(status, body));
     }
 
     #[test]
     fn labels_are_sorted_and_scores_kept() {
-        let answer = parse_answer(200, &fixture("google_labels.json")).unwrap();
+        let answer = Google
+            .parse_answer(200, &fixture("google_labels.json"))
+            .unwrap();
         let scores: Vec<f32> = answer.labels.iter().map(|l| l.score).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
         assert_eq!(answer.labels[1].name, "Dog breed");
@@ -996,7 +982,7 @@ mod tests {
 
     #[test]
     fn client_request_has_the_documented_shape() {
-        let request = client_request(b"\xff\xd8\xff\xd9", 7);
+        let request = Google.client_request(b"\xff\xd8\xff\xd9", 7);
         assert_eq!(request.path_and_query, "/v1/images:annotate");
         assert_eq!(
             request.headers,
@@ -1133,7 +1119,7 @@ mod tests {
                    "message": "request has 17 images, over the limit of 16 images per request"}})
         );
         // Our own client reads it back as a service error.
-        let back = parse_answer(400, &rendered.body).unwrap_err();
+        let back = Google.parse_answer(400, &rendered.body).unwrap_err();
         assert!(
             matches!(back, ProtocolError::Service { status: 400, ref kind, .. }
             if kind == "INVALID_ARGUMENT")
@@ -1250,9 +1236,9 @@ mod tests {
         ];
         for (path, features, wanted) in cases {
             let body = json!({"requests": [{"image": {"content": jpeg}, "features": features}]});
-            let request =
-                parse_backend_request(path, &HeaderMap::new(), body.to_string().as_bytes())
-                    .unwrap_or_else(|e| panic!("{path} {features}: {e}"));
+            let request = Google
+                .parse_backend_request(path, &HeaderMap::new(), body.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{path} {features}: {e}"));
             let image = request.images[0].as_ref().unwrap();
             assert_eq!(image.max_labels, wanted, "{path} {features}");
             // The proxy's side recognises and reads the same request.
@@ -1311,7 +1297,9 @@ mod tests {
             ),
         ];
         for (path, body, status, fragment) in cases {
-            let err = parse_backend_request(path, &HeaderMap::new(), &body).unwrap_err();
+            let err = Google
+                .parse_backend_request(path, &HeaderMap::new(), &body)
+                .unwrap_err();
             assert!(err.to_string().contains(fragment), "{path}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, status, "{err}");
@@ -1321,7 +1309,9 @@ mod tests {
         }
         // An API key in the query string does not matter.
         assert!(
-            parse_backend_request("/v1/images:annotate?key=abc", &HeaderMap::new(), &good).is_ok()
+            Google
+                .parse_backend_request("/v1/images:annotate?key=abc", &HeaderMap::new(), &good)
+                .is_ok()
         );
     }
 

@@ -44,6 +44,9 @@
 //!   [`render_server_metadata`], [`render_model_metadata`], [`render_model_ready`]); the
 //!   proxy does not compress them and sends every `/v2` path ([`owns_path`]) to the KServe
 //!   upstream as it came.
+//! - gRPC: `GRPCInferenceService/ModelInfer` is compressed like `infer` ([`grpc`]).
+
+pub mod grpc;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -53,7 +56,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ProxyRequest;
-use super::api::{Api, Emulated};
+use super::api::{Api, Emulated, GrpcApi};
 use super::shape::{ApiError, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
@@ -234,51 +237,11 @@ pub fn model_of(path: &str) -> Option<(&str, Option<&str>)> {
     (clean(model) && version.is_none_or(clean)).then_some((model, version))
 }
 
-/// The request for the top `max_labels` labels of one image, the image as binary data: see
-/// [`super::Protocol::client_request`].
-pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
-    let blob = bytes_element(image);
-    let header = json!({
-        "inputs": [{
-            "name": IMAGE_INPUT,
-            "shape": [1],
-            "datatype": BYTES,
-            "parameters": {"binary_data_size": blob.len()},
-        }],
-        "outputs": [{"name": LABELS_OUTPUT}, {"name": SCORES_OUTPUT}],
-        "parameters": {"top_k": max_labels.max(1)},
-    })
-    .to_string();
-    ClientRequest {
-        path_and_query: format!("/v2/models/{DEFAULT_MODEL}/infer"),
-        headers: vec![
-            ("Content-Type".to_owned(), BINARY_CONTENT_TYPE.to_owned()),
-            (
-                "Inference-Header-Content-Length".to_owned(),
-                header.len().to_string(),
-            ),
-        ],
-        body: [header.as_bytes(), &blob].concat(),
-    }
-}
-
 /// One `BYTES` element in binary form: a little-endian `u32` length, then the bytes.
 fn bytes_element(bytes: &[u8]) -> Vec<u8> {
     // Elements over 4 GiB cannot be framed; images are far smaller (bodies are capped).
     let length = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     [&length.to_le_bytes()[..], bytes].concat()
-}
-
-/// The answer for the first (for a client request: the only) image.
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    parse_answers(status, body)?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| {
-            Err(ProtocolError::UnexpectedAnswer {
-                detail: "the `labels` output has no rows".to_owned(),
-            })
-        })
 }
 
 /// The answers for every image of a batch: row `i` of `labels` and `scores` for image `i`.
@@ -543,7 +506,7 @@ pub(crate) enum SplitError {
 
 /// The elements of a binary `BYTES` tensor: the range of each element's bytes (after its
 /// length prefix), at most `room` of them. Also how the proxy reads a gRPC `ModelInfer`'s
-/// `raw_input_contents` ([`crate::proxy::grpc`]).
+/// `raw_input_contents` ([`grpc`]).
 pub(crate) fn split_elements(blob: &[u8], room: usize) -> Result<Vec<Range<usize>>, SplitError> {
     let mut elements = Vec::new();
     let mut cursor = 0;
@@ -1128,14 +1091,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     error_response(status, &err.to_string())
 }
 
-/// 429 `{"error": …}`: see [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    error_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        "the server is saturated; retry later",
-    )
-}
-
 /// Whether a path (query ignored) belongs to the v2 protocol: `/v2` and everything under it
 /// (health, metadata, `infer`, Triton's repository and statistics extensions). The proxy sends
 /// those it does not compress to the KServe upstream untouched.
@@ -1373,12 +1328,44 @@ impl Api for KServe {
         owns_path(route)
     }
 
+    /// The request for the top `max_labels` labels of one image, the image as binary data: see
+    /// [`super::Protocol::client_request`].
     fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
-        client_request(image, max_labels)
+        let blob = bytes_element(image);
+        let header = json!({
+            "inputs": [{
+                "name": IMAGE_INPUT,
+                "shape": [1],
+                "datatype": BYTES,
+                "parameters": {"binary_data_size": blob.len()},
+            }],
+            "outputs": [{"name": LABELS_OUTPUT}, {"name": SCORES_OUTPUT}],
+            "parameters": {"top_k": max_labels.max(1)},
+        })
+        .to_string();
+        ClientRequest {
+            path_and_query: format!("/v2/models/{DEFAULT_MODEL}/infer"),
+            headers: vec![
+                ("Content-Type".to_owned(), BINARY_CONTENT_TYPE.to_owned()),
+                (
+                    "Inference-Header-Content-Length".to_owned(),
+                    header.len().to_string(),
+                ),
+            ],
+            body: [header.as_bytes(), &blob].concat(),
+        }
     }
 
+    /// The answer for the first (for a client request: the only) image.
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        parse_answers(status, body)?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(ProtocolError::UnexpectedAnswer {
+                    detail: "the `labels` output has no rows".to_owned(),
+                })
+            })
     }
 
     fn parse_answers(
@@ -1399,6 +1386,10 @@ impl Api for KServe {
         replacements: &[(usize, Vec<u8>)],
     ) -> Result<Rewritten, ProtocolError> {
         replace_images(req.headers, req.body, replacements)
+    }
+
+    fn grpc(&self) -> Option<&'static dyn GrpcApi> {
+        Some(&KServe)
     }
 }
 
@@ -1427,8 +1418,12 @@ impl Emulated for KServe {
         render_backend_error(err)
     }
 
+    /// 429 `{"error": …}`: see [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the server is saturated; retry later",
+        )
     }
 }
 
@@ -1593,7 +1588,7 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| KServe.parse_answer(status, body));
         let rows = parse_answers(200, &fixture("kserve_answer.json")).unwrap();
         assert_eq!(rows.len(), 2);
         let second = rows[1].as_ref().unwrap();
@@ -1805,7 +1800,7 @@ mod tests {
             assert!(err.to_string().contains(&fragment), "{name}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status.as_u16(), status, "{name}");
-            let back = parse_answer(status, &rendered.body).unwrap_err();
+            let back = KServe.parse_answer(status, &rendered.body).unwrap_err();
             assert!(back.to_string().contains(&fragment), "{name}: {back}");
         }
     }
@@ -1898,7 +1893,8 @@ mod tests {
             render_backend_response(&plain, vec![Err(ImageProblem::Internal("tract".into()))]);
         assert_eq!(json_of(&internal.body)["error"], "internal error");
         assert!(
-            parse_answer(429, &render_throttled().body)
+            KServe
+                .parse_answer(429, &KServe.render_throttled().body)
                 .unwrap_err()
                 .is_throttling()
         );

@@ -25,7 +25,8 @@
 //! [`multipart`] reads and rewrites `multipart/form-data` bodies for Face++ and TorchServe;
 //! `one_image` holds what the one-image APIs share; [`shape`] renders every API's error
 //! (each API's body and kinds come from its [`Api`] impl);
-//! `wire` holds `wire::Field`, the field type of the typed wire structs.
+//! `wire` holds `wire::Field`, the field type of the typed wire structs; `protobuf` reads
+//! and rewrites protobuf messages on the wire for the gRPC forms ([`GrpcApi`]).
 //! This file holds the shared types and small shared helpers.
 //!
 //! JSON is read through typed wire structs: each API file declares `#[derive(Deserialize)]`
@@ -50,7 +51,8 @@
 //!   `parse_answer`, `parse_answers` (default: `parse_answer` as a one-element list; batch
 //!   APIs override it), `extract_images` (the [`ImageSlot`]s, in order) and `replace_images`
 //!   (the body with new bytes in the given slots, every other byte kept; a [`Rewritten`]
-//!   with headers when one must change too);
+//!   with headers when one must change too), and `grpc` (default: none) for an API with a
+//!   gRPC form;
 //! - [`Emulated`]: `parse_backend_request` (a [`BackendRequest`]), `render_backend_response`,
 //!   `render_backend_error` and `render_throttled` (the last two through [`shape::render`]);
 //! - wire structs: `#[derive(Deserialize)]` structs for the JSON it reads (request fields the
@@ -63,8 +65,10 @@
 //!   no unknown field is lost; do not walk a `Value` by key by hand;
 //! - tests: answer fixtures in `tests/fixtures/protocol/` run by `check_answer_cases`.
 //!
-//! The existing adapters keep each trait method's body in a free function of the same name
-//! (`google::parse_answer`, ...), which their unit tests call, and the impls forward to them.
+//! A method whose body only its impl needs is written in the impl, and the adapter's unit
+//! tests call it through the struct (`Baidu.parse_answer(status, body)`); a free function
+//! of the adapter holds what its other code or other modules call too (`extract_images` on
+//! the body alone, `render_backend_error`, `model_of`, ...), and the impl calls it.
 //!
 //! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
 //! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
@@ -82,7 +86,12 @@
 //! - tests: its place in `position` in `tests/protocols.rs` (the round trip over every
 //!   protocol), `expected_labels` there, its seeds in `request_seeds` in `tests/fuzz.rs` and
 //!   its error shape in `tests/errors.rs`;
-//! - a gRPC form only: `src/proxy/grpc.rs` and `src/backend/grpc.rs`.
+//! - a gRPC form only: [`GrpcApi`] in `src/protocol/<api>/grpc.rs` (a child module of
+//!   its file), returned by its `Api::grpc`: `method` (the gRPC paths it claims, and
+//!   which one it compresses), `extract_images` and `replace_images` on the unframed
+//!   message (through the shared `protobuf` helpers, so every other byte survives) and
+//!   `parse_answers`; the proxy's transport (`src/proxy/grpc.rs`) needs no change. The
+//!   backend's emulation is in `src/backend/grpc.rs`.
 
 mod api;
 pub mod azure;
@@ -92,6 +101,7 @@ pub mod google;
 pub mod kserve;
 pub mod multipart;
 mod one_image;
+pub(crate) mod protobuf;
 pub mod rekognition;
 pub mod shape;
 pub mod torchserve;
@@ -109,7 +119,7 @@ use base64::engine::general_purpose;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use api::{Api, Emulated};
+pub use api::{Api, Emulated, GrpcApi};
 
 /// One label of an answer, e.g. `golden retriever` at `0.93`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

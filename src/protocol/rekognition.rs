@@ -18,7 +18,7 @@
 //!   per-image errors: every failure is an HTTP 4xx/5xx with the kind in the
 //!   `x-amzn-ErrorType` header and `{"__type": kind, "Message": text}` in the body. Some AWS
 //!   front ends spell it `message` and qualify the kind (`com.amazon.coral.service#Kind`);
-//!   [`parse_answer`] accepts both.
+//!   [`Rekognition::parse_answer`] accepts both.
 //! - `Image.S3Object` names an image in S3: the backend does not fetch it
 //!   (`InvalidS3ObjectException`), the proxy leaves it untouched. `Image.Bytes` wins if both
 //!   are present.
@@ -141,42 +141,6 @@ const CONFIDENCE_SCALE: f64 = 100.0;
 /// The header naming the operation.
 const TARGET_HEADER: &str = "x-amz-target";
 
-/// The request for labels of one image: see [`super::Protocol::client_request`]. Unsigned:
-/// the caller adds SigV4 headers when talking to the real service.
-pub fn client_request(image: &[u8], max_labels: usize) -> ClientRequest {
-    let body = json!({
-        "Image": {"Bytes": encode_base64(image)},
-        "MaxLabels": max_labels,
-    });
-    ClientRequest {
-        path_and_query: "/".to_owned(),
-        headers: vec![
-            ("X-Amz-Target".to_owned(), TARGET.to_owned()),
-            ("Content-Type".to_owned(), CONTENT_TYPE.to_owned()),
-        ],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// The labels of a `DetectLabels` answer, `Confidence` divided by 100.
-///
-/// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `__type`, message from
-/// `Message` or `message`) or, if it is not in that shape, [`ProtocolError::Upstream`].
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    if !is_success(status) {
-        return Err(error_from_answer(status, body));
-    }
-    let doc = parse_json(body, "answer body")?;
-    let answer = read_answer::<DetectLabelsAnswer>(&doc);
-    let labels = answer.as_ref().and_then(|a| a.labels.ok()).ok_or_else(|| {
-        ProtocolError::UnexpectedAnswer {
-            detail: "no `Labels` array".to_owned(),
-        }
-    })?;
-    let labels = labels_from(labels, "Labels", ("Name", "Confidence"), CONFIDENCE_SCALE)?;
-    Ok(Answer::new(labels))
-}
-
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     let doc = super::parse_json(body, "answer body").ok();
@@ -201,59 +165,6 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
 fn short_error_kind(kind: &str) -> &str {
     let kind = kind.rsplit('#').next().unwrap_or(kind);
     kind.split(':').next().unwrap_or(kind)
-}
-
-/// Reads a `DetectLabels` request: see [`super::Protocol::parse_backend_request`].
-///
-/// The result always holds exactly one `Ok` image: Rekognition has no per-image errors, so
-/// every problem (wrong `X-Amz-Target`, bad JSON or parameters, no image, bad base64,
-/// `S3Object`, over [`MAX_IMAGE_BYTES`]) is a request-level `Err`. The path is not checked
-/// (AWS JSON routes by header). `max_labels` is `MaxLabels` (default
-/// [`DEFAULT_MAX_LABELS`]); `min_score` is `MinConfidence / 100` (default 0).
-pub fn parse_backend_request(
-    _path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    check_target(headers)?;
-    let doc = parse_json(body, "request body")?;
-    let request: DetectLabelsRequest = read_request(&doc)?;
-    let max_labels = match request.max_labels.ok() {
-        None => DEFAULT_MAX_LABELS,
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| ProtocolError::InvalidValue {
-                path: "MaxLabels".to_owned(),
-                expected: "a non-negative integer",
-                got: describe(value),
-            })?,
-    };
-    let min_score = match request.min_confidence.ok() {
-        None => 0.0,
-        Some(value) => value
-            .as_f64()
-            .filter(|c| (0.0..=CONFIDENCE_SCALE).contains(c))
-            .map(|c| normalise_score(c, CONFIDENCE_SCALE))
-            .ok_or_else(|| ProtocolError::InvalidValue {
-                path: "MinConfidence".to_owned(),
-                expected: "a number between 0 and 100",
-                got: describe(value),
-            })?,
-    };
-    let text = find_image(&request)?.inline()?;
-    let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
-    if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_IMAGE_BYTES,
-            actual: bytes.len(),
-        });
-    }
-    Ok(BackendRequest::plain(vec![Ok(BackendImage {
-        bytes,
-        max_labels,
-        min_score,
-    })]))
 }
 
 /// Fails unless `X-Amz-Target` names `DetectLabels`.
@@ -353,14 +264,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     };
     tracing::debug!(%err, kind, "request rejected");
     error_response(kind, &err.to_string())
-}
-
-/// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
-/// [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    let mut response = error_response("ThrottlingException", "backend is saturated; retry later");
-    response.status = StatusCode::TOO_MANY_REQUESTS;
-    response
 }
 
 /// A 400 error answer of the given kind.
@@ -530,12 +433,40 @@ impl Api for Rekognition {
             && target_of(headers).is_some_and(|t| t.starts_with("RekognitionService."))
     }
 
+    /// The request for labels of one image: see [`super::Protocol::client_request`]. Unsigned:
+    /// the caller adds SigV4 headers when talking to the real service.
     fn client_request(&self, image: &[u8], max_labels: usize) -> ClientRequest {
-        client_request(image, max_labels)
+        let body = json!({
+            "Image": {"Bytes": encode_base64(image)},
+            "MaxLabels": max_labels,
+        });
+        ClientRequest {
+            path_and_query: "/".to_owned(),
+            headers: vec![
+                ("X-Amz-Target".to_owned(), TARGET.to_owned()),
+                ("Content-Type".to_owned(), CONTENT_TYPE.to_owned()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
     }
 
+    /// The labels of a `DetectLabels` answer, `Confidence` divided by 100.
+    ///
+    /// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `__type`, message from
+    /// `Message` or `message`) or, if it is not in that shape, [`ProtocolError::Upstream`].
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        if !is_success(status) {
+            return Err(error_from_answer(status, body));
+        }
+        let doc = parse_json(body, "answer body")?;
+        let answer = read_answer::<DetectLabelsAnswer>(&doc);
+        let labels = answer.as_ref().and_then(|a| a.labels.ok()).ok_or_else(|| {
+            ProtocolError::UnexpectedAnswer {
+                detail: "no `Labels` array".to_owned(),
+            }
+        })?;
+        let labels = labels_from(labels, "Labels", ("Name", "Confidence"), CONFIDENCE_SCALE)?;
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -552,13 +483,58 @@ impl Api for Rekognition {
 }
 
 impl Emulated for Rekognition {
+    /// Reads a `DetectLabels` request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// The result always holds exactly one `Ok` image: Rekognition has no per-image errors, so
+    /// every problem (wrong `X-Amz-Target`, bad JSON or parameters, no image, bad base64,
+    /// `S3Object`, over [`MAX_IMAGE_BYTES`]) is a request-level `Err`. The path is not checked
+    /// (AWS JSON routes by header). `max_labels` is `MaxLabels` (default
+    /// [`DEFAULT_MAX_LABELS`]); `min_score` is `MinConfidence / 100` (default 0).
     fn parse_backend_request(
         &self,
-        path: &str,
+        _path: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        check_target(headers)?;
+        let doc = parse_json(body, "request body")?;
+        let request: DetectLabelsRequest = read_request(&doc)?;
+        let max_labels = match request.max_labels.ok() {
+            None => DEFAULT_MAX_LABELS,
+            Some(value) => value
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| ProtocolError::InvalidValue {
+                    path: "MaxLabels".to_owned(),
+                    expected: "a non-negative integer",
+                    got: describe(value),
+                })?,
+        };
+        let min_score = match request.min_confidence.ok() {
+            None => 0.0,
+            Some(value) => value
+                .as_f64()
+                .filter(|c| (0.0..=CONFIDENCE_SCALE).contains(c))
+                .map(|c| normalise_score(c, CONFIDENCE_SCALE))
+                .ok_or_else(|| ProtocolError::InvalidValue {
+                    path: "MinConfidence".to_owned(),
+                    expected: "a number between 0 and 100",
+                    got: describe(value),
+                })?,
+        };
+        let text = find_image(&request)?.inline()?;
+        let bytes = decode_base64(text, || "Image.Bytes".to_owned())?;
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_IMAGE_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        Ok(BackendRequest::plain(vec![Ok(BackendImage {
+            bytes,
+            max_labels,
+            min_score,
+        })]))
     }
 
     fn render_backend_response(
@@ -573,8 +549,13 @@ impl Emulated for Rekognition {
         render_backend_error(err)
     }
 
+    /// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
+    /// [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        let mut response =
+            error_response("ThrottlingException", "backend is saturated; retry later");
+        response.status = StatusCode::TOO_MANY_REQUESTS;
+        response
     }
 }
 
@@ -593,7 +574,7 @@ mod tests {
     }
 
     fn backend(body: &[u8]) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request("/", &target(TARGET), body)
+        Rekognition.parse_backend_request("/", &target(TARGET), body)
     }
 
     fn header<'a>(response: &'a BackendResponse, name: &str) -> Option<&'a str> {
@@ -665,12 +646,14 @@ mod tests {
                 Err("answer body is not valid JSON"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
+        check_answer_cases(cases, |status, body| Rekognition.parse_answer(status, body));
     }
 
     #[test]
     fn confidence_is_normalised_to_unit_scores() {
-        let answer = parse_answer(200, &fixture("rekognition_labels.json")).unwrap();
+        let answer = Rekognition
+            .parse_answer(200, &fixture("rekognition_labels.json"))
+            .unwrap();
         let expected = [
             ("Animal", 0.999_678_9),
             ("Dog", 0.999_678_9),
@@ -683,13 +666,14 @@ mod tests {
             assert_eq!(label.name, name);
             assert!((label.score - score).abs() < 1e-6, "{label:?}");
         }
-        let clamped = parse_answer(200, br#"{"Labels":[{"Name":"x","Confidence":100.0001}]}"#);
+        let clamped =
+            Rekognition.parse_answer(200, br#"{"Labels":[{"Name":"x","Confidence":100.0001}]}"#);
         assert_eq!(clamped.unwrap().labels[0].score, 1.0);
     }
 
     #[test]
     fn client_request_has_the_documented_shape() {
-        let request = client_request(b"\xff\xd8\xff\xd9", 12);
+        let request = Rekognition.client_request(b"\xff\xd8\xff\xd9", 12);
         assert_eq!(request.path_and_query, "/");
         assert_eq!(
             request.headers,
@@ -750,7 +734,7 @@ mod tests {
             },
         ]);
         let rendered = render_backend_response(vec![Ok(image.limit(classified))]);
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Rekognition.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.labels.len(), 1);
         assert_eq!(back.top1(), Some("tabby"));
 
@@ -788,7 +772,7 @@ mod tests {
             json!({"Name": "golden retriever", "Confidence": 87.13, "Instances": [],
                    "Parents": []})
         );
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = Rekognition.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.labels.len(), sent.labels.len());
         for (a, b) in back.labels.iter().zip(&sent.labels) {
             assert_eq!(a.name, b.name);
@@ -883,7 +867,9 @@ mod tests {
             ),
         ];
         for (name, headers, body, kind, fragment) in cases {
-            let err = parse_backend_request("/", &headers, &body).unwrap_err();
+            let err = Rekognition
+                .parse_backend_request("/", &headers, &body)
+                .unwrap_err();
             assert!(err.to_string().contains(fragment), "{name}: {err}");
             let rendered = render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::BAD_REQUEST, "{name}");
@@ -891,7 +877,7 @@ mod tests {
             let doc = json_of(&rendered.body);
             assert_eq!(doc["__type"], kind, "{name}");
             assert_eq!(doc["Message"], err.to_string(), "{name}");
-            match parse_answer(400, &rendered.body) {
+            match Rekognition.parse_answer(400, &rendered.body) {
                 Err(ProtocolError::Service {
                     status: 400,
                     kind: got,

@@ -10,11 +10,11 @@
 //! ```
 //!
 //! Quirks this file handles:
-//! - The answer's order is its ranking, but JSON objects have no order: [`parse_answer`] sorts
+//! - The answer's order is its ranking, but JSON objects have no order: [`TorchServe::parse_answer`] sorts
 //!   by probability, and the backend writes the object by hand, best first (serde_json's map
 //!   would sort the keys). Handlers that wrap the object in a one-element list are accepted.
 //! - Errors are `{"code": 404, "type": "ModelNotFoundException", "message": "…"}`;
-//!   [`parse_answer`] reports `type` as the kind.
+//!   [`TorchServe::parse_answer`] reports `type` as the kind.
 //! - TorchServe refuses requests over `max_request_size`, 6 553 500 bytes by default
 //!   ([`MAX_REQUEST_BYTES`]), with 413.
 //! - A multipart body is rewritten by [`super::multipart`], every byte but the image's kept;
@@ -67,64 +67,6 @@ pub fn model_of(path: &str) -> Option<(&str, Option<&str>)> {
     Some((model, version))
 }
 
-/// The request for the top 5 labels of one image, raw body: see
-/// [`super::Protocol::client_request`].
-pub fn client_request(image: &[u8]) -> ClientRequest {
-    ClientRequest {
-        path_and_query: format!("/predictions/{DEFAULT_MODEL}"),
-        headers: vec![(
-            "Content-Type".to_owned(),
-            "application/octet-stream".to_owned(),
-        )],
-        body: image.to_vec(),
-    }
-}
-
-/// The labels of a predictions answer: an object of class → probability.
-///
-/// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `type`, message from
-/// `message`) or, in no known shape, [`ProtocolError::Upstream`].
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-    if !is_success(status) {
-        return Err(error_from_answer(status, body));
-    }
-    let doc = parse_json(body, "answer body")?;
-    let object = match &doc {
-        Value::Object(object) => object,
-        Value::Array(items) if items.len() == 1 && items[0].is_object() => items[0]
-            .as_object()
-            .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                detail: "the answer's only element is not an object".to_owned(),
-            })?,
-        other => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                detail: format!(
-                    "expected an object of class → probability, got {}",
-                    super::describe(other)
-                ),
-            });
-        }
-    };
-    let labels = object
-        .iter()
-        .map(|(name, value)| {
-            let score = value
-                .as_f64()
-                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
-                    detail: format!(
-                        "probability of `{name}` is not a number: {}",
-                        super::describe(value)
-                    ),
-                })?;
-            Ok(Label {
-                name: name.clone(),
-                score: normalise_score(score, 1.0),
-            })
-        })
-        .collect::<Result<Vec<_>, ProtocolError>>()?;
-    Ok(Answer::new(labels))
-}
-
 /// The error of a non-2xx answer.
 fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
     let doc = super::parse_json(body, "answer body").ok();
@@ -144,38 +86,6 @@ fn error_from_answer(status: u16, body: &[u8]) -> ProtocolError {
             message: message.unwrap_or_default().to_owned(),
         },
     }
-}
-
-/// Reads a predictions request: see [`super::Protocol::parse_backend_request`].
-///
-/// One image, so every problem is a request-level `Err`: another path, a JSON body, a
-/// multipart body without a `data` or `file` part, an empty body, an image over
-/// [`MAX_REQUEST_BYTES`].
-pub fn parse_backend_request(
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<BackendRequest, ProtocolError> {
-    if model_of(path).is_none() {
-        return Err(ProtocolError::UnsupportedOperation {
-            found: format!("path `{}`", path.split('?').next().unwrap_or_default()),
-            expected: "`POST /predictions/{model}[/{version}]`",
-        });
-    }
-    let bytes = match read_body(headers, body)?.inline()? {
-        Body::Raw(bytes) | Body::Part { bytes, .. } => bytes,
-    };
-    if bytes.len() > MAX_REQUEST_BYTES {
-        return Err(ProtocolError::ImageTooLarge {
-            limit: MAX_REQUEST_BYTES,
-            actual: bytes.len(),
-        });
-    }
-    Ok(BackendRequest::plain(vec![Ok(BackendImage {
-        bytes: bytes.to_vec(),
-        max_labels: TOP_K,
-        min_score: 0.0,
-    })]))
 }
 
 /// Renders the answer for the request's single image: the labels as one object, best first.
@@ -265,15 +175,6 @@ pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
     };
     tracing::debug!(%err, kind, "request rejected");
     error_response(status, kind, &err.to_string())
-}
-
-/// A full-queue error with status 429: see [`super::Protocol::render_throttled`].
-pub fn render_throttled() -> BackendResponse {
-    error_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        "ServiceUnavailableException",
-        "the model's job queue is full; retry later",
-    )
 }
 
 /// Whether a path (query ignored) belongs to TorchServe's inference API: `/ping`,
@@ -467,12 +368,62 @@ impl Api for TorchServe {
         owns_path(route)
     }
 
+    /// The request for the top 5 labels of one image, raw body: see
+    /// [`super::Protocol::client_request`].
     fn client_request(&self, image: &[u8], _max_labels: usize) -> ClientRequest {
-        client_request(image)
+        ClientRequest {
+            path_and_query: format!("/predictions/{DEFAULT_MODEL}"),
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "application/octet-stream".to_owned(),
+            )],
+            body: image.to_vec(),
+        }
     }
 
+    /// The labels of a predictions answer: an object of class → probability.
+    ///
+    /// A non-2xx answer becomes [`ProtocolError::Service`] (kind from `type`, message from
+    /// `message`) or, in no known shape, [`ProtocolError::Upstream`].
     fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Answer, ProtocolError> {
-        parse_answer(status, body)
+        if !is_success(status) {
+            return Err(error_from_answer(status, body));
+        }
+        let doc = parse_json(body, "answer body")?;
+        let object = match &doc {
+            Value::Object(object) => object,
+            Value::Array(items) if items.len() == 1 && items[0].is_object() => items[0]
+                .as_object()
+                .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                    detail: "the answer's only element is not an object".to_owned(),
+                })?,
+            other => {
+                return Err(ProtocolError::UnexpectedAnswer {
+                    detail: format!(
+                        "expected an object of class → probability, got {}",
+                        super::describe(other)
+                    ),
+                });
+            }
+        };
+        let labels = object
+            .iter()
+            .map(|(name, value)| {
+                let score = value
+                    .as_f64()
+                    .ok_or_else(|| ProtocolError::UnexpectedAnswer {
+                        detail: format!(
+                            "probability of `{name}` is not a number: {}",
+                            super::describe(value)
+                        ),
+                    })?;
+                Ok(Label {
+                    name: name.clone(),
+                    score: normalise_score(score, 1.0),
+                })
+            })
+            .collect::<Result<Vec<_>, ProtocolError>>()?;
+        Ok(Answer::new(labels))
     }
 
     fn extract_images(&self, req: &ProxyRequest<'_>) -> Result<Vec<ImageSlot>, ProtocolError> {
@@ -489,13 +440,37 @@ impl Api for TorchServe {
 }
 
 impl Emulated for TorchServe {
+    /// Reads a predictions request: see [`super::Protocol::parse_backend_request`].
+    ///
+    /// One image, so every problem is a request-level `Err`: another path, a JSON body, a
+    /// multipart body without a `data` or `file` part, an empty body, an image over
+    /// [`MAX_REQUEST_BYTES`].
     fn parse_backend_request(
         &self,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<BackendRequest, ProtocolError> {
-        parse_backend_request(path, headers, body)
+        if model_of(path).is_none() {
+            return Err(ProtocolError::UnsupportedOperation {
+                found: format!("path `{}`", path.split('?').next().unwrap_or_default()),
+                expected: "`POST /predictions/{model}[/{version}]`",
+            });
+        }
+        let bytes = match read_body(headers, body)?.inline()? {
+            Body::Raw(bytes) | Body::Part { bytes, .. } => bytes,
+        };
+        if bytes.len() > MAX_REQUEST_BYTES {
+            return Err(ProtocolError::ImageTooLarge {
+                limit: MAX_REQUEST_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        Ok(BackendRequest::plain(vec![Ok(BackendImage {
+            bytes: bytes.to_vec(),
+            max_labels: TOP_K,
+            min_score: 0.0,
+        })]))
     }
 
     fn render_backend_response(
@@ -510,8 +485,13 @@ impl Emulated for TorchServe {
         render_backend_error(err)
     }
 
+    /// A full-queue error with status 429: see [`super::Protocol::render_throttled`].
     fn render_throttled(&self) -> BackendResponse {
-        render_throttled()
+        error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ServiceUnavailableException",
+            "the model's job queue is full; retry later",
+        )
     }
 }
 
@@ -601,8 +581,10 @@ mod tests {
                 Err("expected an object of class → probability, got [\"cat\",\"dog\"]"),
             ),
         ];
-        check_answer_cases(cases, parse_answer);
-        let answer = parse_answer(200, &fixture("torchserve_answer.json")).unwrap();
+        check_answer_cases(cases, |status, body| TorchServe.parse_answer(status, body));
+        let answer = TorchServe
+            .parse_answer(200, &fixture("torchserve_answer.json"))
+            .unwrap();
         let names: Vec<&str> = answer.labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(
             names,
@@ -616,12 +598,13 @@ mod tests {
         let request = Protocol::TorchServe.client_request(&image, 10);
         assert_eq!(request.path_and_query, "/predictions/classifier");
         assert_eq!(request.body, image);
-        let parsed = parse_backend_request(
-            &request.path_and_query,
-            &typed("application/octet-stream"),
-            &request.body,
-        )
-        .unwrap();
+        let parsed = TorchServe
+            .parse_backend_request(
+                &request.path_and_query,
+                &typed("application/octet-stream"),
+                &request.body,
+            )
+            .unwrap();
         let got = parsed.images[0].as_ref().unwrap();
         assert_eq!(got.bytes, image);
         assert_eq!(got.max_labels, TOP_K);
@@ -692,7 +675,7 @@ mod tests {
         ];
         for (headers, body, expected) in cases {
             match (
-                parse_backend_request("/predictions/m", &headers, &body),
+                TorchServe.parse_backend_request("/predictions/m", &headers, &body),
                 expected,
             ) {
                 (Ok(parsed), Ok(bytes)) => {
@@ -729,11 +712,14 @@ mod tests {
             text,
             "{\n  \"zebra\": 0.7,\n  \"\\\"quoted\\\" ox\": 0.2,\n  \"antelope\": 0.1\n}"
         );
-        let back = parse_answer(200, &rendered.body).unwrap();
+        let back = TorchServe.parse_answer(200, &rendered.body).unwrap();
         assert_eq!(back.top1(), Some("zebra"));
         assert_eq!(back.labels[1].name, "\"quoted\" ox");
         let empty = render_backend_response(vec![Ok(Answer::default())]);
-        assert_eq!(parse_answer(200, &empty.body).unwrap(), Answer::default());
+        assert_eq!(
+            TorchServe.parse_answer(200, &empty.body).unwrap(),
+            Answer::default()
+        );
     }
 
     #[test]
@@ -742,7 +728,9 @@ mod tests {
             limit: MAX_REQUEST_BYTES,
             actual: MAX_REQUEST_BYTES + 1,
         };
-        let other_path = parse_backend_request("/models", &HeaderMap::new(), b"x").unwrap_err();
+        let other_path = TorchServe
+            .parse_backend_request("/models", &HeaderMap::new(), b"x")
+            .unwrap_err();
         // (error, status, type)
         let cases = [
             (other_path, 404, "ResourceNotFoundException"),
@@ -766,7 +754,7 @@ mod tests {
             let doc = json_of(&rendered.body);
             assert_eq!(doc["code"], status, "{err}");
             assert_eq!(doc["type"], kind, "{err}");
-            let back = parse_answer(status, &rendered.body).unwrap_err();
+            let back = TorchServe.parse_answer(status, &rendered.body).unwrap_err();
             assert!(
                 matches!(&back, ProtocolError::Service { kind: k, .. } if k == kind),
                 "{back:?}"
@@ -776,7 +764,8 @@ mod tests {
             render_backend_response(vec![Err(ImageProblem::Undecodable("bad".to_owned()))]);
         assert_eq!(undecodable.status, StatusCode::BAD_REQUEST);
         assert!(
-            parse_answer(429, &render_throttled().body)
+            TorchServe
+                .parse_answer(429, &TorchServe.render_throttled().body)
                 .unwrap_err()
                 .is_throttling()
         );
