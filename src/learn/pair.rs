@@ -36,6 +36,14 @@
 //!    too small to certify a pair near the target, so without this a default only goes up
 //!    (`docs/bench/notes.md`, stream run 4).
 //!
+//! **Re-asks count** ([`crate::learn::reask`]). With `reask_rate` > 0 the client gets the
+//! original's answer for the images whose answer at the pair is among the least sure
+//! `reask_rate` of that pair's answers. So what a pair is certified on is what the client
+//! would get: an audited answer agrees, or its margin is under the `reask_rate` quantile of
+//! that pair's audited margins (a uniform sample of its answers). Where the margins tell
+//! the failures, a cheaper pair clears the target; where they say nothing, a re-ask rate
+//! adds only its own share. The drift rule counts the same way.
+//!
 //! A certified pair, once served, stays until a cheaper pair is certified or its own lower
 //! bound at the looser `hold_z` falls below the target (hysteresis): a pair whose 95 % bound
 //! sits right at the target would otherwise be dropped and taken back with every audit.
@@ -53,7 +61,8 @@
 //!    without waiting for audits to fail.
 //!
 //! What is *not* used yet (see `docs/bench/notes.md`): monotonicity in side and quality as
-//! a prior on unaudited pairs, the margin to choose *which* images to audit,
+//! a prior on unaudited pairs, the margin to choose *which* images to audit (it chooses
+//! which answers to re-ask),
 //! prediction-powered bounds and reference-grade references.
 //!
 //! The state is plain data ([`LivePair`] is `Serialize`), persisted by [`crate::learn::online`]
@@ -64,6 +73,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::deviation::{DeviationGate, DeviationStatus, GateRule};
+use super::reask;
 use crate::action::Action;
 
 /// How the live pair learns (`[pair]` in the config).
@@ -172,11 +182,48 @@ pub fn wilson(successes: usize, n: usize, z: f64) -> (f64, f64) {
     )
 }
 
+/// One audit of a pair: the image number, whether its answer agreed with the original's,
+/// and that answer's top-1 margin (`None` where unknown). Stored as `[t, agree, margin]`;
+/// states written before re-asking hold `[t, agree]` and still load.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "OutcomeWire", into = "OutcomeWire")]
+struct Outcome {
+    t: u64,
+    agree: bool,
+    margin: Option<f32>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum OutcomeWire {
+    WithMargin(u64, bool, Option<f32>),
+    Plain(u64, bool),
+}
+
+impl From<OutcomeWire> for Outcome {
+    fn from(w: OutcomeWire) -> Self {
+        match w {
+            OutcomeWire::WithMargin(t, agree, margin) => Outcome { t, agree, margin },
+            OutcomeWire::Plain(t, agree) => Outcome {
+                t,
+                agree,
+                margin: None,
+            },
+        }
+    }
+}
+
+impl From<Outcome> for OutcomeWire {
+    fn from(o: Outcome) -> Self {
+        OutcomeWire::WithMargin(o.t, o.agree, o.margin)
+    }
+}
+
 /// What the learner knows of one action.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PairStats {
-    /// Audit outcomes: (image number, agreed), oldest first.
-    outcomes: VecDeque<(u64, bool)>,
+    /// Audit outcomes, oldest first.
+    outcomes: VecDeque<Outcome>,
     /// Moving average of the prior's predicted size ratio on the images served.
     predicted_ratio: f64,
     /// Moving average of measured / predicted size ratio (1 until measured).
@@ -186,9 +233,32 @@ struct PairStats {
 }
 
 impl PairStats {
-    fn agreed(&self) -> (usize, usize) {
-        let ok = self.outcomes.iter().filter(|(_, a)| *a).count();
+    /// The margin under which this pair's answers would be re-asked at `reask_rate`
+    /// ([`crate::learn::reask`]), from its audited answers' margins (a uniform sample of
+    /// its answers).
+    fn reask_threshold(&self, reask_rate: f64) -> Option<f64> {
+        reask::quantile_threshold(
+            self.outcomes.iter().filter_map(|o| o.margin.map(f64::from)),
+            reask_rate,
+        )
+    }
+
+    /// (Audits whose answer the client would get agreed with the original's, audits):
+    /// an answer that would be re-asked counts as agreeing, since the client then gets the
+    /// original's. With `reask_rate` 0, plain agreement.
+    fn agreed(&self, reask_rate: f64) -> (usize, usize) {
+        let t = self.reask_threshold(reask_rate);
+        let ok = self
+            .outcomes
+            .iter()
+            .filter(|o| o.agree || reask::below(o.margin, t))
+            .count();
         (ok, self.outcomes.len())
+    }
+
+    /// Audits whose answer itself agreed (no re-ask counted).
+    fn agreed_raw(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.agree).count()
     }
 }
 
@@ -285,6 +355,8 @@ pub struct AuditPlan {
 pub struct AuditResult {
     pub action: usize,
     pub agree: bool,
+    /// The top-1 margin of this action's answer, when it had labels (for re-asking).
+    pub margin: Option<f64>,
     pub size_ratio: Option<f64>,
     /// The image's deviation candidate (chosen from the image, so it counts for the
     /// deviation gate only, not for the pair's own uniform sample).
@@ -296,7 +368,11 @@ pub struct AuditResult {
 pub struct PairBound {
     pub action: String,
     pub audits: usize,
+    /// Audits where the client would get the original's answer: the answer agreed, or it
+    /// would have been re-asked (`pair.reask_rate`). The bounds are on this.
     pub agreed: usize,
+    /// Audits where the pair's own answer agreed.
+    pub agreed_raw: usize,
     pub lower: f64,
     pub upper: f64,
     /// Expected size ratio on this traffic.
@@ -501,8 +577,14 @@ impl LivePair {
         if self.is_keep(a) {
             return (1.0, 1.0);
         }
-        let (ok, n) = self.stats[a].agreed();
+        let (ok, n) = self.agreed(a);
         wilson(ok, n, self.cfg.confidence_z)
+    }
+
+    /// (Audits whose delivered answer agreed, audits) of action `a`, re-asks counted
+    /// ([`PairStats::agreed`]).
+    fn agreed(&self, a: usize) -> (usize, usize) {
+        self.stats[a].agreed(self.cfg.reask_rate)
     }
 
     fn certified(&self, a: usize) -> bool {
@@ -529,7 +611,7 @@ impl LivePair {
             && self.cost(held) <= self.cost(self.default)
             && self.cost(held) <= self.cost(best)
             && {
-                let (ok, n) = self.stats[held].agreed();
+                let (ok, n) = self.agreed(held);
                 wilson(ok, n, self.cfg.hold_z).0 >= self.cfg.target_agreement
             };
         self.served = if holds { held } else { best };
@@ -705,8 +787,21 @@ impl LivePair {
                 }
                 continue;
             }
+            if r.action == plan.served && plan.served == self.served {
+                // Drift looks at what the client got: a re-asked answer agreed.
+                let t = self.stats[r.action].reask_threshold(self.cfg.reask_rate);
+                self.recent
+                    .push_back(r.agree || reask::below(r.margin.map(|m| m as f32), t));
+                while self.recent.len() > self.cfg.drift_window {
+                    self.recent.pop_front();
+                }
+            }
             let s = &mut self.stats[r.action];
-            s.outcomes.push_back((now, r.agree));
+            s.outcomes.push_back(Outcome {
+                t: now,
+                agree: r.agree,
+                margin: r.margin.map(|m| m as f32),
+            });
             while s.outcomes.len() > self.cfg.window {
                 s.outcomes.pop_front();
             }
@@ -715,16 +810,10 @@ impl LivePair {
             {
                 self.measured(r.action, ratio, width, height, orig);
             }
-            if r.action == plan.served && plan.served == self.served {
-                self.recent.push_back(r.agree);
-                while self.recent.len() > self.cfg.drift_window {
-                    self.recent.pop_front();
-                }
-            }
         }
         let oldest = now.saturating_sub(self.cfg.max_age_images);
         for s in &mut self.stats {
-            while s.outcomes.front().is_some_and(|(t, _)| *t < oldest) {
+            while s.outcomes.front().is_some_and(|o| o.t < oldest) {
                 s.outcomes.pop_front();
             }
         }
@@ -754,7 +843,7 @@ impl LivePair {
         if self.probing
             && self.trial_from.is_none()
             && (self.served != self.default
-                || self.stats[self.default].agreed().1 >= self.cfg.check_min_audits)
+                || self.agreed(self.default).1 >= self.cfg.check_min_audits)
         {
             self.probing = false;
         }
@@ -773,7 +862,7 @@ impl LivePair {
             self.trial_from = None;
             return;
         }
-        let (ok, n) = self.stats[d].agreed();
+        let (ok, n) = self.agreed(d);
         if n < self.cfg.probe_trial_audits {
             return;
         }
@@ -803,7 +892,7 @@ impl LivePair {
         if self.served != d || self.is_keep(d) || self.certified(d) {
             return false;
         }
-        let (ok, n) = self.stats[d].agreed();
+        let (ok, n) = self.agreed(d);
         n >= self.cfg.check_min_audits.max(1)
             && wilson(ok, n, self.cfg.check_z).1 < self.cfg.target_agreement
     }
@@ -985,12 +1074,13 @@ impl LivePair {
             .into_iter()
             .filter(|&a| !self.stats[a].outcomes.is_empty() || a == self.served)
             .map(|a| {
-                let (agreed, audits) = self.stats[a].agreed();
+                let (agreed, audits) = self.agreed(a);
                 let (lower, upper) = self.bounds(a);
                 PairBound {
                     action: self.actions[a].name(),
                     audits,
                     agreed,
+                    agreed_raw: self.stats[a].agreed_raw(),
                     lower,
                     upper,
                     cost: self.cost(a),
@@ -1060,6 +1150,20 @@ mod tests {
     /// Runs `n` images where action `a` agrees with probability `agree(a)`; returns how
     /// many times the served pair changed.
     fn stream(l: &mut LivePair, n: usize, seed: u64, agree: impl Fn(Action) -> f64) -> usize {
+        stream_answers(l, n, seed, |a, rng| {
+            use rand::RngExt;
+            (rng.random::<f64>() < agree(a), None)
+        })
+    }
+
+    /// As [`stream`], with each audited answer drawn by `answer(action, rng)`: (agreed,
+    /// top-1 margin).
+    fn stream_answers(
+        l: &mut LivePair,
+        n: usize,
+        seed: u64,
+        answer: impl Fn(Action, &mut rand::rngs::StdRng) -> (bool, Option<f64>),
+    ) -> usize {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut changes = 0;
@@ -1067,17 +1171,21 @@ mod tests {
             let served = l.served();
             let img = image(l, served);
             if let Some(plan) = l.plan_audit(img, rng.random::<f64>()) {
+                let (agree, margin) = answer(l.actions[plan.served], &mut rng);
                 let mut results = vec![AuditResult {
                     action: plan.served,
-                    agree: rng.random::<f64>() < agree(l.actions[plan.served]),
+                    agree,
+                    margin,
                     size_ratio: None,
                     deviation: false,
                 }];
                 for &c in &plan.candidates {
                     let b = image(l, c);
+                    let (agree, margin) = answer(l.actions[c], &mut rng);
                     results.push(AuditResult {
                         action: c,
-                        agree: rng.random::<f64>() < agree(l.actions[c]),
+                        agree,
+                        margin,
                         size_ratio: Some(b.uploaded_bytes as f64 / b.original_bytes as f64),
                         deviation: false,
                     });
@@ -1115,6 +1223,7 @@ mod tests {
                 results.push(AuditResult {
                     action: plan.served,
                     agree: true,
+                    margin: None,
                     size_ratio: None,
                     deviation: false,
                 });
@@ -1123,6 +1232,7 @@ mod tests {
                 results.push(AuditResult {
                     action: c,
                     agree: rng.random::<f64>() < truth,
+                    margin: None,
                     size_ratio: None,
                     deviation: true,
                 });
@@ -1130,6 +1240,88 @@ mod tests {
             l.record_audit(&plan, &results, 1_000_000, 2000, 1500, 1_000_000);
         }
         deviated_images
+    }
+
+    /// A world where q95 at ≥ 1280 px agrees 99.5 % and every cheaper pair 94 %; when
+    /// `telling`, a cheaper pair's failures are answered with margins under 0.05 and its
+    /// agreements above, else margins say nothing.
+    fn margin_world(
+        telling: bool,
+    ) -> impl Fn(Action, &mut rand::rngs::StdRng) -> (bool, Option<f64>) {
+        move |a: Action, rng: &mut rand::rngs::StdRng| {
+            use rand::RngExt;
+            let faithful =
+                a.max_side.unwrap_or(u32::MAX) >= 1280 && a.quality.is_none_or(|q| q >= 95);
+            let agree = rng.random::<f64>() < if faithful { 0.995 } else { 0.94 };
+            let margin = match (telling, agree) {
+                (true, false) => rng.random_range(0.0..0.05),
+                (true, true) => rng.random_range(0.05..1.0),
+                (false, _) => rng.random_range(0.0..1.0),
+            };
+            (agree, Some(margin))
+        }
+    }
+
+    #[test]
+    fn re_asks_count_as_agreeing_only_where_the_margins_tell_the_failures() {
+        let faithful =
+            |a: Action| a.max_side.unwrap_or(u32::MAX) >= 1280 && a.quality.is_none_or(|q| q >= 95);
+        // The share of images 3,000–5,000 sent at a faithful pair, whether the last served
+        // pair is a faithful one, and the status at the end.
+        let run = |rate: f64, telling: bool, seed: u64| {
+            let mut l = learner();
+            l.cfg.reask_rate = rate;
+            stream_answers(&mut l, 3000, seed, margin_world(telling));
+            let mut n = 0;
+            for i in 0..2000 {
+                n += usize::from(faithful(l.actions[l.served()]));
+                stream_answers(&mut l, 1, seed * 10_000 + i, margin_world(telling));
+            }
+            (
+                n as f64 / 2000.0,
+                faithful(l.actions[l.served()]),
+                l.status(),
+            )
+        };
+        for seed in 1..=3 {
+            // Without re-asks a 94 % pair may be served on the prior's word (the default
+            // check cannot always reject it on the budget), but is never certified.
+            let (_, end_faithful, st) = run(0.0, true, seed);
+            assert!(end_faithful || !st.certified, "seed {seed}: {st:?}");
+            // Re-asking the least sure 10 % catches every failure: a cheaper pair is
+            // certified on what the client would get, and its row says so.
+            let (share, end_faithful, st) = run(0.10, true, seed);
+            assert!(share <= 0.1, "seed {seed}: {share} sent at a faithful pair");
+            assert!(!end_faithful && st.certified, "seed {seed}: {st:?}");
+            let row = st.pairs.iter().find(|p| p.action == st.served).unwrap();
+            assert!(row.agreed > row.agreed_raw, "{row:?}");
+            assert!(row.lower >= 0.97, "{row:?}");
+            // Margins that say nothing: 10 % re-asked lifts 94 % to about 94.6 %, short of
+            // the target: no cheaper pair is certified.
+            let (_, end_faithful, st) = run(0.10, false, seed);
+            assert!(end_faithful || !st.certified, "seed {seed}: {st:?}");
+        }
+    }
+
+    #[test]
+    fn outcomes_stored_before_re_asking_still_load() {
+        let old: Outcome = serde_json::from_str("[17,true]").unwrap();
+        assert_eq!(
+            old,
+            Outcome {
+                t: 17,
+                agree: true,
+                margin: None
+            }
+        );
+        let new = Outcome {
+            t: 3,
+            agree: false,
+            margin: Some(0.25),
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(json, "[3,false,0.25]");
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), new);
     }
 
     #[test]

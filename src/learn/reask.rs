@@ -30,6 +30,32 @@ pub fn top1_margin(answer: &Answer) -> Option<f64> {
     (!answer.labels.is_empty()).then(|| score(0) - score(1))
 }
 
+/// The margin under which the lowest `rate` of `margins` fall: their `rate` quantile;
+/// `None` (re-ask nothing) with fewer than [`MIN_MARGINS`] or when `rate` re-asks none.
+/// The live pair uses it on each pair's audited margins to count what a client would get
+/// ([`crate::learn::pair`]), the request path on the served pair's recent margins.
+pub fn quantile_threshold(margins: impl Iterator<Item = f64>, rate: f64) -> Option<f64> {
+    if rate.is_nan() || rate <= 0.0 {
+        return None;
+    }
+    let mut v: Vec<f64> = margins.filter(|m| m.is_finite()).collect();
+    let n = v.len();
+    if n < MIN_MARGINS {
+        return None;
+    }
+    let k = ((rate.min(1.0) * n as f64).floor() as usize).min(n - 1);
+    if k == 0 {
+        return None;
+    }
+    let (_, kth, _) = v.select_nth_unstable_by(k, f64::total_cmp);
+    Some(*kth)
+}
+
+/// Whether an answer with `margin` is re-asked under `threshold` (never without either).
+pub fn below(margin: Option<f32>, threshold: Option<f64>) -> bool {
+    margin.zip(threshold).is_some_and(|(m, t)| f64::from(m) < t)
+}
+
 /// The recent margins of the answers at the served pair.
 #[derive(Debug, Default)]
 pub struct MarginWindow {
@@ -57,17 +83,10 @@ impl MarginWindow {
     /// window; `None` (re-ask nothing) while the window holds another pair's margins or
     /// fewer than [`MIN_MARGINS`], or when `rate` re-asks none of them.
     pub fn threshold(&self, pair: usize, rate: f64) -> Option<f64> {
-        let n = self.margins.len();
-        if self.pair != Some(pair) || n < MIN_MARGINS || rate.is_nan() || rate <= 0.0 {
+        if self.pair != Some(pair) {
             return None;
         }
-        let k = ((rate.min(1.0) * n as f64).floor() as usize).min(n - 1);
-        if k == 0 {
-            return None;
-        }
-        let mut v: Vec<f64> = self.margins.iter().copied().collect();
-        let (_, kth, _) = v.select_nth_unstable_by(k, f64::total_cmp);
-        Some(*kth)
+        quantile_threshold(self.margins.iter().copied(), rate)
     }
 
     /// Margins held.

@@ -171,13 +171,15 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             Err(_) => return,
         };
         let accuracy = online.accuracy();
-        let served_agrees = match parse_for(&p, &p.served) {
+        // Whether an answer's slot agrees with the reference, and its top-1 margin.
+        let judge = |answers: Answers| match answers {
             Ok(list) => match list.get(slot_index) {
-                Some(Ok(c)) => answers_agree(&reference, c, accuracy),
-                _ => false,
+                Some(Ok(c)) => (answers_agree(&reference, c, accuracy), top1_margin(c)),
+                _ => (false, None),
             },
-            Err(_) => false,
+            Err(_) => (false, None),
         };
+        let (served_agrees, served_margin) = judge(parse_for(&p, &p.served));
         // A deviated image's free answer is its candidate's (for the gate only).
         let mut results = vec![crate::learn::pair::AuditResult {
             action: match plan.plan.deviation {
@@ -185,31 +187,27 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
                 _ => plan.plan.served,
             },
             agree: served_agrees,
+            margin: served_margin,
             size_ratio: None,
             deviation: plan.plan.deviated,
         }];
         for (a, applied, deviation) in encoded {
             let ratio = applied.bytes.len() as f64 / original.len().max(1) as f64;
-            let agree = if applied.original {
+            let (agree, margin) = if applied.original {
                 // The pair leaves this image as sent: its answer is the reference's.
-                true
+                (true, None)
             } else {
                 let len = applied.bytes.len();
                 spent += len as u64;
                 let Some(answer) = upload(&s, &p, &[(slot_index, applied.bytes)], len).await else {
                     continue;
                 };
-                match parse_for(&p, &answer) {
-                    Ok(list) => match list.get(slot_index) {
-                        Some(Ok(c)) => answers_agree(&reference, c, accuracy),
-                        _ => false,
-                    },
-                    Err(_) => false,
-                }
+                judge(parse_for(&p, &answer))
             };
             results.push(crate::learn::pair::AuditResult {
                 action: a,
                 agree,
+                margin,
                 size_ratio: Some(ratio),
                 deviation,
             });
