@@ -8,8 +8,14 @@ scripts/stream_bench.py. One CSV row per (pair, upload): bytes at the upstream, 
 answer's top-1 and top-2 scores, and whether its top-1 matches the original's (the
 original's answer comes from the stream bench's cache, .cache/stream-answers.json).
 
-  .cache/venv-stream/bin/python scripts/margin_table.py --pairs q95@1280 q85@960 \
+  .cache/venv-stream/bin/python scripts/margin_table.py --pairs q95@1280 q85@960 q95@960 \
       --lite2 $(bash scripts/lite2.sh) --out docs/bench/margins.csv
+  python3 scripts/margin_table.py --analyze docs/bench/margins.csv
+
+--analyze prints, per pair and deployment, the AUC of the margin for agreement and what
+re-asking the lowest-margin share of uploads as sent would give (agreement, and bytes
+against the deployment's `q95` from the stream bench's cache), the margin threshold being
+that share's quantile over the same uploads.
 """
 import argparse
 import csv
@@ -35,7 +41,39 @@ def scores(data):
     return (ann[0].get("description") if ann else ""), s[0], s[1]
 
 
+def analyze(path, cache_path, rates=(0.02, 0.05, 0.10, 0.15, 0.20)):
+    rows = list(csv.DictReader(open(path)))
+    cache = json.load(open(cache_path))
+    man = {(r["deployment"], r["index"]): r["sha256"]
+           for r in csv.DictReader(open(os.path.join(sb.ROOT, "data/stream/manifest.csv")))}
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["pair"], r["deployment"]), []).append(r)
+    print("| pair | deployment | n | agreement | AUC | bytes vs q95 | "
+          + " | ".join(f"{100*x:.0f} % re-asked" for x in rates) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(rates))
+    for (pair, dep), rs in sorted(groups.items()):
+        margin = [float(r["score1"]) - float(r["score2"]) for r in rs]
+        agree = [r["agree"] == "1" for r in rs]
+        q95 = sum((cache.get(man[(dep, r["index"])] + "|q95") or {}).get("bytes", 0) for r in rs)
+        pos = [m for m, a in zip(margin, agree) if a]
+        neg = [m for m, a in zip(margin, agree) if not a]
+        auc = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / max(1, len(pos) * len(neg))
+        base = sum(int(r["bytes"]) for r in rs)
+        cells = []
+        for rate in rates:
+            thr = sorted(margin)[int(rate * len(rs))]
+            ok = sum(1 if m < thr else int(a) for m, a in zip(margin, agree))
+            b = base + sum(int(r["original_bytes"]) for r, m in zip(rs, margin) if m < thr)
+            cells.append(f"{100*ok/len(rs):.1f} % / {b/q95:.2f}" if q95 else f"{100*ok/len(rs):.1f} %")
+        print(f"| {pair} | {dep} | {len(rs)} | {100*sum(agree)/len(rs):.1f} % | {auc:.2f} | "
+              f"{base/q95:.2f} | " + " | ".join(cells) + " |")
+
+
 def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "--analyze":
+        analyze(sys.argv[2], os.path.join(sb.ROOT, ".cache/stream-answers.json"))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="/work/target/release/adacompress")
     ap.add_argument("--lite2", default=".cache/models/efficientnet-lite2.onnx")
