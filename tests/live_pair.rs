@@ -250,3 +250,82 @@ async fn an_unsure_answer_is_asked_again_as_sent_and_the_client_gets_the_origina
     );
     assert!(proxy.shutdown().await);
 }
+
+/// A fault a real server cannot be made to show on demand: the second request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let image = large_upload(&photos("street").join("0.jpg"));
+    let original_b64 = b64(&image);
+    let marker: Arc<str> = original_b64[..400].into();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (m, s2) = (marker.clone(), seen.clone());
+    // Google Vision answers whose top-1 margin varies from request to request; the request
+    // as the client sent it (a re-ask) gets a 503.
+    let app = axum::Router::new().route(
+        "/v1/images:annotate",
+        axum::routing::post(move |body: String| {
+            let (m, seen) = (m.clone(), s2.clone());
+            async move {
+                if body.contains(&*m) {
+                    return (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"error": {"code": 503}})),
+                    );
+                }
+                let i = seen.fetch_add(1, Ordering::SeqCst);
+                let margin = ((i * 37) % 100) as f64 / 200.0 + 0.01;
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(serde_json::json!({"responses": [{"labelAnnotations": [
+                        {"description": "first", "score": 0.4 + margin},
+                        {"description": "second", "score": 0.4}
+                    ]}]})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let state = temp_dir("reask-fail-state");
+    let proxy = proxy_to(&format!("http://{addr}"), "reask-fail", move |cfg| {
+        cfg.state.dir = state;
+        no_audits(cfg);
+        cfg.pair.reask_rate = 0.5;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", proxy.proxy_addr);
+    for k in 0..70 {
+        let (status, action, body) = google_annotate(&http, &base, &image).await;
+        assert_eq!(status, 200, "image {k}: {body}");
+        assert_eq!(
+            action, "q95@960",
+            "image {k}: the first answer, not re-asked"
+        );
+        assert_eq!(
+            body["responses"][0]["labelAnnotations"][0]["description"],
+            "first"
+        );
+    }
+    let metrics = metrics_of(&proxy).await;
+    let failed = metric_value(
+        &metrics,
+        "adacompress_reasks_total{outcome=\"upstream_status\"}",
+    );
+    assert!(failed >= 5.0, "{failed} re-asks tried: {metrics}");
+    assert_eq!(
+        metric_value(&metrics, "adacompress_reasks_total{outcome=\"answered\"}"),
+        0.0
+    );
+    // The re-asked originals went up, and are counted.
+    assert_eq!(
+        metric_value(&metrics, "adacompress_reask_bytes_total"),
+        failed * image.len() as f64
+    );
+    assert!(proxy.shutdown().await);
+}
