@@ -785,7 +785,9 @@ def main():
         cache.save()
     wins = windows(recs, 20 if a.short and a.short < 200 else 100)
     secs["total"] = time.time() - t_start + a.traffic_seconds
-    mode = f"agent.fixed = {a.fixed}" if a.fixed else f"serve's agent {a.agent} (the live pair, default [pair] settings)"
+    overrides = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("ADACOMPRESS_"))
+    settings = "config overrides " + ", ".join(overrides) if overrides else "default [pair] settings"
+    mode = f"agent.fixed = {a.fixed}" if a.fixed else f"serve's agent {a.agent} (the live pair, {settings})"
     cmd = "scripts/stream_bench.sh" + (f" --short {a.short}" if a.short else "") + (f" --fixed {a.fixed}" if a.fixed else "")
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))

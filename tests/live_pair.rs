@@ -169,35 +169,30 @@ async fn serve_sends_every_image_at_the_live_pair_audits_it_and_remembers_across
 /// `path` at 1280 px wide and JPEG q95: large enough that the live pair (`q95@960`)
 /// shrinks it, cheaper to make than a 2048-px phone upload.
 fn large_upload(path: &Path) -> Vec<u8> {
-    use adacompress::codec::{self, EncoderMode, Limits};
-    let photo = codec::decode(&std::fs::read(path).unwrap(), &Limits::default())
-        .unwrap()
-        .image;
-    let (w, h) = photo.dimensions();
-    let big = image::imageops::resize(
-        &photo,
-        1280,
-        1280 * h / w,
-        image::imageops::FilterType::Triangle,
-    );
-    codec::encode_jpeg(&big, 95, EncoderMode::default()).unwrap()
+    upload_at(path, 1280)
+}
+
+/// A proxy on the calibrated agent without audits (every upload the upstream sees is a
+/// served request or a re-ask) that re-asks the less sure half of the answers at the
+/// pair; and its base URL.
+async fn reask_proxy(upstream: &str, tag: &str) -> (Server, String) {
+    let state = temp_dir(&format!("{tag}-state"));
+    let proxy = proxy_to(upstream, tag, move |cfg| {
+        cfg.state.dir = state;
+        no_audits(cfg);
+        cfg.pair.reask_rate = 0.5;
+    })
+    .await;
+    let base = format!("http://{}", proxy.proxy_addr);
+    (proxy, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsure_answer_is_asked_again_as_sent_and_the_client_gets_the_originals_answer() {
     let (backend, backend_state, _stop) = spawn_backend().await;
-    let state = temp_dir("reask-state");
-    let st = state.clone();
-    // No audits, so every upload the backend sees is a served request or a re-ask; half of
-    // the answers at the pair (the less sure half) are asked again.
-    let proxy = proxy_to(&backend, "reask", move |cfg| {
-        cfg.state.dir = st;
-        no_audits(cfg);
-        cfg.pair.reask_rate = 0.5;
-    })
-    .await;
+    // No audits, so every upload the backend sees is a served request or a re-ask.
+    let (proxy, base) = reask_proxy(&backend, "reask").await;
     let http = reqwest::Client::new();
-    let base = format!("http://{}", proxy.proxy_addr);
     let mut paths: Vec<_> = ["street", "objects"]
         .iter()
         .flat_map(|set| std::fs::read_dir(photos(set)).unwrap())
@@ -291,15 +286,8 @@ async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let state = temp_dir("reask-fail-state");
-    let proxy = proxy_to(&format!("http://{addr}"), "reask-fail", move |cfg| {
-        cfg.state.dir = state;
-        no_audits(cfg);
-        cfg.pair.reask_rate = 0.5;
-    })
-    .await;
+    let (proxy, base) = reask_proxy(&format!("http://{addr}"), "reask-fail").await;
     let http = reqwest::Client::new();
-    let base = format!("http://{}", proxy.proxy_addr);
     for k in 0..70 {
         let (status, action, body) = google_annotate(&http, &base, &image).await;
         assert_eq!(status, 200, "image {k}: {body}");

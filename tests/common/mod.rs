@@ -38,6 +38,11 @@ pub fn photo(set: &str, name: &str) -> Vec<u8> {
 /// 95. The shipped pair (q95 at ≤ 960 px) shrinks it; a 512 px sample photo it leaves as
 /// sent (`not_smaller`).
 pub fn phone_upload(path: &std::path::Path) -> Vec<u8> {
+    upload_at(path, 2048)
+}
+
+/// A sample photo resized to `width` px wide and saved at JPEG q95.
+pub fn upload_at(path: &std::path::Path, width: u32) -> Vec<u8> {
     use adacompress::codec::{self, EncoderMode, Limits};
     let photo = codec::decode(
         &std::fs::read(path).expect("sample photo"),
@@ -48,8 +53,8 @@ pub fn phone_upload(path: &std::path::Path) -> Vec<u8> {
     let (w, h) = photo.dimensions();
     let big = image::imageops::resize(
         &photo,
-        2048,
-        2048 * h / w,
+        width,
+        width * h / w,
         image::imageops::FilterType::Triangle,
     );
     codec::encode_jpeg(&big, 95, EncoderMode::default()).expect("encode")
