@@ -210,3 +210,195 @@ mod tests {
         );
     }
 }
+
+/// Every request-level error the local backend renders, for every API, against
+/// `tests/fixtures/protocol/backend_errors.txt`: status, headers and body byte for byte (the
+/// random Baidu `log_id` and Face++ `request_id` replaced by placeholders). Regenerate the
+/// file with `BLESS_BACKEND_ERRORS=1 cargo test --lib every_backend_error` after a change
+/// meant to alter the wire.
+#[cfg(test)]
+mod backend_errors {
+    use super::super::ProtocolError;
+    use super::*;
+
+    /// One error of every variant, with the paths Azure tells apart.
+    fn samples() -> Vec<(&'static str, ProtocolError)> {
+        let invalid = |path: &str| ProtocolError::InvalidValue {
+            path: path.to_owned(),
+            expected: "a number",
+            got: "\"x\"".to_owned(),
+        };
+        vec![
+            (
+                "UnknownProtocol",
+                ProtocolError::UnknownProtocol {
+                    name: "ftp".to_owned(),
+                },
+            ),
+            (
+                "NotJson",
+                ProtocolError::NotJson {
+                    what: "request body",
+                    detail: "EOF at line 1".to_owned(),
+                },
+            ),
+            (
+                "Malformed",
+                ProtocolError::Malformed {
+                    what: "request body",
+                    format: "multipart/form-data",
+                    detail: "no boundary".to_owned(),
+                },
+            ),
+            (
+                "TooComplex",
+                ProtocolError::TooComplex {
+                    what: "request body",
+                    unit: "JSON values",
+                    count: 11,
+                    limit: 10,
+                },
+            ),
+            (
+                "MissingField",
+                ProtocolError::MissingField {
+                    path: "requests".to_owned(),
+                },
+            ),
+            ("InvalidValue", invalid("MaxLabels")),
+            ("InvalidValue/Content-Type", invalid("Content-Type header")),
+            ("InvalidValue/features", invalid("features query parameter")),
+            (
+                "NoImage",
+                ProtocolError::NoImage {
+                    path: "requests[0].image".to_owned(),
+                    fields: "content nor source",
+                },
+            ),
+            (
+                "InvalidBase64",
+                ProtocolError::InvalidBase64 {
+                    path: "image".to_owned(),
+                    detail: "invalid byte 33".to_owned(),
+                },
+            ),
+            (
+                "RemoteImage",
+                ProtocolError::RemoteImage {
+                    path: "url".to_owned(),
+                    reference: "http://example.com/a.jpg".to_owned(),
+                },
+            ),
+            (
+                "ImageTooLarge",
+                ProtocolError::ImageTooLarge {
+                    limit: 100,
+                    actual: 101,
+                },
+            ),
+            (
+                "TooManyImages",
+                ProtocolError::TooManyImages {
+                    limit: 16,
+                    actual: 17,
+                },
+            ),
+            (
+                "UnsupportedOperation",
+                ProtocolError::UnsupportedOperation {
+                    found: "path `/x`".to_owned(),
+                    expected: "/y",
+                },
+            ),
+            (
+                "Unavailable",
+                ProtocolError::Unavailable {
+                    reason: "no face detector loaded".to_owned(),
+                },
+            ),
+            (
+                "Service",
+                ProtocolError::Service {
+                    status: 400,
+                    kind: "BAD".to_owned(),
+                    message: "secret".to_owned(),
+                },
+            ),
+            (
+                "Upstream",
+                ProtocolError::Upstream {
+                    status: 502,
+                    excerpt: "secret".to_owned(),
+                },
+            ),
+            (
+                "ImageError",
+                ProtocolError::ImageError {
+                    path: "responses[0]".to_owned(),
+                    code: 3,
+                    message: "secret".to_owned(),
+                },
+            ),
+            (
+                "UnexpectedAnswer",
+                ProtocolError::UnexpectedAnswer {
+                    detail: "secret".to_owned(),
+                },
+            ),
+            (
+                "NoSuchSlot",
+                ProtocolError::NoSuchSlot { index: 3, count: 1 },
+            ),
+            (
+                "NotReplaceable",
+                ProtocolError::NotReplaceable {
+                    index: 0,
+                    path: "url".to_owned(),
+                    reason: "a URL".to_owned(),
+                },
+            ),
+        ]
+    }
+
+    /// One line per error: protocol, sample, status, headers, body with its random ids
+    /// replaced.
+    fn rendered() -> String {
+        let mut out = String::new();
+        for protocol in Protocol::ALL {
+            for (name, err) in samples() {
+                let r = protocol.render_backend_error(&err);
+                let mut body = String::from_utf8(r.body).expect("a UTF-8 body");
+                let doc: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+                if let Some(id) = doc.get("log_id").and_then(serde_json::Value::as_u64) {
+                    body = body.replace(&format!(":{id}"), ":LOG_ID");
+                }
+                if let Some(id) = doc.get("request_id").and_then(serde_json::Value::as_str) {
+                    body = body.replace(id, "REQUEST_ID");
+                }
+                let headers: Vec<String> =
+                    r.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                out.push_str(&format!(
+                    "{protocol} {name}: {} [{}] {body}\n",
+                    r.status.as_u16(),
+                    headers.join("; ")
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_backend_error_renders_as_before() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/protocol/backend_errors.txt");
+        let got = rendered();
+        if std::env::var_os("BLESS_BACKEND_ERRORS").is_some() {
+            std::fs::write(&path, &got).expect("write backend_errors.txt");
+        }
+        let want = std::fs::read_to_string(&path).expect("backend_errors.txt");
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "line {}", i + 1);
+        }
+        assert_eq!(got.lines().count(), want.lines().count());
+    }
+}
