@@ -1,9 +1,9 @@
 //! Every API's errors are rendered here: the local backend's
-//! ([`super::Protocol::render_backend_error`], [`super::Protocol::render_throttled`]) and the
-//! proxy's own ([`proxy_error`]), so that a client of an API reads every error it gets the same
-//! way, whoever made it. Each API's body, content type and kinds come from its adapter
-//! ([`super::Api::error_body`], [`super::Api::content_type`], [`super::Api::proxy_kind`]); the
-//! shapes, for reference:
+//! ([`backend_error`], [`super::Protocol::render_throttled`]) and the proxy's own
+//! ([`proxy_error`]), so that a client of an API reads every error it gets the same way,
+//! whoever made it. Each API's body, content type and kinds come from its adapter
+//! ([`super::Api::error_body`], [`super::Api::content_type`], [`super::Api::proxy_kind`],
+//! [`super::Emulated::error_kind`]); the shapes, for reference:
 //!
 //! | API | body | kind |
 //! |---|---|---|
@@ -15,14 +15,17 @@
 //! | KServe / Triton | `{"error": "message"}` | none |
 //! | TorchServe | `{"code": HTTP, "type", "message"}` | `type` |
 //!
-//! [`proxy_kind`] is the table from an HTTP status the proxy answers with to each API's
-//! kind, one column per adapter.
+//! Two tables map errors to each API's kinds, one column per adapter: [`proxy_kind`], from an
+//! HTTP status the proxy answers with, and [`super::Emulated::error_kind`], from the
+//! [`ErrorClass`] of an error the local backend answers with ([`backend_error`]): a
+//! [`super::ProtocolError`] is classified once ([`super::ProtocolError::class`]: the client's,
+//! the service's or ours) and every adapter only names its [`ErrorKind`] for each class.
 
 use axum::http::StatusCode;
 #[cfg(test)]
 use serde_json::json;
 
-use super::{BackendResponse, Protocol};
+use super::{BackendResponse, ErrorClass, Protocol, ProtocolError};
 
 /// An API's own name for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,70 @@ impl ApiError<'_> {
             format!("{text}: {}", self.message)
         }
     }
+}
+
+/// How an API answers one [`ErrorClass`] of the local backend's request-level errors: a row
+/// of its table ([`super::Emulated::error_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind {
+    /// The HTTP status (Baidu's: 200).
+    pub status: StatusCode,
+    pub kind: Kind<'static>,
+    /// The message the API writes for the whole class in place of the error's own (the
+    /// generic text of an internal error, Azure's `Resource not found`, ...); `None` writes
+    /// the error's own ([`super::Emulated::error_detail`]).
+    pub message: Option<&'static str>,
+}
+
+impl ErrorKind {
+    /// `kind` at `status`, with the error's own message.
+    pub const fn new(status: StatusCode, kind: Kind<'static>) -> ErrorKind {
+        ErrorKind {
+            status,
+            kind,
+            message: None,
+        }
+    }
+
+    /// The API's generic server error: 500, `kind`, and `message` in place of the error's
+    /// own (whose detail only the log sees).
+    pub const fn server_error(kind: Kind<'static>, message: &'static str) -> ErrorKind {
+        ErrorKind::new(StatusCode::INTERNAL_SERVER_ERROR, kind).saying(message)
+    }
+
+    /// The same, with `message` in place of the error's own.
+    pub const fn saying(self, message: &'static str) -> ErrorKind {
+        ErrorKind {
+            message: Some(message),
+            ..self
+        }
+    }
+}
+
+/// A request-level error of the local backend in `protocol`'s shape
+/// ([`super::Protocol::render_backend_error`]): the status, kind and message of the adapter's
+/// row for the error's [`ErrorClass`] ([`super::Emulated::error_kind`]). The client's errors
+/// are logged at debug, internal ones (whose detail the client does not see) as errors.
+pub fn backend_error(protocol: Protocol, err: &ProtocolError) -> BackendResponse {
+    let emulated = protocol.emulated();
+    let class = err.class();
+    let row = emulated.error_kind(class);
+    match class {
+        ErrorClass::Internal => {
+            tracing::error!(%err, api = %protocol, "internal error rendered as the API's server error");
+        }
+        ErrorClass::Unavailable => tracing::debug!(%err, "request refused"),
+        _ => tracing::debug!(%err, kind = row.kind.name(), "request rejected"),
+    }
+    let detail;
+    let message = match row.message {
+        Some(message) => message,
+        None => {
+            detail = emulated.error_detail(err);
+            &detail
+        }
+    };
+    render(protocol, &ApiError::new(row.status, row.kind, message))
 }
 
 /// The content type each API answers JSON with ([`super::Api::content_type`]).
@@ -218,7 +285,6 @@ mod tests {
 /// meant to alter the wire.
 #[cfg(test)]
 mod backend_errors {
-    use super::super::ProtocolError;
     use super::*;
 
     /// One error of every variant, with the paths Azure tells apart.
