@@ -5,7 +5,10 @@
 //! `rekognition::Rekognition`, ...); [`Protocol::api`] and [`Protocol::emulated`] are the
 //! registry that maps a [`Protocol`] to them, and the only place that lists every API.
 //! [`Protocol`]'s own methods delegate here, so callers keep writing
-//! `protocol.extract_images(&req)`.
+//! `protocol.extract_images(&req)`. Errors are the one exception: an adapter writes no
+//! error renderer, only its tables ([`Api::proxy_kind`] for the proxy's errors,
+//! [`Emulated::error_kind`] for the backend's, by [`ErrorClass`]) and its body shape
+//! ([`Api::error_body`]); `super::shape` renders every API's errors from them.
 //!
 //! An API with a gRPC form also implements [`GrpcApi`] (in a file next to its adapter,
 //! `src/protocol/<api>/grpc.rs`) and returns it from [`Api::grpc`]; the proxy's gRPC
@@ -19,10 +22,10 @@
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::{
-    Answer, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot, ProtocolError,
-    ProxyRequest, Reply, Rewritten,
+    Answer, BackendRequest, BackendResponse, ClientRequest, ErrorClass, ImageProblem, ImageSlot,
+    ProtocolError, ProxyRequest, Reply, Rewritten,
 };
 
 /// The proxy and the vision client's view of a cloud API: recognise its requests, find and
@@ -148,8 +151,8 @@ pub trait GrpcApi: Sync {
 pub trait Emulated: Sync {
     /// Reads the images and their per-image options out of an incoming request (`path` may
     /// carry a query string), with what the renderer will need from the request in
-    /// [`BackendRequest::reply`]. An `Err` is about the whole request and is answered with
-    /// [`Emulated::render_backend_error`].
+    /// [`BackendRequest::reply`]. An `Err` is about the whole request and is answered from
+    /// [`Emulated::error_kind`].
     fn parse_backend_request(
         &self,
         path: &str,
@@ -166,9 +169,16 @@ pub trait Emulated: Sync {
         results: Vec<Result<Answer, ImageProblem>>,
     ) -> BackendResponse;
 
-    /// A request-level error in the API's own error shape and status (through
-    /// [`super::shape`]).
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse;
+    /// This API's table for request-level errors: its status, kind and (where it words the
+    /// whole class itself) message for each [`ErrorClass`]. [`super::shape::backend_error`]
+    /// renders every API's errors from it ([`super::Protocol::render_backend_error`]).
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind;
+
+    /// The message of an error whose [`Emulated::error_kind`] has none of its own: the
+    /// error's, unless the API words it otherwise.
+    fn error_detail(&self, err: &ProtocolError) -> String {
+        err.to_string()
+    }
 
     /// "Too many requests, retry later" in the API's own body shape, always with status 429
     /// (the caller adds `retry-after`); its [`Api::parse_answer`] must read it back as an

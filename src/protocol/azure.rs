@@ -35,13 +35,14 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, WireLabel, content_type_text, describe, excerpt, is_success,
     labels_from, media_type, parse_json, read_answer, read_request, wire_number,
 };
+use super::{BadRequest, ErrorClass};
 use super::{ProxyRequest, Rewritten};
 
 /// An analyze request with a JSON body: `{"url": …}` (the image is fetched by the service).
@@ -215,7 +216,7 @@ pub fn render_backend_response(
             });
             BackendResponse::json(StatusCode::OK, CONTENT_TYPE, Vec::new(), &body)
         }
-        Err(ImageProblem::Request(err)) => render_backend_error(&err),
+        Err(ImageProblem::Request(err)) => super::Protocol::Azure.render_backend_error(&err),
         Err(problem @ ImageProblem::Undecodable(_)) => {
             tracing::debug!(%problem, "image rejected");
             error_response(
@@ -231,66 +232,20 @@ pub fn render_backend_response(
     }
 }
 
-/// Renders a request-level error as Azure does: `{"error": {"code": "InvalidRequest",
-/// "message", "innererror": {"code", "message"}}}`.
-///
-/// Inner codes: `NotSupportedFeature` (features), `BadArgument` (other parameters, bad JSON),
-/// `InvalidImageUrl` (a URL the backend does not fetch), `InvalidImageFormat` (empty body);
-/// 415 `UnsupportedMediaType` for another content type; 404 for another path; too large has
-/// no inner code. 503 `ServiceUnavailable` when unavailable; errors that can only come from
-/// our side are a logged, generic 500 `InternalServerError`.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let message = err.to_string();
-    let (status, inner) = match err {
-        ProtocolError::UnsupportedOperation { .. } => {
-            tracing::debug!(%err, "request rejected");
-            return render_error(StatusCode::NOT_FOUND, "404", None, "Resource not found");
-        }
-        ProtocolError::InvalidValue { path, .. } if path == "Content-Type header" => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Some("UnsupportedMediaType"),
-        ),
-        ProtocolError::InvalidValue { path, .. } if path == "features query parameter" => {
-            (StatusCode::BAD_REQUEST, Some("NotSupportedFeature"))
-        }
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::MissingField { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => (StatusCode::BAD_REQUEST, Some("BadArgument")),
-        ProtocolError::NoImage { .. } | ProtocolError::InvalidBase64 { .. } => {
-            (StatusCode::BAD_REQUEST, Some("InvalidImageFormat"))
-        }
-        ProtocolError::RemoteImage { .. } => (StatusCode::BAD_REQUEST, Some("InvalidImageUrl")),
-        ProtocolError::ImageTooLarge { .. } => (StatusCode::BAD_REQUEST, None),
-        ProtocolError::Unavailable { .. } => {
-            tracing::debug!(%err, "request refused");
-            return render_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                None,
-                &message,
-            );
-        }
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as an Azure error");
-            return internal_error();
-        }
-    };
-    tracing::debug!(%err, "request rejected");
-    error_response(status, inner, &message)
-}
+/// The name [`ProtocolError::InvalidValue`] gives the `features` query parameter: Azure
+/// answers a feature it does not offer with its own inner code
+/// ([`super::BadRequest::UnsupportedFeature`]).
+pub const FEATURES_FIELD: &str = "features query parameter";
+
+/// The code of Azure's errors about the request.
+const INVALID: &str = "InvalidRequest";
+
+/// The message of the generic 500 answer.
+const INTERNAL_MESSAGE: &str = "An internal error has occurred.";
 
 /// An `InvalidRequest` error with an optional inner code carrying the same message.
 fn error_response(status: StatusCode, inner: Option<&str>, message: &str) -> BackendResponse {
-    render_error(status, "InvalidRequest", inner, message)
+    render_error(status, INVALID, inner, message)
 }
 
 /// `{"error": {"code", "message", "innererror"?}}`.
@@ -316,7 +271,7 @@ fn internal_error() -> BackendResponse {
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalServerError",
         None,
-        "An internal error has occurred.",
+        INTERNAL_MESSAGE,
     )
 }
 
@@ -378,7 +333,7 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<&'a [u8]>,
         }
         _ => {
             return Err(ProtocolError::InvalidValue {
-                path: "Content-Type header".to_owned(),
+                path: super::CONTENT_TYPE_FIELD.to_owned(),
                 expected: "application/octet-stream or application/json",
                 got: content_type_text(headers),
             });
@@ -519,12 +474,12 @@ impl Emulated for Azure {
             .collect();
         if wanted.is_empty() {
             return Err(ProtocolError::MissingField {
-                path: "features query parameter".to_owned(),
+                path: FEATURES_FIELD.to_owned(),
             });
         }
         if let Some(other) = wanted.iter().find(|f| !f.eq_ignore_ascii_case("tags")) {
             return Err(ProtocolError::InvalidValue {
-                path: "features query parameter".to_owned(),
+                path: FEATURES_FIELD.to_owned(),
                 expected: "`tags` (the only feature this backend serves)",
                 got: describe(&Value::String((*other).to_owned())),
             });
@@ -565,8 +520,54 @@ impl Emulated for Azure {
         }
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// `InvalidRequest` with inner codes `NotSupportedFeature` (features), `BadArgument` (other
+    /// parameters, bad JSON), `InvalidImageUrl` (a URL the backend does not fetch),
+    /// `InvalidImageFormat` (no image, bad base64); 415 `UnsupportedMediaType` for another
+    /// content type; too large has no inner code. 404 `Resource not found` for another path,
+    /// 503 `ServiceUnavailable` when unavailable; ours a generic 500 `InternalServerError`.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let (status, kind) = match class {
+            ErrorClass::BadRequest(bad) => match bad {
+                BadRequest::UnsupportedMediaType => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    Kind::Nested(INVALID, "UnsupportedMediaType"),
+                ),
+                BadRequest::UnsupportedFeature => (
+                    StatusCode::BAD_REQUEST,
+                    Kind::Nested(INVALID, "NotSupportedFeature"),
+                ),
+                BadRequest::Unreadable | BadRequest::MissingField | BadRequest::InvalidArgument => {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        Kind::Nested(INVALID, "BadArgument"),
+                    )
+                }
+                BadRequest::NoImage | BadRequest::BadEncoding => (
+                    StatusCode::BAD_REQUEST,
+                    Kind::Nested(INVALID, "InvalidImageFormat"),
+                ),
+                BadRequest::RemoteImage => (
+                    StatusCode::BAD_REQUEST,
+                    Kind::Nested(INVALID, "InvalidImageUrl"),
+                ),
+                BadRequest::ImageTooLarge => (StatusCode::BAD_REQUEST, Kind::Name(INVALID)),
+            },
+            ErrorClass::UnsupportedOperation => {
+                return ErrorKind::new(StatusCode::NOT_FOUND, Kind::Name("404"))
+                    .saying("Resource not found");
+            }
+            ErrorClass::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Kind::Name("ServiceUnavailable"),
+            ),
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(
+                    Kind::Name("InternalServerError"),
+                    INTERNAL_MESSAGE,
+                );
+            }
+        };
+        ErrorKind::new(status, kind)
     }
 
     /// Azure's rate-limit error (429, `code` "429"): see [`super::Protocol::render_throttled`].
@@ -816,7 +817,7 @@ mod tests {
                 .parse_backend_request(&path, &headers, body)
                 .unwrap_err();
             assert!(err.to_string().contains(fragment), "{name}: {err}");
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::Azure.render_backend_error(&err);
             assert_eq!(rendered.status.as_u16(), status, "{name}");
             let doc = json_of(&rendered.body);
             assert_eq!(doc["error"]["code"], "InvalidRequest", "{name}");
@@ -827,7 +828,12 @@ mod tests {
         let other = Azure
             .parse_backend_request("/vision/v3.2/analyze", &raw, b"img")
             .unwrap_err();
-        assert_eq!(render_backend_error(&other).status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            crate::protocol::Protocol::Azure
+                .render_backend_error(&other)
+                .status,
+            StatusCode::NOT_FOUND
+        );
         let undecodable = render_backend_response(
             &Reply::default(),
             vec![Err(ImageProblem::Undecodable("bad".to_owned()))],

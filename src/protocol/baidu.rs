@@ -36,12 +36,13 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     ProtocolError, SlotImage, decode_form_base64, describe, encode_base64, excerpt, form_encode,
     form_fields, is_success, labels_from, parse_json, read_answer, splice, wire_number,
 };
+use super::{BadRequest, ErrorClass};
 use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
@@ -169,7 +170,7 @@ pub fn render_backend_response(
             });
             BackendResponse::json(StatusCode::OK, CONTENT_TYPE, Vec::new(), &body)
         }
-        Err(ImageProblem::Request(err)) => render_backend_error(&err),
+        Err(ImageProblem::Request(err)) => super::Protocol::Baidu.render_backend_error(&err),
         Err(problem @ ImageProblem::Undecodable(_)) => {
             tracing::debug!(%problem, "image rejected");
             error_response(code::IMAGE_FORMAT, Some(problem.to_string()))
@@ -179,45 +180,6 @@ pub fn render_backend_response(
             error_response(code::INTERNAL, None)
         }
     }
-}
-
-/// Renders a request-level error as Baidu does: HTTP 200, `{"error_code", "error_msg",
-/// "log_id"}`, the message Baidu's own followed by ours.
-///
-/// Codes: 3 (another path), 216101 (no image), 216100 (bad parameters, a `url`), 216201 (bad
-/// base64), 216202 (too large), 2 (unavailable); errors that can only come from our side are a
-/// logged, generic 282000.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let (code, detail) = match err {
-        ProtocolError::UnsupportedOperation { .. } => (code::UNSUPPORTED_METHOD, err.to_string()),
-        ProtocolError::MissingField { .. } | ProtocolError::NoImage { .. } => {
-            (code::NOT_ENOUGH_PARAM, err.to_string())
-        }
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::RemoteImage { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => (code::INVALID_PARAM, err.to_string()),
-        ProtocolError::InvalidBase64 { .. } => (code::IMAGE_FORMAT, err.to_string()),
-        ProtocolError::ImageTooLarge { limit, actual } => (
-            code::IMAGE_SIZE,
-            format!("the image's base64 is {actual} bytes, over the limit of {limit} bytes"),
-        ),
-        ProtocolError::Unavailable { .. } => (code::SERVICE_UNAVAILABLE, err.to_string()),
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a Baidu error");
-            return error_response(code::INTERNAL, None);
-        }
-    };
-    tracing::debug!(%err, code = code.0, "request rejected");
-    error_response(code, Some(detail))
 }
 
 /// An error answer: HTTP 200, Baidu's message, then `: detail` when there is one.
@@ -484,8 +446,39 @@ impl Emulated for Baidu {
         }
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// HTTP 200 (as Baidu answers), codes 3 (another path), 216101 (no image), 216100 (bad
+    /// parameters, a `url`), 216201 (bad base64), 216202 (too large), 2 (unavailable); ours a
+    /// generic 282000 without detail.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let (code, text) = match class {
+            ErrorClass::BadRequest(bad) => match bad {
+                BadRequest::MissingField | BadRequest::NoImage => code::NOT_ENOUGH_PARAM,
+                BadRequest::Unreadable
+                | BadRequest::InvalidArgument
+                | BadRequest::UnsupportedMediaType
+                | BadRequest::UnsupportedFeature
+                | BadRequest::RemoteImage => code::INVALID_PARAM,
+                BadRequest::BadEncoding => code::IMAGE_FORMAT,
+                BadRequest::ImageTooLarge => code::IMAGE_SIZE,
+            },
+            ErrorClass::UnsupportedOperation => code::UNSUPPORTED_METHOD,
+            ErrorClass::Unavailable => code::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal => {
+                let (code, text) = code::INTERNAL;
+                return ErrorKind::new(StatusCode::OK, Kind::Code(code, text)).saying("");
+            }
+        };
+        ErrorKind::new(StatusCode::OK, Kind::Code(code, text))
+    }
+
+    /// The error's message, but Baidu's size limit is on the image's base64.
+    fn error_detail(&self, err: &ProtocolError) -> String {
+        match err {
+            ProtocolError::ImageTooLarge { limit, actual } => {
+                format!("the image's base64 is {actual} bytes, over the limit of {limit} bytes")
+            }
+            _ => err.to_string(),
+        }
     }
 
     /// Baidu's QPS-limit error (`error_code` 18) with status 429: see
@@ -732,7 +725,7 @@ mod tests {
             let err = Baidu
                 .parse_backend_request(path, &HeaderMap::new(), &body)
                 .unwrap_err();
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::Baidu.render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::OK, "{name}");
             let doc = json_of(&rendered.body);
             assert_eq!(doc["error_code"], code, "{name}");

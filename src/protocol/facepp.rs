@@ -45,13 +45,14 @@ use sha2::Digest as _;
 use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart, NewPart};
 use super::one_image::{Found, only_result, single_replacement, slot_not_replaceable};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, FormField, ImageProblem,
     ImageSlot, ProtocolError, Region, SlotImage, content_type_text, decode_form_base64,
     encode_base64, excerpt, form_encode, form_fields, fresh_id, is_success, labels_from,
     media_type, parse_json, read_answer, splice, wire_number,
 };
+use super::{BadRequest, ErrorClass};
 use super::{ProxyRequest, Rewritten};
 use super::{WireLabel, wire::Field, wire::wire_object};
 
@@ -261,7 +262,9 @@ pub fn render_backend_response(
     };
     let answer = match result {
         Ok(answer) => answer,
-        Err(ImageProblem::Request(err)) => return render_backend_error(&err),
+        Err(ImageProblem::Request(err)) => {
+            return super::Protocol::FacePlusPlus.render_backend_error(&err);
+        }
         Err(problem @ ImageProblem::Undecodable(_)) => {
             tracing::debug!(%problem, "image rejected");
             return error_response(
@@ -329,62 +332,6 @@ pub fn render_backend_response(
 fn pixels(value: f32) -> i64 {
     // Saturating float-to-int conversion: coordinates are far inside i64.
     value.round() as i64
-}
-
-/// Renders a request-level error as Face++ does: `{"error_message": "CODE: detail",
-/// "request_id", "time_used"}`.
-///
-/// Codes: 404 `API_NOT_FOUND`; 400 `MISSING_ARGUMENTS` (no image), `BAD_ARGUMENTS` (bad form
-/// or fields), `IMAGE_ERROR_UNSUPPORTED_FORMAT` (bad base64), `INVALID_IMAGE_URL` (a URL the
-/// backend does not fetch), `IMAGE_FILE_TOO_LARGE`; 503 `SERVICE_UNAVAILABLE` (e.g. no face
-/// detector loaded); errors that can only come from our side are a logged, generic 500
-/// `INTERNAL_ERROR`.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let (status, message) = match err {
-        ProtocolError::UnsupportedOperation { .. } => {
-            (StatusCode::NOT_FOUND, format!("API_NOT_FOUND: {err}"))
-        }
-        ProtocolError::MissingField { .. } | ProtocolError::NoImage { .. } => (
-            StatusCode::BAD_REQUEST,
-            format!("MISSING_ARGUMENTS: {IMAGE_FIELDS}"),
-        ),
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => {
-            (StatusCode::BAD_REQUEST, format!("BAD_ARGUMENTS: {err}"))
-        }
-        ProtocolError::InvalidBase64 { .. } => (
-            StatusCode::BAD_REQUEST,
-            format!("IMAGE_ERROR_UNSUPPORTED_FORMAT: {err}"),
-        ),
-        ProtocolError::RemoteImage { .. } => {
-            (StatusCode::BAD_REQUEST, format!("INVALID_IMAGE_URL: {err}"))
-        }
-        ProtocolError::ImageTooLarge { .. } => (
-            StatusCode::BAD_REQUEST,
-            format!("IMAGE_FILE_TOO_LARGE: {err}"),
-        ),
-        ProtocolError::Unavailable { reason } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("SERVICE_UNAVAILABLE: {reason}"),
-        ),
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a Face++ error");
-            return internal_error();
-        }
-    };
-    if status.is_client_error() {
-        tracing::debug!(%err, "request rejected");
-    }
-    error_response(status, &message)
 }
 
 /// An error answer with `message` as `error_message`.
@@ -525,7 +472,7 @@ impl<'a> Form<'a> {
                 Ok(Form::Urlencoded(form_fields(body)?))
             }
             Some(_) => Err(ProtocolError::InvalidValue {
-                path: "Content-Type header".to_owned(),
+                path: super::CONTENT_TYPE_FIELD.to_owned(),
                 expected: "multipart/form-data or application/x-www-form-urlencoded",
                 got: content_type_text(headers),
             }),
@@ -766,8 +713,47 @@ impl Emulated for FacePlusPlus {
         }
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// `CODE: detail`: 404 `API_NOT_FOUND`; 400 `MISSING_ARGUMENTS` (no image, naming the
+    /// image fields), `BAD_ARGUMENTS` (bad form or fields), `IMAGE_ERROR_UNSUPPORTED_FORMAT`
+    /// (bad base64), `INVALID_IMAGE_URL` (a URL the backend does not fetch),
+    /// `IMAGE_FILE_TOO_LARGE`; 503 `SERVICE_UNAVAILABLE` (e.g. no face detector loaded); ours a
+    /// generic 500 `INTERNAL_ERROR`.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let (status, code) = match class {
+            ErrorClass::BadRequest(bad) => match bad {
+                BadRequest::MissingField | BadRequest::NoImage => {
+                    return ErrorKind::new(
+                        StatusCode::BAD_REQUEST,
+                        Kind::Name("MISSING_ARGUMENTS"),
+                    )
+                    .saying(IMAGE_FIELDS);
+                }
+                BadRequest::Unreadable
+                | BadRequest::InvalidArgument
+                | BadRequest::UnsupportedMediaType
+                | BadRequest::UnsupportedFeature => (StatusCode::BAD_REQUEST, "BAD_ARGUMENTS"),
+                BadRequest::BadEncoding => {
+                    (StatusCode::BAD_REQUEST, "IMAGE_ERROR_UNSUPPORTED_FORMAT")
+                }
+                BadRequest::RemoteImage => (StatusCode::BAD_REQUEST, "INVALID_IMAGE_URL"),
+                BadRequest::ImageTooLarge => (StatusCode::BAD_REQUEST, "IMAGE_FILE_TOO_LARGE"),
+            },
+            ErrorClass::UnsupportedOperation => (StatusCode::NOT_FOUND, "API_NOT_FOUND"),
+            ErrorClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(Kind::Name("INTERNAL_ERROR"), "");
+            }
+        };
+        ErrorKind::new(status, Kind::Name(code))
+    }
+
+    /// The error's message, but an unavailable service gives its reason alone (the code
+    /// already says unavailable).
+    fn error_detail(&self, err: &ProtocolError) -> String {
+        match err {
+            ProtocolError::Unavailable { reason } => reason.clone(),
+            _ => err.to_string(),
+        }
     }
 
     /// Face++'s concurrency-limit error with status 429 (Face++ itself uses 403): see
@@ -1100,7 +1086,7 @@ mod tests {
             ),
         ];
         for (err, status, prefix) in cases {
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::FacePlusPlus.render_backend_error(&err);
             assert_eq!(rendered.status, status, "{err}");
             let doc = json_of(&rendered.body);
             let message = doc["error_message"].as_str().unwrap();

@@ -41,9 +41,10 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ErrorClass;
 use super::api::{Api, Emulated, GrpcApi};
 use super::one_image::Found;
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -363,57 +364,6 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
         CONTENT_TYPE,
         Vec::new(),
         &json!({"responses": responses}),
-    )
-}
-
-/// Renders a request-level error as Google does: `{"error": {"code", "message", "status"}}`.
-///
-/// Client mistakes are 400 `INVALID_ARGUMENT` with the error's message, an unknown path is 404
-/// `NOT_FOUND`; errors that can only come from our side (answers, proxy slots) are a generic
-/// 500 `INTERNAL` and are logged.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let (status, status_name, message) = match err {
-        ProtocolError::UnsupportedOperation { .. } => {
-            (StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
-        }
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::MissingField { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::NoImage { .. }
-        | ProtocolError::InvalidBase64 { .. }
-        | ProtocolError::RemoteImage { .. }
-        | ProtocolError::ImageTooLarge { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => {
-            (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", err.to_string())
-        }
-        ProtocolError::Unavailable { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            err.to_string(),
-        ),
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a Google Vision error");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "Internal error encountered.".to_owned(),
-            )
-        }
-    };
-    if status.is_client_error() {
-        tracing::debug!(%err, "request rejected");
-    }
-    super::shape::render(
-        super::Protocol::GoogleVision,
-        &ApiError::new(status, Kind::Name(status_name), &message),
     )
 }
 
@@ -836,8 +786,21 @@ impl Emulated for Google {
         render_backend_response(results)
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// Client mistakes are 400 `INVALID_ARGUMENT` with the error's message, another path 404
+    /// `NOT_FOUND`, unavailable 503 `UNAVAILABLE`; ours a generic 500 `INTERNAL`.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let (status, name) = match class {
+            ErrorClass::BadRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            ErrorClass::UnsupportedOperation => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ErrorClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(
+                    Kind::Name("INTERNAL"),
+                    "Internal error encountered.",
+                );
+            }
+        };
+        ErrorKind::new(status, Kind::Name(name))
     }
 
     /// Google's quota error (429 `RESOURCE_EXHAUSTED`): see [`super::Protocol::render_throttled`].
@@ -1111,7 +1074,7 @@ mod tests {
             err.to_string(),
             "request has 17 images, over the limit of 16 images per request"
         );
-        let rendered = render_backend_error(&err);
+        let rendered = crate::protocol::Protocol::GoogleVision.render_backend_error(&err);
         assert_eq!(rendered.status, StatusCode::BAD_REQUEST);
         assert_eq!(
             json_of(&rendered.body),
@@ -1301,7 +1264,7 @@ mod tests {
                 .parse_backend_request(path, &HeaderMap::new(), &body)
                 .unwrap_err();
             assert!(err.to_string().contains(fragment), "{path}: {err}");
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::GoogleVision.render_backend_error(&err);
             assert_eq!(rendered.status, status, "{err}");
             let doc = json_of(&rendered.body);
             assert_eq!(doc["error"]["code"], status.as_u16(), "{err}");
@@ -1321,7 +1284,7 @@ mod tests {
             status: 502,
             excerpt: "secret internals".to_owned(),
         };
-        let rendered = render_backend_error(&err);
+        let rendered = crate::protocol::Protocol::GoogleVision.render_backend_error(&err);
         assert_eq!(rendered.status, StatusCode::INTERNAL_SERVER_ERROR);
         let body = String::from_utf8(rendered.body).unwrap();
         assert!(!body.contains("secret"), "{body}");

@@ -55,9 +55,10 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ErrorClass;
 use super::ProxyRequest;
 use super::api::{Api, Emulated, GrpcApi};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::wire::{self, Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -969,7 +970,9 @@ pub fn render_backend_response(
     for (i, result) in results.into_iter().enumerate() {
         match result {
             Ok(answer) => answers.push(answer),
-            Err(ImageProblem::Request(err)) => return render_backend_error(&err),
+            Err(ImageProblem::Request(err)) => {
+                return super::Protocol::KServe.render_backend_error(&err);
+            }
             Err(problem @ ImageProblem::Undecodable(_)) => {
                 tracing::debug!(image = i, %problem, "image rejected");
                 return error_response(
@@ -1059,38 +1062,6 @@ pub fn render_backend_response(
     }
 }
 
-/// Renders a request-level error as KServe and Triton do: `{"error": "message"}`, 400 for the
-/// client's mistakes, 404 for another path, 503 when unavailable, a logged generic 500 for
-/// errors that can only come from our side.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let status = match err {
-        ProtocolError::UnsupportedOperation { .. } => StatusCode::NOT_FOUND,
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::MissingField { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::NoImage { .. }
-        | ProtocolError::InvalidBase64 { .. }
-        | ProtocolError::RemoteImage { .. }
-        | ProtocolError::ImageTooLarge { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => StatusCode::BAD_REQUEST,
-        ProtocolError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a KServe error");
-            return internal_error();
-        }
-    };
-    tracing::debug!(%err, "request rejected");
-    error_response(status, &err.to_string())
-}
-
 /// Whether a path (query ignored) belongs to the v2 protocol: `/v2` and everything under it
 /// (health, metadata, `infer`, Triton's repository and statistics extensions). The proxy sends
 /// those it does not compress to the KServe upstream untouched.
@@ -1177,9 +1148,12 @@ fn error_response(status: StatusCode, message: &str) -> BackendResponse {
     )
 }
 
+/// The message of the generic 500 answer.
+const INTERNAL_MESSAGE: &str = "internal error";
+
 /// The generic 500 answer; the cause goes to the log, not to the client.
 fn internal_error() -> BackendResponse {
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
 }
 
 /// The image slots of a request: every image element of every `BYTES` input.
@@ -1414,8 +1388,18 @@ impl Emulated for KServe {
         }
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// `{"error": "message"}`: 400 for the client's mistakes, 404 for another path, 503 when
+    /// unavailable; ours a generic 500.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let status = match class {
+            ErrorClass::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ErrorClass::UnsupportedOperation => StatusCode::NOT_FOUND,
+            ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(Kind::Name(""), INTERNAL_MESSAGE);
+            }
+        };
+        ErrorKind::new(status, Kind::Name(""))
     }
 
     /// 429 `{"error": …}`: see [`super::Protocol::render_throttled`].
@@ -1798,7 +1782,7 @@ mod tests {
         for (name, path, headers, body, status, fragment) in cases {
             let err = parse_backend_request(path, &headers, &body).unwrap_err();
             assert!(err.to_string().contains(&fragment), "{name}: {err}");
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::KServe.render_backend_error(&err);
             assert_eq!(rendered.status.as_u16(), status, "{name}");
             let back = KServe.parse_answer(status, &rendered.body).unwrap_err();
             assert!(back.to_string().contains(&fragment), "{name}: {back}");

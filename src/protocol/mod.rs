@@ -15,7 +15,11 @@
 //! Errors have two levels, because Google Vision batches images and reports failures per image:
 //! a [`ProtocolError`] is about the whole request or answer; an [`ImageProblem`] is about one
 //! image inside an otherwise fine request. The single-image APIs turn an image problem into
-//! their request-level error shape, and so does KServe, which has no per-image errors.
+//! their request-level error shape, and so does KServe, which has no per-image errors. A
+//! request-level error is classified once, by who caused it (the client, the service, us) and
+//! which kind it is ([`ProtocolError::class`], an [`ErrorClass`]); each API only maps the
+//! classes to its status and kind ([`Emulated::error_kind`]), and [`shape::backend_error`]
+//! renders them all.
 //!
 //! The backend remembers what a renderer needs from the request (Face++'s operation, KServe's
 //! model name and requested outputs, ...) in [`BackendRequest::reply`].
@@ -54,7 +58,9 @@
 //!   with headers when one must change too), and `grpc` (default: none) for an API with a
 //!   gRPC form;
 //! - [`Emulated`]: `parse_backend_request` (a [`BackendRequest`]), `render_backend_response`,
-//!   `render_backend_error` and `render_throttled` (the last two through [`shape::render`]);
+//!   `error_kind` (its table: a [`shape::ErrorKind`] for each [`ErrorClass`], which
+//!   [`shape::backend_error`] renders), `error_detail` (default: the error's message; for an
+//!   API that words a message otherwise) and `render_throttled` (through [`shape::render`]);
 //! - wire structs: `#[derive(Deserialize)]` structs for the JSON it reads (request fields the
 //!   backend or proxy needs, answer fields labels are parsed from), vendor field names via
 //!   `rename` / `rename_all`, every field a `wire::Field` with `#[serde(default)]` (absent,
@@ -68,7 +74,7 @@
 //! A method whose body only its impl needs is written in the impl, and the adapter's unit
 //! tests call it through the struct (`Baidu.parse_answer(status, body)`); a free function
 //! of the adapter holds what its other code or other modules call too (`extract_images` on
-//! the body alone, `render_backend_error`, `model_of`, ...), and the impl calls it.
+//! the body alone, `model_of`, ...), and the impl calls it.
 //!
 //! A one-image API reports where its image is as a `one_image::Found` of its own inline shape
 //! and uses `Found::inline` (backend side), `Found::slot` (proxy side), `only_result` (in its
@@ -396,8 +402,10 @@ impl Protocol {
     }
 
     /// Backend side: a request-level error in the API's own error shape and status.
+    /// The status, kind and message come from the adapter's table ([`Emulated::error_kind`]),
+    /// by the error's [`ErrorClass`] ([`shape::backend_error`]).
     pub fn render_backend_error(self, err: &ProtocolError) -> BackendResponse {
-        self.emulated().render_backend_error(err)
+        shape::backend_error(self, err)
     }
 
     /// Backend side: "too many requests, retry later" in the API's own body shape.
@@ -875,7 +883,97 @@ pub enum ProtocolError {
     },
 }
 
+/// The field name of an [`ProtocolError::InvalidValue`] about the request's content type: an
+/// error with it is [`BadRequest::UnsupportedMediaType`].
+pub const CONTENT_TYPE_FIELD: &str = "Content-Type header";
+
+/// What kind of request-level error a [`ProtocolError`] is, and who caused it, as far as any
+/// API's error table tells errors apart ([`ProtocolError::class`]). Each adapter maps a class
+/// to its own status, kind and message ([`Emulated::error_kind`]) and
+/// [`shape::backend_error`] renders it, for every API alike.
+///
+/// Two variants are in the same class when every API answers them the same way; a class
+/// exists for each distinction some API makes (Rekognition tells a body it cannot read from a
+/// bad field, Baidu a missing field from a bad one, Azure no image from a missing field,
+/// TorchServe a too-large image from other bad requests, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Client: a request the API refuses, of the kind given.
+    BadRequest(BadRequest),
+    /// Client: an operation or path the API does not serve (`UnsupportedOperation`).
+    UnsupportedOperation,
+    /// Service: the backend cannot serve the request now, through no fault of the client's
+    /// (`Unavailable`).
+    Unavailable,
+    /// Ours: errors that come from answers, the proxy's slots or the CLI (`UnknownProtocol`,
+    /// `Service`, `Upstream`, `ImageError`, `UnexpectedAnswer`, `NoSuchSlot`,
+    /// `NotReplaceable`). Answered with the API's generic server error; the detail goes to
+    /// the log only.
+    Internal,
+}
+
+/// The kinds of [`ErrorClass::BadRequest`], the client's fault, that some API tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BadRequest {
+    /// A body not in the API's framing: not JSON, a broken form or multipart (`NotJson`,
+    /// `Malformed`).
+    Unreadable,
+    /// A required field is absent (`MissingField`).
+    MissingField,
+    /// A field of the wrong type or value, a body with more values than the parsers build,
+    /// more images than the API takes (`InvalidValue`, `TooComplex`, `TooManyImages`).
+    InvalidArgument,
+    /// A body in a content type the API does not take (`InvalidValue` of the
+    /// [`CONTENT_TYPE_FIELD`]).
+    UnsupportedMediaType,
+    /// An analysis the API does not offer (`InvalidValue` of Azure's
+    /// [`azure::FEATURES_FIELD`]).
+    UnsupportedFeature,
+    /// An image entry without an image (`NoImage`).
+    NoImage,
+    /// Inline image content that is not base64 (`InvalidBase64`).
+    BadEncoding,
+    /// An image by URL or S3 object, which the backend does not fetch (`RemoteImage`).
+    RemoteImage,
+    /// An image over the API's size limit (`ImageTooLarge`).
+    ImageTooLarge,
+}
+
 impl ProtocolError {
+    /// This error's [`ErrorClass`]: who caused it and which of each API's error kinds it
+    /// gets.
+    pub fn class(&self) -> ErrorClass {
+        let bad = match self {
+            ProtocolError::UnsupportedOperation { .. } => return ErrorClass::UnsupportedOperation,
+            ProtocolError::Unavailable { .. } => return ErrorClass::Unavailable,
+            ProtocolError::UnknownProtocol { .. }
+            | ProtocolError::Service { .. }
+            | ProtocolError::Upstream { .. }
+            | ProtocolError::ImageError { .. }
+            | ProtocolError::UnexpectedAnswer { .. }
+            | ProtocolError::NoSuchSlot { .. }
+            | ProtocolError::NotReplaceable { .. } => return ErrorClass::Internal,
+            ProtocolError::NotJson { .. } | ProtocolError::Malformed { .. } => {
+                BadRequest::Unreadable
+            }
+            ProtocolError::MissingField { .. } => BadRequest::MissingField,
+            ProtocolError::InvalidValue { path, .. } if path == CONTENT_TYPE_FIELD => {
+                BadRequest::UnsupportedMediaType
+            }
+            ProtocolError::InvalidValue { path, .. } if path == azure::FEATURES_FIELD => {
+                BadRequest::UnsupportedFeature
+            }
+            ProtocolError::InvalidValue { .. }
+            | ProtocolError::TooComplex { .. }
+            | ProtocolError::TooManyImages { .. } => BadRequest::InvalidArgument,
+            ProtocolError::NoImage { .. } => BadRequest::NoImage,
+            ProtocolError::InvalidBase64 { .. } => BadRequest::BadEncoding,
+            ProtocolError::RemoteImage { .. } => BadRequest::RemoteImage,
+            ProtocolError::ImageTooLarge { .. } => BadRequest::ImageTooLarge,
+        };
+        ErrorClass::BadRequest(bad)
+    }
+
     /// Whether this is the service saying "too many requests, retry later", in any API's
     /// shape and at any status: HTTP 429, Rekognition `ThrottlingException`, Google
     /// `RESOURCE_EXHAUSTED`, Baidu `error_code` 4 / 18 (cluster and QPS limits, in an HTTP

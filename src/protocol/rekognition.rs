@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use super::api::{Api, Emulated};
 use super::one_image::{Found, only_result};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::wire::{Field, wire_object};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
@@ -42,6 +42,7 @@ use super::{
     encode_base64, excerpt, is_success, labels_from, normalise_score, parse_json, read_answer,
     read_request, wire_number,
 };
+use super::{BadRequest, ErrorClass};
 use super::{ProxyRequest, Rewritten};
 
 /// The fields of a `DetectLabels` request this crate reads. The proxy rewrites the `Value`
@@ -212,7 +213,7 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
             let body = json!({"Labels": labels, "LabelModelVersion": LABEL_MODEL_VERSION});
             BackendResponse::json(StatusCode::OK, CONTENT_TYPE, Vec::new(), &body)
         }
-        Err(ImageProblem::Request(err)) => render_backend_error(&err),
+        Err(ImageProblem::Request(err)) => super::Protocol::Rekognition.render_backend_error(&err),
         Err(problem @ ImageProblem::Undecodable(_)) => {
             tracing::debug!(%problem, "image rejected");
             error_response("InvalidImageFormatException", &problem.to_string())
@@ -222,48 +223,6 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
             internal_error()
         }
     }
-}
-
-/// Renders a request-level error as Rekognition does: HTTP 400 with the kind in
-/// `x-amzn-ErrorType` and `{"__type", "Message"}`.
-///
-/// Kinds: `UnknownOperationException` (wrong target), `SerializationException` (not JSON),
-/// `InvalidParameterException` (missing or bad fields, no image), `InvalidImageFormatException`
-/// (bad base64), `InvalidS3ObjectException` (S3 image), `ImageTooLargeException`. Errors that
-/// can only come from our side are a logged, generic 500 `InternalServerError`.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let kind = match err {
-        ProtocolError::UnsupportedOperation { .. } => "UnknownOperationException",
-        ProtocolError::NotJson { .. } | ProtocolError::Malformed { .. } => "SerializationException",
-        ProtocolError::MissingField { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::NoImage { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => "InvalidParameterException",
-        ProtocolError::InvalidBase64 { .. } => "InvalidImageFormatException",
-        ProtocolError::RemoteImage { .. } => "InvalidS3ObjectException",
-        ProtocolError::ImageTooLarge { .. } => "ImageTooLargeException",
-        ProtocolError::Unavailable { .. } => {
-            tracing::debug!(%err, "request refused");
-            return render_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailableException",
-                &err.to_string(),
-            );
-        }
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a Rekognition error");
-            return internal_error();
-        }
-    };
-    tracing::debug!(%err, kind, "request rejected");
-    error_response(kind, &err.to_string())
 }
 
 /// A 400 error answer of the given kind.
@@ -545,8 +504,39 @@ impl Emulated for Rekognition {
         render_backend_response(results)
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// HTTP 400 with kinds `UnknownOperationException` (wrong target),
+    /// `SerializationException` (not JSON), `InvalidParameterException` (missing or bad fields,
+    /// no image), `InvalidImageFormatException` (bad base64), `InvalidS3ObjectException` (S3
+    /// image), `ImageTooLargeException`; 503 `ServiceUnavailableException`; ours a generic 500
+    /// `InternalServerError`.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let kind = match class {
+            ErrorClass::BadRequest(bad) => match bad {
+                BadRequest::Unreadable => "SerializationException",
+                BadRequest::MissingField
+                | BadRequest::InvalidArgument
+                | BadRequest::UnsupportedMediaType
+                | BadRequest::UnsupportedFeature
+                | BadRequest::NoImage => "InvalidParameterException",
+                BadRequest::BadEncoding => "InvalidImageFormatException",
+                BadRequest::RemoteImage => "InvalidS3ObjectException",
+                BadRequest::ImageTooLarge => "ImageTooLargeException",
+            },
+            ErrorClass::UnsupportedOperation => "UnknownOperationException",
+            ErrorClass::Unavailable => {
+                return ErrorKind::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Kind::Name("ServiceUnavailableException"),
+                );
+            }
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(
+                    Kind::Name("InternalServerError"),
+                    "Internal server error",
+                );
+            }
+        };
+        ErrorKind::new(StatusCode::BAD_REQUEST, Kind::Name(kind))
     }
 
     /// Rekognition's `ThrottlingException`, with status 429 (Rekognition itself uses 400): see
@@ -871,7 +861,7 @@ mod tests {
                 .parse_backend_request("/", &headers, &body)
                 .unwrap_err();
             assert!(err.to_string().contains(fragment), "{name}: {err}");
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::Rekognition.render_backend_error(&err);
             assert_eq!(rendered.status, StatusCode::BAD_REQUEST, "{name}");
             assert_eq!(header(&rendered, "x-amzn-ErrorType"), Some(kind), "{name}");
             let doc = json_of(&rendered.body);

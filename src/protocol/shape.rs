@@ -1,9 +1,9 @@
 //! Every API's errors are rendered here: the local backend's
-//! ([`super::Protocol::render_backend_error`], [`super::Protocol::render_throttled`]) and the
-//! proxy's own ([`proxy_error`]), so that a client of an API reads every error it gets the same
-//! way, whoever made it. Each API's body, content type and kinds come from its adapter
-//! ([`super::Api::error_body`], [`super::Api::content_type`], [`super::Api::proxy_kind`]); the
-//! shapes, for reference:
+//! ([`backend_error`], [`super::Protocol::render_throttled`]) and the proxy's own
+//! ([`proxy_error`]), so that a client of an API reads every error it gets the same way,
+//! whoever made it. Each API's body, content type and kinds come from its adapter
+//! ([`super::Api::error_body`], [`super::Api::content_type`], [`super::Api::proxy_kind`],
+//! [`super::Emulated::error_kind`]); the shapes, for reference:
 //!
 //! | API | body | kind |
 //! |---|---|---|
@@ -15,14 +15,17 @@
 //! | KServe / Triton | `{"error": "message"}` | none |
 //! | TorchServe | `{"code": HTTP, "type", "message"}` | `type` |
 //!
-//! [`proxy_kind`] is the table from an HTTP status the proxy answers with to each API's
-//! kind, one column per adapter.
+//! Two tables map errors to each API's kinds, one column per adapter: [`proxy_kind`], from an
+//! HTTP status the proxy answers with, and [`super::Emulated::error_kind`], from the
+//! [`ErrorClass`] of an error the local backend answers with ([`backend_error`]): a
+//! [`super::ProtocolError`] is classified once ([`super::ProtocolError::class`]: the client's,
+//! the service's or ours) and every adapter only names its [`ErrorKind`] for each class.
 
 use axum::http::StatusCode;
 #[cfg(test)]
 use serde_json::json;
 
-use super::{BackendResponse, Protocol};
+use super::{BackendResponse, ErrorClass, Protocol, ProtocolError};
 
 /// An API's own name for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,70 @@ impl ApiError<'_> {
             format!("{text}: {}", self.message)
         }
     }
+}
+
+/// How an API answers one [`ErrorClass`] of the local backend's request-level errors: a row
+/// of its table ([`super::Emulated::error_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind {
+    /// The HTTP status (Baidu's: 200).
+    pub status: StatusCode,
+    pub kind: Kind<'static>,
+    /// The message the API writes for the whole class in place of the error's own (the
+    /// generic text of an internal error, Azure's `Resource not found`, ...); `None` writes
+    /// the error's own ([`super::Emulated::error_detail`]).
+    pub message: Option<&'static str>,
+}
+
+impl ErrorKind {
+    /// `kind` at `status`, with the error's own message.
+    pub const fn new(status: StatusCode, kind: Kind<'static>) -> ErrorKind {
+        ErrorKind {
+            status,
+            kind,
+            message: None,
+        }
+    }
+
+    /// The API's generic server error: 500, `kind`, and `message` in place of the error's
+    /// own (whose detail only the log sees).
+    pub const fn server_error(kind: Kind<'static>, message: &'static str) -> ErrorKind {
+        ErrorKind::new(StatusCode::INTERNAL_SERVER_ERROR, kind).saying(message)
+    }
+
+    /// The same, with `message` in place of the error's own.
+    pub const fn saying(self, message: &'static str) -> ErrorKind {
+        ErrorKind {
+            message: Some(message),
+            ..self
+        }
+    }
+}
+
+/// A request-level error of the local backend in `protocol`'s shape
+/// ([`super::Protocol::render_backend_error`]): the status, kind and message of the adapter's
+/// row for the error's [`ErrorClass`] ([`super::Emulated::error_kind`]). The client's errors
+/// are logged at debug, internal ones (whose detail the client does not see) as errors.
+pub fn backend_error(protocol: Protocol, err: &ProtocolError) -> BackendResponse {
+    let emulated = protocol.emulated();
+    let class = err.class();
+    let row = emulated.error_kind(class);
+    match class {
+        ErrorClass::Internal => {
+            tracing::error!(%err, api = %protocol, "internal error rendered as the API's server error");
+        }
+        ErrorClass::Unavailable => tracing::debug!(%err, "request refused"),
+        _ => tracing::debug!(%err, kind = row.kind.name(), "request rejected"),
+    }
+    let detail;
+    let message = match row.message {
+        Some(message) => message,
+        None => {
+            detail = emulated.error_detail(err);
+            &detail
+        }
+    };
+    render(protocol, &ApiError::new(row.status, row.kind, message))
 }
 
 /// The content type each API answers JSON with ([`super::Api::content_type`]).
@@ -208,5 +275,196 @@ mod tests {
             k(Protocol::TorchServe, 413),
             Kind::Name("RequestEntityTooLargeException")
         );
+    }
+}
+
+/// Every request-level error the local backend renders, for every API, against
+/// `tests/fixtures/protocol/backend_errors.txt`: status, headers and body byte for byte (the
+/// random Baidu `log_id` and Face++ `request_id` replaced by placeholders). Regenerate the
+/// file with `BLESS_BACKEND_ERRORS=1 cargo test --lib every_backend_error` after a change
+/// meant to alter the wire.
+#[cfg(test)]
+mod backend_errors {
+    use super::*;
+
+    /// One error of every variant, with the paths Azure tells apart.
+    fn samples() -> Vec<(&'static str, ProtocolError)> {
+        let invalid = |path: &str| ProtocolError::InvalidValue {
+            path: path.to_owned(),
+            expected: "a number",
+            got: "\"x\"".to_owned(),
+        };
+        vec![
+            (
+                "UnknownProtocol",
+                ProtocolError::UnknownProtocol {
+                    name: "ftp".to_owned(),
+                },
+            ),
+            (
+                "NotJson",
+                ProtocolError::NotJson {
+                    what: "request body",
+                    detail: "EOF at line 1".to_owned(),
+                },
+            ),
+            (
+                "Malformed",
+                ProtocolError::Malformed {
+                    what: "request body",
+                    format: "multipart/form-data",
+                    detail: "no boundary".to_owned(),
+                },
+            ),
+            (
+                "TooComplex",
+                ProtocolError::TooComplex {
+                    what: "request body",
+                    unit: "JSON values",
+                    count: 11,
+                    limit: 10,
+                },
+            ),
+            (
+                "MissingField",
+                ProtocolError::MissingField {
+                    path: "requests".to_owned(),
+                },
+            ),
+            ("InvalidValue", invalid("MaxLabels")),
+            ("InvalidValue/Content-Type", invalid("Content-Type header")),
+            ("InvalidValue/features", invalid("features query parameter")),
+            (
+                "NoImage",
+                ProtocolError::NoImage {
+                    path: "requests[0].image".to_owned(),
+                    fields: "content nor source",
+                },
+            ),
+            (
+                "InvalidBase64",
+                ProtocolError::InvalidBase64 {
+                    path: "image".to_owned(),
+                    detail: "invalid byte 33".to_owned(),
+                },
+            ),
+            (
+                "RemoteImage",
+                ProtocolError::RemoteImage {
+                    path: "url".to_owned(),
+                    reference: "http://example.com/a.jpg".to_owned(),
+                },
+            ),
+            (
+                "ImageTooLarge",
+                ProtocolError::ImageTooLarge {
+                    limit: 100,
+                    actual: 101,
+                },
+            ),
+            (
+                "TooManyImages",
+                ProtocolError::TooManyImages {
+                    limit: 16,
+                    actual: 17,
+                },
+            ),
+            (
+                "UnsupportedOperation",
+                ProtocolError::UnsupportedOperation {
+                    found: "path `/x`".to_owned(),
+                    expected: "/y",
+                },
+            ),
+            (
+                "Unavailable",
+                ProtocolError::Unavailable {
+                    reason: "no face detector loaded".to_owned(),
+                },
+            ),
+            (
+                "Service",
+                ProtocolError::Service {
+                    status: 400,
+                    kind: "BAD".to_owned(),
+                    message: "secret".to_owned(),
+                },
+            ),
+            (
+                "Upstream",
+                ProtocolError::Upstream {
+                    status: 502,
+                    excerpt: "secret".to_owned(),
+                },
+            ),
+            (
+                "ImageError",
+                ProtocolError::ImageError {
+                    path: "responses[0]".to_owned(),
+                    code: 3,
+                    message: "secret".to_owned(),
+                },
+            ),
+            (
+                "UnexpectedAnswer",
+                ProtocolError::UnexpectedAnswer {
+                    detail: "secret".to_owned(),
+                },
+            ),
+            (
+                "NoSuchSlot",
+                ProtocolError::NoSuchSlot { index: 3, count: 1 },
+            ),
+            (
+                "NotReplaceable",
+                ProtocolError::NotReplaceable {
+                    index: 0,
+                    path: "url".to_owned(),
+                    reason: "a URL".to_owned(),
+                },
+            ),
+        ]
+    }
+
+    /// One line per error: protocol, sample, status, headers, body with its random ids
+    /// replaced.
+    fn rendered() -> String {
+        let mut out = String::new();
+        for protocol in Protocol::ALL {
+            for (name, err) in samples() {
+                let r = protocol.render_backend_error(&err);
+                let mut body = String::from_utf8(r.body).expect("a UTF-8 body");
+                let doc: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+                if let Some(id) = doc.get("log_id").and_then(serde_json::Value::as_u64) {
+                    body = body.replace(&format!(":{id}"), ":LOG_ID");
+                }
+                if let Some(id) = doc.get("request_id").and_then(serde_json::Value::as_str) {
+                    body = body.replace(id, "REQUEST_ID");
+                }
+                let headers: Vec<String> =
+                    r.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                out.push_str(&format!(
+                    "{protocol} {name}: {} [{}] {body}\n",
+                    r.status.as_u16(),
+                    headers.join("; ")
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_backend_error_renders_as_before() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/protocol/backend_errors.txt");
+        let got = rendered();
+        if std::env::var_os("BLESS_BACKEND_ERRORS").is_some() {
+            std::fs::write(&path, &got).expect("write backend_errors.txt");
+        }
+        let want = std::fs::read_to_string(&path).expect("backend_errors.txt");
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "line {}", i + 1);
+        }
+        assert_eq!(got.lines().count(), want.lines().count());
     }
 }

@@ -31,12 +31,13 @@ use serde_json::{Value, json};
 use super::api::{Api, Emulated};
 use super::multipart::{self, Multipart};
 use super::one_image::{Found, only_result, single_replacement, slot};
-use super::shape::{ApiError, Kind};
+use super::shape::{ApiError, ErrorKind, Kind};
 use super::{
     Answer, BackendImage, BackendRequest, BackendResponse, ClientRequest, ImageProblem, ImageSlot,
     Label, ProtocolError, SlotImage, content_type_text, excerpt, is_success, media_type,
     normalise_score, parse_json, wire_number,
 };
+use super::{BadRequest, ErrorClass};
 use super::{ProxyRequest, Rewritten};
 
 /// The model name the client asks for; the local backend answers to any name.
@@ -118,7 +119,7 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
                 body: body.into_bytes(),
             }
         }
-        Err(ImageProblem::Request(err)) => render_backend_error(&err),
+        Err(ImageProblem::Request(err)) => super::Protocol::TorchServe.render_backend_error(&err),
         Err(problem @ ImageProblem::Undecodable(_)) => {
             tracing::debug!(%problem, "image rejected");
             error_response(
@@ -132,49 +133,6 @@ pub fn render_backend_response(results: Vec<Result<Answer, ImageProblem>>) -> Ba
             internal_error()
         }
     }
-}
-
-/// Renders a request-level error as TorchServe does: `{"code", "type", "message"}`.
-///
-/// Types: 404 `ResourceNotFoundException` (another path), 400 `BadRequestException` (bad
-/// body), 413 `RequestEntityTooLargeException` (over [`MAX_REQUEST_BYTES`]), 503
-/// `ServiceUnavailableException`; errors that can only come from our side are a logged,
-/// generic 500 `InternalServerException`.
-pub fn render_backend_error(err: &ProtocolError) -> BackendResponse {
-    let (status, kind) = match err {
-        ProtocolError::UnsupportedOperation { .. } => {
-            (StatusCode::NOT_FOUND, "ResourceNotFoundException")
-        }
-        ProtocolError::NotJson { .. }
-        | ProtocolError::Malformed { .. }
-        | ProtocolError::MissingField { .. }
-        | ProtocolError::InvalidValue { .. }
-        | ProtocolError::NoImage { .. }
-        | ProtocolError::InvalidBase64 { .. }
-        | ProtocolError::RemoteImage { .. }
-        | ProtocolError::TooManyImages { .. }
-        | ProtocolError::TooComplex { .. } => (StatusCode::BAD_REQUEST, "BadRequestException"),
-        ProtocolError::ImageTooLarge { .. } => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLargeException",
-        ),
-        ProtocolError::Unavailable { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailableException",
-        ),
-        ProtocolError::UnknownProtocol { .. }
-        | ProtocolError::Service { .. }
-        | ProtocolError::Upstream { .. }
-        | ProtocolError::ImageError { .. }
-        | ProtocolError::UnexpectedAnswer { .. }
-        | ProtocolError::NoSuchSlot { .. }
-        | ProtocolError::NotReplaceable { .. } => {
-            tracing::error!(%err, "internal error rendered as a TorchServe error");
-            return internal_error();
-        }
-    };
-    tracing::debug!(%err, kind, "request rejected");
-    error_response(status, kind, &err.to_string())
 }
 
 /// Whether a path (query ignored) belongs to TorchServe's inference API: `/ping`,
@@ -208,9 +166,12 @@ fn internal_error() -> BackendResponse {
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalServerException",
-        "Prediction failed",
+        INTERNAL_MESSAGE,
     )
 }
+
+/// The message of the generic 500 answer.
+const INTERNAL_MESSAGE: &str = "Prediction failed";
 
 /// The request's single slot (index 0): the `data`/`file` part or the raw body.
 ///
@@ -305,7 +266,7 @@ fn read_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Found<Body<'a>>,
             })
         }
         Some("application/json") => Err(ProtocolError::InvalidValue {
-            path: "Content-Type header".to_owned(),
+            path: super::CONTENT_TYPE_FIELD.to_owned(),
             expected: "an image type, application/octet-stream or multipart/form-data",
             got: content_type_text(headers),
         }),
@@ -481,8 +442,31 @@ impl Emulated for TorchServe {
         render_backend_response(results)
     }
 
-    fn render_backend_error(&self, err: &ProtocolError) -> BackendResponse {
-        render_backend_error(err)
+    /// 404 `ResourceNotFoundException` (another path), 400 `BadRequestException` (bad body), 413
+    /// `RequestEntityTooLargeException` (an image over the limit), 503
+    /// `ServiceUnavailableException`; ours a generic 500 `InternalServerException`.
+    fn error_kind(&self, class: ErrorClass) -> ErrorKind {
+        let (status, kind) = match class {
+            ErrorClass::BadRequest(BadRequest::ImageTooLarge) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+            ),
+            ErrorClass::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequestException"),
+            ErrorClass::UnsupportedOperation => {
+                (StatusCode::NOT_FOUND, "ResourceNotFoundException")
+            }
+            ErrorClass::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
+            ErrorClass::Internal => {
+                return ErrorKind::server_error(
+                    Kind::Name("InternalServerException"),
+                    INTERNAL_MESSAGE,
+                );
+            }
+        };
+        ErrorKind::new(status, Kind::Name(kind))
     }
 
     /// A full-queue error with status 429: see [`super::Protocol::render_throttled`].
@@ -749,7 +733,7 @@ mod tests {
             ),
         ];
         for (err, status, kind) in cases {
-            let rendered = render_backend_error(&err);
+            let rendered = crate::protocol::Protocol::TorchServe.render_backend_error(&err);
             assert_eq!(rendered.status.as_u16(), status, "{err}");
             let doc = json_of(&rendered.body);
             assert_eq!(doc["code"], status, "{err}");
