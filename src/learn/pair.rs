@@ -379,8 +379,9 @@ pub struct AuditResult {
 pub struct PairBound {
     pub action: String,
     pub audits: usize,
-    /// Audits where the client would get the original's answer: the answer agreed, or it
-    /// would have been re-asked (`pair.reask_rate`). The bounds are on this.
+    /// Audits counted as agreeing, which the bounds are on: the answer agreed, or, with
+    /// `pair.reask_certifies`, it would have been re-asked (`pair.reask_rate`) and the
+    /// client would get the original's answer. Equal to `agreed_raw` otherwise.
     pub agreed: usize,
     /// Audits where the pair's own answer agreed.
     pub agreed_raw: usize,
@@ -592,8 +593,8 @@ impl LivePair {
         wilson(ok, n, self.cfg.confidence_z)
     }
 
-    /// (Audits whose delivered answer agreed, audits) of action `a`, re-asks counted
-    /// ([`PairStats::agreed`]).
+    /// (Audits counted as agreeing, audits) of action `a`: re-asks counted only with
+    /// `reask_certifies` ([`PairStats::agreed`]).
     fn agreed(&self, a: usize) -> (usize, usize) {
         self.stats[a].agreed(self.certifying_rate())
     }
