@@ -246,23 +246,20 @@ async fn an_unsure_answer_is_asked_again_as_sent_and_the_client_gets_the_origina
     assert!(proxy.shutdown().await);
 }
 
-/// A fault a real server cannot be made to show on demand: the second request fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
+/// A Google Vision upstream whose answers' top-1 margin varies from request to request
+/// (`first` over `second`), and which answers any request carrying `image` as sent (a
+/// re-ask) with a 503: the one fault a real server cannot be made to show on demand.
+/// Returns its base URL.
+async fn margins_upstream(image: &[u8]) -> String {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let image = large_upload(&photos("street").join("0.jpg"));
-    let original_b64 = b64(&image);
-    let marker: Arc<str> = original_b64[..400].into();
+    let marker: Arc<str> = b64(image)[..400].into();
     let seen = Arc::new(AtomicUsize::new(0));
-    let (m, s2) = (marker.clone(), seen.clone());
-    // Google Vision answers whose top-1 margin varies from request to request; the request
-    // as the client sent it (a re-ask) gets a 503.
     let app = axum::Router::new().route(
         "/v1/images:annotate",
         axum::routing::post(move |body: String| {
-            let (m, seen) = (m.clone(), s2.clone());
+            let (m, seen) = (marker.clone(), seen.clone());
             async move {
                 if body.contains(&*m) {
                     return (
@@ -285,8 +282,14 @@ async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
 
-    let (proxy, base) = reask_proxy(&format!("http://{addr}"), "reask-fail").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
+    let image = large_upload(&photos("street").join("0.jpg"));
+    let upstream = margins_upstream(&image).await;
+    let (proxy, base) = reask_proxy(&upstream, "reask-fail").await;
     let http = reqwest::Client::new();
     for k in 0..70 {
         let (status, action, body) = google_annotate(&http, &base, &image).await;
@@ -315,5 +318,30 @@ async fn a_failed_re_ask_leaves_the_client_the_first_answer() {
         metric_value(&metrics, "adacompress_reask_bytes_total"),
         failed * image.len() as f64
     );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_fixed_never_re_asks() {
+    // The operator's override sends every image at one pair, and nothing else: the stream
+    // bench's fixed pairs in hindsight are measured this way.
+    let image = large_upload(&photos("street").join("0.jpg"));
+    let upstream = margins_upstream(&image).await;
+    let state = temp_dir("reask-fixed-state");
+    let proxy = proxy_to(&upstream, "reask-fixed", move |cfg| {
+        cfg.state.dir = state;
+        cfg.agent.fixed = Some("q95@960".into());
+        cfg.pair.reask_rate = 0.5;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", proxy.proxy_addr);
+    for k in 0..60 {
+        let (status, action, _) = google_annotate(&http, &base, &image).await;
+        assert_eq!(status, 200);
+        assert_eq!(action, "fixed:q95@960", "image {k}");
+    }
+    let metrics = metrics_of(&proxy).await;
+    assert_eq!(metric_value(&metrics, "adacompress_reask_bytes_total"), 0.0);
     assert!(proxy.shutdown().await);
 }
