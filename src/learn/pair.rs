@@ -909,12 +909,18 @@ impl LivePair {
 
     /// The default is served uncertified and its own audits say it misses the target: at
     /// least `check_min_audits` of them, and the upper bound at `check_z` below it.
+    ///
+    /// On its own answers, re-asks aside, even with `reask_certifies`: a default is served
+    /// on the prior's word, so the check is the only thing standing between the client and
+    /// a pair under the target. Counting re-asks lifted 94 % pairs to 96–97 %, where this
+    /// one-sided check at z = 1 needs ~600 audits to tell (stream run 16,
+    /// `docs/bench/notes.md`). Re-asks still count to *certify* a pair, on evidence.
     fn default_below_target(&self) -> bool {
         let d = self.default;
         if self.served != d || self.is_keep(d) || self.certified(d) {
             return false;
         }
-        let (ok, n) = self.agreed(d);
+        let (ok, n) = self.stats[d].agreed(0.0);
         n >= self.cfg.check_min_audits.max(1)
             && wilson(ok, n, self.cfg.check_z).1 < self.cfg.target_agreement
     }
@@ -1324,6 +1330,50 @@ mod tests {
             let (_, end_faithful, st) = run(0.10, false, seed);
             assert!(end_faithful || !st.certified, "seed {seed}: {st:?}");
         }
+    }
+
+    #[test]
+    fn a_default_on_the_prior_s_word_is_checked_on_its_own_answers_re_asks_aside() {
+        // The prior (q95@960) and every cheaper pair agree 94 %; a third of their failures
+        // are answered with margins under 0.03, so re-asking the least sure 5 % lifts them to
+        // about 96 %: still under the target, and too close to it for the check to tell on
+        // the budget if it counted re-asks. Served on the prior's word, the default must
+        // meet the target on its own answers; re-asks count only to certify a pair.
+        let world = |a: Action, rng: &mut rand::rngs::StdRng| {
+            use rand::RngExt;
+            let faithful =
+                a.max_side.unwrap_or(u32::MAX) >= 1280 && a.quality.is_none_or(|q| q >= 95);
+            let agree = rng.random::<f64>() < if faithful { 0.995 } else { 0.94 };
+            let margin = if !agree && rng.random::<f64>() < 1.0 / 3.0 {
+                rng.random_range(0.0..0.03)
+            } else {
+                rng.random_range(0.03..1.0)
+            };
+            (agree, Some(margin))
+        };
+        let faithful =
+            |a: Action| a.max_side.unwrap_or(u32::MAX) >= 1280 && a.quality.is_none_or(|q| q >= 95);
+        let mut late_unfaithful = 0;
+        for seed in 30..35 {
+            let mut l = learner();
+            l.cfg.reask_certifies = true;
+            l.cfg.probe_images = 0;
+            stream_answers(&mut l, 2000, seed, world);
+            for i in 0..1000 {
+                late_unfaithful += usize::from(!faithful(l.actions[l.served()]));
+                stream_answers(&mut l, 1, seed * 10_000 + i, world);
+            }
+            let st = l.status();
+            assert!(
+                faithful(l.actions[l.served()]),
+                "seed {seed}: still serving {} ({st:?})",
+                st.served
+            );
+        }
+        assert!(
+            late_unfaithful <= 100,
+            "{late_unfaithful} of images 2,000-3,000 over 5 streams at a pair under the target"
+        );
     }
 
     #[test]
