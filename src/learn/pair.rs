@@ -64,7 +64,10 @@
 //!    answered with less confidence). A fast moving average of the margin is compared with
 //!    a slow one; when they part by more than `margin_alarm_sigmas` standard errors, the
 //!    learner treats it as drift at once (step up if the margin fell, forget, re-learn),
-//!    without waiting for audits to fail.
+//!    without waiting for audits to fail. A small shift that lasts is caught by a CUSUM on
+//!    the share of answers under the median of the first 600 after a change: day to night
+//!    moves the mean margin by only 0.26 sd, which the averages never saw (stream run 17).
+//!    `margin_alarm_sigmas = 0` turns both off.
 //!
 //! What is *not* used yet (see `docs/bench/notes.md`): monotonicity in side and quality as
 //! a prior on unaudited pairs, the margin to choose *which* images to audit (it chooses
@@ -132,7 +135,7 @@ pub struct PairConfig {
     /// (stream run 8, `docs/bench/notes.md`).
     pub probe_trial_audits: usize,
     /// Standard errors between the fast and slow moving averages of the served answers'
-    /// top-1 margin that mean the scenery changed (0 = off).
+    /// top-1 margin that mean the scenery changed (0 = off, the margins' CUSUM too).
     pub margin_alarm_sigmas: f64,
     /// Per-image deviations ([`crate::learn::deviation`]): an image's candidate is the
     /// cheapest pair below the served one whose predicted agreement is at least this
@@ -274,7 +277,9 @@ impl PairStats {
     }
 }
 
-/// Moving averages of the served answers' top-1 margin (see the module doc, step 6).
+/// Watches the served answers' top-1 margin (see the module doc, step 6) two ways: moving
+/// averages for a large shift, fast; a CUSUM on the share of answers under the baseline's
+/// median for a small one that lasts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct MarginWatch {
     fast: f64,
@@ -283,7 +288,32 @@ struct MarginWatch {
     var: f64,
     /// Margins seen since the last change (the slow average needs a baseline).
     n: u64,
+    /// The CUSUM's baseline: the first `CUSUM_BASELINE` margins after a change, until
+    /// `median` is set from them.
+    #[serde(default)]
+    base: Vec<f32>,
+    /// The baseline's median margin.
+    #[serde(default)]
+    median: Option<f64>,
+    /// CUSUM statistics (log-likelihood ratios) for "more answers under the median" (the
+    /// cloud grew less sure) and "fewer".
+    #[serde(default)]
+    fell: f64,
+    #[serde(default)]
+    rose: f64,
 }
+
+/// Margins in the CUSUM's baseline. Its median decides what "under" means, so its own
+/// error moves the in-control share off 1/2: 600 keeps false alarms near 6 % per 6,000
+/// images on the stream bench's margins, against 20 % with 300 (`docs/bench/notes.md`).
+const CUSUM_BASELINE: usize = 600;
+/// The share of answers under the baseline's median the CUSUM is tuned to detect (after a
+/// fall; 1 minus it after a rise). Day to night on the stream bench moves it from 0.50 to
+/// 0.60–0.62, a mean shift of 0.26 sd that the moving averages cannot see.
+const CUSUM_SHIFT: f64 = 0.62;
+/// The CUSUM's alarm threshold (log-likelihood ratio): night is caught in a median of
+/// ~400 images, in 92 % of replays within 1,500.
+const CUSUM_H: f64 = 11.0;
 
 /// Weight of the newest margin in the fast average (~25 images).
 const FAST: f64 = 0.04;
@@ -299,6 +329,11 @@ impl MarginWatch {
             return None;
         }
         let margin = margin.clamp(0.0, 1.0);
+        if sigmas > 0.0
+            && let Some(fell) = self.cusum(margin)
+        {
+            return Some(fell);
+        }
         if self.n == 0 {
             self.fast = margin;
             self.slow = margin;
@@ -324,6 +359,33 @@ impl MarginWatch {
         self.slow += SLOW * d;
         self.var += SLOW * (d * d - self.var);
         None
+    }
+}
+
+impl MarginWatch {
+    /// One step of the CUSUM; `Some(fell)` when it crosses `CUSUM_H`.
+    fn cusum(&mut self, margin: f64) -> Option<bool> {
+        let Some(median) = self.median else {
+            self.base.push(margin as f32);
+            if self.base.len() >= CUSUM_BASELINE {
+                self.base.sort_by(f32::total_cmp);
+                self.median = Some(f64::from(self.base[self.base.len() / 2]));
+                self.base = Vec::new();
+            }
+            return None;
+        };
+        let more = (CUSUM_SHIFT / 0.5).ln();
+        let fewer = ((1.0 - CUSUM_SHIFT) / 0.5).ln();
+        let under = margin < median;
+        self.fell = (self.fell + if under { more } else { fewer }).max(0.0);
+        self.rose = (self.rose + if under { fewer } else { more }).max(0.0);
+        if self.fell > CUSUM_H {
+            Some(true)
+        } else if self.rose > CUSUM_H {
+            Some(false)
+        } else {
+            None
+        }
     }
 }
 
@@ -1775,6 +1837,42 @@ mod tests {
                 assert_eq!(m.served(), stepped, "no probe: the default stays up");
             }
         }
+    }
+
+    #[test]
+    fn a_small_lasting_fall_in_the_margins_is_caught_by_the_cusum() {
+        use rand::{RngExt, SeedableRng};
+        // Day: margins uniform in [0, 0.6]; night: in [0, 0.5]. The mean moves by 0.05, under
+        // 0.3 sd: inside the moving averages' band, but 60 % of the night's answers fall
+        // under the day's median instead of 50 %.
+        let (mut false_alarms, mut caught, mut delays) = (0, 0, Vec::new());
+        for seed in 50..55 {
+            let mut l = learner();
+            stream(&mut l, 2000, seed, |_| 1.0);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            false_alarms += (0..3000)
+                .filter(|_| l.observe_margin(0.6 * rng.random::<f64>()))
+                .count();
+            let before = l.served();
+            let alarms = l.status().margin_alarms;
+            if let Some(t) = (0..1500).position(|_| l.observe_margin(0.5 * rng.random::<f64>())) {
+                caught += 1;
+                delays.push(t);
+                assert!(
+                    l.cost(l.served()) > l.cost(before),
+                    "seed {seed}: stepped up"
+                );
+                assert_eq!(l.status().margin_alarms, alarms + 1);
+            }
+        }
+        assert!(
+            false_alarms <= 1,
+            "{false_alarms} alarms in 5 x 3,000 day images"
+        );
+        assert!(
+            caught >= 4,
+            "caught {caught} of 5 (after {delays:?} images)"
+        );
     }
 
     #[test]
