@@ -69,7 +69,8 @@
 //!    moves the mean margin by only 0.26 sd, which the averages never saw (stream run 17).
 //!    A small fall does not step up (that sent a pair that still met the target at night to
 //!    the original, run 20): it re-learns in place, the served pair checked as the default
-//!    on fresh audits. `margin_alarm_sigmas = 0` turns both off.
+//!    on fresh audits; unless the pair meets the target only thanks to re-asks
+//!    (`reask_certifies`), which steps up (run 23). `margin_alarm_sigmas = 0` turns both off.
 //!
 //! What is *not* used yet (see `docs/bench/notes.md`): monotonicity in side and quality as
 //! a prior on unaudited pairs, the margin to choose *which* images to audit (it chooses
@@ -1015,7 +1016,9 @@ impl LivePair {
     /// the pair served stays, as the default, checked on fresh audits in a learning phase
     /// (the default check steps it up if its own answers miss the target). Stepping up on
     /// a small fall sent `q95@1280`, which meets the target at night, to the original for
-    /// a whole deployment (stream run 20). Returns whether it raised an alarm.
+    /// a whole deployment (stream run 20). A pair that meets the target only with the
+    /// re-asks' help steps up all the same ([`LivePair::leans_on_reasks`]). Returns
+    /// whether it raised an alarm.
     pub fn observe_margin(&mut self, margin: f64) -> bool {
         let Some(shift) = self.margins.observe(margin, self.cfg.margin_alarm_sigmas) else {
             return false;
@@ -1023,6 +1026,7 @@ impl LivePair {
         self.margin_alarms += 1;
         match shift {
             Shift::Large { fell } | Shift::Small { fell: fell @ false } => self.drift(fell),
+            Shift::Small { fell: true } if self.leans_on_reasks(self.served) => self.drift(true),
             Shift::Small { fell: true } => {
                 let served = self.served;
                 self.forget();
@@ -1037,6 +1041,19 @@ impl LivePair {
         );
         self.choose();
         true
+    }
+
+    /// With `reask_certifies`, whether pair `a` meets the target only with the re-asks'
+    /// help: its own answers' lower bound does not clear the target. Such a pair has no
+    /// margin of its own for a scenery that gets more answers wrong, so a small fall in the
+    /// margins steps it up instead of re-checking it in place (stream run 23: re-checking
+    /// `q85@1280`, 96 % raw by day, left a 100-upload window at 89 % at night).
+    fn leans_on_reasks(&self, a: usize) -> bool {
+        if !self.cfg.reask_certifies || self.is_keep(a) {
+            return false;
+        }
+        let (ok, n) = self.stats[a].agreed(0.0);
+        wilson(ok, n, self.cfg.confidence_z).0 < self.cfg.target_agreement
     }
 
     /// The scenery changed: forget its audits, step up from the served pair when `up`
@@ -1902,6 +1919,32 @@ mod tests {
             false_alarms <= 1,
             "{false_alarms} alarms in 5 x 3,000 day images"
         );
+        // A pair certified only with the re-asks' help (94 % raw, its failures answered
+        // unsure) steps up on the same fall.
+        let mut stepped = 0;
+        for seed in 60..65 {
+            let mut l = learner();
+            l.cfg.reask_rate = 0.10;
+            l.cfg.reask_certifies = true;
+            stream_answers(&mut l, 3000, seed, margin_world(true));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for _ in 0..700 {
+                l.observe_margin(0.6 * rng.random::<f64>());
+            }
+            let (before, st) = (l.served(), l.status());
+            assert!(
+                st.certified && l.leans_on_reasks(before),
+                "seed {seed}: {st:?}"
+            );
+            if (0..1500).any(|_| l.observe_margin(0.5 * rng.random::<f64>())) {
+                assert!(
+                    l.cost(l.served()) > l.cost(before),
+                    "seed {seed}: stepped up"
+                );
+                stepped += 1;
+            }
+        }
+        assert!(stepped >= 4, "stepped up in {stepped} of 5");
         assert!(
             caught >= 4,
             "caught {caught} of 5 (after {delays:?} images)"
