@@ -47,8 +47,8 @@
 //! the client from a pair under the target (the default's check, step 5, and the drift
 //! rule, step 4) look at the pair's own answers. Counting re-asks there let a default at
 //! 96 % stay for a whole deployment and hid the drift to night (stream runs 16–17,
-//! `docs/bench/notes.md`). Off by default (run 13 certified pairs just under the target);
-//! re-asks then only add margin above what was certified (run 12).
+//! `docs/bench/notes.md`). Off by default until more runs back it (runs 16–24); re-asks
+//! then only add margin above what was certified (run 12).
 //!
 //! A certified pair, once served, stays until a cheaper pair is certified or its own lower
 //! bound at the looser `hold_z` falls below the target (hysteresis): a pair whose 95 % bound
@@ -154,9 +154,9 @@ pub struct PairConfig {
     /// the client gets the answer to the original ([`crate::learn::reask`]). 0 = never.
     pub reask_rate: f64,
     /// Certify pairs on what the client gets, re-asks included (an audited answer under
-    /// the pair's `reask_rate` margin quantile counts as agreeing). Off by default: with
-    /// the shipped rate it certified pairs 0.3–1 point under the target (stream run 13,
-    /// `docs/bench/notes.md`).
+    /// the pair's `reask_rate` margin quantile counts as agreeing). The default check and
+    /// the drift rule still look at the pair's own answers. Off by default until more
+    /// stream runs back it (runs 16–24, `docs/bench/notes.md`).
     pub reask_certifies: bool,
 }
 
