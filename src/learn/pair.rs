@@ -281,9 +281,10 @@ impl PairStats {
         (ok, self.outcomes.len())
     }
 
-    /// Audits whose answer itself agreed (no re-ask counted).
-    fn agreed_raw(&self) -> usize {
-        self.outcomes.iter().filter(|o| o.agree).count()
+    /// (Audits whose answer itself agreed, audits): no re-ask counted.
+    fn raw(&self) -> (usize, usize) {
+        let ok = self.outcomes.iter().filter(|o| o.agree).count();
+        (ok, self.outcomes.len())
     }
 }
 
@@ -1044,7 +1045,7 @@ impl LivePair {
         if self.served != d || self.is_keep(d) || self.certified(d) {
             return false;
         }
-        let (ok, n) = self.stats[d].agreed(0.0);
+        let (ok, n) = self.stats[d].raw();
         n >= self.cfg.check_min_audits.max(1)
             && wilson(ok, n, self.cfg.check_z).1 < self.cfg.target_agreement
     }
@@ -1091,7 +1092,7 @@ impl LivePair {
         if !self.cfg.reask_certifies || self.is_keep(a) {
             return false;
         }
-        let (ok, n) = self.stats[a].agreed(0.0);
+        let (ok, n) = self.stats[a].raw();
         wilson(ok, n, self.cfg.confidence_z).0 < self.cfg.target_agreement
     }
 
@@ -1258,7 +1259,7 @@ impl LivePair {
                     action: self.actions[a].name(),
                     audits,
                     agreed,
-                    agreed_raw: self.stats[a].agreed_raw(),
+                    agreed_raw: self.stats[a].raw().0,
                     lower,
                     upper,
                     cost: self.cost(a),
