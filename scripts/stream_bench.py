@@ -323,7 +323,7 @@ def references(rows, traffic, backend_port, cache, jobs):
 
 
 # ------------------------------------------------------------------ the stream
-def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, progress=None):
+def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, progress=None, agent_log=None):
     serve = Serve(bin_, hop.port, tmp, fixed=fixed, estimator=True, log_path=os.path.join(tmp, "serve-stream.log"))
     out = []
     t0 = time.time()
@@ -358,7 +358,7 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
                 reasked=int(metric(m, "adacompress_reasks_total") - metric(m_prev, "adacompress_reasks_total")),
                 reask_bytes=int(metric(m, "adacompress_reask_bytes_total") - metric(m_prev, "adacompress_reask_bytes_total")),
                 deviation_threshold=metric(m, "adacompress_pair_deviation_threshold"),
-                latency_ms=round(1000 * (t_ans - ts), 1)))
+                latency_ms=round(1000 * (t_ans - ts), 1), request_id=hd.get("x-request-id", "")))
             m_prev = m
             if progress is not None:
                 if k == 0:
@@ -367,6 +367,11 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
                 pw.writerow(out[-1])
                 progress.flush()
             if (k + 1) % progress_every == 0 or k + 1 == len(rows):
+                if agent_log is not None:
+                    # The live pair's state (`GET /agent`): which pairs the audits back, and why.
+                    _s, snap = get(serve.admin, "/agent")
+                    agent_log.write(json.dumps(dict(upload=k + 1, agent=json.loads(snap))) + "\n")
+                    agent_log.flush()
                 done = out[-progress_every:]
                 agree = sum(d["top1"] == d["reference"] for d in done) / len(done)
                 ratio = sum(d["hop_image_bytes"] for d in done) / sum(d["original_bytes"] for d in done)
@@ -413,7 +418,7 @@ def run_stream(rows, traffic, bin_, hop, cache, tmp, fixed, progress_every=100, 
     totals["uploads_where_metric_delta_differs"] = drift
     totals.update(hop_image_bytes=hop_total_img, hop_body_bytes=hop_total_body,
                   served_plus_estimation=totals["image_bytes_out_total"] + totals["estimation_bytes_total"],
-                  seconds=time.time() - t0, agent=agent[:2000])
+                  seconds=time.time() - t0, agent=agent)
     totals["hop_equals_served_plus_estimation"] = int(totals["hop_image_bytes"]) == int(totals["served_plus_estimation"])
     return out, totals
 
@@ -745,9 +750,12 @@ def main():
         else:
             log(f"stream through serve ({'agent.fixed = ' + a.fixed if a.fixed else 'the default agent'}) ...")
             # one row per upload as it happens (numbers as seen then), for a run cut short
-            with open(a.out + ".progress.csv", "w", newline="") as progress:
+            # and the live pair's state every progress step (`GET /agent`, one JSON a line)
+            with open(a.out + ".progress.csv", "w", newline="") as progress, \
+                    open(a.out + ".agent.jsonl", "w") as agent_log:
                 recs, totals = run_stream(rows, a.traffic, a.bin, hop, cache, tmp, a.fixed,
-                                          progress_every=20 if a.short else 100, progress=progress)
+                                          progress_every=20 if a.short else 100, progress=progress,
+                                          agent_log=agent_log)
             secs["stream"] = totals.pop("seconds")
         log(f"hop {totals['hop_image_bytes']:,} B, serve out+estimation {int(totals['served_plus_estimation']):,} B: "
             f"{'equal' if totals['hop_equals_served_plus_estimation'] else 'NOT EQUAL'}")
@@ -811,6 +819,8 @@ def main():
     svg(wins, bounds, a.out + ".svg", f"Stream benchmark: {len(recs)} uploads, {mode}")
     render_md(res, a.out + ".md")
     log(f"wrote {a.out}.{{md,csv,json,svg}} in {secs['total']:.0f} s")
+    if os.environ.get("STREAM_BENCH_KEEP_LOGS") and os.path.exists(os.path.join(tmp, "serve-stream.log")):
+        shutil.copy(os.path.join(tmp, "serve-stream.log"), a.out + ".serve-stream.log")
     shutil.rmtree(tmp, ignore_errors=True)
     if not totals["hop_equals_served_plus_estimation"]:
         log("WARNING: hop bytes != served + estimation bytes")

@@ -162,6 +162,9 @@ pub struct PairConfig {
     /// the drift rule still look at the pair's own answers. Off by default until more
     /// stream runs back it (runs 16–24, `docs/bench/notes.md`).
     pub reask_certifies: bool,
+    /// Seed of the draws that pick the audited images. Fixed by default, so a run replays;
+    /// set a different one per replica, or to measure the spread of a benchmark.
+    pub audit_seed: u64,
 }
 
 impl Default for PairConfig {
@@ -188,6 +191,7 @@ impl Default for PairConfig {
             deviation_min_audits: 40,
             reask_rate: 0.05,
             reask_certifies: false,
+            audit_seed: 0x5eed,
         }
     }
 }

@@ -218,7 +218,13 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             spent,
             (plan.width, plan.height, original.len()),
         );
-        tracing::debug!(id = %p.request_id, audited = results.len(), "audited");
+        tracing::debug!(
+            id = %p.request_id,
+            audited = results.len(),
+            served_agrees,
+            reasked = p.reasked.is_some(),
+            "audited"
+        );
     });
 }
 

@@ -173,12 +173,12 @@ pub async fn start(cfg: Config, resign: Option<Resigner>) -> Result<Server, Serv
         let state_dir = cfg.state.dir.clone();
         let accuracy = cfg.estimator.accuracy;
         let pcfg = cfg.pair.clone();
+        let seed = pcfg.audit_seed;
         let p = path.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            Online::open(&p, &state_dir, accuracy, pcfg, 0x5eed)
-        })
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+        let opened =
+            tokio::task::spawn_blocking(move || Online::open(&p, &state_dir, accuracy, pcfg, seed))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
         match opened {
             Ok(online) => Some(online),
             // `agent.fixed` is the operator's override: it needs no agent.
