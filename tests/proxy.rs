@@ -763,13 +763,13 @@ async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
-    // Answers the client's request at once and hangs on every later one (the audit's).
+    // Answers the client's two requests at once and hangs on every later one (the audit's).
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     let upstream = axum::Router::new().fallback(move || {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         async move {
-            if n > 0 {
+            if n > 1 {
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
             "{}"
@@ -778,8 +778,9 @@ async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, upstream).await });
-    // Every image the credit pays for is audited, and the first one's served bytes pay for
-    // its audit (the reference upload and the candidates): no draw decides.
+    // The first image banks the credit (an audit is drawn only against credit banked
+    // before the image, so that which image is audited never depends on the image), and
+    // its served bytes pay for more than one audit: the second image is audited for sure.
     let p = proxy(&format!("http://{addr}"), |c| {
         c.proxy.drain_secs = 1.0;
         c.proxy.upstream_timeout_secs = 300.0;
@@ -795,6 +796,15 @@ async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
         image::Rgb([(x / 5) as u8 ^ n, (y / 4) as u8, ((x + y) / 9) as u8])
     });
     let original = codec::encode_jpeg(&img, 95, EncoderMode::Fastest).unwrap();
+    let (first, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let _ = first.bytes().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "nothing banked before the first image: no audit"
+    );
     let (resp, _) = send(&p, Protocol::GoogleVision, &original, &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let action = resp.headers()["x-adacompress-action"]
@@ -805,10 +815,10 @@ async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
     let _ = resp.bytes().await;
     // The audit's reference upload (the original) reaches the upstream and hangs there.
     let wait = Instant::now() + Duration::from_secs(20);
-    while seen.load(Ordering::SeqCst) < 2 && Instant::now() < wait {
+    while seen.load(Ordering::SeqCst) < 3 && Instant::now() < wait {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(seen.load(Ordering::SeqCst), 2, "an audit went up");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "an audit went up");
     let state = p.state.clone();
     assert_eq!(state.estimates_running(), 1);
     let started = Instant::now();
@@ -820,7 +830,7 @@ async fn shutdown_with_an_audit_in_flight_returns_within_drain_secs() {
     assert_eq!(state.estimates_running(), 0, "the audit was aborted");
     assert_eq!(
         seen.load(Ordering::SeqCst),
-        2,
+        3,
         "no candidate went up after it"
     );
 }

@@ -50,14 +50,16 @@ pub struct Pending {
 
 /// Watches the served answer's margins and audits `p` if the request path planned it.
 pub fn maybe_estimate(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
-    watch_margin(&online, &p);
-    audit(s, online, p);
+    // The served answer is parsed once, for the margin watch and the audit.
+    let served = parse_for(&p, &p.served);
+    watch_margin(&online, &p, &served);
+    audit(s, online, p, served);
 }
 
 /// Hands the top-1 margin of the served answer, for each image that went up at the live
 /// pair, to the learner (the answer is already here: no upload).
-fn watch_margin(online: &Online, p: &Pending) {
-    let Ok(answers) = parse_for(p, &p.served) else {
+fn watch_margin(online: &Online, p: &Pending, served: &Answers) {
+    let Ok(answers) = served else {
         return;
     };
     // Deviated images went up smaller than the pair: their margins are not the pair's.
@@ -74,7 +76,7 @@ fn watch_margin(online: &Online, p: &Pending) {
 /// reference) and each candidate pair in place of that image, and compare every answer,
 /// the served one included, with the reference's. Runs off the request path within the
 /// same bounds as estimates (in-flight cap; the byte credit was reserved when planned).
-fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
+fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending, served: Answers) {
     let Some((slot_index, original_len, mut plan)) = p.outcome.slots.iter().find_map(|x| {
         x.audit
             .as_ref()
@@ -179,7 +181,7 @@ fn audit(s: Arc<ProxyState>, online: Arc<Online>, p: Pending) {
             },
             Err(_) => (false, None),
         };
-        let (served_agrees, served_margin) = judge(parse_for(&p, &p.served));
+        let (served_agrees, served_margin) = judge(served);
         // A deviated image's free answer is its candidate's (for the gate only).
         let mut results = vec![crate::learn::pair::AuditResult {
             action: match plan.plan.deviation {
