@@ -341,10 +341,6 @@ enum Shift {
 }
 
 /// Weight of the newest margin in the fast average (~25 images).
-/// The audit rate is the rate the budget pays for times the audits' worth of credit banked,
-/// at most this (see [`LivePair::plan_audit`]).
-const MAX_BANK_BOOST: f64 = 3.0;
-
 const FAST: f64 = 0.04;
 /// Weight of the newest margin in the slow average (~400 images).
 const SLOW: f64 = 0.0025;
@@ -519,6 +515,10 @@ pub struct PairStatus {
     /// Probes whose pair failed its trial (`pair.probe_trial_audits`) and stepped back up.
     pub trials_failed: u64,
 }
+
+/// The audit rate is the rate the budget pays for times the audits' worth of credit banked,
+/// at most this (see [`LivePair::plan_audit`]).
+const MAX_BANK_BOOST: f64 = 3.0;
 
 /// The live pair learner (see the module doc).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -841,8 +841,8 @@ impl LivePair {
         // images before this one: the audits per image the budget pays for (running averages
         // of what is served and what an audit costs), times the audits' worth of credit
         // banked (none banked: no audit; it settles near one).
-        let expected_per_original =
-            1.0 + self.candidates().iter().map(|&a| self.cost(a)).sum::<f64>();
+        let candidates = self.candidates();
+        let expected_per_original = 1.0 + candidates.iter().map(|&a| self.cost(a)).sum::<f64>();
         let (avg_up, avg_orig) = if self.avg_original > 0.0 {
             (self.avg_uploaded, self.avg_original)
         } else {
@@ -869,7 +869,6 @@ impl LivePair {
         if (image.action != Some(self.served) && !image.deviated) || xi >= rate {
             return None;
         }
-        let candidates = self.candidates();
         let explore = self.explores();
         // An exploring audit also uploads the image's candidate, if it has one: charged when
         // its bytes are known (`record_audit`), as it may not exist.
