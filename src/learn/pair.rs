@@ -870,10 +870,10 @@ impl LivePair {
             return None;
         }
         let explore = self.explores();
-        // An exploring audit also uploads the image's candidate, if it has one: charged when
-        // its bytes are known (`record_audit`), as it may not exist.
-        let expected: f64 = orig + candidates.iter().map(|&a| self.cost(a) * orig).sum::<f64>();
-        self.credit -= expected;
+        // The audit's expected bytes: the reference and the candidates. An exploring audit
+        // also uploads the image's candidate, if it has one: charged when its bytes are
+        // known (`record_audit`), as it may not exist.
+        self.credit -= orig * expected_per_original;
         Some(AuditPlan {
             served: self.served,
             candidates,
