@@ -80,6 +80,7 @@ def main():
     ap.add_argument("--traffic", default="data/stream")
     ap.add_argument("--pairs", nargs="+", required=True)
     ap.add_argument("--from", dest="start", type=int, default=750)
+    ap.add_argument("--to", dest="end", type=int, default=None, help="uploads with index < this only")
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cache", default=".cache/stream-answers.json")
@@ -87,7 +88,8 @@ def main():
     a = ap.parse_args()
     os.chdir(sb.ROOT)
     with open(os.path.join(a.traffic, "manifest.csv")) as f:
-        rows = [r for r in csv.DictReader(f) if int(r["index"]) >= a.start and int(r["index"]) % a.every == 0]
+        rows = [r for r in csv.DictReader(f) if int(r["index"]) >= a.start and int(r["index"]) % a.every == 0
+                and (a.end is None or int(r["index"]) < a.end)]
     cache = sb.Cache(a.cache)
     tmp = tempfile.mkdtemp(prefix="margins-")
     bport = sb.free_port()

@@ -36,6 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the upload proxy daemon.
     Serve(ServeArgs),
+    /// Replay the live pair learner over a table of the cloud's answers, over many seeds.
+    Replay(crate::learn::replay::ReplayOptions),
     /// The whole system on embedded defaults: backend + proxy, day then night uploads, live pair.
     Demo(DemoArgs),
     /// Exit 0 if a URL answers 200 (container HEALTHCHECK; slim images have no curl).
@@ -311,17 +313,19 @@ pub enum CliError {
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
     #[error(transparent)]
+    Replay(#[from] crate::learn::replay::ReplayError),
+    #[error(transparent)]
     Healthcheck(#[from] crate::proxy::admin::HealthcheckError),
 }
 
 /// The configuration `serve` runs with: file, then environment, then flags.
 pub fn serve_config(a: &ServeArgs) -> Result<crate::config::Config, CliError> {
-    let (file, up) = (a.config.as_deref(), &a.upstream);
-    Ok(crate::proxy::server::serve_config(
-        file,
+    let server = crate::proxy::server::serve_config;
+    Ok(server(
+        a.config.as_deref(),
         a.listen,
         a.admin_listen,
-        up,
+        &a.upstream,
     )?)
 }
 
@@ -352,6 +356,7 @@ pub async fn run(command: Command, serve: Option<crate::config::Config>) -> Resu
         }
         Command::Healthcheck(a) => crate::proxy::admin::healthcheck(&a.url, a.timeout).await?,
         Command::Demo(a) => crate::demo::command(a.into()).await?,
+        Command::Replay(a) => crate::learn::replay::command(a)?,
     }
     Ok(())
 }

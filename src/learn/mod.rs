@@ -8,6 +8,7 @@ pub mod online;
 pub mod pair;
 pub mod photos_env;
 pub mod reask;
+pub mod replay;
 pub mod reward;
 pub mod table;
 pub mod trainer;
