@@ -252,6 +252,10 @@ pub struct Step {
     pub estimation: u64,
     /// The client's answer agreed with the original's.
     pub agree: bool,
+    /// The learner was in a learning phase or a probe (audits paid at `learn_share`).
+    pub learning: bool,
+    /// Its drifts, default step-ups and probes so far.
+    pub events: (u64, u64, u64),
 }
 
 /// Runs the learner over `order` (indices into `table.uploads`).
@@ -334,8 +338,11 @@ pub fn replay(
                 up.original as usize,
             );
         }
+        let status = pair.status();
         let p = &mut position[up.deployment];
         steps.push(Step {
+            learning: status.learning,
+            events: (status.drifts, status.default_stepups, status.probes),
             upload: u,
             deployment: up.deployment,
             position: *p,
@@ -608,20 +615,20 @@ pub fn run(
     }
 }
 
-/// `adacompress replay`.
-pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
-    let table = Table::read(&o.table)?;
-    let ckpt = Checkpoint::read(&o.agent)?;
+/// The prior a calibrated agent gives the table's pairs: their bits per pixel, and the
+/// default (the agent's fallback pair when the table has it, else the table's first pair).
+pub fn prior(table: &Table, agent: &Path) -> Result<(Vec<f32>, usize), ReplayError> {
+    let ckpt = Checkpoint::read(agent)?;
     let Policy::Calibrated {
         fallback,
         bits_per_pixel,
         ..
     } = &ckpt.policy
     else {
-        return Err(ReplayError::NotCalibrated { path: o.agent });
+        return Err(ReplayError::NotCalibrated {
+            path: agent.to_path_buf(),
+        });
     };
-    // The prior's bits per pixel for the table's pairs; the default is the agent's fallback
-    // when the table has it, else the table's pair nearest above it in cost.
     let set = &ckpt.action_set;
     let bpp: Vec<f32> = table
         .actions
@@ -636,6 +643,13 @@ pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
     let default = fallback
         .and_then(|f| table.actions.iter().position(|a| *a == f))
         .unwrap_or(0);
+    Ok((bpp, default))
+}
+
+/// `adacompress replay`.
+pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
+    let table = Table::read(&o.table)?;
+    let (bpp, default) = prior(&table, &o.agent)?;
     let cfg = crate::config::Config::load(o.config.as_deref(), std::env::vars())?.pair;
     let seeds: Vec<u64> = (o.first_seed..o.first_seed.saturating_add(o.seeds)).collect();
     let mut report = run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from);
