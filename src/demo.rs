@@ -61,7 +61,8 @@ pub struct DemoConfig {
 }
 
 /// The demo's learning settings unless `--shipped-learning`: (`target_agreement`,
-/// `learn_share`, `max_audit_rate`), with the learning phase lasting the whole run.
+/// `learn_share`, `max_audit_rate`), with the learning phase lasting the whole run
+/// (`learn_images` = the uploads, `learn_audits` = 0).
 ///
 /// - The target is 90 % top-1 agreement, not the shipped 97 %: the sample photos are hard
 ///   for Lite0's top-1 (even `q95@960` changes about 4.5 % of its answers on them), so at
@@ -351,7 +352,8 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport, String> {
             pc.pair.learn_share,
             pc.pair.max_audit_rate,
         ) = FAST_LEARNING;
-        pc.pair.learn_images = total as u64;
+        // The learning phase lasts the whole run, however many audits a pair already has.
+        (pc.pair.learn_images, pc.pair.learn_audits) = (total as u64, 0);
     }
     let proxy = server::start(pc, None).await.map_err(|e| e.to_string())?;
     let backend = proxy

@@ -852,7 +852,11 @@ mod tests {
     #[test]
     fn the_replay_spends_within_the_budget_and_counts_every_byte() {
         let t = table(100, 100, 1500);
-        let cfg = PairConfig::default();
+        // No re-asks here: every byte is the served pair's or an audit's.
+        let cfg = PairConfig {
+            reask_rate: 0.0,
+            ..PairConfig::default()
+        };
         let order: Vec<usize> = (0..t.uploads.len()).collect();
         let steps = replay(&t, &order, &cfg, vec![8.0, 2.0, 2.0], 2, 7);
         assert_eq!(steps.len(), 3000);
