@@ -799,8 +799,10 @@ impl LivePair {
     /// Whether audits are paid at `learn_share`: a probe, or the first `learn_images` after
     /// a start or a drift, until the pair served has `learn_audits` audits.
     fn learning(&self) -> bool {
+        // At most the audits a pair keeps (`window`), or the phase would never end early.
         let enough = self.cfg.learn_audits > 0
-            && self.stats[self.served].outcomes.len() >= self.cfg.learn_audits;
+            && self.stats[self.served].outcomes.len()
+                >= self.cfg.learn_audits.min(self.cfg.window.max(1));
         self.probing || (self.since_change <= self.cfg.learn_images && !enough)
     }
 
@@ -1891,6 +1893,45 @@ mod tests {
     }
 
     #[test]
+    fn a_learning_phase_ends_once_the_pair_served_has_its_audits() {
+        // Every pair agrees 98 %: with `learn_audits` the phase ends as soon as the pair
+        // served has that many audits, long before `learn_images`, and the audit rate falls
+        // to the budget's; with 0 it lasts `learn_images`.
+        let run = |learn_audits: usize| {
+            let mut l = learner();
+            l.cfg.learn_audits = learn_audits;
+            let mut ended = None;
+            let mut audits_at_end = 0;
+            for seed in 0..600u64 {
+                stream(&mut l, 1, seed, |_| 0.98);
+                let st = l.status();
+                if ended.is_none() && !st.learning {
+                    ended = Some(st.images);
+                    audits_at_end = l.stats[l.served()].outcomes.len();
+                }
+            }
+            (ended, audits_at_end, l.status().audits)
+        };
+        // (Here ~15 % of images are audited while learning: ~90 in 600 images.)
+        let (ended, served_audits, audits) = run(40);
+        let at = ended.unwrap_or(u64::MAX);
+        assert!(at < 400, "the phase ended at image {at}");
+        assert!(
+            served_audits >= 40,
+            "{served_audits} audits of the pair served"
+        );
+        let (never, _, all_phase_audits) = run(0);
+        assert_eq!(
+            never, None,
+            "without learn_audits the phase lasts 600 images"
+        );
+        assert!(
+            audits < all_phase_audits,
+            "{audits} audits with an early end, {all_phase_audits} without"
+        );
+    }
+
+    #[test]
     fn a_pair_below_target_is_never_certified_and_drift_steps_up() {
         let mut l = learner();
         // Nothing below q95 at ≥ 960 px agrees often enough.
@@ -2027,10 +2068,6 @@ mod tests {
         let (mut false_alarms, mut caught, mut delays) = (0, 0, Vec::new());
         for seed in 50..55 {
             let mut l = learner();
-            // Certified on its own answers only: with `reask_certifies` a pair served with
-            // fewer than ~90 audits has not shown the target without the re-asks and steps
-            // up instead (below).
-            l.cfg.reask_certifies = false;
             stream(&mut l, 2000, seed, |_| 1.0);
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             false_alarms += (0..3000)

@@ -655,7 +655,7 @@ pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
     let mut report = run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from);
     report.table = o.table.display().to_string();
     write(&o.out, &report)?;
-    eprintln!("{}", markdown(&report));
+    println!("{}", markdown(&report));
     Ok(())
 }
 
