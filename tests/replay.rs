@@ -85,7 +85,8 @@ fn the_shipped_learner_keeps_the_client_above_the_target_on_the_stream_s_answers
         assert!(s.estimation_share.p50 <= 0.10, "{s:?}");
     }
     // By day the live pair is at most 1.3x the best fixed pair in hindsight in most seeds
-    // (92 % and 95 % of 100 seeds, docs/bench/notes.md); at night it is not (19 %).
+    // (100 % and 94 % of 200 seeds, docs/bench/notes.md, session 24; 92 % and 95 % with
+    // the settings before); at night in about half (48 %; 19 % before).
     let by = |name: &str| {
         r.spreads
             .iter()
@@ -93,13 +94,14 @@ fn the_shipped_learner_keeps_the_client_above_the_target_on_the_stream_s_answers
             .map(|s| s.met)
     };
     assert!(
-        by("day-uploads").is_some_and(|m| m >= 0.7),
+        by("day-uploads").is_some_and(|m| m >= 0.9),
         "{:?}",
         r.spreads
     );
     assert!(
-        by("day-samples").is_some_and(|m| m >= 0.7),
+        by("day-samples").is_some_and(|m| m >= 0.8),
         "{:?}",
         r.spreads
     );
+    assert!(by("night").is_some_and(|m| m >= 0.3), "{:?}", r.spreads);
 }
