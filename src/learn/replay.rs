@@ -252,10 +252,6 @@ pub struct Step {
     pub estimation: u64,
     /// The client's answer agreed with the original's.
     pub agree: bool,
-    /// The learner was in a learning phase or a probe (audits paid at `learn_share`).
-    pub learning: bool,
-    /// Its drifts, default step-ups and probes so far.
-    pub events: (u64, u64, u64),
 }
 
 /// Runs the learner over `order` (indices into `table.uploads`).
@@ -338,11 +334,8 @@ pub fn replay(
                 up.original as usize,
             );
         }
-        let status = pair.status();
         let p = &mut position[up.deployment];
         steps.push(Step {
-            learning: status.learning,
-            events: (status.drifts, status.default_stepups, status.probes),
             upload: u,
             deployment: up.deployment,
             position: *p,
@@ -652,7 +645,12 @@ pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
     let (bpp, default) = prior(&table, &o.agent)?;
     let cfg = crate::config::Config::load(o.config.as_deref(), std::env::vars())?.pair;
     let seeds: Vec<u64> = (o.first_seed..o.first_seed.saturating_add(o.seeds)).collect();
-    let mut report = run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from);
+    // The learner logs every step-up and alarm as `serve` would; replayed thousands of
+    // times over they are noise on this terminal, and the report holds what they tell.
+    let mut report =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from)
+        });
     report.table = o.table.display().to_string();
     write(&o.out, &report)?;
     println!("{}", markdown(&report));
