@@ -84,9 +84,10 @@ fn the_shipped_learner_keeps_the_client_above_the_target_on_the_stream_s_answers
         // The late estimation share stays near the budget on the median seed.
         assert!(s.estimation_share.p50 <= 0.10, "{s:?}");
     }
-    // By day the live pair is at most 1.3x the best fixed pair in hindsight in most seeds
-    // (100 % and 94 % of 200 seeds, docs/bench/notes.md, session 24; 92 % and 95 % with
-    // the settings before); at night in about half (48 %; 19 % before).
+    // The live pair is at most 1.3x the best fixed pair in hindsight in most seeds: by day
+    // in 98-100 % of 200 seeds, at night in 76 % (85 % of these 20; docs/bench/notes.md,
+    // session 25; night was 48 % before re-asks counted in the default check, 19 % before
+    // session 24).
     let by = |name: &str| {
         r.spreads
             .iter()
@@ -99,9 +100,9 @@ fn the_shipped_learner_keeps_the_client_above_the_target_on_the_stream_s_answers
         r.spreads
     );
     assert!(
-        by("day-samples").is_some_and(|m| m >= 0.8),
+        by("day-samples").is_some_and(|m| m >= 0.9),
         "{:?}",
         r.spreads
     );
-    assert!(by("night").is_some_and(|m| m >= 0.3), "{:?}", r.spreads);
+    assert!(by("night").is_some_and(|m| m >= 0.7), "{:?}", r.spreads);
 }
