@@ -285,9 +285,24 @@ class Cache:
             if self.dirty >= 200:
                 self.save_locked()
 
+    def refresh(self):
+        """Takes in what other runs saved since this one loaded (two runs side by side share
+        the file; each would otherwise ask again for every answer the other cached)."""
+        with self.lock:
+            self.d = {**self._on_disk(), **self.d}
+
+    def _on_disk(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
     def save_locked(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
+        # Merge: another run may have saved answers this one has not seen.
+        self.d = {**self._on_disk(), **self.d}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(self.d, f)
         os.replace(tmp, self.path)
@@ -761,6 +776,7 @@ def main():
             f"{'equal' if totals['hop_equals_served_plus_estimation'] else 'NOT EQUAL'}")
         sub = [r for r in rows if int(r["index"]) % a.subsample == 0]
         pairs = [] if a.no_pairs else CANDIDATES
+        cache.refresh()
         t_pairs = time.time()
         deps = {}
         bounds = []
