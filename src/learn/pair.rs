@@ -25,14 +25,14 @@
 //!    `drift_window` audits, the evidence of the old scenery is dropped, the default steps up
 //!    to the next more faithful pair (larger or equal side *and* quality, or the original;
 //!    never cheaper than the default a certified pair was served instead of), and a new
-//!    learning phase starts. The rule is strict (4 of 20 by default) so that a
-//!    pair that really meets the target is seldom stepped up from by chance.
+//!    learning phase starts. The rule is strict (4 of 20 by default) so that a pair that
+//!    really meets the target is seldom stepped up from by chance.
 //! 5. **Check the default.** While no pair is certified, the default is served on the
 //!    prior's word; it is checked on its audits (re-asks counted with `reask_checks`): once
-//!    it has `check_min_audits` of them
-//!    and its upper bound at the looser `check_z` falls below the target, the default steps
-//!    up (the evidence is kept: the scenery did not change, the prior was wrong). The drift
-//!    rule alone never caught a default just under the target (`docs/bench/notes.md`).
+//!    it has `check_min_audits` of them and its upper bound at the looser `check_z` falls
+//!    below the target, the default steps up (the evidence is kept: the scenery did not
+//!    change, the prior was wrong). The drift rule alone never caught a default just under
+//!    the target (`docs/bench/notes.md`).
 //! 7. **Probe back down.** `probe_images` after the default was stepped up (by the check
 //!    or a drift), while it is still served, the default steps back down to the pair it came
 //!    from, with that pair's old audits dropped, and the check runs again on fresh ones;
@@ -492,9 +492,11 @@ pub struct AuditResult {
 pub struct PairBound {
     pub action: String,
     pub audits: usize,
-    /// Audits counted as agreeing, which the bounds are on: the answer agreed, or, with
-    /// `pair.reask_certifies`, it would have been re-asked (`pair.reask_rate`) and the
-    /// client would get the original's answer. Equal to `agreed_raw` otherwise.
+    /// Audits counted as agreeing: the answer agreed, or, with `pair.reask_certifies`, it
+    /// would have been re-asked (`pair.reask_rate`) and the client would get the
+    /// original's answer. Equal to `agreed_raw` otherwise. The upper bound is on this
+    /// count; the lower bound counts the re-asks at their own lower bound (fewer, on few
+    /// audits).
     pub agreed: usize,
     /// Audits where the pair's own answer agreed.
     pub agreed_raw: usize,
