@@ -712,17 +712,27 @@ impl LivePair {
     }
 
     /// Wilson bounds of action `a` over its kept audits (keep is exact: it is the reference).
-    /// The lower bound counts re-asks at their own lower bound ([`LivePair::agreed_surely`]).
     pub fn bounds(&self, a: usize) -> (f64, f64) {
+        (self.lower(a), self.upper(a))
+    }
+
+    /// The lower bound, which certifies and holds a pair: it counts the re-asks at their own
+    /// lower bound ([`LivePair::agreed_surely`]).
+    fn lower(&self, a: usize) -> f64 {
         if self.is_keep(a) {
-            return (1.0, 1.0);
+            return 1.0;
+        }
+        let (sure, n) = self.agreed_surely(a);
+        wilson(sure, n, self.cfg.confidence_z).0
+    }
+
+    /// The upper bound, which rules a pair out: on the point count of re-asks.
+    fn upper(&self, a: usize) -> f64 {
+        if self.is_keep(a) {
+            return 1.0;
         }
         let (ok, n) = self.agreed(a);
-        let (sure, _) = self.agreed_surely(a);
-        (
-            wilson(sure, n, self.cfg.confidence_z).0,
-            wilson(ok, n, self.cfg.confidence_z).1,
-        )
+        wilson(ok, n, self.cfg.confidence_z).1
     }
 
     /// (Audits counted as agreeing, audits) of action `a`: re-asks counted only with
@@ -763,11 +773,11 @@ impl LivePair {
     }
 
     fn certified(&self, a: usize) -> bool {
-        self.bounds(a).0 >= self.cfg.target_agreement
+        self.lower(a) >= self.cfg.target_agreement
     }
 
     fn ruled_out(&self, a: usize) -> bool {
-        self.bounds(a).1 < self.cfg.target_agreement
+        self.upper(a) < self.cfg.target_agreement
     }
 
     /// Re-picks the served pair: the cheapest certified, else the default. A certified pair
