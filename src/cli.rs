@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::agent::DEFAULT_AGENT_SIDE;
-use crate::backend::BackendConfig;
 use crate::client::ServiceSpec;
 use crate::learn::{Accuracy, Reference};
 use crate::photos::{self, Selection, Split};
@@ -25,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the local vision backend: a real ONNX classifier behind cloud wire formats.
-    Backend(BackendArgs),
+    Backend(crate::backend::BackendOptions),
     /// Train an agent against a vision service.
     Train(TrainArgs),
     /// Compare the agent, every fixed quality and the oracle on held-out photos.
@@ -101,33 +100,6 @@ pub struct HealthcheckArgs {
     /// Seconds to wait.
     #[arg(long, default_value_t = 3.0)]
     pub timeout: f64,
-}
-
-#[derive(Debug, Args)]
-pub struct BackendArgs {
-    /// ONNX classifier (e.g. models/efficientnet-lite0.onnx).
-    #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
-    pub model: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8081")]
-    pub listen: String,
-    /// Class names; default: imagenet_classes.txt next to the model.
-    #[arg(long)]
-    pub classes: Option<PathBuf>,
-    /// Input side; default: the variant's native side (224/240/260 for lite0/1/2).
-    #[arg(long)]
-    pub side: Option<u32>,
-    /// Images classified at once; default: one per core.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Requests that may wait for a slot before the backend answers 429.
-    #[arg(long, default_value_t = 64)]
-    pub queue: usize,
-    /// Check SigV4 signatures on the Rekognition route (403 when they do not verify),
-    /// against the key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)
-    /// and the region in AWS_REGION.
-    #[arg(long)]
-    pub aws_verify: bool,
 }
 
 /// Where the service is and how to talk to it.
@@ -332,17 +304,7 @@ pub fn serve_config(a: &ServeArgs) -> Result<crate::config::Config, CliError> {
 /// Runs `command`; `serve` with `serve_config`, which `main` built first for logging.
 pub async fn run(command: Command, serve: Option<crate::config::Config>) -> Result<(), CliError> {
     match command {
-        Command::Backend(a) => {
-            let mut cfg = BackendConfig::new(a.model);
-            if let Some(c) = a.classes {
-                cfg.classes = c;
-            }
-            if let Some(c) = a.concurrency {
-                cfg.concurrency = c;
-            }
-            (cfg.side, cfg.queue) = (a.side, a.queue);
-            crate::backend::run(cfg, a.aws_verify, &a.listen).await?;
-        }
+        Command::Backend(a) => crate::backend::command(a).await?,
         Command::Train(a) => crate::train::command(a.into()).await?,
         Command::Eval(a) => crate::eval::command(a.into()).await?,
         Command::Compress(a) => crate::compress_file::run(&a.input, &a.output, &a.agent)?,

@@ -348,6 +348,47 @@ pub enum RunError {
     Usage(String),
 }
 
+/// `adacompress backend`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct BackendOptions {
+    /// ONNX classifier (e.g. models/efficientnet-lite0.onnx).
+    #[arg(long, default_value = "models/efficientnet-lite0.onnx")]
+    pub model: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// Class names; default: imagenet_classes.txt next to the model.
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    /// Input side; default: the variant's native side (224/240/260 for lite0/1/2).
+    #[arg(long)]
+    pub side: Option<u32>,
+    /// Images classified at once; default: one per core.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Requests that may wait for a slot before the backend answers 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Check SigV4 signatures on the Rekognition route (403 when they do not verify),
+    /// against the key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)
+    /// and the region in AWS_REGION.
+    #[arg(long)]
+    pub aws_verify: bool,
+}
+
+/// `adacompress backend`: [`run`] with the flags' settings.
+pub async fn command(o: BackendOptions) -> Result<(), RunError> {
+    let mut cfg = BackendConfig::new(o.model);
+    if let Some(c) = o.classes {
+        cfg.classes = c;
+    }
+    if let Some(c) = o.concurrency {
+        cfg.concurrency = c;
+    }
+    (cfg.side, cfg.queue) = (o.side, o.queue);
+    run(cfg, o.aws_verify, &o.listen).await
+}
+
 /// `adacompress backend`: loads `cfg` (with SigV4 checks on the Rekognition route when
 /// `aws_verify`, BlazeFace for Face++ detect when its model sits beside the
 /// classifier) and serves it on `listen` until SIGINT/SIGTERM.
