@@ -26,7 +26,6 @@ use crate::agent::{Checkpoint, CheckpointError, Policy, QHead, StateError};
 use crate::codec::EncoderMode;
 use crate::learn::Accuracy;
 use crate::learn::pair::{AuditPlan, AuditResult, LivePair, PairConfig, PairStatus, Served};
-use crate::learn::reask::MarginWindow;
 use crate::model::{ImageModel, ModelError};
 use crate::store::{Store, StoreError};
 
@@ -99,9 +98,6 @@ pub struct Online {
     in_flight: AtomicUsize,
     /// The live pair learner, whose pair every image goes up at.
     pair: Mutex<LivePair>,
-    /// Recent margins of the answers at the served pair, for re-asking.
-    margins: Mutex<MarginWindow>,
-    reask_rate: f64,
 }
 
 impl std::fmt::Debug for Online {
@@ -198,8 +194,6 @@ impl Online {
             accuracy,
             in_flight: AtomicUsize::new(0),
             pair: Mutex::new(pair),
-            margins: Mutex::new(MarginWindow::default()),
-            reask_rate: pair_cfg.reask_rate,
         }))
     }
 
@@ -320,7 +314,6 @@ impl Online {
     pub fn observe_margin(&self, margin: f64) {
         let json = {
             let mut p = self.pair();
-            self.margin_window().observe(p.served(), margin);
             if !p.observe_margin(margin) {
                 return;
             }
@@ -332,12 +325,7 @@ impl Online {
     /// The margin under which an answer at the served pair is re-asked
     /// ([`crate::learn::reask`]); `None` = re-ask nothing.
     pub fn reask_threshold(&self) -> Option<f64> {
-        let served = self.pair().served();
-        self.margin_window().threshold(served, self.reask_rate)
-    }
-
-    fn margin_window(&self) -> std::sync::MutexGuard<'_, MarginWindow> {
-        self.margins.lock().unwrap_or_else(|e| e.into_inner())
+        self.pair().reask_threshold()
     }
 
     fn persist(&self, json: serde_json::Result<String>) {

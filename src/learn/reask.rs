@@ -57,7 +57,7 @@ pub fn below(margin: Option<f32>, threshold: Option<f64>) -> bool {
 }
 
 /// The recent margins of the answers at the served pair.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MarginWindow {
     pair: Option<usize>,
     margins: VecDeque<f64>,
@@ -87,6 +87,11 @@ impl MarginWindow {
             return None;
         }
         quantile_threshold(self.margins.iter().copied(), rate)
+    }
+
+    /// Whether the margins held are `pair`'s.
+    pub fn holds(&self, pair: usize) -> bool {
+        self.pair == Some(pair)
     }
 
     /// Margins held.

@@ -30,7 +30,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use super::pair::{AuditResult, LivePair, PairConfig, Served, wilson};
-use super::reask::{MarginWindow, below};
+use super::reask::below;
 use crate::action::Action;
 use crate::agent::{Checkpoint, CheckpointError, Policy};
 use crate::report::{self, Chart, PALETTE, ReportError, Series};
@@ -264,7 +264,6 @@ pub fn replay(
     seed: u64,
 ) -> Vec<Step> {
     let mut pair = LivePair::new(cfg.clone(), table.actions.clone(), bits_per_pixel, default);
-    let mut window = MarginWindow::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut position = vec![0usize; table.deployments.len()];
     let mut steps = Vec::with_capacity(order.len());
@@ -291,10 +290,9 @@ pub fn replay(
             },
             rng.random::<f64>(),
         );
-        let threshold = window.threshold(s, cfg.reask_rate);
+        let threshold = pair.reask_threshold();
         let reasked = !sent_original && below(answer.margin.map(|m| m as f32), threshold);
         if let Some(m) = answer.margin {
-            window.observe(s, m);
             pair.observe_margin(m);
         }
         let mut estimation = 0;
@@ -400,6 +398,8 @@ pub struct Part {
     pub agreement: f64,
     /// Audit bytes over served + re-asked bytes.
     pub estimation_share: f64,
+    /// Re-asked bytes over served + re-asked bytes.
+    pub reask_share: f64,
     /// The lowest agreement of a 100-upload window.
     pub min_window: f64,
     /// The pair served most, and how many pairs were served.
@@ -445,6 +445,7 @@ fn part(table: &Table, steps: &[Step], d: usize, from: usize, target: f64, seed:
         vs_certified: vs(&refs.1),
         agreement,
         estimation_share: estimation as f64 / sent.max(1) as f64,
+        reask_share: s.iter().map(|x| x.reasked).sum::<u64>() as f64 / sent.max(1) as f64,
         min_window,
         main_pair: main.map_or_else(String::new, |a| table.actions[a].name()),
         pairs_served: counts.len(),
@@ -728,6 +729,7 @@ pub fn write(prefix: &Path, r: &Report) -> Result<(), ReplayError> {
                 p.vs_certified.map_or(String::new(), |v| format!("{v:.4}")),
                 format!("{:.4}", p.agreement),
                 format!("{:.4}", p.estimation_share),
+                format!("{:.4}", p.reask_share),
                 format!("{:.2}", p.min_window),
                 p.main_pair.clone(),
                 p.pairs_served.to_string(),
@@ -747,6 +749,7 @@ pub fn write(prefix: &Path, r: &Report) -> Result<(), ReplayError> {
             "vs_certified",
             "agreement",
             "estimation_share",
+            "reask_share",
             "min_window",
             "main_pair",
             "pairs_served",
