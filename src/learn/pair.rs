@@ -578,6 +578,10 @@ pub struct LivePair {
     images: u64,
     /// Images since the last start or drift (the learning phase is the first `learn_images`).
     since_change: u64,
+    /// That learning phase began with a drift (not a start-up or a relearn): for
+    /// `settle_images`, the served pair's own failures raise no second drift.
+    #[serde(default)]
+    after_drift: bool,
     /// Estimation credit in bytes.
     credit: f64,
     /// Running averages of the bytes uploaded and of the original's bytes per image: the
@@ -658,6 +662,7 @@ impl LivePair {
             served: default,
             images: 0,
             since_change: 0,
+            after_drift: false,
             credit: 0.0,
             avg_uploaded: 0.0,
             avg_original: 0.0,
@@ -1087,7 +1092,7 @@ impl LivePair {
             }
         }
         let failures = self.recent.iter().filter(|a| !**a).count();
-        let settling = self.drifts > 0 && self.since_change <= self.cfg.settle_images;
+        let settling = self.after_drift && self.since_change <= self.cfg.settle_images;
         if failures >= self.cfg.drift_failures && !settling {
             self.drift(true);
             tracing::warn!(
@@ -1199,6 +1204,7 @@ impl LivePair {
             Shift::Small { fell: true } => {
                 let served = self.served;
                 self.forget();
+                self.after_drift = true;
                 self.default = served;
                 self.drifts += 1;
             }
@@ -1230,6 +1236,7 @@ impl LivePair {
     fn drift(&mut self, up: bool) {
         let from = self.served;
         self.forget();
+        self.after_drift = true;
         self.default = if up {
             // Never below the default the certified pair was served instead of: one step
             // above a cheap certified pair can still be far cheaper than the pair the
@@ -1285,6 +1292,7 @@ impl LivePair {
         self.since_stepup = 0;
         self.probing = false;
         self.trial_from = None;
+        self.after_drift = false;
     }
 
     /// Remembers a default stepped up from, for a later probe (the 8 most recent).
@@ -2174,11 +2182,15 @@ mod tests {
         // answers: 4 of 20 soon, which used to raise a second drift (forgetting
         // the new scenery's audits). While settling, the default check steps it up on the
         // audits it has; with `settle_images` 0, drifts pile up.
-        let run = |settle: u64| {
+        let run_after = |settle: u64, relearn: bool| {
             let mut l = learner();
             l.cfg.settle_images = settle;
             stream(&mut l, 1000, 4, |_| 0.995);
-            l.drift(true);
+            if relearn {
+                l.relearn();
+            } else {
+                l.drift(true);
+            }
             let after = l.drifts;
             stream(
                 &mut l,
@@ -2188,6 +2200,7 @@ mod tests {
             );
             (l.drifts - after, l.default_stepups)
         };
+        let run = |settle: u64| run_after(settle, false);
         let (drifts, stepups) = run(600);
         assert_eq!(drifts, 0, "no second drift while settling");
         assert!(stepups >= 1, "the default check stepped up");
@@ -2199,6 +2212,10 @@ mod tests {
         // Once settled, the rule is back.
         let (drifts, _) = run(100);
         assert!(drifts >= 1, "after 100 images the 4-of-20 rule is back");
+        // An operator's relearn (or a start-up) is no drift: no scenery change was seen,
+        // so the rule stays on.
+        let (drifts, _) = run_after(600, true);
+        assert!(drifts >= 1, "after a relearn the 4-of-20 rule is on");
     }
 
     #[test]
