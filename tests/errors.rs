@@ -906,7 +906,9 @@ async fn a_full_pool_is_saturated_and_a_slow_worker_is_worker_wait() {
         c.limits.max_scans = 1_000_000;
         c.limits.max_decode_ms = 1500;
     });
-    let bomb = Req::google(&[hostile::scan_bomb(4096, 5000)]).forced(50);
+    // 20,000 scans: several seconds of decode on any machine, so the budget always cuts it
+    // (5,000 took ~1.5 s here, and now and then finished inside the budget).
+    let bomb = Req::google(&[hostile::scan_bomb(4096, 20_000)]).forced(50);
     let worker = {
         let (s, req) = (s.clone(), bomb.to_request());
         tokio::spawn(async move { call(&s, req).await })

@@ -27,8 +27,9 @@
 //!    never cheaper than the default a certified pair was served instead of), and a new
 //!    learning phase starts. The rule is strict (4 of 20 by default) so that a pair that
 //!    really meets the target is seldom stepped up from by chance. For `settle_images`
-//!    after a drift it raises no second one: the change was just seen, and the stepped-up
-//!    default is judged by the default check (step 5), on what the client gets. Without
+//!    after a drift, while the stepped-up default is what is served, it raises no second
+//!    one: the change was just seen, and that default is judged by the default check
+//!    (step 5), on what the client gets. A pair certified meanwhile is watched as ever. Without
 //!    this, `q95@1280` at night (96–97 % on its own answers, 99 % for the client) tripped
 //!    4 of 20 in the learning phase's many audits, and one replay in five served the
 //!    original for the rest of the night (session 26, `docs/bench/notes.md`).
@@ -190,10 +191,11 @@ pub struct PairConfig {
     /// original at 1.9× its bytes) but 98.5 % with the re-asks (session 25,
     /// `docs/bench/notes.md`).
     pub reask_checks: bool,
-    /// Images after a drift during which the served pair's own failures (`drift_failures`
-    /// of `drift_window`) do not raise another drift: the scenery change was just seen,
-    /// and whether the stepped-up default meets the target is the default check's to say
-    /// (on what the client gets, at `check_z`). 0 = off.
+    /// Images after a drift during which the default's own failures (`drift_failures` of
+    /// `drift_window`), while it is served, do not raise another drift: the scenery change
+    /// was just seen, and whether the stepped-up default meets the target is the default
+    /// check's to say (on what the client gets, at `check_z`). A pair certified meanwhile
+    /// is watched by the drift rule as ever. 0 = off.
     pub settle_images: u64,
     /// Seed of the draws that pick the audited images. Fixed by default, so a run replays;
     /// set a different one per replica, or to measure the spread of a benchmark.
@@ -1092,7 +1094,9 @@ impl LivePair {
             }
         }
         let failures = self.recent.iter().filter(|a| !**a).count();
-        let settling = self.after_drift && self.since_change <= self.cfg.settle_images;
+        let settling = self.after_drift
+            && self.since_change <= self.cfg.settle_images
+            && self.served == self.default;
         if failures >= self.cfg.drift_failures && !settling {
             self.drift(true);
             tracing::warn!(
