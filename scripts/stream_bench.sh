@@ -10,9 +10,14 @@
 #   scripts/stream_bench.sh --fixed q85@768 # the stream with serve fixed to one pair (baseline)
 #
 # Measured on 2 cores (docs/bench/notes.md): --short 40 ~2 min cold (33 s with warm caches),
-# --short 250 ~10 min; the full run is extrapolated to ~70 min, most of it the fixed pairs.
-# Extra arguments go to scripts/stream_bench.py (e.g. --subsample 10, --no-pairs). Answers of the backend asked directly and of
-# the fixed pairs are cached in .cache/stream-answers.json (by sha256), so reruns skip them.
+# --short 250 ~10 min. Answers of the backend asked directly and of the fixed pairs are
+# cached in .cache/stream-answers.json (by sha256 of the upload), so reruns skip them; the
+# cache is seeded from the committed docs/bench/stream-answers.json.gz (Lite2's answers to
+# every original and to the fixed pairs the last runs measured), so a clean clone's full run
+# is the traffic build (~10 min) and the stream (~15-18 min). With --answers '' every answer
+# is asked afresh: 52-75 min. Reseed it after a change to the encoder or the traffic:
+#   python3 -c "import gzip,json; json.dump(json.load(open('.cache/stream-answers.json')), gzip.open('docs/bench/stream-answers.json.gz','wt'), sort_keys=True, separators=(',',':'))"
+# Extra arguments go to scripts/stream_bench.py (e.g. --subsample 10, --no-pairs, --answers '').
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SHORT=0
