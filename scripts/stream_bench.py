@@ -23,6 +23,7 @@ candidate pair, through the same hop; answers and bytes cached by (sha256, pair)
 import argparse
 import base64
 import csv
+import gzip
 import hashlib
 import http.client
 import json
@@ -279,7 +280,6 @@ class Cache:
             # each upload's original and, per fixed pair, the pair's bytes and top-1, keyed by
             # the upload's sha256. Only keys this machine has not cached are taken, and an
             # upload whose bytes differ here has another sha256, so it is asked afresh.
-            import gzip
             with gzip.open(seed, "rt") as f:
                 seeded = json.load(f)
             fresh = {k: v for k, v in seeded.items() if k not in self.d}

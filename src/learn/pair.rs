@@ -775,10 +775,16 @@ impl LivePair {
     /// (Audits counted as agreeing, audits) of action `a`: re-asks counted only with
     /// `reask_certifies` ([`PairStats::agreed`]).
     fn agreed(&self, a: usize) -> (usize, usize) {
-        let rate = self.certifying_rate();
-        match self.live_threshold(a, rate) {
+        self.counted(a, self.certifying_rate())
+    }
+
+    /// (Audits counted as agreeing, audits) of action `a`: the served pair's under the live
+    /// threshold ([`LivePair::live_threshold`]); any other pair's under the quantile at
+    /// `audit_rate` of its own audited margins.
+    fn counted(&self, a: usize, audit_rate: f64) -> (usize, usize) {
+        match self.live_threshold(a, self.certifying_rate()) {
             Some(t) => self.stats[a].agreed_under(t),
-            None => self.stats[a].agreed(rate),
+            None => self.stats[a].agreed(audit_rate),
         }
     }
 
@@ -805,9 +811,6 @@ impl LivePair {
     /// `docs/bench/notes.md`); on the stream's answers the lower bound changes nothing.
     fn agreed_surely(&self, a: usize) -> (usize, usize) {
         let rate = self.certifying_rate();
-        if let Some(t) = self.live_threshold(a, rate) {
-            return self.stats[a].agreed_under(t);
-        }
         let n = self.stats[a].outcomes.len() as f64;
         let z = self.cfg.confidence_z;
         let rate = if rate > 0.0 && n > 0.0 {
@@ -815,7 +818,7 @@ impl LivePair {
         } else {
             rate
         };
-        self.stats[a].agreed(rate)
+        self.counted(a, rate)
     }
 
     /// The re-ask rate agreement is counted with: `reask_rate` when `reask_certifies`,
