@@ -758,7 +758,8 @@ impl LivePair {
 
     /// The margin under which an answer at the served pair is re-asked: the `reask_rate`
     /// quantile of the served answers' recent margins ([`LivePair::observe_margin`]);
-    /// `None` (re-ask nothing) until the window holds [`reask::MIN_MARGINS`] of them.
+    /// `None` (re-ask nothing) until the window holds [`reask::MIN_SERVED_MARGINS`] of them
+    /// (its audits are counted under it only from [`reask::MIN_MARGINS`] on).
     pub fn reask_threshold(&self) -> Option<f64> {
         self.window.threshold(self.served, self.cfg.reask_rate)
     }

@@ -52,6 +52,8 @@ pub enum ReplayError {
         pairs: usize,
         uploads: usize,
     },
+    #[error("--deployments {asked}: the answer table holds {held}, each to be named once")]
+    Deployments { asked: String, held: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(
@@ -87,6 +89,11 @@ pub struct ReplayOptions {
     /// Position in each deployment where its late part starts.
     #[arg(long, default_value_t = 750)]
     pub late_from: u32,
+    /// The deployments in the order replayed (comma-separated; default the table's). E.g.
+    /// `night,day-uploads,day-samples`: a proxy started in the scenery its prior knows
+    /// least.
+    #[arg(long, value_delimiter = ',')]
+    pub deployments: Vec<String>,
     /// Writes PREFIX.json, .csv, .md and .svg.
     #[arg(long, default_value = "docs/bench/pair-replay")]
     pub out: PathBuf,
@@ -383,11 +390,17 @@ fn references(
     (best, certified)
 }
 
-/// One deployment's part (all of it, or its late uploads) in one seed's replay.
+/// Uploads in each deployment's first part: what a fresh proxy, or one that has just seen
+/// the scenery change, costs before it has learned (a short trial sees only this).
+pub const FIRST: usize = 200;
+
+/// One deployment's part (all of it, its late uploads, or its first [`FIRST`]) in one
+/// seed's replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct Part {
     pub deployment: String,
     pub late: bool,
+    pub first: bool,
     pub uploads: usize,
     pub seed: u64,
     /// Everything that went up (served, re-asked, audits) over the originals.
@@ -409,12 +422,19 @@ pub struct Part {
     pub meets: bool,
 }
 
-/// The part of deployment `d` from position `from` on, compared with the fixed pairs on
-/// the same uploads.
-fn part(table: &Table, steps: &[Step], d: usize, from: usize, target: f64, seed: u64) -> Part {
+/// The part of deployment `d` at positions `range`, compared with the fixed pairs on the
+/// same uploads.
+fn part(
+    table: &Table,
+    steps: &[Step],
+    d: usize,
+    range: std::ops::Range<usize>,
+    target: f64,
+    seed: u64,
+) -> Part {
     let s: Vec<&Step> = steps
         .iter()
-        .filter(|x| x.deployment == d && x.position >= from)
+        .filter(|x| x.deployment == d && range.contains(&x.position))
         .collect();
     let ups: Vec<&Upload> = s.iter().map(|x| &table.uploads[x.upload]).collect();
     let refs = references(table, target, &ups);
@@ -437,7 +457,8 @@ fn part(table: &Table, steps: &[Step], d: usize, from: usize, target: f64, seed:
     let vs_best = vs(&refs.0);
     Part {
         deployment: table.deployments[d].clone(),
-        late: from > 0,
+        late: range.start > 0,
+        first: range.start == 0 && range.end == FIRST,
         uploads: s.len(),
         seed,
         vs_original: total as f64 / original.max(1) as f64,
@@ -468,6 +489,11 @@ pub struct Spread {
     pub agreement: Quantiles,
     pub estimation_share: Quantiles,
     pub min_window_all: Quantiles,
+    /// The first [`FIRST`] uploads: everything sent over the originals, agreement, and
+    /// the estimation share.
+    pub first_vs_original: Quantiles,
+    pub first_agreement: Quantiles,
+    pub first_estimation_share: Quantiles,
 }
 
 /// 10th, 50th and 90th percentiles.
@@ -549,8 +575,16 @@ pub fn run(
         }
         let steps = replay(table, &order, cfg, bits_per_pixel.to_vec(), default, seed);
         for d in 0..table.deployments.len() {
-            parts.push(part(table, &steps, d, 0, target, seed));
-            parts.push(part(table, &steps, d, late.max(1), target, seed));
+            parts.push(part(table, &steps, d, 0..usize::MAX, target, seed));
+            parts.push(part(
+                table,
+                &steps,
+                d,
+                late.max(1)..usize::MAX,
+                target,
+                seed,
+            ));
+            parts.push(part(table, &steps, d, 0..FIRST, target, seed));
         }
         progress.set(i as u64 + 1, seeds.len() as u64);
     }
@@ -566,7 +600,11 @@ pub fn run(
                 .collect();
             let all: Vec<&Part> = parts
                 .iter()
-                .filter(|p| !p.late && p.deployment == *name)
+                .filter(|p| !p.late && !p.first && p.deployment == *name)
+                .collect();
+            let first: Vec<&Part> = parts
+                .iter()
+                .filter(|p| p.first && p.deployment == *name)
                 .collect();
             let n = late.len().max(1) as f64;
             Spread {
@@ -581,6 +619,11 @@ pub fn run(
                 agreement: quantiles(late.iter().map(|p| p.agreement).collect()),
                 estimation_share: quantiles(late.iter().map(|p| p.estimation_share).collect()),
                 min_window_all: quantiles(all.iter().map(|p| p.min_window).collect()),
+                first_vs_original: quantiles(first.iter().map(|p| p.vs_original).collect()),
+                first_agreement: quantiles(first.iter().map(|p| p.agreement).collect()),
+                first_estimation_share: quantiles(
+                    first.iter().map(|p| p.estimation_share).collect(),
+                ),
             }
         })
         .collect();
@@ -640,9 +683,43 @@ pub fn prior(table: &Table, agent: &Path) -> Result<(Vec<f32>, usize), ReplayErr
     Ok((bpp, default))
 }
 
+impl Table {
+    /// The same answers with the deployments in the order `names` (each of the table's
+    /// named once).
+    pub fn reordered(mut self, names: &[String]) -> Result<Table, ReplayError> {
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let mut held = self.deployments.clone();
+        held.sort();
+        if sorted != held {
+            return Err(ReplayError::Deployments {
+                asked: names.join(","),
+                held: self.deployments.join(","),
+            });
+        }
+        let new_index = |d: usize| {
+            names
+                .iter()
+                .position(|n| *n == self.deployments[d])
+                .unwrap_or(d)
+        };
+        let map: Vec<usize> = (0..self.deployments.len()).map(new_index).collect();
+        for u in &mut self.uploads {
+            u.deployment = map[u.deployment];
+        }
+        // Stable: index order within each deployment stays.
+        self.uploads.sort_by_key(|u| u.deployment);
+        self.deployments = names.to_vec();
+        Ok(self)
+    }
+}
+
 /// `adacompress replay`.
 pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
-    let table = Table::read(&o.table)?;
+    let mut table = Table::read(&o.table)?;
+    if !o.deployments.is_empty() {
+        table = table.reordered(&o.deployments)?;
+    }
     let (bpp, default) = prior(&table, &o.agent)?;
     let cfg = crate::config::Config::load(o.config.as_deref(), std::env::vars())?.pair;
     let seeds: Vec<u64> = (o.first_seed..o.first_seed.saturating_add(o.seeds)).collect();
@@ -666,6 +743,11 @@ fn times(x: f64) -> String {
     format!("{x:.2}×")
 }
 
+/// A spread as "p10 / p50 / p90".
+fn q(q: Quantiles, f: fn(f64) -> String) -> String {
+    format!("{} / {} / {}", f(q.p10), f(q.p50), f(q.p90))
+}
+
 /// The summary table.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
@@ -683,9 +765,6 @@ pub fn markdown(r: &Report) -> String {
         r.late_from,
     );
     for x in &r.spreads {
-        let q = |q: Quantiles, f: fn(f64) -> String| {
-            format!("{} / {} / {}", f(q.p10), f(q.p50), f(q.p90))
-        };
         let name = |p: &Option<FixedPair>| {
             p.as_ref().map_or("none".to_string(), |p| {
                 format!("{} ({})", p.pair, pct(p.agreement))
@@ -704,9 +783,22 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += &format!(
-        "\nSeeds meeting the target on every deployment, estimation ≤ 10 %: {}.\n",
+        "\nSeeds meeting the target on every deployment, estimation ≤ 10 %: {}.\n\n\
+         The first {FIRST} uploads of each deployment (a fresh proxy's, or the scenery change's, \
+         before it has learned):\n\n\
+         | deployment | everything sent vs original | agreement | estimation share |\n\
+         |---|---|---|---|\n",
         pct(r.all_met)
     );
+    for x in &r.spreads {
+        s += &format!(
+            "| {} | {} | {} | {} |\n",
+            x.deployment,
+            q(x.first_vs_original, times),
+            q(x.first_agreement, pct),
+            q(x.first_estimation_share, pct),
+        );
+    }
     s
 }
 
@@ -722,7 +814,13 @@ pub fn write(prefix: &Path, r: &Report) -> Result<(), ReplayError> {
             vec![
                 p.seed.to_string(),
                 p.deployment.clone(),
-                if p.late { "late" } else { "all" }.into(),
+                if p.late {
+                    "late".into()
+                } else if p.first {
+                    format!("first{FIRST}")
+                } else {
+                    "all".into()
+                },
                 p.uploads.to_string(),
                 format!("{:.4}", p.vs_original),
                 p.vs_best.map_or(String::new(), |v| format!("{v:.4}")),
@@ -872,6 +970,64 @@ mod tests {
             assert!(s.met > 0.99, "{s:?}");
             assert!(s.estimation_share.p90 <= 0.10, "{s:?}");
         }
+    }
+
+    #[test]
+    fn deployments_replay_in_the_order_asked_and_each_has_its_first_part() {
+        let t = table(100, 80, 300);
+        let night_first = t
+            .clone()
+            .reordered(&["night".into(), "day".into()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(night_first.deployments, ["night", "day"]);
+        // Night's uploads come first, in index order, then the day's; none lost.
+        assert_eq!(night_first.uploads.len(), t.uploads.len());
+        assert!(night_first.uploads[..300].iter().all(|u| u.deployment == 0));
+        assert!(
+            night_first.uploads[..300]
+                .windows(2)
+                .all(|w| w[0].index < w[1].index)
+        );
+        let a = |t: &Table, d: &str| {
+            t.uploads
+                .iter()
+                .filter(|u| t.deployments[u.deployment] == d)
+                .filter(|u| u.answers[2].agree)
+                .count()
+        };
+        assert_eq!(a(&night_first, "night"), a(&t, "night"));
+        // A name missing, unknown or repeated is refused.
+        for bad in [vec!["night"], vec!["night", "dusk"], vec!["night", "night"]] {
+            let names: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(t.clone().reordered(&names).is_err(), "{names:?}");
+        }
+        // Every seed reports each deployment's whole, late and first parts.
+        let r = run(
+            &night_first,
+            &PairConfig::default(),
+            &[8.0, 2.0, 2.0],
+            2,
+            &[1],
+            false,
+            150,
+        );
+        for d in ["night", "day"] {
+            let of =
+                |f: fn(&Part) -> bool| r.parts.iter().filter(|p| p.deployment == d && f(p)).count();
+            assert_eq!(of(|p| p.first), 1);
+            assert_eq!(of(|p| p.late), 1);
+            assert_eq!(of(|p| !p.late && !p.first), 1);
+            let first = r.parts.iter().find(|p| p.deployment == d && p.first);
+            assert_eq!(first.map(|p| p.uploads), Some(FIRST));
+        }
+        // The parts come in the order replayed: the night's first.
+        assert_eq!(
+            r.parts
+                .iter()
+                .find(|p| p.first)
+                .map(|p| p.deployment.as_str()),
+            Some("night")
+        );
     }
 
     #[test]
