@@ -228,6 +228,43 @@ def main():
                     break
                 w(l)
             w("")
+    # ---- (f) a new user's first photos, and the replayed first 200 of a fresh proxy ----
+    first = os.path.join(BENCH, "first-photos.md")
+    if os.path.exists(first):
+        with open(first) as f:
+            lines = f.read().splitlines()
+        head = next((i for i, l in enumerate(lines) if l.startswith("| deployment | part |")), None)
+        w("## (f) A new user's first photos: a fresh `serve` on photos from sources it never saw\n")
+        w("From `scripts/first_photos.sh` ([bench/first-photos.md](bench/first-photos.md)): the 51 "
+          "cross-source photos (no agent trained on their sources) twice, pass-1 then pass-2, through "
+          "a `serve` with an empty state dir, the stream bench's hop (every upstream byte, estimation "
+          "included) and Lite2 as the cloud; all 41 fixed pairs on every photo. On 51 photos only "
+          "`keep` reaches 97 % (97 % is at most one miss), so \"vs best pair\" is against the original.\n")
+        if head is not None:
+            for l in lines[head:]:
+                if not l.startswith("|"):
+                    break
+                w(l)
+            w("")
+    for name, what in (("pair-replay.json", "table order: a fresh proxy on day-uploads, then the scenery change"),
+                       ("pair-replay-night-first.json", "night first: a fresh proxy in the scenery its prior knows least")):
+        path = os.path.join(BENCH, name)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            rep = json.load(f)
+        if "first_vs_original" not in rep["spreads"][0]:
+            continue
+        w(f"The first 200 uploads of each deployment, `adacompress replay` ({len(rep['seeds'])} audit seeds; "
+          f"{what}; `docs/bench/{name[:-5]}.md`), 10th / 50th / 90th percentile:\n")
+        w("| deployment | everything sent vs original | top-1 agreement | estimation share |")
+        w("|---|---|---|---|")
+        for sp in rep["spreads"]:
+            q = lambda k, f: " / ".join(f(sp[k][p]) for p in ("p10", "p50", "p90"))
+            w(f"| {sp['deployment']} | {q('first_vs_original', lambda x: f'{x:.2f}×')} | "
+              f"{q('first_agreement', lambda x: f'{100 * x:.1f} %')} | "
+              f"{q('first_estimation_share', lambda x: f'{100 * x:.0f} %')} |")
+        w("")
     notes = os.path.join(BENCH, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
