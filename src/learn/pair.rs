@@ -25,11 +25,15 @@
 //!    `drift_window` audits, the evidence of the old scenery is dropped, the default steps up
 //!    to the next more faithful pair (larger or equal side *and* quality, or the original;
 //!    never cheaper than the default a certified pair was served instead of), and a new
-//!    learning phase starts. The rule is strict (4 of 20 by default) so that a pair that
+//!    learning phase starts. The next pair up is the nearest: a pair above another one
+//!    that could be stepped to is never smaller than it, whatever the prior's predicted
+//!    costs say (started at night, on photos no larger than 1280 px where `q95` and
+//!    `q95@1280` are the same image, the step from `q95@960` went to `q95`; session 27).
+//!    The rule is strict (4 of 20 by default) so that a pair that
 //!    really meets the target is seldom stepped up from by chance. For `settle_images`
-//!    after a drift, while the stepped-up default is what is served, it raises no second
-//!    one: the change was just seen, and that default is judged by the default check
-//!    (step 5), on what the client gets. A pair certified meanwhile is watched as ever. Without
+//!    after a drift or a default step-up (step 5), while the stepped-up default is what is
+//!    served, it raises no second one: the change was just seen, and that default is
+//!    judged by the default check, on what the client gets. A pair certified meanwhile is watched as ever. Without
 //!    this, `q95@1280` at night (96–97 % on its own answers, 99 % for the client) tripped
 //!    4 of 20 in the learning phase's many audits, and one replay in five served the
 //!    original for the rest of the night (session 26, `docs/bench/notes.md`).
@@ -580,10 +584,10 @@ pub struct LivePair {
     images: u64,
     /// Images since the last start or drift (the learning phase is the first `learn_images`).
     since_change: u64,
-    /// That learning phase began with a drift (not a start-up or a relearn): for
-    /// `settle_images`, the served pair's own failures raise no second drift.
+    /// Until `images` passes this, the default stepped up to (by a drift or the default
+    /// check) raises no drift by its own failures while it is served (`settle_images`).
     #[serde(default)]
-    after_drift: bool,
+    settle_until: u64,
     /// Estimation credit in bytes.
     credit: f64,
     /// Running averages of the bytes uploaded and of the original's bytes per image: the
@@ -664,7 +668,7 @@ impl LivePair {
             served: default,
             images: 0,
             since_change: 0,
-            after_drift: false,
+            settle_until: 0,
             credit: 0.0,
             avg_uploaded: 0.0,
             avg_original: 0.0,
@@ -872,13 +876,23 @@ impl LivePair {
             return keep;
         };
         let side = |x: &Action| x.max_side.unwrap_or(u32::MAX);
-        (0..self.actions.len())
+        let above = |lo: &Action, hi: &Action| side(hi) >= side(lo) && hi.quality >= lo.quality;
+        let up: Vec<usize> = (0..self.actions.len())
             .filter(|&b| b != a && !self.is_keep(b) && !self.ruled_out(b))
-            .filter(|&b| {
-                let to = self.actions[b];
-                side(&to) >= side(&from) && to.quality >= from.quality
-            })
+            .filter(|&b| above(&from, &self.actions[b]))
             .filter(|&b| self.cost(b) > self.cost(a))
+            .collect();
+        // Only the nearest steps: a pair above another eligible one is never smaller than
+        // it, whatever the predicted costs say. (On photos no larger than 1280 px, `q95`
+        // and `q95@1280` are the same image, and the prior's bits per pixel put `q95` a
+        // hair cheaper: started at night, the step from `q95@960` went to `q95`, which
+        // sends the larger night photos whole.)
+        up.iter()
+            .copied()
+            .filter(|&b| {
+                !up.iter()
+                    .any(|&c| c != b && above(&self.actions[c], &self.actions[b]))
+            })
             .min_by(|&x, &y| self.cost(x).total_cmp(&self.cost(y)))
             .unwrap_or(keep)
     }
@@ -1098,9 +1112,7 @@ impl LivePair {
             }
         }
         let failures = self.recent.iter().filter(|a| !**a).count();
-        let settling = self.after_drift
-            && self.since_change <= self.cfg.settle_images
-            && self.served == self.default;
+        let settling = self.images <= self.settle_until && self.served == self.default;
         if failures >= self.cfg.drift_failures && !settling {
             self.drift(true);
             tracing::warn!(
@@ -1115,6 +1127,7 @@ impl LivePair {
             self.remember_step(from);
             self.since_stepup = 0;
             self.trial_from = None;
+            self.settle();
             tracing::warn!(
                 from = %self.actions[from],
                 now = %self.actions[self.default],
@@ -1212,7 +1225,7 @@ impl LivePair {
             Shift::Small { fell: true } => {
                 let served = self.served;
                 self.forget();
-                self.after_drift = true;
+                self.settle();
                 self.default = served;
                 self.drifts += 1;
             }
@@ -1244,7 +1257,7 @@ impl LivePair {
     fn drift(&mut self, up: bool) {
         let from = self.served;
         self.forget();
-        self.after_drift = true;
+        self.settle();
         self.default = if up {
             // Never below the default the certified pair was served instead of: one step
             // above a cheap certified pair can still be far cheaper than the pair the
@@ -1300,7 +1313,16 @@ impl LivePair {
         self.since_stepup = 0;
         self.probing = false;
         self.trial_from = None;
-        self.after_drift = false;
+        self.settle_until = 0;
+    }
+
+    /// For `settle_images` from now, the default's own failures raise no drift while it is
+    /// served: it was just stepped up to, and the default check judges it.
+    fn settle(&mut self) {
+        self.settle_until = match self.cfg.settle_images {
+            0 => 0,
+            n => self.images.saturating_add(n),
+        };
     }
 
     /// Remembers a default stepped up from, for a later probe (the 8 most recent).
@@ -1335,6 +1357,7 @@ impl LivePair {
         self.default = back;
         self.recent.clear();
         self.since_stepup = 0;
+        self.settle_until = 0;
         self.probes += 1;
         self.probing = true;
         if self.cfg.probe_trial_audits > 0 {
@@ -2182,6 +2205,43 @@ mod tests {
             "stepped up: {}",
             st.served
         );
+    }
+
+    #[test]
+    fn a_step_up_goes_to_the_nearest_pair_above_whatever_the_predicted_costs() {
+        // Photos of 1000 px: q95 and q95@1280 are the same image, and a prior whose bits
+        // per pixel put q95 a hair under q95@1280 made q95 look the cheaper step.
+        let mut l = learner();
+        let [q95, q95_1280, q95_960] = ["q95", "q95@1280", "q95@960"]
+            .map(|n| l.actions.iter().position(|a| a.name() == n).unwrap());
+        l.bits_per_pixel[q95] = l.bits_per_pixel[q95_1280] - 0.01;
+        for _ in 0..50 {
+            let img = Served {
+                width: 1000,
+                height: 750,
+                original_bytes: 400_000,
+                uploaded_bytes: 150_000,
+                action: Some(q95_960),
+                deviation: None,
+                deviated: false,
+            };
+            let _ = l.plan_audit(img, 0.99);
+        }
+        assert!(
+            l.cost(q95) < l.cost(q95_1280),
+            "the prior's artefact is there"
+        );
+        assert_eq!(l.actions[l.step_up(q95_960)].name(), "q95@1280");
+        // With q95@1280 ruled out, the next is q95.
+        for _ in 0..60 {
+            l.stats[q95_1280].outcomes.push_back(Outcome {
+                t: l.images,
+                agree: false,
+                margin: None,
+            });
+        }
+        assert!(l.ruled_out(q95_1280));
+        assert_eq!(l.step_up(q95_960), q95);
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct ReplayOptions {
     /// least.
     #[arg(long, value_delimiter = ',')]
     pub deployments: Vec<String>,
+    /// Logs the learner's events (step-ups, drifts, alarms, probes) with the upload they
+    /// came at, as `serve` would (RUST_LOG picks the level); best with `--seeds 1`.
+    #[arg(long)]
+    pub trace: bool,
     /// Writes PREFIX.json, .csv, .md and .svg.
     #[arg(long, default_value = "docs/bench/pair-replay")]
     pub out: PathBuf,
@@ -278,6 +282,13 @@ pub fn replay(
         let Some(up) = table.uploads.get(u) else {
             continue;
         };
+        // The learner's events (step-ups, alarms) name the upload with `--trace`.
+        let _upload = tracing::info_span!(
+            "upload",
+            deployment = %table.deployments[up.deployment],
+            position = position[up.deployment],
+        )
+        .entered();
         let s = pair.served();
         let Some(&answer) = up.answers.get(s) else {
             continue;
@@ -725,10 +736,12 @@ pub fn command(o: ReplayOptions) -> Result<(), ReplayError> {
     let seeds: Vec<u64> = (o.first_seed..o.first_seed.saturating_add(o.seeds)).collect();
     // The learner logs every step-up and alarm as `serve` would; replayed thousands of
     // times over they are noise on this terminal, and the report holds what they tell.
-    let mut report =
-        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from)
-        });
+    let go = || run(&table, &cfg, &bpp, default, &seeds, o.shuffle, o.late_from);
+    let mut report = if o.trace {
+        go()
+    } else {
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), go)
+    };
     report.table = o.table.display().to_string();
     write(&o.out, &report)?;
     println!("{}", markdown(&report));
