@@ -96,7 +96,10 @@
 //!    A small fall does not step up (that sent a pair that still met the target at night to
 //!    the original, run 20): it re-learns in place, the served pair checked as the default
 //!    on fresh audits; unless the pair meets the target only thanks to re-asks
-//!    (`reask_certifies`), which steps up (run 23). `margin_alarm_sigmas = 0` turns both off.
+//!    (`reask_certifies`), which steps up (run 23). The watch is kept per pair served: a
+//!    cheaper pair is answered less surely, so a probe down or a certification starts it
+//!    again rather than reading as a fall (session 27). `margin_alarm_sigmas = 0` turns
+//!    both off.
 //!
 //! What is *not* used yet (see `docs/bench/notes.md`): monotonicity in side and quality as
 //! a prior on unaudited pairs, the margin to choose *which* images to audit (it chooses
@@ -195,11 +198,11 @@ pub struct PairConfig {
     /// original at 1.9× its bytes) but 98.5 % with the re-asks (session 25,
     /// `docs/bench/notes.md`).
     pub reask_checks: bool,
-    /// Images after a drift during which the default's own failures (`drift_failures` of
-    /// `drift_window`), while it is served, do not raise another drift: the scenery change
-    /// was just seen, and whether the stepped-up default meets the target is the default
-    /// check's to say (on what the client gets, at `check_z`). A pair certified meanwhile
-    /// is watched by the drift rule as ever. 0 = off.
+    /// Images after a drift or a step-up by the default check during which the default's
+    /// own failures (`drift_failures` of `drift_window`), while it is served, do not raise
+    /// another drift: the change was just seen, and whether the stepped-up default meets
+    /// the target is the default check's to say (on what the client gets, at `check_z`).
+    /// A pair certified meanwhile is watched by the drift rule as ever. 0 = off.
     pub settle_images: u64,
     /// Seed of the draws that pick the audited images. Fixed by default, so a run replays;
     /// set a different one per replica, or to measure the spread of a benchmark.
@@ -343,6 +346,10 @@ impl PairStats {
 /// median for a small one that lasts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct MarginWatch {
+    /// The served pair whose answers' margins these are: a cheaper pair is answered less
+    /// surely, so when the pair served changes the watch starts again.
+    #[serde(default)]
+    pair: Option<usize>,
     fast: f64,
     slow: f64,
     /// Moving variance around `slow`.
@@ -1215,6 +1222,17 @@ impl LivePair {
     /// whether it raised an alarm.
     pub fn observe_margin(&mut self, margin: f64) -> bool {
         self.window.observe(self.served, margin);
+        if self.margins.pair != Some(self.served) {
+            // A probe down (or a pair certified) changes what is served without a change
+            // of scenery; measured against the old pair's margins, the new pair's lower
+            // ones read as a fall (night first, replayed: a probe to `q95@960` by day was
+            // taken for a fall 500 images later, stepped up and re-learned into the late
+            // part). So the watch starts again with the pair.
+            self.margins = MarginWatch {
+                pair: Some(self.served),
+                ..MarginWatch::default()
+            };
+        }
         let Some(shift) = self.margins.observe(margin, self.cfg.margin_alarm_sigmas) else {
             return false;
         };
@@ -2377,6 +2395,36 @@ mod tests {
                 assert_eq!(m.served(), stepped, "no probe: the default stays up");
             }
         }
+    }
+
+    #[test]
+    fn a_change_of_the_pair_served_is_no_change_of_scenery_to_the_margin_watch() {
+        use rand::{RngExt, SeedableRng};
+        // The same margins: uniform in [0, 0.6] at the pair served first, in [0, 0.5]
+        // once a cheaper pair is served (answered less surely), in one scenery.
+        let run = |switch: bool| {
+            let mut l = learner();
+            let cheaper = l
+                .by_cost()
+                .into_iter()
+                .find(|&a| l.cost(a) < l.cost(l.served()) && !l.is_keep(a))
+                .unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+            for _ in 0..1500 {
+                l.observe_margin(0.6 * rng.random::<f64>());
+            }
+            if switch {
+                // As a probe down or a certification would.
+                l.default = cheaper;
+                l.served = cheaper;
+            }
+            for _ in 0..2500 {
+                l.observe_margin(0.5 * rng.random::<f64>());
+            }
+            l.status().margin_alarms
+        };
+        assert_eq!(run(true), 0, "the new pair's margins are its own baseline");
+        assert!(run(false) >= 1, "at the same pair the fall is caught");
     }
 
     #[test]
