@@ -136,10 +136,14 @@ torchserve = "$up"
 [agent]
 checkpoint = "$ROOT/models/agent-calibrated.json"
 [pair]
-# No audits and no margin alarm: the live pair cannot move during the run, so every row
-# sees the same pair (the shipped prior) and the rows can be compared with each other.
+# No audits, no margin alarm and no re-asks: the live pair cannot move during the run and
+# whether an answer is re-asked cannot depend on the margins earlier rows left in the
+# window, so every row sees the same pair (the shipped prior) and the same answers, and
+# the rows can be compared with each other. (With re-asks from the 10th answer, the first
+# three rows got the original's answer for indoor/1.jpg and the rest the re-encode's.)
 max_audit_rate = 0.0
 margin_alarm_sigmas = 0.0
+reask_rate = 0.0
 [state]
 dir = "$WORK/state-$4"
 [aws]
