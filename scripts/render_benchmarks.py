@@ -38,6 +38,27 @@ def cpu_model():
     return platform.processor() or "?"
 
 
+def stream_report(name):
+    """The lines of a stream bench report under docs/bench/, or None when it is missing."""
+    path = os.path.join(BENCH, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def w_table(w, lines):
+    """Writes the report's per-deployment table (from its "| deployment | part |" header)."""
+    head = next((i for i, l in enumerate(lines) if l.startswith("| deployment | part |")), None)
+    if head is None:
+        return
+    for l in lines[head:]:
+        if not l.startswith("|"):
+            break
+        w(l)
+    w("")
+
+
 def main():
     timing = load("timing.json")
     ev = load("eval-lite2.json")
@@ -208,11 +229,8 @@ def main():
               f"{o['size_ratio']:.3f}× | {'met' if met else 'missed'} |")
         w("")
     # ---- (e) the stream: serve's live pair over deployments, scenery change included ----
-    stream = os.path.join(BENCH, "stream.md")
-    if os.path.exists(stream):
-        with open(stream) as f:
-            lines = f.read().splitlines()
-        head = next((i for i, l in enumerate(lines) if l.startswith("| deployment | part |")), None)
+    lines = stream_report("stream.md")
+    if lines is not None:
         w("## (e) Stream: `serve` learning the pair live, scenery change included\n")
         w("From `scripts/stream_bench.sh` (the full report, the fixed pairs in hindsight and the plot: "
           "[bench/stream.md](bench/stream.md)). Uploads go one at a time through a real `serve` to the "
@@ -222,30 +240,17 @@ def main():
           "the rows \"750+\" measured on every upload 750+ over all 41 pairs of the action set, the rows \"all\" on a subsample (every 10th upload).\n")
         if lines and lines[0].startswith("# "):
             w(lines[0][2:] + "\n")
-        if head is not None:
-            for l in lines[head:]:
-                if not l.startswith("|"):
-                    break
-                w(l)
-            w("")
+        w_table(w, lines)
     # ---- (f) a new user's first photos, and the replayed first 200 of a fresh proxy ----
-    first = os.path.join(BENCH, "first-photos.md")
-    if os.path.exists(first):
-        with open(first) as f:
-            lines = f.read().splitlines()
-        head = next((i for i, l in enumerate(lines) if l.startswith("| deployment | part |")), None)
+    lines = stream_report("first-photos.md")
+    if lines is not None:
         w("## (f) A new user's first photos: a fresh `serve` on photos from sources it never saw\n")
         w("From `scripts/first_photos.sh` ([bench/first-photos.md](bench/first-photos.md)): the 51 "
           "cross-source photos (no agent trained on their sources) twice, pass-1 then pass-2, through "
           "a `serve` with an empty state dir, the stream bench's hop (every upstream byte, estimation "
           "included) and Lite2 as the cloud; all 41 fixed pairs on every photo. On 51 photos only "
           "`keep` reaches 97 % (97 % is at most one miss), so \"vs best pair\" is against the original.\n")
-        if head is not None:
-            for l in lines[head:]:
-                if not l.startswith("|"):
-                    break
-                w(l)
-            w("")
+        w_table(w, lines)
     for name, what in (("pair-replay.json", "table order: a fresh proxy on day-uploads, then the scenery change"),
                        ("pair-replay-night-first.json", "night first: a fresh proxy in the scenery its prior knows least")):
         path = os.path.join(BENCH, name)
